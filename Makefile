@@ -1,0 +1,48 @@
+# dfwatch: the commands the README quotes. `make run` and `make test` set everything up first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := run
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dfwatch-installed
+MODELS := models/face_detector.onnx models/deepfake_classifier.onnx
+# This machine's pip config lists local package folders that do not all exist; hide that noise.
+QUIET_PIP := { grep -v '^WARNING: Location .* is ignored' || true; }
+
+.PHONY: setup models run test lint clean
+
+setup: $(STAMP)
+
+# Rebuilt only when pyproject.toml changes. torch==2.14.1 / torchvision==0.29.1 come from this
+# machine's disk through pip. ultralytics pulls the GUI OpenCV; only the headless one may stay.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]' 2>&1 | $(QUIET_PIP)
+	if $(PY) -m pip show -q opencv-python >/dev/null 2>&1; then \
+	  v=$$($(PY) -m pip show opencv-python-headless | sed -n 's/^Version: //p'); \
+	  $(PY) -m pip uninstall -q -y opencv-python opencv-python-headless 2>&1 | $(QUIET_PIP); \
+	  $(PY) -m pip install -q --no-deps "opencv-python-headless==$$v" 2>&1 | $(QUIET_PIP); \
+	fi
+	$(PY) -c "import cv2, torch, onnxruntime, av; print('environment ready: torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, '| av', av.__version__, '| opencv', cv2.__version__)"
+	touch $(STAMP)
+
+# Until the trained default model pack lands, models/ holds untrained placeholder networks.
+models: $(MODELS)
+$(MODELS): | $(STAMP)
+	$(VENV)/bin/dfwatch-train placeholders --out models
+
+# The main job on the embedded default (ONNX Runtime on CPU): the generated demo clip when ARGS
+# names no source. Verdicts as JSON lines on stdout, metrics on 127.0.0.1:9108, summary on stderr.
+run: $(STAMP) $(MODELS)
+	$(VENV)/bin/dfwatch watch $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check engines pipeline trainer tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,37 @@
+"""Deepfake classifier: square face crops in, probability that each face is fake out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engines._artifact import Artifact
+from engines.errors import InputError
+
+
+class Classifier:
+    """Scores face crops made by ``engines.crop_faces`` with this artifact's size and margin."""
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        self.artifact = Artifact(path, kind="classifier", threads=threads)
+        self.manifest = self.artifact.manifest
+        self.input_size = self.manifest.input_size
+        self.crop_margin = float(self.manifest.preprocess["crop_margin"])
+        self.threshold = float(self.manifest.thresholds["fake"])
+
+    @property
+    def backend_name(self) -> str:
+        return self.artifact.backend.name
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """Score (n, S, S, 3) uint8 RGB crops; returns (n,) float32 P(fake)."""
+        s = self.input_size
+        if not isinstance(crops, np.ndarray) or crops.dtype != np.uint8 or crops.shape[1:] != (s, s, 3):
+            got = f"{crops.dtype} {crops.shape}" if isinstance(crops, np.ndarray) else type(crops).__name__
+            raise InputError(f"Classifier expects uint8 RGB crops (n, {s}, {s}, 3), got {got}")
+        if len(crops) == 0:
+            return np.zeros(0, dtype=np.float32)
+        batch = crops.transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / 255.0)  # (n, 3, S, S)
+        prob = self.artifact.run(batch)[0]  # (n, 1)
+        return prob.reshape(-1).astype(np.float32)

@@ -1,0 +1,64 @@
+"""Face detector: frames in, columnar Detections in source-frame pixels out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engines._artifact import Artifact
+from engines.detections import Detections
+from engines.errors import InputError
+from engines.letterbox import letterbox_batch, unletterbox_boxes
+from engines.yolo import decode_yolov8
+
+
+class Detector:
+    """YOLOv8 face detector behind any backend.
+
+    ``conf`` and ``iou`` default to the thresholds in the artifact's manifest.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        threads: int | None = None,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int = 100,
+    ) -> None:
+        self.artifact = Artifact(path, kind="detector", threads=threads)
+        self.manifest = self.artifact.manifest
+        self.input_size = self.manifest.input_size
+        self.conf = self.manifest.thresholds["confidence"] if conf is None else conf
+        self.iou = self.manifest.thresholds["iou"] if iou is None else iou
+        self.max_det = max_det
+
+    @property
+    def backend_name(self) -> str:
+        return self.artifact.backend.name
+
+    def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> Detections:
+        """Detect faces in (N, H, W, 3) uint8 RGB frames (or a list of frames of any sizes)."""
+        _check_frames(frames)
+        if len(frames) == 0:
+            return Detections.empty()
+        batch, infos = letterbox_batch(frames, self.input_size)  # (N, 3, S, S)
+        output = self.artifact.run(batch)[0]  # (N, 4 + 1, anchors)
+        parts = []
+        for i, ((xyxy, score), info) in enumerate(
+            zip(decode_yolov8(output, conf=self.conf, iou=self.iou, max_det=self.max_det), infos)
+        ):
+            parts.append(Detections(unletterbox_boxes(xyxy, info), score, np.full(len(score), i)))
+        return Detections.concatenate(parts)
+
+
+def _check_frames(frames: np.ndarray | Sequence[np.ndarray]) -> None:
+    if isinstance(frames, np.ndarray) and frames.ndim != 4:
+        raise InputError(f"Detector expects uint8 RGB frames (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    for frame in frames:
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise InputError(f"Detector expects uint8 RGB frames (N, H, W, 3), got {got}")

@@ -1,0 +1,195 @@
+"""Export torch models to ONNX with a dynamic batch axis, verify against torch, write the manifest.
+
+torch, onnx, onnxslim and ultralytics are imported inside the functions: the serving path
+imports this module never, and loading it costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.errors import ExportError
+from engines.manifest import Manifest, sha256_file, write_manifest
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+DETECTOR_THRESHOLDS = {"confidence": 0.25, "iou": 0.45}
+BATCH_MAX = 64
+
+
+def framework_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("dfwatch", "torch", "onnx", "onnxruntime", "onnxslim", "ultralytics"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def export_onnx(module: Any, path: Path, *, input_size: int, input_name: str, output_name: str) -> None:
+    """Export ``module`` (eval mode, input (B, 3, S, S) float32) to ONNX and simplify it in place."""
+    import onnx
+    import onnxslim
+    import torch
+
+    dummy = torch.rand(2, 3, input_size, input_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript exporter (as ultralytics uses): stable dynamic batch axes, no onnxscript.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                module,
+                (dummy,),
+                str(path),
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        model = onnxslim.slim(onnx.load(str(path)))
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+    except Exception as exc:
+        raise ExportError(f"exporting {type(module).__name__} to {path} failed: {exc}") from exc
+
+
+def verify_onnx(module: Any, path: Path, inputs: np.ndarray, *, atol: float) -> float:
+    """Run ``inputs`` (B, 3, S, S) float32 through torch and ONNX Runtime; return max abs difference."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = module(torch.from_numpy(inputs)).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    diff = float(np.abs(expected - got).max())
+    if not diff <= atol:
+        raise ExportError(f"{path}: ONNX Runtime differs from torch by {diff:.3g} (tolerance {atol:g})")
+    return diff
+
+
+def finish_artifact(path: Path, **fields: Any) -> Manifest:
+    """Write the manifest for a freshly exported ONNX file."""
+    digest = sha256_file(path)
+    manifest = Manifest(
+        format="onnx",
+        file=path.name,
+        sha256=digest,
+        source_onnx_sha256=digest,
+        batch_min=1,
+        batch_max=BATCH_MAX,
+        precision="fp32",
+        versions=framework_versions(),
+        **fields,
+    )
+    write_manifest(path, manifest)
+    return manifest
+
+
+def load_yolo_detector(source: str | Path) -> Any:
+    """A YOLOv8 DetectionModel in export mode from an ultralytics ``.pt`` or a model ``.yaml``.
+
+    A ``.yaml`` (e.g. ``yolov8n.yaml``, shipped inside ultralytics) builds an untrained
+    one-class network; a ``.pt`` is a trained checkpoint. Nothing is downloaded.
+    """
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    source = str(source)
+    if source.endswith((".yaml", ".yml")):
+        model = DetectionModel(source, nc=1, verbose=False)
+    else:
+        if not Path(source).is_file():
+            raise ExportError(f"detector checkpoint {source} does not exist")
+        ckpt = torch.load(source, map_location="cpu", weights_only=False)
+        model = (ckpt.get("ema") or ckpt["model"]).float()
+        if model.nc != 1:
+            raise ExportError(f"{source} has {model.nc} classes; dfwatch needs a one-class face detector")
+    model = model.fuse() if hasattr(model, "fuse") else model
+    model.eval()
+    head = model.model[-1]
+    head.export, head.format, head.dynamic = True, "onnx", True
+    return model
+
+
+def export_detector(
+    source: str | Path, out: Path, *, input_size: int, placeholder: bool, training: dict | None = None
+) -> tuple[Manifest, float]:
+    """Export a YOLOv8 face detector to ``out`` (.onnx) with its manifest; returns (manifest, max diff)."""
+    model = load_yolo_detector(source)
+    export_onnx(model, out, input_size=input_size, input_name="images", output_name="output0")
+    sample = np.random.default_rng(0).random((2, 3, input_size, input_size), dtype=np.float32)
+    diff = verify_onnx(model, out, sample, atol=1e-3 * input_size)  # boxes are in pixels
+    manifest = finish_artifact(
+        out,
+        kind="detector",
+        name="yolov8n-face",
+        input_size=input_size,
+        thresholds=dict(DETECTOR_THRESHOLDS),
+        class_names=["face"],
+        placeholder=placeholder,
+        io={
+            "input": "images",
+            "layout": "NCHW",
+            "dtype": "float32",
+            "range": [0, 1],
+            "color": "RGB",
+            "output": "output0",
+            "output_layout": "(N, 4 + classes, anchors), boxes cx cy w h in input pixels",
+        },
+        preprocess={"letterbox_pad": 114},
+        training=training,
+    )
+    return manifest, diff
+
+
+def export_classifier(
+    module: Any,
+    out: Path,
+    *,
+    name: str,
+    input_size: int,
+    crop_margin: float,
+    threshold: float = 0.5,
+    placeholder: bool,
+    training: dict | None = None,
+) -> tuple[Manifest, float]:
+    """Export a classifier (logits (B, 1)) as an ONNX model that outputs P(fake) (B, 1)."""
+    import torch
+
+    wrapped = torch.nn.Sequential(module, torch.nn.Sigmoid()).eval()
+    export_onnx(wrapped, out, input_size=input_size, input_name="crops", output_name="p_fake")
+    sample = np.random.default_rng(0).random((2, 3, input_size, input_size), dtype=np.float32)
+    diff = verify_onnx(wrapped, out, sample, atol=1e-4)
+    manifest = finish_artifact(
+        out,
+        kind="classifier",
+        name=name,
+        input_size=input_size,
+        thresholds={"fake": threshold},
+        class_names=["fake"],
+        placeholder=placeholder,
+        io={
+            "input": "crops",
+            "layout": "NCHW",
+            "dtype": "float32",
+            "range": [0, 1],
+            "color": "RGB",
+            "output": "p_fake",
+            "output_layout": "(N, 1) probability that the face is fake",
+        },
+        preprocess={"crop_margin": crop_margin},
+        training=training,
+    )
+    return manifest, diff

@@ -1,0 +1,117 @@
+"""The JSON manifest that sits beside every model artifact and describes it.
+
+``models/face_detector.onnx`` is described by ``models/face_detector.onnx.json``. Loading an
+artifact reads its manifest, checks the kind and the file's sha256, and fails with a message
+that says how to rebuild when they do not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from engines.errors import REBUILD_HINT, ManifestError, ManifestMismatchError, ModelNotFoundError
+
+SCHEMA = 1
+KINDS = ("detector", "classifier")
+FORMATS = ("onnx", "tensorrt", "torch")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    kind: str  # "detector" or "classifier"
+    name: str  # architecture name, e.g. "yolov8n-face", "paper_cnn"
+    format: str  # "onnx", "tensorrt" or "torch": selects the backend
+    file: str  # artifact file name, beside the manifest
+    sha256: str  # of the artifact file
+    input_size: int  # square network input side in pixels
+    batch_min: int  # smallest batch the artifact accepts
+    batch_max: int  # largest batch the artifact accepts
+    precision: str  # "fp32", "fp16", "int8"
+    thresholds: dict[str, float]  # detector: confidence, iou; classifier: fake
+    class_names: list[str]  # detector: ["face"]; classifier: ["fake"] (output = P(fake))
+    source_onnx_sha256: str  # the ONNX file every other format was built from
+    versions: dict[str, str]  # frameworks that built it
+    placeholder: bool = False  # True for untrained networks: outputs mean nothing
+    io: dict[str, Any] = field(default_factory=dict)  # input/output tensor names, layout
+    preprocess: dict[str, Any] = field(default_factory=dict)  # e.g. crop margin, scale
+    device: dict[str, Any] | None = None  # GPU name and compute capability for GPU formats
+    training: dict[str, Any] | None = None  # provenance of the weights, if trained
+    schema: int = SCHEMA
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def manifest_path(artifact: str | Path) -> Path:
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(artifact: str | Path, manifest: Manifest) -> Path:
+    path = manifest_path(artifact)
+    path.write_text(manifest.to_json())
+    return path
+
+
+def load_manifest(artifact: str | Path, *, kind: str | None = None, verify: bool = True) -> Manifest:
+    """Read and check the manifest of ``artifact``.
+
+    Raises ModelNotFoundError when the artifact or its manifest is missing, ManifestError when
+    the manifest is unreadable or of another kind, ManifestMismatchError when the artifact's
+    sha256 differs from the manifest (a truncated or replaced file).
+    """
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise ModelNotFoundError(f"model file {artifact} does not exist; {REBUILD_HINT}")
+    mpath = manifest_path(artifact)
+    if not mpath.is_file():
+        raise ModelNotFoundError(f"model file {artifact} has no manifest {mpath}; {REBUILD_HINT}")
+    try:
+        raw = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"manifest {mpath} is not valid JSON ({exc}); {REBUILD_HINT}") from exc
+    if not isinstance(raw, dict):
+        raise ManifestError(f"manifest {mpath} must hold a JSON object; {REBUILD_HINT}")
+    names = {f.name for f in fields(Manifest)}
+    required = {f.name for f in fields(Manifest) if f.default is MISSING and f.default_factory is MISSING}
+    missing = sorted(required - raw.keys())
+    if missing:
+        raise ManifestError(f"manifest {mpath} lacks fields {missing}; {REBUILD_HINT}")
+    unknown = sorted(raw.keys() - names)
+    if unknown:
+        raise ManifestError(f"manifest {mpath} has unknown fields {unknown}; valid: {sorted(names)}")
+    manifest = Manifest(**raw)
+    if manifest.schema != SCHEMA:
+        raise ManifestError(
+            f"manifest {mpath} has schema {manifest.schema}, this dfwatch reads {SCHEMA}; {REBUILD_HINT}"
+        )
+    if manifest.kind not in KINDS:
+        raise ManifestError(f"manifest {mpath}: kind {manifest.kind!r} is not one of {list(KINDS)}")
+    if manifest.format not in FORMATS:
+        raise ManifestError(f"manifest {mpath}: format {manifest.format!r} is not one of {list(FORMATS)}")
+    if kind is not None and manifest.kind != kind:
+        raise ManifestError(f"{artifact} is a {manifest.kind} artifact, expected a {kind}")
+    if manifest.file != artifact.name:
+        raise ManifestMismatchError(
+            f"manifest {mpath} describes {manifest.file!r}, not {artifact.name!r}; {REBUILD_HINT}"
+        )
+    if verify:
+        actual = sha256_file(artifact)
+        if actual != manifest.sha256:
+            raise ManifestMismatchError(
+                f"{artifact} does not match its manifest (sha256 {actual[:12]}..., manifest says "
+                f"{manifest.sha256[:12]}...): the file was changed or truncated; {REBUILD_HINT}"
+            )
+    return manifest

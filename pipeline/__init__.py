@@ -1,0 +1,1 @@
+"""pipeline: the streaming service (sources -> detect -> classify -> verdict -> sinks)."""

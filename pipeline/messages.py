@@ -1,0 +1,72 @@
+"""Messages passed between pipeline stages: frozen, stamped with stream, frame, pts and capture time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+StreamId = str
+
+
+class VerdictState(str, Enum):
+    UNKNOWN = "UNKNOWN"  # not enough evidence yet
+    NO_FACE = "NO_FACE"  # no face on screen for a while
+    REAL = "REAL"
+    FAKE = "FAKE"
+
+
+@dataclass(frozen=True)
+class Frame:
+    stream_id: StreamId
+    index: int  # 0-based frame number in the stream, counted by the decoder
+    pts: float | None  # presentation time in seconds, from the container
+    capture_time: float  # wall-clock time (time.time()) when the frame was decoded
+    image: np.ndarray = field(repr=False)  # (H, W, 3) uint8 RGB
+    decode_seconds: float = 0.0  # time spent demuxing, decoding and converting this frame
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+    det_score: float  # detector confidence
+    p_fake: float  # classifier probability that the face is fake
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What dfwatch says about one frame of one stream: the unit every sink publishes."""
+
+    stream_id: StreamId
+    frame_index: int
+    pts: float | None
+    capture_time: float
+    faces: tuple[Face, ...]
+    frame_score: float | None  # highest p_fake among this frame's faces; None without faces
+    score: float | None  # smoothed stream fake score
+    state: VerdictState
+    changed: bool  # state differs from the previous frame's
+    latency: dict[str, float]  # seconds per stage: decode, queue, detect, classify
+    placeholder_models: bool
+
+    def to_dict(self, *, publish_time: float) -> dict[str, Any]:
+        latency = {k: round(v * 1000, 3) for k, v in self.latency.items()}
+        latency["capture_to_publish"] = round((publish_time - self.capture_time) * 1000, 3)
+        return {
+            "stream": self.stream_id,
+            "frame": self.frame_index,
+            "pts": None if self.pts is None else round(self.pts, 6),
+            "capture_time": round(self.capture_time, 6),
+            "faces": [
+                {"box": [round(v, 1) for v in f.box], "det_score": round(f.det_score, 4), "p_fake": round(f.p_fake, 4)}
+                for f in self.faces
+            ],
+            "frame_score": None if self.frame_score is None else round(self.frame_score, 4),
+            "score": None if self.score is None else round(self.score, 4),
+            "verdict": self.state.value,
+            "changed": self.changed,
+            "latency_ms": latency,
+            "placeholder_models": self.placeholder_models,
+        }

@@ -1,0 +1,65 @@
+"""The observer: latency per stage and end to end, counts and gauges, exported to Prometheus.
+
+The only module that imports prometheus_client. Each Observer owns its registry, so several
+can live in one process (tests) without clashing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("decode", "queue", "detect", "classify", "publish")
+# 0.5 ms .. 10 s: stage latencies on CPU and GPU, and capture-to-publish under load.
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.stage_seconds = Histogram(
+            "dfwatch_stage_seconds",
+            "Time spent per pipeline stage, per frame or per batch",
+            ["stage"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.capture_to_publish = Histogram(
+            "dfwatch_capture_to_publish_seconds",
+            "Wall time from frame capture to verdict publish",
+            ["stream"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.frames_decoded = Counter("dfwatch_frames_decoded", "Frames decoded", ["stream"], registry=r)
+        self.frames_dropped = Counter(
+            "dfwatch_frames_dropped", "Frames dropped to stay real time", ["stream"], registry=r
+        )
+        self.faces = Counter("dfwatch_faces", "Faces detected", ["stream"], registry=r)
+        self.stream_errors = Counter(
+            "dfwatch_stream_errors", "Streams that failed to open or broke", ["stream"], registry=r
+        )
+        self.sink_errors = Counter("dfwatch_sink_errors", "Failed sink writes", ["sink"], registry=r)
+        self.stream_up = Gauge("dfwatch_stream_up", "1 while a stream delivers frames", ["stream"], registry=r)
+        self.queue_depth = Gauge("dfwatch_queue_depth", "Frames waiting in a stream's queue", ["stream"], registry=r)
+        self.fake_score = Gauge("dfwatch_fake_score", "Smoothed fake score of a stream", ["stream"], registry=r)
+        self._server: Any = None
+
+    def serve(self, host: str, port: int) -> None:
+        """Expose /metrics on host:port (raises OSError when the port is taken)."""
+        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        logger.info("Prometheus metrics on http://%s:%d/metrics", host, port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage).observe(seconds)

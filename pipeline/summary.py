@@ -1,0 +1,77 @@
+"""What a run did, per stream, for the short human summary printed at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.messages import Verdict, VerdictState
+
+
+@dataclass
+class StreamStats:
+    frames: int = 0
+    faces: int = 0
+    dropped: int = 0
+    state: VerdictState = VerdictState.UNKNOWN
+    changes: list[tuple[int, float | None, VerdictState]] = field(default_factory=list)  # frame, pts, new state
+    latency_ms: dict[str, list[float]] = field(default_factory=dict)  # stage -> samples
+    first_publish: float | None = None
+    last_publish: float | None = None
+    error: str | None = None
+
+
+class RunStats:
+    def __init__(self, stream_ids: list[str]) -> None:
+        self.streams = {sid: StreamStats() for sid in stream_ids}
+        self.sink_failures: dict[str, int] = {}
+
+    def record(self, verdict: Verdict, published: float) -> None:
+        s = self.streams[verdict.stream_id]
+        s.frames += 1
+        s.faces += len(verdict.faces)
+        if verdict.changed:
+            s.changes.append((verdict.frame_index, verdict.pts, verdict.state))
+        s.state = verdict.state
+        for stage, seconds in verdict.latency.items():
+            s.latency_ms.setdefault(stage, []).append(seconds * 1000)
+        s.latency_ms.setdefault("capture_to_publish", []).append((published - verdict.capture_time) * 1000)
+        s.first_publish = published if s.first_publish is None else s.first_publish
+        s.last_publish = published
+
+    @property
+    def failed(self) -> list[str]:
+        return [sid for sid, s in self.streams.items() if s.error]
+
+    def format(self, *, placeholder_models: bool) -> str:
+        lines = [
+            "",
+            "dfwatch summary" + ("  (PLACEHOLDER models: untrained, verdicts are noise)" if placeholder_models else ""),
+        ]
+        cols = ("frames", "faces", "drops", "fps")
+        lines.append(f"{'stream':<16} " + " ".join(f"{c:>6}" for c in cols) + "  p50 ms  p95 ms  verdict / changes")
+        for sid, s in self.streams.items():
+            e2e = s.latency_ms.get("capture_to_publish", [])
+            span = (s.last_publish or 0) - (s.first_publish or 0)
+            fps = (s.frames - 1) / span if s.frames > 1 and span > 0 else 0.0
+            p50, p95 = (f"{v:.0f}" for v in np.percentile(e2e, [50, 95])) if e2e else ("-", "-")
+            changes = ", ".join(f"{st.value}@{_at(frame, pts)}" for frame, pts, st in s.changes) or "-"
+            tail = f"FAILED ({s.error})" if s.error else f"{s.state.value}  ({changes})"
+            lines.append(
+                f"{sid[:16]:<16} {s.frames:>6} {s.faces:>6} {s.dropped:>5} {fps:>6.1f} {p50:>7} {p95:>7}  {tail}"
+            )
+        stages = {}
+        for s in self.streams.values():
+            for stage, samples in s.latency_ms.items():
+                stages.setdefault(stage, []).extend(samples)
+        if stages:
+            parts = [f"{k} {np.percentile(v, 50):.1f}/{np.percentile(v, 95):.1f}" for k, v in stages.items()]
+            lines.append("latency ms p50/p95 (detect and classify are per batch): " + "  ".join(parts))
+        for sink, n in self.sink_failures.items():
+            lines.append(f"sink {sink}: {n} verdicts could not be written")
+        return "\n".join(lines)
+
+
+def _at(frame: int, pts: float | None) -> str:
+    return f"{pts:.2f}s" if pts is not None else f"frame {frame}"

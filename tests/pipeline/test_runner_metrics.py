@@ -1,0 +1,95 @@
+"""The runner in-process: what the observer exports matches what was processed; /metrics serves it."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from engines import Classifier, Detector
+from pipeline.metrics import Observer
+from pipeline.runner import DropPolicy, FrameQueue, Runner
+from pipeline.sinks import JsonLinesSink
+from pipeline.sources import SourceKind, SourceSpec
+from pipeline.stages import ClassifyStage, DetectStage
+
+
+def _value(observer: Observer, name: str, labels: dict[str, str]) -> float:
+    value = observer.registry.get_sample_value(name, labels)
+    assert value is not None, f"{name}{labels} was not exported"
+    return value
+
+
+def test_runner_counts_and_latencies_match_the_run(fast_models: Path, demo_clip, real_video: Path):
+    observer, out = Observer(), io.StringIO()
+    runner = Runner(
+        [SourceSpec("demo", str(demo_clip.path)), SourceSpec("real", str(real_video))],
+        DetectStage(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1)),
+        ClassifyStage(Classifier(fast_models / "deepfake_classifier.onnx")),
+        [JsonLinesSink(out)],
+        observer,
+    )
+    stats = runner.run()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    n_demo = sum(r["stream"] == "demo" for r in records)
+    n_real = len(records) - n_demo
+    assert n_demo == demo_clip.n_frames and n_real > 0 and stats.failed == []
+    assert _value(observer, "dfwatch_frames_decoded_total", {"stream": "demo"}) == n_demo
+    assert _value(observer, "dfwatch_frames_decoded_total", {"stream": "real"}) == n_real
+    assert _value(observer, "dfwatch_faces_total", {"stream": "demo"}) == n_demo  # max_det=1
+    assert _value(observer, "dfwatch_capture_to_publish_seconds_count", {"stream": "demo"}) == n_demo
+    assert _value(observer, "dfwatch_stage_seconds_count", {"stage": "decode"}) == len(records)
+    assert _value(observer, "dfwatch_stage_seconds_count", {"stage": "queue"}) == len(records)
+    batches = _value(observer, "dfwatch_stage_seconds_count", {"stage": "detect"})
+    assert len(records) / 8 <= batches < len(records)  # batched across streams, at most max_batch frames
+    assert _value(observer, "dfwatch_stream_up", {"stream": "demo"}) == 0  # the file ended
+    assert stats.streams["demo"].frames == n_demo
+
+
+def test_duplicate_stream_ids_are_refused(fast_models: Path):
+    with pytest.raises(ValueError, match=r"\['cam'\] appear twice"):
+        Runner([SourceSpec("cam", "a.mp4"), SourceSpec("cam", "b.mp4")], None, None, [], Observer())
+
+
+def test_metrics_are_served_over_http_on_loopback():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    observer = Observer()
+    observer.observe_stage("detect", 0.01)
+    observer.serve("127.0.0.1", port)
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        observer.close()
+    assert 'dfwatch_stage_seconds_count{stage="detect"} 1.0' in body
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)  # closed
+
+
+def test_drop_oldest_keeps_the_newest_frames_and_counts_drops():
+    import threading
+
+    q = FrameQueue(3, DropPolicy.DROP_OLDEST, threading.Event())
+    for i in range(5):
+        q.put(i, threading.Event())  # type: ignore[arg-type]
+    assert list(q.frames) == [2, 3, 4] and q.dropped == 2
+
+
+@pytest.mark.parametrize(
+    "text, stream_id, url, kind",
+    [
+        ("cam1=rtsp://10.0.0.5:554/live", "cam1", "rtsp://10.0.0.5:554/live", SourceKind.LIVE),
+        ("rtsp://host/stream/main", "main", "rtsp://host/stream/main", SourceKind.LIVE),
+        ("/videos/news clip.mp4", "news_clip", "/videos/news clip.mp4", SourceKind.FILE),
+        ("https://cdn.example/live/index.m3u8", "index", "https://cdn.example/live/index.m3u8", SourceKind.LIVE),
+        ("rtsp://10.0.0.9", "10.0.0.9", "rtsp://10.0.0.9", SourceKind.LIVE),
+    ],
+)
+def test_source_specs_parse_names_and_kinds(text, stream_id, url, kind):
+    spec = SourceSpec.parse(text)
+    assert (spec.stream_id, spec.url, spec.kind) == (stream_id, url, kind)

@@ -1,0 +1,1 @@
+"""trainer: the paper's method (dataset -> search -> fit -> evaluate -> export) on engines/."""
