@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import NoReturn
+
+from pipeline.config import WatchConfig, load_config
+from pipeline.errors import ConfigError
+from pipeline.sources import SourceKind, SourceSpec
 
 logger = logging.getLogger("dfwatch")
 
@@ -34,31 +40,74 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="video file, rtsp://, rtsps://, http(s):// or HLS URL; NAME=URL names the stream",
     )
-    w.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
-    w.add_argument(
+    w.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and tracebacks")
+    w.add_argument("--config", type=Path, help="TOML file with streams, models, runner, verdict, sinks, metrics")
+    g = w.add_argument_group("models (override [models])")
+    g.add_argument(
         "--models",
         type=Path,
-        default=Path("models"),
-        help="model directory holding face_detector.onnx and deepfake_classifier.onnx (default: models)",
+        dest="models.dir",
+        help="model directory with face_detector.onnx and deepfake_classifier.onnx (default: models)",
     )
-    w.add_argument("--detector", type=Path, help="detector artifact (default: MODELS/face_detector.onnx)")
-    w.add_argument("--classifier", type=Path, help="classifier artifact (default: MODELS/deepfake_classifier.onnx)")
-    w.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
-    w.add_argument("--det-conf", type=float, default=None, help="detector confidence threshold (default: manifest)")
-    w.add_argument("--max-faces", type=int, default=20, help="most faces scored per frame, best first (default 20)")
-    w.add_argument("--max-batch", type=int, default=8, help="frames per detector batch across streams (default 8)")
-    w.add_argument("--redis", metavar="URL", help="also publish to Redis Streams, e.g. redis://127.0.0.1:6379/0")
-    w.add_argument("--metrics-host", default="127.0.0.1", help="Prometheus bind address (default 127.0.0.1)")
-    w.add_argument("--metrics-port", type=int, default=9108, help="Prometheus port; 0 disables (default 9108)")
-    w.add_argument("--rtsp-transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport (default tcp)")
-    w.add_argument("--open-timeout", type=float, default=10.0, help="seconds to open a stream (default 10)")
-    w.add_argument("--read-timeout", type=float, default=10.0, help="seconds without data before a stream is dead")
-    w.add_argument(
+    g.add_argument("--detector", type=Path, dest="models.detector", help="detector artifact")
+    g.add_argument("--classifier", type=Path, dest="models.classifier", help="classifier artifact")
+    g.add_argument("--threads", type=int, dest="models.threads", help="ONNX Runtime threads (default: all cores)")
+    g.add_argument("--det-conf", type=float, dest="models.det_conf", help="detector threshold (default: manifest)")
+    g.add_argument("--max-faces", type=int, dest="models.max_faces", help="most faces scored per frame (default 20)")
+    g = w.add_argument_group("stages (override [runner])")
+    g.add_argument("--max-batch", type=int, dest="runner.max_batch", help="frames per detector batch (default 8)")
+    g.add_argument("--max-wait-ms", type=float, dest="runner.max_wait_ms", help="wait to fill a batch (default 5)")
+    g.add_argument(
+        "--detect-every",
+        type=int,
+        dest="runner.detect_every",
+        help="detect on every k-th frame per stream, track in between (default 1)",
+    )
+    g.add_argument(
+        "--max-detect-every",
+        type=int,
+        dest="runner.max_detect_every",
+        help="k may grow up to this under load (default 4)",
+    )
+    g.add_argument(
+        "--classify-every",
+        type=int,
+        dest="runner.classify_every",
+        help="classify each tracked face every m-th frame (default 1)",
+    )
+    g = w.add_argument_group("sources (override every stream)")
+    g.add_argument("--rtsp-transport", choices=("tcp", "udp"), help="RTSP transport (default tcp)")
+    g.add_argument("--open-timeout", type=float, help="seconds to open a stream (default 10)")
+    g.add_argument("--read-timeout", type=float, help="seconds without data before a stream is down (default 10)")
+    g.add_argument(
+        "--no-reconnect",
+        action="store_false",
+        dest="reconnect",
+        default=None,
+        help="live streams: fail on the first error instead of reconnecting with backoff",
+    )
+    g.add_argument("--loop", action="store_true", default=None, help="files: start again at the end")
+    g.add_argument("--pace", action="store_true", default=None, help="files: deliver at their frame rate, like live")
+    g.add_argument(
         "--demo-seconds",
         type=float,
         default=4.0,
         help="with no SOURCE: seconds of real, then of manipulated face in the demo clip (default 4)",
     )
+    g = w.add_argument_group("outputs (override [sinks] and [metrics])")
+    g.add_argument(
+        "--redis",
+        metavar="URL",
+        dest="sinks.redis",
+        help="also publish to Redis, e.g. redis://127.0.0.1:6379/0 (password: DFWATCH_REDIS_PASSWORD)",
+    )
+    g.add_argument(
+        "--control",
+        action="store_true",
+        help="add and remove streams at run time through the Redis hash dfwatch:control:streams",
+    )
+    g.add_argument("--metrics-host", dest="metrics.host", help="Prometheus bind address (default 127.0.0.1)")
+    g.add_argument("--metrics-port", type=int, dest="metrics.port", help="Prometheus port; 0 disables (default 9108)")
     w.set_defaults(func=cmd_watch)
 
     d = sub.add_parser("demo", help="write the demo clip (real face, then a manipulated one) to a file")
@@ -80,20 +129,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def resolve_config(args: argparse.Namespace) -> WatchConfig:
+    """The config file (or defaults), then every CLI flag that was given on top."""
+    cfg = load_config(args.config) if args.config else WatchConfig()
+    sections: dict[str, dict] = {}
+    for key, value in vars(args).items():
+        if "." in key and value is not None:
+            section, name = key.split(".")
+            sections.setdefault(section, {})[name] = value
+    try:
+        cfg = dataclasses.replace(cfg, **{s: dataclasses.replace(getattr(cfg, s), **v) for s, v in sections.items()})
+        every = {"rtsp_transport": args.rtsp_transport, "open_timeout": args.open_timeout,
+                 "read_timeout": args.read_timeout, "reconnect": args.reconnect}  # fmt: skip
+        files = {"loop": args.loop, "pace": args.pace}
+        streams = []
+        for spec in [*cfg.streams, *(SourceSpec.parse(s) for s in args.sources)]:
+            flags = every | (files if spec.kind is SourceKind.FILE else {})
+            streams.append(dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None}))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return dataclasses.replace(cfg, streams=tuple(streams))
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from engines import Classifier, Detector
     from pipeline.metrics import Observer
-    from pipeline.runner import Runner, RunnerConfig
+    from pipeline.runner import Runner
     from pipeline.sinks import JsonLinesSink, RedisSink
-    from pipeline.sources import SourceSpec
     from pipeline.stages import ClassifyStage, DetectStage
 
-    for flag in ("max_batch", "max_faces"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    sources = list(args.sources)
+    cfg = resolve_config(args)
     with tempfile.TemporaryDirectory(prefix="dfwatch-demo-") as tmp:
-        if not sources:
+        if not cfg.streams and not args.control:
             from pipeline.demo import make_demo_clip
 
             clip = make_demo_clip(
@@ -107,26 +174,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 clip.fake_start,
                 clip.fake_start / clip.fps,
             )
-            sources = [f"demo={clip.path}"]
-        specs = [
-            SourceSpec.parse(
-                s, open_timeout=args.open_timeout, read_timeout=args.read_timeout, rtsp_transport=args.rtsp_transport
-            )
-            for s in sources
-        ]
-        detector = Detector(
-            args.detector or args.models / "face_detector.onnx",
-            threads=args.threads,
-            conf=args.det_conf,
-            max_det=args.max_faces,
-        )
-        classifier = Classifier(args.classifier or args.models / "deepfake_classifier.onnx", threads=args.threads)
+            cfg = dataclasses.replace(cfg, streams=(dataclasses.replace(SourceSpec.parse(f"demo={clip.path}"),
+                                                                        pace=bool(args.pace)),))  # fmt: skip
+        m = cfg.models
+        detector = Detector(m.detector_path, threads=m.threads, conf=m.det_conf, max_det=m.max_faces)
+        classifier = Classifier(m.classifier_path, threads=m.threads)
         placeholder = detector.manifest.placeholder or classifier.manifest.placeholder
         if placeholder:
             logger.warning(
                 "PLACEHOLDER models (untrained networks): the pipeline runs end to end, "
                 "but faces and verdicts are noise until trained models are in %s",
-                args.models,
+                m.dir,
             )
         logger.info(
             "detector %s (%s, input %d), classifier %s (%s, input %d)",
@@ -137,30 +195,54 @@ def cmd_watch(args: argparse.Namespace) -> int:
             classifier.backend_name,
             classifier.input_size,
         )
-        sinks = [JsonLinesSink(sys.stdout)]
-        if args.redis:
-            sinks.append(RedisSink(args.redis))
         observer = Observer()
-        if args.metrics_port:
+        sinks: list = [JsonLinesSink(sys.stdout)]
+        password = os.environ.get("DFWATCH_REDIS_PASSWORD")  # never on the command line, where ps shows it
+        redis_sink = None
+        if cfg.sinks.redis:
+            redis_sink = RedisSink(cfg.sinks.redis, maxlen=cfg.sinks.redis_maxlen, password=password,
+                                   on_error=lambda kind: observer.sink_errors.labels("redis").inc())  # fmt: skip
+            sinks.append(redis_sink)
+        elif args.control:
+            raise ConfigError("--control needs a Redis URL (--redis or [sinks] redis)")
+        if cfg.metrics.port:
             try:
-                observer.serve(args.metrics_host, args.metrics_port)
+                observer.serve(cfg.metrics.host, cfg.metrics.port)
             except OSError as exc:
                 raise RuntimeError(
-                    f"cannot serve metrics on {args.metrics_host}:{args.metrics_port} ({exc}); "
+                    f"cannot serve metrics on {cfg.metrics.host}:{cfg.metrics.port} ({exc}); "
                     "pass --metrics-port N, or 0 to disable"
                 ) from exc
         runner = Runner(
-            specs,
+            cfg.streams,
             DetectStage(detector),
             ClassifyStage(classifier),
             sinks,
             observer,
-            config=RunnerConfig(max_batch=args.max_batch),
+            verdict=cfg.verdict,
+            config=cfg.runner,
             placeholder_models=placeholder,
+            until_stopped=args.control,
         )
+        control = None
+        if args.control:
+            import redis
+
+            from pipeline.control import RedisControl
+
+            control = RedisControl(redis.Redis.from_url(cfg.sinks.redis, password=password), runner)
+            control.start()
 
         def _stop(signum: int, _frame: object) -> None:
-            logger.info("%s: stopping sources, draining queues", signal.Signals(signum).name)
+            if runner.stop.is_set():
+                logger.warning("%s again: dropping queued frames and exiting now", signal.Signals(signum).name)
+                runner.abort.set()
+                return
+            logger.info(
+                "%s: stopping sources, draining queues (at most %.0f s), flushing sinks",
+                signal.Signals(signum).name,
+                cfg.runner.drain_seconds,
+            )
             runner.stop.set()
 
         previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -169,8 +251,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            if control is not None:
+                control.close()
             observer.close()
     print(stats.format(placeholder_models=placeholder), file=sys.stderr)
+    if runner.stop.is_set():
+        return EXIT_OK  # stopped on request: what failed was logged, and the operator asked to stop
     return EXIT_FAILED if stats.failed else EXIT_OK
 
 

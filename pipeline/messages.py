@@ -30,9 +30,11 @@ class Frame:
 
 @dataclass(frozen=True)
 class Face:
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
-    det_score: float  # detector confidence
-    p_fake: float  # classifier probability that the face is fake
+    track_id: int  # the face track, stable across frames of one stream
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels (carried between detections)
+    det_score: float  # detector confidence of the track's last detection
+    p_fake: float | None  # the track's smoothed probability that the face is fake; None before classified
+    p_fake_last: float | None  # the newest raw classifier output for this track
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,10 @@ class Verdict:
     pts: float | None
     capture_time: float
     faces: tuple[Face, ...]
-    frame_score: float | None  # highest p_fake among this frame's faces; None without faces
-    score: float | None  # smoothed stream fake score
+    score: float | None  # stream fake score: highest smoothed p_fake on screen; None without a scored face
     state: VerdictState
     changed: bool  # state differs from the previous frame's
+    detected: bool  # the detector ran on this frame (else faces were carried by the tracker)
     latency: dict[str, float]  # seconds per stage: decode, queue, detect, classify
     placeholder_models: bool
 
@@ -60,13 +62,23 @@ class Verdict:
             "pts": None if self.pts is None else round(self.pts, 6),
             "capture_time": round(self.capture_time, 6),
             "faces": [
-                {"box": [round(v, 1) for v in f.box], "det_score": round(f.det_score, 4), "p_fake": round(f.p_fake, 4)}
+                {
+                    "track": f.track_id,
+                    "box": [round(v, 1) for v in f.box],
+                    "det_score": round(f.det_score, 4),
+                    "p_fake": _round(f.p_fake),
+                    "p_fake_last": _round(f.p_fake_last),
+                }
                 for f in self.faces
             ],
-            "frame_score": None if self.frame_score is None else round(self.frame_score, 4),
-            "score": None if self.score is None else round(self.score, 4),
+            "score": _round(self.score),
             "verdict": self.state.value,
             "changed": self.changed,
+            "detected": self.detected,
             "latency_ms": latency,
             "placeholder_models": self.placeholder_models,
         }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

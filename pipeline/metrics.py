@@ -47,6 +47,12 @@ class Observer:
         self.sink_errors = Counter("dfwatch_sink_errors", "Failed sink writes", ["sink"], registry=r)
         self.stream_up = Gauge("dfwatch_stream_up", "1 while a stream delivers frames", ["stream"], registry=r)
         self.queue_depth = Gauge("dfwatch_queue_depth", "Frames waiting in a stream's queue", ["stream"], registry=r)
+        self.sink_buffered = Gauge("dfwatch_sink_buffered", "Records waiting for a sink", ["sink"], registry=r)
+        self.sink_connected = Gauge("dfwatch_sink_connected", "1 while a sink's server answers", ["sink"], registry=r)
+        self.reconnects = Counter("dfwatch_reconnects", "Reconnect attempts", ["stream"], registry=r)
+        self.alerts = Counter("dfwatch_alerts", "Times a stream turned FAKE", ["stream"], registry=r)
+        self.fps = Gauge("dfwatch_stream_fps", "Verdicts published per second, per stream", ["stream"], registry=r)
+        self.detect_every = Gauge("dfwatch_detect_every", "The detector runs on every k-th frame", registry=r)
         self.fake_score = Gauge("dfwatch_fake_score", "Smoothed fake score of a stream", ["stream"], registry=r)
         self._server: Any = None
 

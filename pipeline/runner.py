@@ -1,4 +1,11 @@
-"""Wires sources, stages, verdicts, sinks and the observer together: the only module with threads."""
+"""Wires sources, stages, trackers, verdicts, sinks and the observer together: the only module with threads.
+
+One reader thread per stream fills a bounded queue (DROP_OLDEST for live feeds, WAIT for
+files). The stage loop takes frames round-robin across streams into batches, runs the
+detector on every k-th frame of each stream (k adapts under load), carries faces between
+detections with a per-stream IoU tracker, classifies tracked faces every m-th frame, turns the
+highest smoothed score on screen into the stream verdict, and publishes to every sink.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +14,21 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
 
+from engines import Detections
 from pipeline.errors import SinkError, SourceError
-from pipeline.messages import Face, Frame, Verdict
+from pipeline.messages import Face, Frame, Verdict, VerdictState
 from pipeline.metrics import Observer
 from pipeline.sinks import Sink, encode
-from pipeline.sources import SourceKind, SourceSpec, read_frames
+from pipeline.sources import SourceSpec
 from pipeline.stages import ClassifyStage, DetectStage
 from pipeline.summary import RunStats
+from pipeline.supervisor import LogEvents, stream_frames
+from pipeline.tracker import FaceTracker, TrackerConfig
 from pipeline.verdict import StreamVerdict, VerdictConfig
 
 logger = logging.getLogger(__name__)
@@ -32,8 +42,20 @@ class DropPolicy(str, Enum):
 @dataclass(frozen=True)
 class RunnerConfig:
     max_batch: int = 8  # frames per detector call, taken round-robin across streams
+    max_wait_ms: float = 5.0  # how long a batch that is not full waits for more frames
     queue_size: int = 16  # frames buffered per stream between its reader and the stages
+    detect_every: int = 1  # run the detector on every k-th frame of a stream; the tracker carries faces between
+    max_detect_every: int = 4  # under load (live queues filling up) k grows up to this; 0 or detect_every: fixed
+    classify_every: int = 1  # classify each tracked face every m-th frame it is on screen
+    drain_seconds: float = 10.0  # on shutdown, frames still queued after this long are dropped (and counted)
     idle_wait: float = 0.05  # seconds the stages sleep when no stream has a frame
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "queue_size", "detect_every", "classify_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0 or self.drain_seconds < 0:
+            raise ValueError("max_wait_ms and drain_seconds must not be negative")
 
 
 class FrameQueue:
@@ -43,10 +65,12 @@ class FrameQueue:
         self.frames: collections.deque[Frame] = collections.deque()
         self.size, self.policy, self.wake = size, policy, wake
         self.cond = threading.Condition()
-        self.closed = False  # the reader has finished (end of stream or error)
+        self.closed = False  # the reader has finished (end of stream, error or removal)
         self.dropped = 0
 
-    def put(self, frame: Frame, stop: threading.Event) -> None:
+    def put(self, frame: Frame, stop: threading.Event) -> bool:
+        """Queue ``frame``; returns True when the oldest frame was dropped to make room."""
+        dropped = False
         with self.cond:
             if self.policy is DropPolicy.WAIT:
                 while len(self.frames) >= self.size and not stop.is_set():
@@ -54,14 +78,25 @@ class FrameQueue:
             elif len(self.frames) >= self.size:
                 self.frames.popleft()
                 self.dropped += 1
+                dropped = True
             self.frames.append(frame)
         self.wake.set()
+        return dropped
 
     def get(self) -> Frame | None:
         with self.cond:
             frame = self.frames.popleft() if self.frames else None
             self.cond.notify()
             return frame
+
+    def clear(self) -> int:
+        """Drop everything queued (shutdown past its bound); returns how many frames were dropped."""
+        with self.cond:
+            n = len(self.frames)
+            self.frames.clear()
+            self.dropped += n
+            self.cond.notify_all()
+            return n
 
     def close(self) -> None:
         with self.cond:
@@ -72,6 +107,44 @@ class FrameQueue:
     def finished(self) -> bool:
         with self.cond:
             return self.closed and not self.frames
+
+    @property
+    def fill(self) -> float:
+        return len(self.frames) / self.size
+
+
+@dataclass
+class _Stream:
+    """Everything the runner keeps for one stream."""
+
+    spec: SourceSpec
+    queue: FrameQueue
+    tracker: FaceTracker
+    verdict: StreamVerdict
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    processed: int = 0  # frames through the stages, for detect-every-k
+    publish_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
+
+
+class _SourceEvents(LogEvents):
+    """Source supervisor callbacks -> logs and metrics."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+
+    def on_up(self, spec: SourceSpec) -> None:
+        super().on_up(spec)
+        self.observer.stream_up.labels(spec.stream_id).set(1)
+
+    def on_down(self, spec: SourceSpec, reason: str) -> None:
+        super().on_down(spec, reason)
+        self.observer.stream_up.labels(spec.stream_id).set(0)
+        self.observer.stream_errors.labels(spec.stream_id).inc()
+
+    def on_reconnect(self, spec: SourceSpec, attempt: int, delay: float) -> None:
+        super().on_reconnect(spec, attempt, delay)
+        self.observer.reconnects.labels(spec.stream_id).inc()
 
 
 class Runner:
@@ -84,134 +157,266 @@ class Runner:
         observer: Observer,
         *,
         verdict: VerdictConfig = VerdictConfig(),
+        tracker: TrackerConfig = TrackerConfig(),
         config: RunnerConfig = RunnerConfig(),
         placeholder_models: bool = False,
+        until_stopped: bool = False,
     ) -> None:
+        """``until_stopped``: keep running when every stream has ended (streams come and go at run time)."""
         ids = [s.stream_id for s in specs]
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             raise ValueError(f"stream ids must be unique, {dup} appear twice; name them with NAME=URL")
-        self.specs, self.detect, self.classify = list(specs), detect, classify
+        self.detect, self.classify = detect, classify
         self.sinks, self.observer, self.config = list(sinks), observer, config
+        self.verdict_config, self.tracker_config = verdict, tracker
         self.placeholder_models = placeholder_models
-        self.stop = threading.Event()
+        self.until_stopped = until_stopped
+        self.stop = threading.Event()  # finish: stop sources, drain queues, flush sinks
+        self.abort = threading.Event()  # finish now: drop what is queued
         self.wake = threading.Event()
-        self.queues = {
-            s.stream_id: FrameQueue(
-                config.queue_size, DropPolicy.WAIT if s.kind is SourceKind.FILE else DropPolicy.DROP_OLDEST, self.wake
-            )
-            for s in specs
-        }
-        self.verdicts = {s.stream_id: StreamVerdict(verdict) for s in specs}
-        self.stats = RunStats([s.stream_id for s in specs])
+        self.events = _SourceEvents(observer)
+        self.streams: dict[str, _Stream] = {}
+        self._lock = threading.Lock()
+        self._order: list[str] = []
+        self.stats = RunStats([])
         self._sink_failed: set[str] = set()
+        self.detect_every = config.detect_every
+        for spec in specs:
+            self._register(spec)
 
-    def _read(self, spec: SourceSpec) -> None:
-        queue, sid = self.queues[spec.stream_id], spec.stream_id
+    # -- streams -----------------------------------------------------------------------------
+    def _register(self, spec: SourceSpec) -> _Stream:
+        policy = DropPolicy.DROP_OLDEST if spec.is_live else DropPolicy.WAIT
+        stream = _Stream(
+            spec, FrameQueue(self.config.queue_size, policy, self.wake), FaceTracker(self.tracker_config),
+            StreamVerdict(self.verdict_config),
+        )  # fmt: skip
+        with self._lock:
+            self.streams[spec.stream_id] = stream
+            self._order.append(spec.stream_id)
+        self.stats.add_stream(spec.stream_id)
+        return stream
+
+    def add_stream(self, spec: SourceSpec) -> None:
+        """Start watching another stream while running (e.g. from the Redis control hash)."""
+        with self._lock:
+            if spec.stream_id in self.streams:
+                raise ValueError(f"stream id {spec.stream_id!r} is already watched")
+        stream = self._register(spec)
+        self._start(stream)
+        logger.info("stream %r (%s) added", spec.stream_id, spec.url)
+
+    def remove_stream(self, stream_id: str) -> None:
+        """Stop watching a stream; its queued frames are still processed."""
+        with self._lock:
+            stream = self.streams.get(stream_id)
+        if stream is None:
+            raise KeyError(f"no stream {stream_id!r}; watched: {sorted(self.streams)}")
+        stream.stop.set()
+        logger.info("stream %r removed", stream_id)
+
+    def _start(self, stream: _Stream) -> None:
+        if stream.thread is not None:
+            return
+        stream.thread = threading.Thread(target=self._read, args=(stream,), name=f"src-{stream.spec.stream_id}")
+        stream.thread.daemon = True
+        stream.thread.start()
+
+    def _read(self, stream: _Stream) -> None:
+        spec, sid, obs = stream.spec, stream.spec.stream_id, self.observer
+        stop = _AnyEvent(self.stop, stream.stop)
         try:
-            for frame in read_frames(spec):
-                if self.stop.is_set():
+            for frame in stream_frames(spec, stop, self.events):
+                if stop.is_set():
                     break
-                self.observer.stream_up.labels(sid).set(1)
-                self.observer.frames_decoded.labels(sid).inc()
-                self.observer.observe_stage("decode", frame.decode_seconds)
-                queue.put(frame, self.stop)
-                self.observer.queue_depth.labels(sid).set(len(queue.frames))
+                obs.frames_decoded.labels(sid).inc()
+                obs.observe_stage("decode", frame.decode_seconds)
+                if stream.queue.put(frame, stop):
+                    obs.frames_dropped.labels(sid).inc()
+                obs.queue_depth.labels(sid).set(len(stream.queue.frames))
         except SourceError as exc:
             logger.error("%s", exc, exc_info=logger.isEnabledFor(logging.DEBUG))
-            self.observer.stream_errors.labels(sid).inc()
+            obs.stream_errors.labels(sid).inc()
             self.stats.streams[sid].error = exc.reason
         except Exception as exc:  # a reader never takes the others down
             logger.exception("stream %r (%s): reader crashed", sid, spec.url)
             self.stats.streams[sid].error = f"reader crashed: {exc}"
         finally:
-            self.observer.stream_up.labels(sid).set(0)
-            queue.close()
+            obs.stream_up.labels(sid).set(0)
+            stream.queue.close()
 
-    def _next_batch(self, order: list[str]) -> list[Frame]:
-        """Up to max_batch frames, one per stream per round, starting after the last served stream."""
+    # -- the stage loop ------------------------------------------------------------------------
+    def run(self) -> RunStats:
+        for stream in list(self.streams.values()):
+            self._start(stream)
+        drain_deadline: float | None = None
+        while True:
+            if self.stop.is_set() and drain_deadline is None:
+                drain_deadline = time.monotonic() + self.config.drain_seconds
+            if self.abort.is_set() or (drain_deadline is not None and time.monotonic() > drain_deadline):
+                self._drop_queued()
+                break
+            self._reap()
+            batch = self._next_batch()
+            if batch:
+                self._process(batch)
+                continue
+            if self._all_finished() and (not self.until_stopped or self.stop.is_set()):
+                break
+            self.wake.wait(self.config.idle_wait)
+            self.wake.clear()
+        for stream in list(self.streams.values()):
+            if stream.thread is not None:
+                stream.thread.join(timeout=5)
+            self.stats.streams[stream.spec.stream_id].dropped = stream.queue.dropped
+        for sink in self.sinks:
+            sink.close()
+            lost = getattr(sink, "dropped", 0) + getattr(sink, "unflushed", 0)
+            if lost:
+                self.stats.sink_failures[sink.name] = self.stats.sink_failures.get(sink.name, 0) + lost
+        return self.stats
+
+    def _reap(self) -> None:
+        """Forget streams that were removed and have nothing left to process."""
+        with self._lock:
+            gone = [sid for sid, s in self.streams.items() if s.stop.is_set() and s.queue.finished]
+            for sid in gone:
+                self.streams.pop(sid)
+                self._order.remove(sid)
+                self.stats.streams[sid].dropped = 0
+
+    @property
+    def stream_ids(self) -> list[str]:
+        with self._lock:
+            return list(self.streams)
+
+    def _all_finished(self) -> bool:
+        with self._lock:
+            streams = list(self.streams.values())
+        return all(s.queue.finished for s in streams)
+
+    def _drop_queued(self) -> None:
+        for stream in list(self.streams.values()):
+            n = stream.queue.clear()
+            if n:
+                self.observer.frames_dropped.labels(stream.spec.stream_id).inc(n)
+                logger.warning("stream %r: %d queued frames dropped at shutdown", stream.spec.stream_id, n)
+
+    def _next_batch(self) -> list[Frame]:
+        """Up to max_batch frames, one per stream per round, waiting at most max_wait_ms to fill the batch."""
         batch: list[Frame] = []
-        took = True
-        while took and len(batch) < self.config.max_batch:
+        deadline = None
+        with self._lock:
+            order = list(self._order)
+            if order:
+                self._order.append(self._order.pop(0))  # the next batch starts with the next stream
+        while len(batch) < self.config.max_batch:
             took = False
             for sid in order:
-                frame = self.queues[sid].get()
+                frame = self.streams[sid].queue.get()
                 if frame is not None:
                     batch.append(frame)
                     took = True
                     if len(batch) == self.config.max_batch:
                         break
-        order.append(order.pop(0))
+            if took:
+                continue
+            if not batch or self.config.max_wait_ms <= 0:
+                break
+            deadline = deadline or time.monotonic() + self.config.max_wait_ms / 1000
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._all_finished():
+                break
+            self.wake.wait(remaining)
+            self.wake.clear()
         return batch
 
-    def run(self) -> RunStats:
-        threads = [
-            threading.Thread(target=self._read, args=(s,), name=f"src-{s.stream_id}", daemon=True) for s in self.specs
-        ]
-        for t in threads:
-            t.start()
-        order = [s.stream_id for s in self.specs]
-        while True:
-            batch = self._next_batch(order)
-            if batch:
-                self._process(batch)
-                continue
-            if all(q.finished for q in self.queues.values()):
-                break
-            self.wake.wait(self.config.idle_wait)
-            self.wake.clear()
-        for t in threads:
-            t.join(timeout=5)
-        for sid, q in self.queues.items():
-            self.stats.streams[sid].dropped = q.dropped
-        for sink in self.sinks:
-            sink.close()
-        return self.stats
+    def _adapt_detect_every(self) -> None:
+        """Detect less often while live queues fill up, more often again once they are nearly empty."""
+        cfg = self.config
+        if cfg.max_detect_every <= cfg.detect_every:
+            return
+        live = [s.queue.fill for s in self.streams.values() if s.queue.policy is DropPolicy.DROP_OLDEST]
+        if not live:
+            return
+        fill, k = max(live), self.detect_every
+        if fill > 0.5 and k < cfg.max_detect_every:
+            self.detect_every = k + 1
+        elif fill < 0.1 and k > cfg.detect_every:
+            self.detect_every = k - 1
+        if self.detect_every != k:
+            self.observer.detect_every.set(self.detect_every)
+            logger.info("load: live queues %.0f%% full, detecting every %d frames", fill * 100, self.detect_every)
 
     def _process(self, batch: list[Frame]) -> None:
-        obs = self.observer
+        obs, cfg = self.observer, self.config
+        self._adapt_detect_every()
         dequeued = time.time()
+        streams = [self.streams[f.stream_id] for f in batch]
+        detect_rows = []  # positions in ``batch`` that run the detector
+        for i, stream in enumerate(streams):
+            if stream.processed % self.detect_every == 0:
+                detect_rows.append(i)
+            stream.processed += 1
         t0 = time.perf_counter()
-        dets = self.detect.process(batch)
-        t1 = time.perf_counter()
-        p_fake = self.classify.process(batch, dets) if len(dets) else np.zeros(0, np.float32)
-        t2 = time.perf_counter()
-        obs.observe_stage("detect", t1 - t0)
-        obs.observe_stage("classify", t2 - t1)
+        dets = self.detect.process([batch[i] for i in detect_rows]) if detect_rows else Detections.empty()
+        detect_seconds = time.perf_counter() - t0
+        if detect_rows:
+            obs.observe_stage("detect", detect_seconds)
+        det_of = {row: j for j, row in enumerate(detect_rows)}
+        faces: dict[int, tuple[Face, ...]] = {}
+        classify_seconds = 0.0
+        for rnd in _rounds(batch):  # each stream at most once: tracks advance frame by frame
+            due: list[tuple[int, int, tuple[float, float, float, float]]] = []  # (batch row, track id, box)
+            for i in rnd:
+                tracker = streams[i].tracker
+                if i in det_of:
+                    d = dets.for_frame(det_of[i])
+                    tracker.update(d.xyxy, d.score)
+                else:
+                    tracker.carry()
+                boxes = {t.track_id: t.box for t in tracker.visible}
+                due += [(i, tid, boxes[tid]) for tid in tracker.due_for_classification(cfg.classify_every)]
+            if due:
+                t1 = time.perf_counter()
+                rows = sorted({i for i, _, _ in due})
+                local = {row: j for j, row in enumerate(rows)}
+                crops = Detections([b for _, _, b in due], np.ones(len(due)), [local[i] for i, _, _ in due])
+                p_fake = self.classify.process([batch[r] for r in rows], crops)
+                for (i, tid, _), p in zip(due, p_fake.tolist()):
+                    streams[i].tracker.add_scores([tid], np.array([p]))
+                classify_seconds += time.perf_counter() - t1
+            for i in rnd:
+                faces[i] = tuple(
+                    Face(t.track_id, t.box, t.det_score, t.score, t.last_score) for t in streams[i].tracker.visible
+                )
+        if classify_seconds:
+            obs.observe_stage("classify", classify_seconds)
         verdicts = []
         for i, frame in enumerate(batch):
-            rows = np.flatnonzero(dets.frame_index == i)
-            faces = tuple(
-                Face(tuple(float(v) for v in dets.xyxy[r]), float(dets.score[r]), float(p_fake[r])) for r in rows
-            )
-            frame_score = max((f.p_fake for f in faces), default=None)
-            tracker = self.verdicts[frame.stream_id]
-            state, changed = tracker.update(frame_score)
-            queue_wait = max(0.0, dequeued - frame.capture_time)
+            stream = streams[i]
+            score = max((f.p_fake for f in faces[i] if f.p_fake is not None), default=None)
+            state, changed = stream.verdict.update(score)
+            if changed and state is VerdictState.FAKE:
+                logger.warning("ALERT stream %r turned FAKE at frame %d (pts %s, score %.2f)",
+                               frame.stream_id, frame.index, frame.pts, score or 0.0)  # fmt: skip
+                obs.alerts.labels(frame.stream_id).inc()
+            queue_wait = max(0.0, dequeued - frame.capture_time)  # capture_time is stamped after decoding
             obs.observe_stage("queue", queue_wait)
-            obs.faces.labels(frame.stream_id).inc(len(faces))
-            if tracker.score is not None:
-                obs.fake_score.labels(frame.stream_id).set(tracker.score)
+            obs.faces.labels(frame.stream_id).inc(len(faces[i]) if i in det_of else 0)
+            if score is not None:
+                obs.fake_score.labels(frame.stream_id).set(score)
             verdicts.append(
                 Verdict(
-                    stream_id=frame.stream_id,
-                    frame_index=frame.index,
-                    pts=frame.pts,
-                    capture_time=frame.capture_time,
-                    faces=faces,
-                    frame_score=frame_score,
-                    score=tracker.score,
-                    state=state,
-                    changed=changed,
-                    latency={
-                        "decode": frame.decode_seconds,
-                        "queue": queue_wait,
-                        "detect": t1 - t0,
-                        "classify": t2 - t1,
-                    },
+                    stream_id=frame.stream_id, frame_index=frame.index, pts=frame.pts,
+                    capture_time=frame.capture_time, faces=faces[i], score=score, state=state, changed=changed,
+                    detected=i in det_of,
+                    latency={"decode": frame.decode_seconds, "queue": queue_wait,
+                             "detect": detect_seconds if i in det_of else 0.0, "classify": classify_seconds},
                     placeholder_models=self.placeholder_models,
                 )
-            )
+            )  # fmt: skip
         self._publish(verdicts)
 
     def _publish(self, verdicts: list[Verdict]) -> None:
@@ -227,7 +432,48 @@ class Runner:
                     self._sink_failed.add(sink.name)
                 self.stats.sink_failures[sink.name] = self.stats.sink_failures.get(sink.name, 0) + len(records)
         self.observer.observe_stage("publish", time.perf_counter() - start)
+        for sink in self.sinks:
+            if hasattr(sink, "buffered"):
+                self.observer.sink_buffered.labels(sink.name).set(sink.buffered)
+                self.observer.sink_connected.labels(sink.name).set(1 if sink.connected else 0)
         published = time.time()
         for verdict, _ in records:
+            stream = self.streams[verdict.stream_id]
+            stream.publish_times.append(published)
+            times = stream.publish_times
+            if len(times) > 1 and times[-1] > times[0]:
+                self.observer.fps.labels(verdict.stream_id).set((len(times) - 1) / (times[-1] - times[0]))
             self.observer.capture_to_publish.labels(verdict.stream_id).observe(published - verdict.capture_time)
             self.stats.record(verdict, published)
+
+
+def _rounds(batch: Sequence[Frame]) -> list[list[int]]:
+    """Split batch positions into rounds where each stream appears at most once, keeping frame order."""
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}  # stream -> rounds it already has
+    for i, frame in enumerate(batch):
+        r = seen.get(frame.stream_id, 0)
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(i)
+        seen[frame.stream_id] = r + 1
+    return rounds
+
+
+class _AnyEvent:
+    """Set when any of the given events is set: the run's stop or one stream's removal."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            time.sleep(left)
+        return True

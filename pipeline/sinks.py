@@ -1,22 +1,44 @@
-"""Where verdicts go: JSON lines on stdout (the embedded default) and Redis Streams."""
+"""Where verdicts go: JSON lines on stdout (the embedded default) and Redis (streams, state, alerts)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import math
+import random
+import re
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, TextIO
 
 import redis
+from redis.backoff import NoBackoff
+from redis.connection import parse_url
+from redis.retry import Retry
 
 from pipeline.errors import SinkError
-from pipeline.messages import Verdict
+from pipeline.messages import Verdict, VerdictState
 
 logger = logging.getLogger(__name__)
 
 STREAM_KEY = "dfwatch:verdicts:{stream}"  # one Redis Stream per video stream
+STATE_KEY = "dfwatch:state:{stream}"  # hash: the latest verdict of a video stream
+STREAMS_KEY = "dfwatch:streams"  # set: every stream id ever published
+ALERT_CHANNEL = "dfwatch:alerts"  # pub/sub: one JSON message per transition to FAKE
 STREAM_MAXLEN = 10_000  # approximate cap per Redis Stream (XADD MAXLEN ~)
+BUFFER_SIZE = 10_000  # records held in memory while Redis is slow or away
+BATCH_SIZE = 500  # records per pipelined round trip
+
+# Redis answers that mean "not now" rather than "never": the batch is retried like a lost connection.
+_TRANSIENT = (
+    redis.exceptions.ReadOnlyError,  # failover left us on a replica
+    redis.exceptions.OutOfMemoryError,  # maxmemory reached
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,  # includes MASTERDOWN
+)
+_LOG_EVERY = 30.0  # seconds between repeated warnings about drops or refused commands while connected
 
 
 class Sink(Protocol):
@@ -33,6 +55,24 @@ def encode(verdicts: Sequence[Verdict]) -> list[tuple[Verdict, dict]]:
     return [(v, v.to_dict(publish_time=now)) for v in verdicts]
 
 
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _redact(url: str) -> str:
+    """``url`` with its password (user info or ``password=`` query option) replaced by ``***``, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    head, q, query = rest.partition("?")
+    if "@" in head:  # rpartition: an unescaped '@' or '/' in the password stays on the masked side
+        userinfo, _, host = head.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        head = f"{user}:***@{host}" if colon else f"***@{host}"  # "redis://secret@host": old password form
+    query = re.sub(r"((?:^|&)password=)[^&#]*", r"\1***", query, flags=re.IGNORECASE)
+    return f"{scheme}{sep}{head}{q}{query}"
+
+
 class JsonLinesSink:
     name = "jsonl"
 
@@ -41,43 +81,310 @@ class JsonLinesSink:
 
     def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None:
         for _, record in records:
-            self.out.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self.out.write(_dumps(record) + "\n")
         self.out.flush()
 
     def close(self) -> None:
         self.out.flush()
+
+
+_Item = tuple[Verdict, dict, float]  # verdict, its record, time.time() when publish() took it
 
 
 class RedisSink:
-    """XADD one entry per verdict to ``dfwatch:verdicts:<stream>`` (fields: verdict, score, frame, json)."""
+    """Publish verdicts to Redis from a background writer; publish() never waits for Redis.
+
+    Per batch, in one pipelined round trip (no MULTI):
+
+    - ``XADD dfwatch:verdicts:<stream> MAXLEN ~ maxlen`` per record (fields verdict, score, frame, json;
+      ``json`` is the stdout JSON line),
+    - ``HSET dfwatch:state:<stream>`` with the batch's latest verdict per stream (fields verdict, score,
+      frame, pts, capture_time, faces (count), updated (publish time), json; "" stands for None),
+    - ``SADD dfwatch:streams`` with the batch's stream ids,
+    - ``PUBLISH dfwatch:alerts`` a JSON alert (stream, frame, pts, score, capture_time, verdict) per
+      verdict that turned FAKE; after the state writes, so a subscriber reading the state sees it.
+
+    Records wait in a bounded in-memory buffer. A record leaves it only once the pipeline that carried
+    it succeeded; when a connection breaks mid-pipeline the whole batch is sent again, so Redis may hold
+    a few entries twice, but never out of order. While Redis is away the writer reconnects with
+    exponential backoff and jitter, logging one warning when the connection is lost and one info when
+    it is back. A full buffer drops its oldest records, counted in ``dropped``. Memory holds at most
+    ``buffer_size + batch_size`` records (the batch in flight is not counted against the buffer).
+
+    Counters, for the metrics exporter (read them from any thread; they only grow):
+
+    - ``sent``: records whose XADD pipeline succeeded,
+    - ``dropped``: records dropped because the buffer was full,
+    - ``failures``: write attempts that failed on the connection (or a transient refusal),
+    - ``rejected``: commands Redis refused for good (e.g. WRONGTYPE); not retried,
+    - ``buffered``: records waiting now (property), ``connected``: False during an outage (property),
+    - ``unflushed``: records still buffered when close() gave up (set by close(), lost).
+    """
 
     name = "redis"
 
-    def __init__(self, url: str, *, maxlen: int = STREAM_MAXLEN) -> None:
-        self.url = url
-        self.maxlen = maxlen
+    def __init__(
+        self,
+        url: str,
+        *,
+        maxlen: int = STREAM_MAXLEN,
+        password: str | None = None,
+        buffer_size: int = BUFFER_SIZE,
+        batch_size: int = BATCH_SIZE,
+        backoff: tuple[float, float] = (0.2, 5.0),
+        socket_timeout: float = 5.0,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        """Connect and ping once: raises SinkError when Redis cannot be reached now.
+
+        ``url`` is ``redis://``, ``rediss://`` (TLS) or ``unix://``; ``password`` is used only when the
+        URL carries none (the CLI passes $DFWATCH_REDIS_PASSWORD). ``backoff`` is the first and the
+        longest wait between reconnection attempts, in seconds. ``on_error`` is called from the writer
+        thread with "connection" (a failed attempt) or "rejected" (a refused command); keep it quick.
+        """
+        if buffer_size < 1 or batch_size < 1 or maxlen < 1:
+            raise SinkError(
+                f"buffer_size, batch_size and maxlen must be at least 1, got {buffer_size}, {batch_size}, {maxlen}"
+            )
+        self.url = _redact(url)  # the only form of the URL this object keeps
+        self.maxlen, self.buffer_size, self.batch_size = maxlen, buffer_size, batch_size
+        self.backoff = backoff
+        self.on_error = on_error
+        self._secret = password  # masked in every message, like the one in the URL
         try:
-            self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            url_password = parse_url(url).get("password")
+            self._secret = url_password or password
+            self.client = redis.Redis.from_url(
+                url,
+                password=None if url_password else password,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                retry=Retry(NoBackoff(), 0),  # the writer retries, with its own backoff and bookkeeping
+            )
             self.client.ping()
         except (redis.RedisError, ValueError) as exc:
-            raise SinkError(f"Redis at {url} is unreachable: {exc}") from exc
-        self.failed = 0
+            raise SinkError(f"Redis at {self.url} is unreachable: {self._scrub(exc)}") from exc
+        self.sent = self.dropped = self.failures = self.rejected = self.unflushed = 0
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._inflight = 0  # records taken by the writer, not yet confirmed
+        self._cond = threading.Condition()
+        self._closed = False  # publish() refuses records
+        self._deadline = float("inf")  # monotonic time when the writer gives up flushing
+        self._closing = threading.Event()  # cuts a backoff wait short
+        self._crashed: BaseException | None = None
+        self._down_since: float | None = None
+        self._dropped_logged = 0
+        self._last_log = {"drops": -math.inf, "rejected": -math.inf}
+        self._thread = threading.Thread(target=self._run, name="dfwatch-redis-sink", daemon=True)
+        self._thread.start()
+
+    @property
+    def buffered(self) -> int:
+        with self._cond:
+            return len(self._queue) + self._inflight
+
+    @property
+    def connected(self) -> bool:
+        return self._down_since is None
 
     def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for verdict, record in records:
-            fields = {
-                "verdict": verdict.state.value,
-                "score": "" if verdict.score is None else f"{verdict.score:.4f}",
-                "frame": verdict.frame_index,
-                "json": json.dumps(record, separators=(",", ":")),
-            }
-            pipe.xadd(STREAM_KEY.format(stream=verdict.stream_id), fields, maxlen=self.maxlen, approximate=True)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            self.failed += len(records)
-            raise SinkError(f"Redis at {self.url}: {len(records)} verdicts not written: {exc}") from exc
+        """Queue the records for the writer and return at once; SinkError only when closed or crashed."""
+        now = time.time()
+        with self._cond:
+            if self._crashed is not None:
+                raise SinkError(f"Redis at {self.url}: the writer stopped ({self._crashed}); verdicts not sent")
+            if self._closed:
+                raise SinkError(f"Redis at {self.url}: publish() after close()")
+            self._queue.extend((verdict, record, now) for verdict, record in records)
+            self._trim()
+            self._cond.notify()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush what is buffered for up to ``timeout`` seconds, then stop the writer.
+
+        What could not be written is logged as an error and left in ``unflushed``.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._deadline = time.monotonic() + timeout
+            self._cond.notify()
+        self._closing.set()
+        self._thread.join(timeout + 1.0)
+        if self._thread.is_alive():  # stuck in a socket call to a silent host: break the connection
+            self.client.connection_pool.disconnect()
+            self._thread.join(1.0)
+        with self._cond:
+            self.unflushed = len(self._queue) + self._inflight
+        self._log_drops("before close")
+        if self.unflushed:
+            logger.error(
+                "Redis at %s: %d verdicts still buffered after %.1f s are lost (%d sent, %d dropped)",
+                self.url,
+                self.unflushed,
+                timeout,
+                self.sent,
+                self.dropped,
+            )
+        if self._thread.is_alive():
+            logger.error("Redis at %s: the writer thread did not stop", self.url)
         self.client.close()
+
+    # The writer thread.
+
+    def _run(self) -> None:
+        try:
+            self._drain()
+        except Exception as exc:  # a bug, not Redis: say so, and make publish() raise from now on
+            logger.exception("Redis at %s: the writer crashed", self.url)
+            with self._cond:
+                self._crashed = exc
+
+    def _drain(self) -> None:
+        delay = self.backoff[0]
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue or time.monotonic() >= self._deadline:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+                self._inflight = len(batch)
+            try:
+                self._write(batch)
+            except (redis.ConnectionError, redis.TimeoutError, OSError, *_TRANSIENT) as exc:
+                # The next attempt connects afresh (DNS, failover); idle connections only, as others may share
+                # this client (the CLI's control loop does).
+                self.client.connection_pool.disconnect(inuse_connections=False)
+                with self._cond:
+                    self._queue.extendleft(reversed(batch))  # back at the head, order kept
+                    self._inflight = 0
+                    self._trim()
+                self._lost(exc)
+                # Jittered exponential backoff; once closing, retry at the shortest interval until the deadline.
+                wait = self.backoff[0] if self._closing.is_set() else random.uniform(delay / 2, delay)
+                self._closing.wait(min(wait, max(0.0, self._deadline - time.monotonic())))
+                delay = min(delay * 2, self.backoff[1])
+                continue
+            with self._cond:
+                self._inflight = 0
+                self.sent += len(batch)
+            delay = self.backoff[0]
+            if self._down_since is not None:
+                self._back(len(batch))
+            elif self.dropped > self._dropped_logged and self._due("drops"):
+                self._log_drops("because Redis is slower than the pipeline")
+
+    def _write(self, batch: list[_Item]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        latest: dict[str, tuple[_Item, str]] = {}
+        alerts = []
+        for item in batch:
+            verdict, record, _ = item
+            text = _dumps(record)
+            fields = {"verdict": verdict.state.value, "score": _num(verdict.score, 4), "frame": verdict.frame_index}
+            key = STREAM_KEY.format(stream=verdict.stream_id)
+            pipe.xadd(key, {**fields, "json": text}, maxlen=self.maxlen, approximate=True)
+            latest[verdict.stream_id] = (item, text)
+            if verdict.changed and verdict.state is VerdictState.FAKE:
+                alert = {k: record[k] for k in ("stream", "frame", "pts", "score", "capture_time", "verdict")}
+                alerts.append(_dumps(alert))
+        for stream_id, ((verdict, _, published), text) in latest.items():
+            state = {
+                "verdict": verdict.state.value,
+                "score": _num(verdict.score, 4),
+                "frame": verdict.frame_index,
+                "pts": _num(verdict.pts, 6),
+                "capture_time": _num(verdict.capture_time, 6),
+                "faces": len(verdict.faces),
+                "updated": _num(published, 6),
+                "json": text,
+            }
+            pipe.hset(STATE_KEY.format(stream=stream_id), mapping=state)
+        pipe.sadd(STREAMS_KEY, *latest)
+        for alert in alerts:
+            pipe.publish(ALERT_CHANNEL, alert)
+        results = pipe.execute(raise_on_error=False)
+        errors = [r for r in results if isinstance(r, Exception)]
+        transient = [e for e in errors if isinstance(e, _TRANSIENT)]
+        if transient:
+            raise transient[0]  # retried whole: the commands that did succeed will be repeated
+        if errors:
+            with self._cond:
+                self.rejected += len(errors)
+            self._hook("rejected")
+            if self._due("rejected"):
+                logger.warning(
+                    "Redis at %s refused %d of %d commands (%s); those writes are skipped, %d refused in all",
+                    self.url,
+                    len(errors),
+                    len(results),
+                    self._scrub(errors[0]),
+                    self.rejected,
+                )
+
+    def _trim(self) -> None:
+        """Drop the oldest queued records beyond buffer_size (the caller holds the lock)."""
+        excess = len(self._queue) - self.buffer_size
+        for _ in range(excess):
+            self._queue.popleft()
+        if excess > 0:
+            self.dropped += excess
+
+    def _lost(self, exc: BaseException) -> None:
+        self.failures += 1
+        self._hook("connection")
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            logger.warning(
+                "Redis at %s: connection lost (%s); buffering up to %d verdicts and reconnecting",
+                self.url,
+                self._scrub(exc),
+                self.buffer_size,
+            )
+
+    def _back(self, just_sent: int) -> None:
+        assert self._down_since is not None
+        outage, self._down_since = time.monotonic() - self._down_since, None
+        logger.info(
+            "Redis at %s: connection back after %.1f s; flushing %d buffered verdicts",
+            self.url,
+            outage,
+            just_sent + self.buffered,
+        )
+        self._log_drops("during the outage")
+
+    def _log_drops(self, when: str) -> None:
+        dropped = self.dropped
+        if dropped > self._dropped_logged:
+            logger.warning(
+                "Redis at %s: the buffer (%d verdicts) was full; dropped the %d oldest %s",
+                self.url,
+                self.buffer_size,
+                dropped - self._dropped_logged,
+                when,
+            )
+            self._dropped_logged = dropped
+
+    def _due(self, what: str) -> bool:
+        now = time.monotonic()
+        if now - self._last_log[what] < _LOG_EVERY:
+            return False
+        self._last_log[what] = now
+        return True
+
+    def _hook(self, kind: str) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(kind)
+            except Exception:
+                logger.exception("Redis sink: on_error hook failed")
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = str(exc)
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"

@@ -1,8 +1,11 @@
-"""Video sources decoded with PyAV: files, RTSP(S), HTTP(S)/HLS. One thread reads each (see runner)."""
+"""Video sources decoded with PyAV: files, RTSP(S), HTTP(S)/HLS. One thread reads each (see runner).
+
+``read_frames`` is one connection: open, decode, close. ``pipeline.supervisor.stream_frames``
+wraps it for the runner: reconnects live feeds, loops and paces files.
+"""
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Iterator
@@ -13,12 +16,11 @@ from urllib.parse import urlparse
 
 import av
 
-from pipeline.errors import SourceError
+from pipeline.errors import ConfigError, SourceError
 from pipeline.messages import Frame
 
-logger = logging.getLogger(__name__)
-
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt", "tcp")
+RTSP_TRANSPORTS = ("tcp", "udp")
 _ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -34,13 +36,48 @@ class SourceSpec:
     open_timeout: float = 10.0  # seconds to connect and read the stream header
     read_timeout: float = 10.0  # seconds without a packet before the stream counts as dead
     rtsp_transport: str = "tcp"  # "tcp" or "udp"
+    loop: bool = False  # files: start again at the end (frame indices keep counting)
+    pace: bool = False  # files: deliver at the file's frame rate, like a live feed
+    reconnect: bool | None = None  # reopen after an error or a live feed's end; None: live yes, files no
+    backoff_initial: float = 0.5  # seconds: longest wait before the first reconnect (doubles per attempt)
+    backoff_max: float = 30.0  # seconds: cap of the wait between reconnects
+    stall_seconds: float | None = None  # no frame for this long: close and retry; None: read_timeout
+
+    def __post_init__(self) -> None:
+        where = f"stream {self.stream_id!r}"
+        for name in ("open_timeout", "read_timeout", "backoff_initial", "backoff_max", "stall_seconds"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{where}: {name} must be a positive number of seconds, got {value!r}")
+        if self.backoff_max < self.backoff_initial:
+            got = f"{self.backoff_max:g} < {self.backoff_initial:g}"
+            raise ConfigError(f"{where}: backoff_max must be at least backoff_initial, got {got}")
+        if self.rtsp_transport not in RTSP_TRANSPORTS:
+            raise ConfigError(f"{where}: rtsp_transport {self.rtsp_transport!r} is not one of {list(RTSP_TRANSPORTS)}")
+        if (self.loop or self.pace) and self.kind is SourceKind.LIVE:
+            raise ConfigError(f"{where}: loop and pace apply to files only, {self.url!r} is a live URL")
 
     @property
     def kind(self) -> SourceKind:
         return SourceKind.LIVE if urlparse(self.url).scheme.lower() in LIVE_SCHEMES else SourceKind.FILE
 
+    @property
+    def is_live(self) -> bool:
+        """Frames come at the source's own pace (a live URL, or a paced file): drop frames, never make it wait."""
+        return self.kind is SourceKind.LIVE or self.pace
+
+    @property
+    def reconnects(self) -> bool:
+        """``reconnect`` with None resolved: live URLs reconnect, files do not."""
+        return self.kind is SourceKind.LIVE if self.reconnect is None else self.reconnect
+
+    @property
+    def stall_timeout(self) -> float:
+        """Seconds without a decoded frame after which a connection counts as dead."""
+        return self.read_timeout if self.stall_seconds is None else self.stall_seconds
+
     @classmethod
-    def parse(cls, text: str, **options: float | str) -> SourceSpec:
+    def parse(cls, text: str, **options: float | str | bool | None) -> SourceSpec:
         """``NAME=URL`` or a bare URL/path (the id is then derived from the file or path name)."""
         name, sep, url = text.partition("=")
         if sep and "://" not in name and "/" not in name and name:
@@ -50,20 +87,26 @@ class SourceSpec:
         return cls(_ID_SAFE.sub("_", stem) or "stream", text, **options)  # type: ignore[arg-type]
 
 
+def _read_timeout(spec: SourceSpec) -> float:
+    """Limit of one blocking read: a stall must not hide inside a read longer than stall_timeout."""
+    return min(spec.read_timeout, spec.stall_timeout)
+
+
 def _open_options(spec: SourceSpec) -> dict[str, str]:
-    scheme = urlparse(spec.url).scheme.lower()
+    # FFmpeg's own socket timeout (microseconds), a second guard next to PyAV's interrupt callback
+    scheme, timeout_us = urlparse(spec.url).scheme.lower(), str(int(_read_timeout(spec) * 1e6))
     options = {}
     if scheme in ("rtsp", "rtsps"):
-        options = {"rtsp_transport": spec.rtsp_transport, "timeout": str(int(spec.read_timeout * 1e6))}
+        options = {"rtsp_transport": spec.rtsp_transport, "timeout": timeout_us}
     elif scheme in ("http", "https", "tcp"):
-        options = {"rw_timeout": str(int(spec.read_timeout * 1e6)), "reconnect": "0"}
+        options = {"rw_timeout": timeout_us, "reconnect": "0"}  # reconnecting is stream_frames' job
     # No "fflags=nobuffer": measured here, it lost half the frames of an RTSP stream with B-frames.
     return options
 
 
 def _describe(exc: BaseException, spec: SourceSpec | None = None) -> str:
     if isinstance(exc, av.error.ExitError) and spec is not None:  # PyAV's timeout interrupted a read
-        return f"no data for {spec.read_timeout:g} s (read timeout)"
+        return f"no data for {_read_timeout(spec):g} s (read timeout)"
     if isinstance(exc, av.error.FFmpegError):
         return exc.strerror or str(exc)
     return str(exc) or type(exc).__name__
@@ -77,9 +120,14 @@ def open_container(spec: SourceSpec) -> av.container.InputContainer:
             raise SourceError(spec, "cannot open: no such file")
         if path.is_dir():
             raise SourceError(spec, "cannot open: is a directory, expected a video file")
+    start = time.monotonic()
     try:
-        container = av.open(spec.url, options=_open_options(spec), timeout=(spec.open_timeout, spec.read_timeout))
+        container = av.open(spec.url, options=_open_options(spec), timeout=(spec.open_timeout, _read_timeout(spec)))
     except (av.error.FFmpegError, OSError) as exc:
+        waited = time.monotonic() - start
+        # An interrupted open surfaces as ExitError or, for RTSP, as "Invalid data found": say what happened.
+        if spec.kind is SourceKind.LIVE and waited >= min(spec.open_timeout, _read_timeout(spec)) - 0.05:
+            raise SourceError(spec, f"cannot open: timed out after {waited:.1f} s ({_describe(exc)})") from exc
         raise SourceError(spec, f"cannot open: {_describe(exc)}") from exc
     if not container.streams.video:
         container.close()
@@ -87,43 +135,51 @@ def open_container(spec: SourceSpec) -> av.container.InputContainer:
     return container
 
 
-def read_frames(spec: SourceSpec) -> Iterator[Frame]:
-    """Decode every frame of ``spec`` as RGB.
+def read_frames(spec: SourceSpec, *, first_index: int = 0) -> Iterator[Frame]:
+    """Decode every frame of one connection to ``spec`` as RGB, numbered from ``first_index``.
 
-    Raises SourceError when the source cannot be opened, breaks mid-stream, or (for files)
-    ends before the frame count its container declares; frames decoded before that are
-    yielded first, so a truncated file still produces verdicts.
+    Raises SourceError when the source cannot be opened, breaks mid-stream, stalls (no frame
+    for ``spec.stall_timeout`` s of reading; time the caller holds a frame does not count), or
+    (for files) ends before the frame count its container declares; frames decoded before that
+    are yielded first, so a truncated file still produces verdicts.
     """
     container = open_container(spec)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         declared = stream.frames  # 0 when the container does not say
-        index = 0
-        decoder = container.decode(stream)
+        index = first_index
+        packets = container.demux(stream)
+        start, resumed = time.perf_counter(), time.monotonic()  # reset whenever the caller gives control back
         while True:
-            start = time.perf_counter()
             try:
-                frame = next(decoder)
-            except StopIteration:
-                break
+                packet = next(packets, None)
+                if packet is None:
+                    break
+                # Checked per packet, not per frame: packets that never decode must not hide a stall.
+                if time.monotonic() - resumed > spec.stall_timeout:
+                    why = f"no frame for {spec.stall_timeout:g} s"
+                    raise SourceError(spec, f"stalled after {index - first_index} frames: {why}")
+                frames = packet.decode()
             except (av.error.FFmpegError, OSError) as exc:
-                raise SourceError(spec, f"stream broke after {index} frames: {_describe(exc, spec)}") from exc
-            image = frame.to_ndarray(format="rgb24")  # (H, W, 3)
-            yield Frame(
-                stream_id=spec.stream_id,
-                index=index,
-                pts=None if frame.pts is None or frame.time_base is None else float(frame.pts * frame.time_base),
-                capture_time=time.time(),
-                image=image,
-                decode_seconds=time.perf_counter() - start,
-            )
-            index += 1
-        if index == 0:
+                reason = f"stream broke after {index - first_index} frames: {_describe(exc, spec)}"
+                raise SourceError(spec, reason) from exc
+            for frame in frames:
+                image = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                yield Frame(
+                    stream_id=spec.stream_id,
+                    index=index,
+                    pts=None if frame.pts is None or frame.time_base is None else float(frame.pts * frame.time_base),
+                    capture_time=time.time(),
+                    image=image,
+                    decode_seconds=time.perf_counter() - start,
+                )
+                index += 1
+                start, resumed = time.perf_counter(), time.monotonic()
+        decoded = index - first_index
+        if decoded == 0:
             raise SourceError(spec, "no frame could be decoded (corrupt or truncated file?)")
-        if spec.kind is SourceKind.FILE and declared and index < declared:
-            raise SourceError(spec, f"truncated: decoded {index} of {declared} frames the file declares")
-        if spec.kind is SourceKind.LIVE:
-            logger.warning("stream %r (%s): the live stream ended after %d frames", spec.stream_id, spec.url, index)
+        if spec.kind is SourceKind.FILE and declared and decoded < declared:
+            raise SourceError(spec, f"truncated: decoded {decoded} of {declared} frames the file declares")
     finally:
         container.close()

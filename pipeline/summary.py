@@ -27,6 +27,9 @@ class RunStats:
         self.streams = {sid: StreamStats() for sid in stream_ids}
         self.sink_failures: dict[str, int] = {}
 
+    def add_stream(self, stream_id: str) -> None:
+        self.streams.setdefault(stream_id, StreamStats())
+
     def record(self, verdict: Verdict, published: float) -> None:
         s = self.streams[verdict.stream_id]
         s.frames += 1

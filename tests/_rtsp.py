@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 SYSTEM_PYTHON = os.environ.get("DFWATCH_GST_PYTHON", "/usr/bin/python3")
@@ -96,17 +97,38 @@ def _stop(proc: subprocess.Popen) -> None:
             f.close()
 
 
+@dataclass(frozen=True)
+class RtspServer:
+    url: str  # base URL 'rtsp://127.0.0.1:PORT'
+    proc: subprocess.Popen  # the server process: kill() it, or SIGSTOP it to stall its clients
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
 @contextmanager
-def rtsp_server(mounts: dict[str, Path], *, loop: bool = False, timeout: float = 10.0) -> Iterator[str]:
-    """Start tests/rtsp_server.py on a free 127.0.0.1 port; yield the base URL 'rtsp://127.0.0.1:PORT'.
+def rtsp_server(mounts: dict[str, Path], *, loop: bool = False, timeout: float = 10.0, port: int = 0) -> Iterator[str]:
+    """Start tests/rtsp_server.py on 127.0.0.1; yield the base URL 'rtsp://127.0.0.1:PORT'.
 
     ``mounts`` maps mount names ("cam" or "/cam") to H.264 MP4 files; each is
     served at ``<base>/cam``.  With ``loop=True`` every file repeats forever.
-    The server is always terminated on exit (SIGTERM, then SIGKILL).
+    ``port=0`` picks a free port; give the port of a server that has gone to
+    start another in its place.  The server is always terminated on exit
+    (SIGTERM, then SIGKILL).
     """
+    with rtsp_server_process(mounts, loop=loop, timeout=timeout, port=port) as server:
+        yield server.url
+
+
+@contextmanager
+def rtsp_server_process(
+    mounts: dict[str, Path], *, loop: bool = False, timeout: float = 10.0, port: int = 0
+) -> Iterator[RtspServer]:
+    """Like rtsp_server, but yield the RtspServer (URL and process), for tests that kill or pause it."""
     if not mounts:
         raise ValueError("rtsp_server needs at least one mount")
-    cmd = [SYSTEM_PYTHON, "-u", str(SERVER_SCRIPT), "--port", "0"]
+    cmd = [SYSTEM_PYTHON, "-u", str(SERVER_SCRIPT), "--port", str(port)]
     for name, path in mounts.items():
         path = Path(path)
         if not path.is_file():
@@ -134,8 +156,10 @@ def rtsp_server(mounts: dict[str, Path], *, loop: bool = False, timeout: float =
 
     try:
         url = _wait_ready(proc, timeout, server_stderr)
-        yield url
+        yield RtspServer(url, proc)
     finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a paused server would not see SIGTERM
         _stop(proc)
         errfile.close()
 

@@ -8,23 +8,13 @@ from pathlib import Path
 import av
 import pytest
 
-from pipeline.sinks import STREAM_KEY
+from pipeline.sinks import STATE_KEY, STREAM_KEY, STREAMS_KEY
 from tests._rtsp import free_port
 from tests.conftest import REDIS_URL
 
-FIELDS = {
-    "stream",
-    "frame",
-    "pts",
-    "capture_time",
-    "faces",
-    "frame_score",
-    "score",
-    "verdict",
-    "changed",
-    "latency_ms",
-    "placeholder_models",
-}
+FIELDS = {"stream", "frame", "pts", "capture_time", "faces", "score", "verdict", "changed", "detected",
+          "latency_ms", "placeholder_models"}  # fmt: skip
+FACE_FIELDS = {"track", "box", "det_score", "p_fake", "p_fake_last"}
 
 
 def test_demo_clip_end_to_end_with_redis(dfwatch, demo_clip, redis_client, stream_id):
@@ -38,8 +28,8 @@ def test_demo_clip_end_to_end_with_redis(dfwatch, demo_clip, redis_client, strea
         assert [r["pts"] for r in records] == pytest.approx([i / demo_clip.fps for i in range(demo_clip.n_frames)])
         faces = [f for r in records for f in r["faces"]]
         assert len(faces) == 2 * demo_clip.n_frames  # --max-faces 2: crop and classify ran on every frame
-        assert all(0 <= f["p_fake"] <= 1 and len(f["box"]) == 4 for f in faces)
-        assert all(r["frame_score"] == max(f["p_fake"] for f in r["faces"]) for r in records)
+        assert all(f.keys() == FACE_FIELDS and 0 <= f["p_fake"] <= 1 and len(f["box"]) == 4 for f in faces)
+        assert all(r["score"] == max(f["p_fake"] for f in r["faces"]) and r["detected"] for r in records)
         assert {r["verdict"] for r in records} <= {"UNKNOWN", "REAL", "FAKE", "NO_FACE"}
         assert records[0]["verdict"] == "UNKNOWN" and records[-1]["verdict"] in {"REAL", "FAKE"}
         assert all(
@@ -49,9 +39,13 @@ def test_demo_clip_end_to_end_with_redis(dfwatch, demo_clip, redis_client, strea
         entries = redis_client.xrange(key)
         assert [json.loads(fields["json"]) for _, fields in entries] == records
         assert [fields["verdict"] for _, fields in entries] == [r["verdict"] for r in records]
+        state = redis_client.hgetall(STATE_KEY.format(stream=stream_id))
+        assert json.loads(state["json"]) == records[-1] and state["verdict"] == records[-1]["verdict"]
+        assert redis_client.sismember(STREAMS_KEY, stream_id)
         assert "dfwatch summary  (PLACEHOLDER models" in run.stderr and "Traceback" not in run.stderr
     finally:
-        redis_client.delete(key)
+        redis_client.delete(key, STATE_KEY.format(stream=stream_id))
+        redis_client.srem(STREAMS_KEY, stream_id)
 
 
 def test_real_video_through_the_whole_path(dfwatch, real_video: Path):
@@ -84,7 +78,7 @@ def _bad_inputs(tmp_path: Path, demo_clip) -> dict[str, tuple[str, str]]:
 @pytest.mark.parametrize("case", ["missing file", "not a video", "directory", "unreachable rtsp"])
 def test_bad_input_gives_one_clear_error_line(dfwatch, demo_clip, tmp_path: Path, case: str):
     source, reason = _bad_inputs(tmp_path, demo_clip)[case]
-    run = dfwatch("watch", source, "--open-timeout", "5")
+    run = dfwatch("watch", source, "--open-timeout", "5", "--no-reconnect")
     assert run.returncode == 1
     assert run.records == []
     assert len(run.error_lines) == 1, run.stderr

@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.rtsp, requires_rtsp]
 
 def test_rtsp_stream_gives_verdicts_for_its_frames(dfwatch, demo_clip):
     with rtsp_server({"cam": demo_clip.path}) as base:
-        run = dfwatch("watch", f"cam={base}/cam", "--read-timeout", "5")
+        run = dfwatch("watch", f"cam={base}/cam", "--read-timeout", "5", "--no-reconnect")
     assert run.returncode == 0, run.stderr
     frames = [r["frame"] for r in run.records]
     assert frames == sorted(set(frames)) and frames[-1] >= demo_clip.n_frames - 3  # in order, all decoded
@@ -25,7 +25,9 @@ def test_rtsp_stream_gives_verdicts_for_its_frames(dfwatch, demo_clip):
 def test_dead_rtsp_url_does_not_stop_a_live_one(dfwatch, demo_clip):
     dead = f"rtsp://127.0.0.1:{free_port()}/gone"
     with rtsp_server({"cam": demo_clip.path}) as base:
-        run = dfwatch("watch", f"cam={base}/cam", f"dead={dead}", f"nomount={base}/nope", "--open-timeout", "5")
+        run = dfwatch(
+            "watch", f"cam={base}/cam", f"dead={dead}", f"nomount={base}/nope", "--open-timeout", "5", "--no-reconnect"
+        )
     assert run.returncode == 1
     cam = [r["frame"] for r in run.records if r["stream"] == "cam"]
     assert cam[-1] >= demo_clip.n_frames - 3 and len(cam) + _summary_row(run.stderr, "cam")["drops"] == cam[-1] + 1
