@@ -18,25 +18,30 @@ setup: $(STAMP)
 # Rebuilt only when pyproject.toml changes. torch==2.14.1 / torchvision==0.29.1 come from this
 # machine's disk through pip. ultralytics pulls the GUI OpenCV; only the headless one may stay.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test]' 2>&1 | $(QUIET_PIP)
-	if $(PY) -m pip show -q opencv-python >/dev/null 2>&1; then \
+	@echo "+ setting up $(VENV) (pip; torch and torchvision from this machine's disk)" >&2
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >&2
+	@$(PY) -m pip install -q -e '.[test]' 2>&1 | $(QUIET_PIP) >&2
+	@if $(PY) -m pip show -q opencv-python >/dev/null 2>&1; then \
 	  v=$$($(PY) -m pip show opencv-python-headless | sed -n 's/^Version: //p'); \
-	  $(PY) -m pip uninstall -q -y opencv-python opencv-python-headless 2>&1 | $(QUIET_PIP); \
-	  $(PY) -m pip install -q --no-deps "opencv-python-headless==$$v" 2>&1 | $(QUIET_PIP); \
+	  echo "+ replacing the GUI opencv-python that ultralytics pulled with opencv-python-headless $$v" >&2; \
+	  $(PY) -m pip uninstall -q -y opencv-python opencv-python-headless 2>&1 | $(QUIET_PIP) >&2; \
+	  $(PY) -m pip install -q --no-deps "opencv-python-headless==$$v" 2>&1 | $(QUIET_PIP) >&2; \
 	fi
-	$(PY) -c "import cv2, torch, onnxruntime, av; print('environment ready: torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, '| av', av.__version__, '| opencv', cv2.__version__)"
-	touch $(STAMP)
+	@$(PY) -c "import cv2, torch, onnxruntime, av; print('environment ready: torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, '| av', av.__version__, '| opencv', cv2.__version__)" >&2
+	@touch $(STAMP)
 
 # Until the trained default model pack lands, models/ holds untrained placeholder networks.
 models: $(MODELS)
 $(MODELS): | $(STAMP)
-	$(VENV)/bin/dfwatch-train placeholders --out models
+	@echo "+ dfwatch-train placeholders --out models" >&2
+	@$(VENV)/bin/dfwatch-train placeholders --out models >&2
 
 # The main job on the embedded default (ONNX Runtime on CPU): the generated demo clip when ARGS
-# names no source. Verdicts as JSON lines on stdout, metrics on 127.0.0.1:9108, summary on stderr.
+# names no source. Verdicts as JSON lines on stdout (and nothing else), metrics on 127.0.0.1:9108,
+# logs and the summary on stderr: `make run | jq .verdict` works.
 run: $(STAMP) $(MODELS)
-	$(VENV)/bin/dfwatch watch $(ARGS)
+	@echo "+ dfwatch watch $(ARGS)" >&2
+	@$(VENV)/bin/dfwatch watch $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -31,14 +31,15 @@ RTSP_OPTIONS = "rtsp_transport;tcp"  # the transport dfwatch uses by default; FF
 def _offline() -> None:
     """Before ultralytics is imported: no network, no settings file in the home folder."""
     os.environ["YOLO_OFFLINE"] = "1"
-    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="dfwatch-bench-ultralytics-"))
+    if not os.environ.get("YOLO_CONFIG_DIR"):  # streams.py passes one inside its temporary folder
+        os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="dfwatch-bench-ultralytics-")
     os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", RTSP_OPTIONS)
 
 
 def _live_capture() -> None:
     """Make cv2.VideoCapture report a network stream as endless, as a live camera does.
 
-    The GStreamer test server announces each looped mount with the clip's range (``npt=0-4.0``), so
+    The GStreamer test server announces each looped mount with the clip's range (``a=range:npt=0-4``), so
     FFmpeg gives the stream a duration and OpenCV a frame count (100). ultralytics' LoadStreams reads
     only ``frame count - 1`` frames and then ends the stream: predict would stop after 4 s. A real
     camera announces an open range and OpenCV reports 0 frames, which LoadStreams takes as endless.

@@ -128,9 +128,8 @@ def export_detector(
 ) -> tuple[Manifest, float]:
     """Export a YOLOv8 face detector to ``out`` (.onnx) with its manifest; returns (manifest, max diff)."""
     model = load_yolo_detector(source)
-    export_onnx(model, out, input_size=input_size, input_name="images", output_name="output0")
-    sample = np.random.default_rng(0).random((2, 3, input_size, input_size), dtype=np.float32)
-    diff = verify_onnx(model, out, sample, atol=1e-3 * input_size)  # boxes are in pixels
+    atol = 1e-3 * input_size  # boxes are in pixels
+    diff = _export_verified(model, out, input_size=input_size, names=("images", "output0"), atol=atol)
     manifest = finish_artifact(
         out,
         kind="detector",
@@ -139,15 +138,7 @@ def export_detector(
         thresholds=dict(DETECTOR_THRESHOLDS),
         class_names=["face"],
         placeholder=placeholder,
-        io={
-            "input": "images",
-            "layout": "NCHW",
-            "dtype": "float32",
-            "range": [0, 1],
-            "color": "RGB",
-            "output": "output0",
-            "output_layout": "(N, 4 + classes, anchors), boxes cx cy w h in input pixels",
-        },
+        io=_io("images", "output0", "(N, 4 + classes, anchors), boxes cx cy w h in input pixels"),
         preprocess={"letterbox_pad": 114},
         training=training,
     )
@@ -169,9 +160,7 @@ def export_classifier(
     import torch
 
     wrapped = torch.nn.Sequential(module, torch.nn.Sigmoid()).eval()
-    export_onnx(wrapped, out, input_size=input_size, input_name="crops", output_name="p_fake")
-    sample = np.random.default_rng(0).random((2, 3, input_size, input_size), dtype=np.float32)
-    diff = verify_onnx(wrapped, out, sample, atol=1e-4)
+    diff = _export_verified(wrapped, out, input_size=input_size, names=("crops", "p_fake"), atol=1e-4)
     manifest = finish_artifact(
         out,
         kind="classifier",
@@ -180,16 +169,21 @@ def export_classifier(
         thresholds={"fake": threshold},
         class_names=["fake"],
         placeholder=placeholder,
-        io={
-            "input": "crops",
-            "layout": "NCHW",
-            "dtype": "float32",
-            "range": [0, 1],
-            "color": "RGB",
-            "output": "p_fake",
-            "output_layout": "(N, 1) probability that the face is fake",
-        },
+        io=_io("crops", "p_fake", "(N, 1) probability that the face is fake"),
         preprocess={"crop_margin": crop_margin},
         training=training,
     )
     return manifest, diff
+
+
+def _export_verified(module: Any, out: Path, *, input_size: int, names: tuple[str, str], atol: float) -> float:
+    """Export to ONNX, then check it against torch on a fixed random batch; returns the max abs difference."""
+    export_onnx(module, out, input_size=input_size, input_name=names[0], output_name=names[1])
+    sample = np.random.default_rng(0).random((2, 3, input_size, input_size), dtype=np.float32)
+    return verify_onnx(module, out, sample, atol=atol)
+
+
+def _io(input_name: str, output_name: str, output_layout: str) -> dict[str, Any]:
+    """The manifest's description of the network's tensors (every dfwatch input is the same kind)."""
+    return {"input": input_name, "layout": "NCHW", "dtype": "float32", "range": [0, 1], "color": "RGB",
+            "output": output_name, "output_layout": output_layout}  # fmt: skip

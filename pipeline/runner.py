@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from engines import Detections
 from pipeline.errors import SinkError, SourceError
 from pipeline.messages import Face, Frame, Verdict, VerdictState
 from pipeline.metrics import Observer
+from pipeline.queues import DropPolicy, FrameQueue
 from pipeline.sinks import Sink, encode
 from pipeline.sources import SourceSpec
 from pipeline.stages import ClassifyStage, DetectStage
@@ -33,10 +33,7 @@ from pipeline.verdict import StreamVerdict, VerdictConfig
 
 logger = logging.getLogger(__name__)
 
-
-class DropPolicy(str, Enum):
-    DROP_OLDEST = "drop_oldest"  # live feeds: a full queue drops its oldest frame, lag never grows
-    WAIT = "wait"  # files: the reader waits, nothing is dropped
+ADAPT_INTERVAL = 1.0  # seconds between changes of detect-every-k under load
 
 
 @dataclass(frozen=True)
@@ -56,61 +53,6 @@ class RunnerConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0 or self.drain_seconds < 0:
             raise ValueError("max_wait_ms and drain_seconds must not be negative")
-
-
-class FrameQueue:
-    """A bounded per-stream queue with an explicit policy for when it is full."""
-
-    def __init__(self, size: int, policy: DropPolicy, wake: threading.Event) -> None:
-        self.frames: collections.deque[Frame] = collections.deque()
-        self.size, self.policy, self.wake = size, policy, wake
-        self.cond = threading.Condition()
-        self.closed = False  # the reader has finished (end of stream, error or removal)
-        self.dropped = 0
-
-    def put(self, frame: Frame, stop: threading.Event) -> bool:
-        """Queue ``frame``; returns True when the oldest frame was dropped to make room."""
-        dropped = False
-        with self.cond:
-            if self.policy is DropPolicy.WAIT:
-                while len(self.frames) >= self.size and not stop.is_set():
-                    self.cond.wait(0.1)
-            elif len(self.frames) >= self.size:
-                self.frames.popleft()
-                self.dropped += 1
-                dropped = True
-            self.frames.append(frame)
-        self.wake.set()
-        return dropped
-
-    def get(self) -> Frame | None:
-        with self.cond:
-            frame = self.frames.popleft() if self.frames else None
-            self.cond.notify()
-            return frame
-
-    def clear(self) -> int:
-        """Drop everything queued (shutdown past its bound); returns how many frames were dropped."""
-        with self.cond:
-            n = len(self.frames)
-            self.frames.clear()
-            self.dropped += n
-            self.cond.notify_all()
-            return n
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-        self.wake.set()
-
-    @property
-    def finished(self) -> bool:
-        with self.cond:
-            return self.closed and not self.frames
-
-    @property
-    def fill(self) -> float:
-        return len(self.frames) / self.size
 
 
 @dataclass
@@ -182,6 +124,7 @@ class Runner:
         self.stats = RunStats([])
         self._sink_failed: set[str] = set()
         self.detect_every = config.detect_every
+        self._adapted_at = 0.0
         for spec in specs:
             self._register(spec)
 
@@ -258,6 +201,7 @@ class Runner:
                 self._drop_queued()
                 break
             self._reap()
+            self._adapt_detect_every()  # before taking frames: the queues' fill is the load signal
             batch = self._next_batch()
             if batch:
                 self._process(batch)
@@ -334,9 +278,10 @@ class Runner:
 
     def _adapt_detect_every(self) -> None:
         """Detect less often while live queues fill up, more often again once they are nearly empty."""
-        cfg = self.config
-        if cfg.max_detect_every <= cfg.detect_every:
+        cfg, now = self.config, time.monotonic()
+        if cfg.max_detect_every <= cfg.detect_every or now - self._adapted_at < ADAPT_INTERVAL:
             return
+        self._adapted_at = now
         live = [s.queue.fill for s in self.streams.values() if s.queue.policy is DropPolicy.DROP_OLDEST]
         if not live:
             return
@@ -351,7 +296,6 @@ class Runner:
 
     def _process(self, batch: list[Frame]) -> None:
         obs, cfg = self.observer, self.config
-        self._adapt_detect_every()
         dequeued = time.time()
         streams = [self.streams[f.stream_id] for f in batch]
         detect_rows = []  # positions in ``batch`` that run the detector

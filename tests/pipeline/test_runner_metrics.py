@@ -12,7 +12,8 @@ import pytest
 
 from engines import Classifier, Detector
 from pipeline.metrics import Observer
-from pipeline.runner import DropPolicy, FrameQueue, Runner
+from pipeline.queues import DropPolicy, FrameQueue
+from pipeline.runner import Runner
 from pipeline.sinks import JsonLinesSink
 from pipeline.sources import SourceKind, SourceSpec
 from pipeline.stages import ClassifyStage, DetectStage
@@ -93,3 +94,27 @@ def test_drop_oldest_keeps_the_newest_frames_and_counts_drops():
 def test_source_specs_parse_names_and_kinds(text, stream_id, url, kind):
     spec = SourceSpec.parse(text)
     assert (spec.stream_id, spec.url, spec.kind) == (stream_id, url, kind)
+
+
+def test_detect_every_grows_while_live_queues_fill_and_shrinks_when_they_empty(fast_models: Path, demo_clip):
+    from pipeline import runner as runner_module
+    from pipeline.runner import RunnerConfig
+
+    observer = Observer()
+    runner = Runner(
+        [SourceSpec("live", str(demo_clip.path), pace=True)],  # paced: a live feed, DROP_OLDEST
+        None, None, [], observer,  # the stages are not needed to adapt
+        config=RunnerConfig(queue_size=10, detect_every=1, max_detect_every=3),
+    )  # fmt: skip
+    queue = runner.streams["live"].queue
+    assert queue.policy is DropPolicy.DROP_OLDEST
+
+    def adapt(fill: int) -> int:
+        queue.frames.clear()
+        queue.frames.extend(range(fill))
+        runner._adapted_at = -runner_module.ADAPT_INTERVAL  # the once-a-second limit, skipped
+        runner._adapt_detect_every()
+        return runner.detect_every
+
+    assert [adapt(8), adapt(8), adapt(8), adapt(3), adapt(0), adapt(0), adapt(0)] == [2, 3, 3, 3, 2, 1, 1]
+    assert _value(observer, "dfwatch_detect_every", {}) == 1

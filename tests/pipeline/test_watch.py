@@ -57,11 +57,18 @@ def test_real_video_through_the_whole_path(dfwatch, real_video: Path):
     assert all(len(r["faces"]) == 2 for r in run.records)
 
 
-def test_one_bad_stream_does_not_stop_the_others(dfwatch, demo_clip, tmp_path: Path):
-    run = dfwatch("watch", f"good={demo_clip.path}", f"gone={tmp_path / 'missing.mp4'}")
+def test_bad_streams_do_not_stop_the_others(dfwatch, demo_clip, tmp_path: Path):
+    corrupt = tmp_path / "corrupt.mp4"
+    data = demo_clip.path.read_bytes()
+    keep = len(data) // 3
+    garbage = (bytes(range(256)) * (len(data) // 256 + 1))[: len(data) - keep]
+    corrupt.write_bytes(data[:keep] + garbage)  # a valid index and first third, then garbage
+    run = dfwatch("watch", f"good={demo_clip.path}", f"gone={tmp_path / 'missing.mp4'}", f"corrupt={corrupt}")
     assert run.returncode == 1
     assert sum(r["stream"] == "good" for r in run.records) == demo_clip.n_frames
-    assert len(run.error_lines) == 1 and "stream 'gone'" in run.error_lines[0]
+    assert 0 < sum(r["stream"] == "corrupt" for r in run.records) < demo_clip.n_frames
+    errors = sorted(run.error_lines, key=lambda line: "corrupt" in line)
+    assert len(errors) == 2 and "stream 'gone'" in errors[0] and "stream 'corrupt'" in errors[1], run.stderr
 
 
 def _bad_inputs(tmp_path: Path, demo_clip) -> dict[str, tuple[str, str]]:
