@@ -25,7 +25,7 @@ class Frame:
     pts: float | None  # presentation time in seconds, from the container
     capture_time: float  # wall-clock time (time.time()) when the frame was decoded
     image: np.ndarray = field(repr=False)  # (H, W, 3) uint8 RGB
-    decode_seconds: float = 0.0  # time spent demuxing, decoding and converting this frame
+    decode_seconds: float = 0.0  # seconds decoding and converting this frame, not waiting for data
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,8 @@ def read_frames(spec: SourceSpec, *, first_index: int = 0) -> Iterator[Frame]:
         declared = stream.frames  # 0 when the container does not say
         index = first_index
         packets = container.demux(stream)
-        start, resumed = time.perf_counter(), time.monotonic()  # reset whenever the caller gives control back
+        resumed = time.monotonic()  # reset whenever the caller gives control back
+        work = 0.0  # seconds spent decoding and converting since the last frame (not waiting for data)
         while True:
             try:
                 packet = next(packets, None)
@@ -160,22 +161,26 @@ def read_frames(spec: SourceSpec, *, first_index: int = 0) -> Iterator[Frame]:
                 if time.monotonic() - resumed > spec.stall_timeout:
                     why = f"no frame for {spec.stall_timeout:g} s"
                     raise SourceError(spec, f"stalled after {index - first_index} frames: {why}")
+                t0 = time.perf_counter()
                 frames = packet.decode()
+                work += time.perf_counter() - t0
             except (av.error.FFmpegError, OSError) as exc:
                 reason = f"stream broke after {index - first_index} frames: {_describe(exc, spec)}"
                 raise SourceError(spec, reason) from exc
             for frame in frames:
+                t0 = time.perf_counter()
                 image = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                work += time.perf_counter() - t0
                 yield Frame(
                     stream_id=spec.stream_id,
                     index=index,
                     pts=None if frame.pts is None or frame.time_base is None else float(frame.pts * frame.time_base),
                     capture_time=time.time(),
                     image=image,
-                    decode_seconds=time.perf_counter() - start,
+                    decode_seconds=work,
                 )
                 index += 1
-                start, resumed = time.perf_counter(), time.monotonic()
+                work, resumed = 0.0, time.monotonic()
         decoded = index - first_index
         if decoded == 0:
             raise SourceError(spec, "no frame could be decoded (corrupt or truncated file?)")

@@ -32,6 +32,13 @@ class Run:
     def records(self) -> list[dict]:
         return [json.loads(line) for line in self.stdout.splitlines()]
 
+    def summary_row(self, stream: str) -> dict[str, int]:
+        """The stream's row of the closing summary table on stderr."""
+        lines = self.stderr.splitlines()
+        header = next(i for i, line in enumerate(lines) if line.startswith("stream "))
+        row = next(line.split() for line in lines[header + 1 :] if line.split()[0] == stream)
+        return {"frames": int(row[1]), "faces": int(row[2]), "drops": int(row[3])}
+
     @property
     def error_lines(self) -> list[str]:
         return [line for line in self.stderr.splitlines() if " ERROR: " in line]

@@ -136,3 +136,33 @@ def test_unreachable_redis_is_a_clear_error(dfwatch, demo_clip):
     run = dfwatch("watch", str(demo_clip.path), "--redis", f"redis://127.0.0.1:{free_port()}/0")
     assert run.returncode == 1 and run.records == []
     assert len(run.error_lines) == 1 and "Redis at redis://127.0.0.1:" in run.error_lines[0]
+
+
+def test_config_file_with_flag_overrides_and_detect_every(dfwatch, demo_clip, tmp_path: Path):
+    config = tmp_path / "streams.toml"
+    config.write_text(
+        f"""
+[runner]
+detect_every = 5
+max_detect_every = 5
+[[streams]]
+id = "fromconfig"
+url = "{demo_clip.path}"
+"""
+    )
+    run = dfwatch("watch", "--config", str(config), "--detect-every", "2", "--max-detect-every", "2")
+    assert run.returncode == 0, run.stderr
+    records = run.records
+    assert {r["stream"] for r in records} == {"fromconfig"} and len(records) == demo_clip.n_frames
+    assert [r["detected"] for r in records[:6]] == [True, False] * 3  # the flag overrode detect_every = 5
+    assert all(len(r["faces"]) == 2 for r in records)  # the tracker carries faces between detections
+    carried = records[1]["faces"]
+    assert [f["box"] for f in carried] == [f["box"] for f in records[0]["faces"]]
+
+
+def test_config_errors_name_the_field(dfwatch, tmp_path: Path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[runner]\nmax_bach = 4\n")
+    run = dfwatch("watch", "--config", str(config))
+    assert run.returncode == 1
+    assert len(run.error_lines) == 1 and "unknown field 'max_bach'; valid: ['max_batch'" in run.error_lines[0]

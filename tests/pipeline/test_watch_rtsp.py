@@ -16,7 +16,7 @@ def test_rtsp_stream_gives_verdicts_for_its_frames(dfwatch, demo_clip):
     frames = [r["frame"] for r in run.records]
     assert frames == sorted(set(frames)) and frames[-1] >= demo_clip.n_frames - 3  # in order, all decoded
     # A live feed that outruns the stages drops its oldest frames: what was not published was counted.
-    decoded, dropped = frames[-1] + 1, _summary_row(run.stderr, "cam")["drops"]
+    decoded, dropped = frames[-1] + 1, run.summary_row("cam")["drops"]
     assert len(frames) + dropped == decoded
     assert all(r["stream"] == "cam" and len(r["faces"]) == 2 for r in run.records)
     assert "live stream ended" in run.stderr
@@ -30,16 +30,10 @@ def test_dead_rtsp_url_does_not_stop_a_live_one(dfwatch, demo_clip):
         )
     assert run.returncode == 1
     cam = [r["frame"] for r in run.records if r["stream"] == "cam"]
-    assert cam[-1] >= demo_clip.n_frames - 3 and len(cam) + _summary_row(run.stderr, "cam")["drops"] == cam[-1] + 1
+    assert cam[-1] >= demo_clip.n_frames - 3 and len(cam) + run.summary_row("cam")["drops"] == cam[-1] + 1
     errors = run.error_lines
     assert len(errors) == 2, run.stderr
     assert any("stream 'dead'" in e and "Connection refused" in e for e in errors)
     assert any("stream 'nomount'" in e and "404 Not Found" in e for e in errors)
     assert "Traceback" not in run.stderr
 
-
-def _summary_row(stderr: str, stream: str) -> dict[str, int]:
-    lines = stderr.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("stream "))
-    row = next(line.split() for line in lines[header + 1 :] if line.split()[0] == stream)
-    return {"frames": int(row[1]), "faces": int(row[2]), "drops": int(row[3])}
