@@ -49,7 +49,9 @@ BUSY_OTHERS_PCT = 25.0  # a run during which other processes took more CPU than 
 READY_TIMEOUT_S = 90.0  # spawn -> every stream has a first result (model load, N RTSP connects)
 STOP_TIMEOUT_S = 25.0  # SIGTERM -> exit (dfwatch drains for at most 10 s)
 RSS_EVERY_S = 0.5
-_DETECT_EVERY = re.compile(r"(\d\d:\d\d:\d\d) .*live queues (\d+)% full, detecting every (\d+) frames")
+_ADAPT = re.compile(
+    r"(\d\d:\d\d:\d\d) .*live queues (\d+)% full, detecting every (\d+) frames(?:, classifying faces every (\d+))?"
+)
 
 
 def log(msg: str) -> None:
@@ -299,6 +301,10 @@ def drive(
     return window, lines
 
 
+def _nth(n: int) -> str:
+    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n if n < 20 else n % 10, 'th') }"
+
+
 def _percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "p99": None}
@@ -353,7 +359,8 @@ def run_dfwatch(
         streams[name] = _dfwatch_stream(rows, window)
     stderr = (run_dir / "stderr").read_text(errors="replace")
     changes = [
-        {"time": t, "queue_fill_pct": int(f), "detect_every": int(k)} for t, f, k in _DETECT_EVERY.findall(stderr)
+        {"time": t, "queue_fill_pct": int(f), "detect_every": int(k), "classify_every": int(m or 1)}
+        for t, f, k, m in _ADAPT.findall(stderr)
     ]
     summary = stderr[stderr.rfind("dfwatch summary") :].strip() if "dfwatch summary" in stderr else None
     return {
@@ -362,6 +369,7 @@ def run_dfwatch(
         "streams": streams,
         "detect_every_changes": changes,
         "detect_every_max": max([1] + [c["detect_every"] for c in changes]),
+        "classify_every_max": max([1] + [c["classify_every"] for c in changes]),
         "service_summary": summary,
     }
 
@@ -478,9 +486,9 @@ def summarise(n: int, system: str, run: dict) -> dict:
     real_time = drop < REAL_TIME_DROP and (system != "dfwatch" or (measured and worst["p95"] < REAL_TIME_P95_MS))
     notes = []
     if system == "dfwatch":
-        k = run["detect_every_max"]
+        k, m = run["detect_every_max"], run.get("classify_every_max", 1)
         notes.append(
-            f"detector on every {k}th frame at most (load-adaptive), tracker between"
+            f"load-adaptive: detector every {_nth(k)} frame, classifier every {_nth(m)} at most, tracker between"
             if k > 1
             else "detector and classifier on every frame"
         )

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="runner.classify_every",
         help="classify each tracked face every m-th frame (default 1)",
     )
+    g.add_argument(
+        "--max-classify-every", type=int, dest="runner.max_classify_every",
+        help="once k is at its maximum, m may grow up to this under load (default 3)",
+    )  # fmt: skip
     g = w.add_argument_group("sources (override every stream)")
     g.add_argument("--rtsp-transport", choices=("tcp", "udp"), help="RTSP transport (default tcp)")
     g.add_argument("--open-timeout", type=float, help="seconds to open a stream (default 10)")
@@ -109,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metrics-host", dest="metrics.host", help="Prometheus bind address (default 127.0.0.1)")
     g.add_argument("--metrics-port", type=int, dest="metrics.port", help="Prometheus port; 0 disables (default 9108)")
     w.set_defaults(func=cmd_watch)
+    for action in w._actions:  # "--threads N", not "--threads MODELS.THREADS"
+        if "." in action.dest and action.metavar is None:
+            action.metavar = {int: "N", float: "X", Path: "PATH"}.get(action.type, "VALUE")
 
     d = sub.add_parser("demo", help="write the demo clip (real face, then a manipulated one) to a file")
     d.add_argument("out", type=Path, help="output .mp4")

@@ -53,6 +53,7 @@ class Observer:
         self.alerts = Counter("dfwatch_alerts", "Times a stream turned FAKE", ["stream"], registry=r)
         self.fps = Gauge("dfwatch_stream_fps", "Verdicts published per second, per stream", ["stream"], registry=r)
         self.detect_every = Gauge("dfwatch_detect_every", "The detector runs on every k-th frame", registry=r)
+        self.classify_every = Gauge("dfwatch_classify_every", "Each face is classified every m-th frame", registry=r)
         self.fake_score = Gauge("dfwatch_fake_score", "Smoothed fake score of a stream", ["stream"], registry=r)
         self._server: Any = None
 

@@ -42,8 +42,9 @@ class RunnerConfig:
     max_wait_ms: float = 5.0  # how long a batch that is not full waits for more frames
     queue_size: int = 16  # frames buffered per stream between its reader and the stages
     detect_every: int = 1  # run the detector on every k-th frame of a stream; the tracker carries faces between
-    max_detect_every: int = 4  # under load (live queues filling up) k grows up to this; 0 or detect_every: fixed
+    max_detect_every: int = 4  # under load (live queues filling up) k grows up to this; detect_every: fixed
     classify_every: int = 1  # classify each tracked face every m-th frame it is on screen
+    max_classify_every: int = 3  # once k is at its maximum, m grows up to this under load; classify_every: fixed
     drain_seconds: float = 10.0  # on shutdown, frames still queued after this long are dropped (and counted)
     idle_wait: float = 0.05  # seconds the stages sleep when no stream has a frame
 
@@ -123,7 +124,8 @@ class Runner:
         self._order: list[str] = []
         self.stats = RunStats([])
         self._sink_failed: set[str] = set()
-        self.detect_every = config.detect_every
+        self.detect_every = config.detect_every  # current k and m: they adapt under load
+        self.classify_every = config.classify_every
         self._adapted_at = 0.0
         for spec in specs:
             self._register(spec)
@@ -201,7 +203,7 @@ class Runner:
                 self._drop_queued()
                 break
             self._reap()
-            self._adapt_detect_every()  # before taking frames: the queues' fill is the load signal
+            self._adapt_to_load()  # before taking frames: the queues' fill is the load signal
             batch = self._next_batch()
             if batch:
                 self._process(batch)
@@ -276,26 +278,38 @@ class Runner:
             self.wake.clear()
         return batch
 
-    def _adapt_detect_every(self) -> None:
-        """Detect less often while live queues fill up, more often again once they are nearly empty."""
+    def _adapt_to_load(self) -> None:
+        """Under load (live queues filling up) detect less often, then classify less often; undo once they empty.
+
+        One step a second at most: k (detect every k-th frame) grows first, up to max_detect_every,
+        then m (classify each face every m-th frame) up to max_classify_every; relief undoes m first.
+        """
         cfg, now = self.config, time.monotonic()
-        if cfg.max_detect_every <= cfg.detect_every or now - self._adapted_at < ADAPT_INTERVAL:
+        if now - self._adapted_at < ADAPT_INTERVAL:
             return
         self._adapted_at = now
         live = [s.queue.fill for s in self.streams.values() if s.queue.policy is DropPolicy.DROP_OLDEST]
         if not live:
             return
-        fill, k = max(live), self.detect_every
-        if fill > 0.5 and k < cfg.max_detect_every:
-            self.detect_every = k + 1
-        elif fill < 0.1 and k > cfg.detect_every:
-            self.detect_every = k - 1
-        if self.detect_every != k:
+        fill, before = max(live), (self.detect_every, self.classify_every)
+        if fill > 0.5:
+            if self.detect_every < cfg.max_detect_every:
+                self.detect_every += 1
+            elif self.classify_every < cfg.max_classify_every:
+                self.classify_every += 1
+        elif fill < 0.1:
+            if self.classify_every > cfg.classify_every:
+                self.classify_every -= 1
+            elif self.detect_every > cfg.detect_every:
+                self.detect_every -= 1
+        if (self.detect_every, self.classify_every) != before:
             self.observer.detect_every.set(self.detect_every)
-            logger.info("load: live queues %.0f%% full, detecting every %d frames", fill * 100, self.detect_every)
+            self.observer.classify_every.set(self.classify_every)
+            logger.info("load: live queues %.0f%% full, detecting every %d frames, classifying faces every %d",
+                        fill * 100, self.detect_every, self.classify_every)  # fmt: skip
 
     def _process(self, batch: list[Frame]) -> None:
-        obs, cfg = self.observer, self.config
+        obs = self.observer
         dequeued = time.time()
         streams = [self.streams[f.stream_id] for f in batch]
         detect_rows = []  # positions in ``batch`` that run the detector
@@ -321,7 +335,7 @@ class Runner:
                 else:
                     tracker.carry()
                 boxes = {t.track_id: t.box for t in tracker.visible}
-                due += [(i, tid, boxes[tid]) for tid in tracker.due_for_classification(cfg.classify_every)]
+                due += [(i, tid, boxes[tid]) for tid in tracker.due_for_classification(self.classify_every)]
             if due:
                 t1 = time.perf_counter()
                 rows = sorted({i for i, _, _ in due})

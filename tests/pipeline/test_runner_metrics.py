@@ -96,7 +96,7 @@ def test_source_specs_parse_names_and_kinds(text, stream_id, url, kind):
     assert (spec.stream_id, spec.url, spec.kind) == (stream_id, url, kind)
 
 
-def test_detect_every_grows_while_live_queues_fill_and_shrinks_when_they_empty(fast_models: Path, demo_clip):
+def test_under_load_detection_then_classification_thin_out_and_recover(fast_models: Path, demo_clip):
     from pipeline import runner as runner_module
     from pipeline.runner import RunnerConfig
 
@@ -104,17 +104,22 @@ def test_detect_every_grows_while_live_queues_fill_and_shrinks_when_they_empty(f
     runner = Runner(
         [SourceSpec("live", str(demo_clip.path), pace=True)],  # paced: a live feed, DROP_OLDEST
         None, None, [], observer,  # the stages are not needed to adapt
-        config=RunnerConfig(queue_size=10, detect_every=1, max_detect_every=3),
+        config=RunnerConfig(queue_size=10, max_detect_every=3, max_classify_every=2),
     )  # fmt: skip
     queue = runner.streams["live"].queue
     assert queue.policy is DropPolicy.DROP_OLDEST
 
-    def adapt(fill: int) -> int:
+    def adapt(fill: int) -> tuple[int, int]:
         queue.frames.clear()
         queue.frames.extend(range(fill))
         runner._adapted_at = -runner_module.ADAPT_INTERVAL  # the once-a-second limit, skipped
-        runner._adapt_detect_every()
-        return runner.detect_every
+        runner._adapt_to_load()
+        return runner.detect_every, runner.classify_every
 
-    assert [adapt(8), adapt(8), adapt(8), adapt(3), adapt(0), adapt(0), adapt(0)] == [2, 3, 3, 3, 2, 1, 1]
+    loaded = [adapt(8) for _ in range(4)]  # (k, m)
+    assert loaded == [(2, 1), (3, 1), (3, 2), (3, 2)]  # k first, then m, each to its maximum
+    assert adapt(3) == (3, 2)  # between the marks: no change
+    relieved = [adapt(0) for _ in range(4)]
+    assert relieved == [(3, 1), (2, 1), (1, 1), (1, 1)]  # m back first, then k
     assert _value(observer, "dfwatch_detect_every", {}) == 1
+    assert _value(observer, "dfwatch_classify_every", {}) == 1
