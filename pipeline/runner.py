@@ -215,7 +215,7 @@ class Runner:
         for stream in list(self.streams.values()):
             if stream.thread is not None:
                 stream.thread.join(timeout=5)
-            self.stats.streams[stream.spec.stream_id].dropped = stream.queue.dropped
+            self.stats.streams[stream.spec.stream_id].dropped += stream.queue.dropped
         for sink in self.sinks:
             sink.close()
             lost = getattr(sink, "dropped", 0) + getattr(sink, "unflushed", 0)
@@ -228,9 +228,9 @@ class Runner:
         with self._lock:
             gone = [sid for sid, s in self.streams.items() if s.stop.is_set() and s.queue.finished]
             for sid in gone:
-                self.streams.pop(sid)
+                stream = self.streams.pop(sid)
                 self._order.remove(sid)
-                self.stats.streams[sid].dropped = 0
+                self.stats.streams[sid].dropped += stream.queue.dropped  # a re-added stream adds its own
 
     @property
     def stream_ids(self) -> list[str]:
