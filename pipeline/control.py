@@ -80,10 +80,9 @@ class RedisControl:
 
     def poll_once(self) -> None:
         raw = self.client.hgetall(self.key)
+        values = {_text(k): _text(v) for k, v in raw.items()}  # stream id -> URL or JSON
         desired: dict[str, SourceSpec] = {}
-        for k, v in raw.items():
-            sid = k.decode() if isinstance(k, bytes) else k
-            value = v.decode() if isinstance(v, bytes) else v
+        for sid, value in values.items():
             try:
                 desired[sid] = parse_control_entry(sid, value)
             except ConfigError as exc:
@@ -100,16 +99,15 @@ class RedisControl:
             if sid in self.managed:
                 continue
             if sid in watched:
-                if sid not in self._draining and self._bad.get(sid) != value_of(raw, sid):
+                if sid not in self._draining and self._bad.get(sid) != values[sid]:
                     logger.error("%s %s: stream id %r is already watched (config or command line); ignoring it",
                                  self.key, sid, sid)  # fmt: skip
-                    self._bad[sid] = value_of(raw, sid)
+                    self._bad[sid] = values[sid]
                 continue  # a restarted stream's old instance is still draining: start it on a later poll
             self._draining.discard(sid)
             self.runner.add_stream(spec)
             self.managed[sid] = spec
 
 
-def value_of(raw: dict, sid: str) -> str:
-    value = raw.get(sid, raw.get(sid.encode(), b""))
+def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from pipeline.messages import Verdict, VerdictState
+
+SAMPLES = 10_000  # latency samples kept per stream and stage for the summary's percentiles
+MAX_CHANGES = 20  # verdict changes kept per stream for the summary
 
 
 @dataclass
@@ -15,8 +19,9 @@ class StreamStats:
     faces: int = 0
     dropped: int = 0
     state: VerdictState = VerdictState.UNKNOWN
-    changes: list[tuple[int, float | None, VerdictState]] = field(default_factory=list)  # frame, pts, new state
-    latency_ms: dict[str, list[float]] = field(default_factory=dict)  # stage -> samples
+    # frame, pts, new state: the latest changes only, so a long-running service keeps bounded memory
+    changes: deque[tuple[int, float | None, VerdictState]] = field(default_factory=lambda: deque(maxlen=MAX_CHANGES))
+    latency_ms: dict[str, deque[float]] = field(default_factory=dict)  # stage -> the latest SAMPLES samples
     first_publish: float | None = None
     last_publish: float | None = None
     error: str | None = None
@@ -38,8 +43,9 @@ class RunStats:
             s.changes.append((verdict.frame_index, verdict.pts, verdict.state))
         s.state = verdict.state
         for stage, seconds in verdict.latency.items():
-            s.latency_ms.setdefault(stage, []).append(seconds * 1000)
-        s.latency_ms.setdefault("capture_to_publish", []).append((published - verdict.capture_time) * 1000)
+            s.latency_ms.setdefault(stage, deque(maxlen=SAMPLES)).append(seconds * 1000)
+        e2e = s.latency_ms.setdefault("capture_to_publish", deque(maxlen=SAMPLES))
+        e2e.append((published - verdict.capture_time) * 1000)
         s.first_publish = published if s.first_publish is None else s.first_publish
         s.last_publish = published
 
