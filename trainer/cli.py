@@ -3,87 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
-import os
 import sys
-import tempfile
-from pathlib import Path
+
+from trainer.commands import COMMANDS
 
 logger = logging.getLogger("dfwatch.train")
-
-PLACEHOLDER_CARD = """# {file} (PLACEHOLDER)
-
-**This is an untrained network.** Its outputs mean nothing: dfwatch runs end to end with it,
-but every face score and verdict it produces is noise. It exists so the service, its tests
-and its interfaces work before the trained default model pack lands.
-
-- kind: {kind}; architecture: {name}; input {size}x{size}; format ONNX (opset 17), fp32
-- built by: `dfwatch-train placeholders --out {out}` (weights from `torch.manual_seed({seed})`)
-- manifest: `{file}.json` (sha256 of the file, thresholds, versions)
-"""
-
-
-def _offline_ultralytics() -> None:
-    """ultralytics writes a settings file and may reach the network at import: stop both."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "dfwatch-ultralytics"))
-
-
-def cmd_placeholders(args: argparse.Namespace) -> int:
-    """Export untrained detector and classifier networks, with manifests and model cards."""
-    _offline_ultralytics()
-    import torch
-
-    from engines.export import export_classifier, export_detector
-    from trainer.models import create_model
-
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    det_path = out / "face_detector.onnx"
-    det, det_diff = export_detector("yolov8n.yaml", det_path, input_size=args.detector_size, placeholder=True)
-    logger.info("wrote %s (placeholder, max |onnx - torch| = %.2g px)", det_path, det_diff)
-    cls_path = out / "deepfake_classifier.onnx"
-    model = create_model(args.classifier, input_size=args.classifier_size).eval()
-    cls, cls_diff = export_classifier(
-        model,
-        cls_path,
-        name=args.classifier,
-        input_size=args.classifier_size,
-        crop_margin=args.crop_margin,
-        placeholder=True,
-    )
-    logger.info("wrote %s (placeholder, max |onnx - torch| = %.2g)", cls_path, cls_diff)
-    for path, manifest in ((det_path, det), (cls_path, cls)):
-        card = PLACEHOLDER_CARD.format(
-            file=path.name,
-            kind=manifest.kind,
-            name=manifest.name,
-            size=manifest.input_size,
-            out=out,
-            seed=args.seed,
-        )
-        path.with_suffix(".md").write_text(card)
-    print(
-        f"placeholders: {det_path} ({det_path.stat().st_size >> 10} KiB), "
-        f"{cls_path} ({cls_path.stat().st_size >> 10} KiB); outputs are untrained noise",
-        file=sys.stderr,
-    )
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfwatch-train", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("placeholders", help="export untrained networks so the service runs end to end")
-    p.add_argument("--out", type=Path, default=Path("models"), help="model directory (default: models)")
-    p.add_argument("--detector-size", type=int, default=640, choices=(320, 416, 640), help="detector input side")
-    p.add_argument("--classifier", default="paper_cnn", help="registered classifier architecture")
-    p.add_argument("--classifier-size", type=int, default=256, help="classifier input side")
-    p.add_argument("--crop-margin", type=float, default=0.25, help="crop margin, fraction of the box side")
-    p.add_argument("--seed", type=int, default=0, help="torch seed for the untrained weights")
-    p.set_defaults(func=cmd_placeholders)
+    for name in COMMANDS:
+        importlib.import_module(f"trainer.commands.{name}").register(sub)
     return parser
 
 
