@@ -5,6 +5,9 @@ from engines.crops import crop_faces
 from engines.detections import Detections
 from engines.detector import Detector
 from engines.errors import (
+    BackendUnavailableError,
+    DeviceError,
+    EngineBuildError,
     EngineError,
     ExportError,
     InputError,
@@ -16,9 +19,12 @@ from engines.errors import (
 from engines.manifest import Manifest, load_manifest
 
 __all__ = [
+    "BackendUnavailableError",
     "Classifier",
     "Detections",
     "Detector",
+    "DeviceError",
+    "EngineBuildError",
     "EngineError",
     "ExportError",
     "InputError",

@@ -13,10 +13,10 @@ from engines.manifest import Manifest, load_manifest
 class Artifact:
     """A model file with its verified manifest and an open backend."""
 
-    def __init__(self, path: str | Path, *, kind: str, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, kind: str, threads: int | None = None, device: str | None = None) -> None:
         self.path = Path(path)
         self.manifest: Manifest = load_manifest(self.path, kind=kind)
-        self.backend: Backend = open_backend(self.path, self.manifest, threads=threads)
+        self.backend: Backend = open_backend(self.path, self.manifest, threads=threads, device=device)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run (N, 3, S, S) float32 through the backend in chunks of at most batch_max."""

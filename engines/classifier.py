@@ -11,10 +11,13 @@ from engines.errors import InputError
 
 
 class Classifier:
-    """Scores face crops made by ``engines.crop_faces`` with this artifact's size and margin."""
+    """Scores face crops made by ``engines.crop_faces`` with this artifact's size and margin.
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
-        self.artifact = Artifact(path, kind="classifier", threads=threads)
+    ``device`` ("cpu", "cuda" or None: the artifact's own) and ``threads`` go to the backend.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, device: str | None = None) -> None:
+        self.artifact = Artifact(path, kind="classifier", threads=threads, device=device)
         self.manifest = self.artifact.manifest
         self.input_size = self.manifest.input_size
         self.crop_margin = float(self.manifest.preprocess["crop_margin"])

@@ -17,7 +17,8 @@ from engines.yolo import decode_yolov8
 class Detector:
     """YOLOv8 face detector behind any backend.
 
-    ``conf`` and ``iou`` default to the thresholds in the artifact's manifest.
+    ``conf`` and ``iou`` default to the thresholds in the artifact's manifest. ``device`` ("cpu",
+    "cuda" or None: the artifact's own) and ``threads`` go to the backend (engines.backends).
     """
 
     def __init__(
@@ -25,11 +26,12 @@ class Detector:
         path: str | Path,
         *,
         threads: int | None = None,
+        device: str | None = None,
         conf: float | None = None,
         iou: float | None = None,
         max_det: int = 100,
     ) -> None:
-        self.artifact = Artifact(path, kind="detector", threads=threads)
+        self.artifact = Artifact(path, kind="detector", threads=threads, device=device)
         self.manifest = self.artifact.manifest
         self.input_size = self.manifest.input_size
         self.conf = self.manifest.thresholds["confidence"] if conf is None else conf

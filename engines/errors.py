@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+# ONNX files are exported from torch; every other format is built from them (and the torch reference).
 REBUILD_HINT = (
-    "rebuild the artifacts with `dfwatch-train placeholders --out DIR` "
+    "rebuild by re-exporting the models: `dfwatch-train placeholders --out DIR` "
     "(`make models` for the bundled models/ directory)"
 )
+ENGINES_HINT = "rebuild the artifacts for this machine with `dfwatch-train engines --models DIR`"
+
+
+def rebuild_hint(artifact: str | Path, fmt: str | None = None) -> str:
+    """How to get a good copy of ``artifact``.
+
+    ONNX files and the fp32 torch reference ``NAME.pt2`` are exported from the torch model:
+    re-export. Everything built from them (``NAME.<variant>.pt2``, ``.engine``): ``dfwatch-train engines``.
+    """
+    path = Path(artifact)
+    exported = path.suffix == ".onnx" or (path.suffix == ".pt2" and path.name.count(".") == 1)  # NAME.pt2
+    if fmt is not None:
+        exported = fmt == "onnx" or (fmt == "torch" and exported)
+    return REBUILD_HINT if exported else ENGINES_HINT.replace("DIR", str(path.parent))
 
 
 class EngineError(Exception):
@@ -28,9 +45,21 @@ class ModelLoadError(EngineError):
     """A runtime could not load an artifact that passed the manifest checks."""
 
 
+class DeviceError(EngineError):
+    """A device was asked for that this machine does not have (e.g. CUDA without a GPU)."""
+
+
+class BackendUnavailableError(ModelLoadError):
+    """The runtime an artifact needs (TensorRT, a CUDA build of torch) is not installed here."""
+
+
 class InputError(EngineError, ValueError):
     """A batch of the wrong shape or dtype was given to a Detector or Classifier."""
 
 
 class ExportError(EngineError):
     """Exporting a model to ONNX failed or its outputs did not match the source model."""
+
+
+class EngineBuildError(EngineError):
+    """Building an artifact (TensorRT plan, torch variant) from ONNX or torch failed or did not verify."""

@@ -27,7 +27,7 @@ BATCH_MAX = 64
 
 def framework_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for dist in ("dfwatch", "torch", "onnx", "onnxruntime", "onnxslim", "ultralytics"):
+    for dist in ("dfwatch", "torch", "onnx", "onnxruntime", "onnxslim", "ultralytics", "tensorrt"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -124,9 +124,19 @@ def load_yolo_detector(source: str | Path) -> Any:
 
 
 def export_detector(
-    source: str | Path, out: Path, *, input_size: int, placeholder: bool, training: dict | None = None
+    source: str | Path,
+    out: Path,
+    *,
+    input_size: int,
+    placeholder: bool,
+    training: dict | None = None,
+    torch_reference: bool = True,
 ) -> tuple[Manifest, float]:
-    """Export a YOLOv8 face detector to ``out`` (.onnx) with its manifest; returns (manifest, max diff)."""
+    """Export a YOLOv8 face detector to ``out`` (.onnx) with its manifest; returns (manifest, max diff).
+
+    With ``torch_reference`` the same module is also written as ``out`` with suffix ``.pt2`` (a
+    torch.export program, engines/build_torch.py), checked against the ONNX.
+    """
     model = load_yolo_detector(source)
     atol = 1e-3 * input_size  # boxes are in pixels
     diff = _export_verified(model, out, input_size=input_size, names=("images", "output0"), atol=atol)
@@ -142,6 +152,8 @@ def export_detector(
         preprocess={"letterbox_pad": 114},
         training=training,
     )
+    if torch_reference:
+        _write_torch_reference(model, out, manifest)
     return manifest, diff
 
 
@@ -155,8 +167,12 @@ def export_classifier(
     threshold: float = 0.5,
     placeholder: bool,
     training: dict | None = None,
+    torch_reference: bool = True,
 ) -> tuple[Manifest, float]:
-    """Export a classifier (logits (B, 1)) as an ONNX model that outputs P(fake) (B, 1)."""
+    """Export a classifier (logits (B, 1)) as an ONNX model that outputs P(fake) (B, 1).
+
+    With ``torch_reference`` the same module (with its sigmoid) is also written as ``.pt2``.
+    """
     import torch
 
     wrapped = torch.nn.Sequential(module, torch.nn.Sigmoid()).eval()
@@ -173,7 +189,16 @@ def export_classifier(
         preprocess={"crop_margin": crop_margin},
         training=training,
     )
+    if torch_reference:
+        _write_torch_reference(wrapped, out, manifest)
     return manifest, diff
+
+
+def _write_torch_reference(module: Any, out: Path, manifest: Manifest) -> None:
+    from engines.build_torch import write_torch_reference
+
+    ref, diff = write_torch_reference(module, out, manifest)
+    logger.info("wrote %s (torch.export, max |torch - onnx| = %.2g)", out.with_name(ref.file), diff)
 
 
 def _export_verified(module: Any, out: Path, *, input_size: int, names: tuple[str, str], atol: float) -> float:

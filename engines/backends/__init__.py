@@ -7,25 +7,35 @@ from typing import Protocol
 
 import numpy as np
 
-from engines.errors import EngineError
-from engines.manifest import Manifest
+from engines.manifest import Manifest, check_source_onnx
 
 
 class Backend(Protocol):
-    """Runs one model: a float32 NCHW batch in, the model's output tensors out."""
+    """Runs one model: a float32 NCHW batch in, the model's output tensors (float32, on host) out."""
 
-    name: str  # e.g. "onnxruntime-cpu"
+    name: str  # e.g. "onnxruntime-cpu", "torch-cuda-compiled-reduce-overhead-fp16", "tensorrt-fp16"
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]: ...
 
 
-def open_backend(artifact: Path, manifest: Manifest, *, threads: int | None = None) -> Backend:
-    """Open the runtime that fits ``manifest.format``."""
-    if manifest.format == "onnx":
-        from engines.backends.ort import OrtBackend
+def open_backend(
+    artifact: Path, manifest: Manifest, *, threads: int | None = None, device: str | None = None
+) -> Backend:
+    """Open the runtime that fits ``manifest.format`` ("onnx", "torch" or "tensorrt").
 
-        return OrtBackend(artifact, manifest, threads=threads)
-    raise EngineError(
-        f"{artifact}: format {manifest.format!r} has no backend in this build yet; "
-        "use the ONNX artifact (format 'onnx')"
-    )
+    ``device`` is "cpu", "cuda" or None (the artifact's own: ONNX Runtime takes CUDA when its
+    CUDA provider is there; torch runs where its manifest says, the fp32 reference on CPU).
+    Built artifacts must come from the ONNX beside them (``source_onnx_sha256``).
+    """
+    check_source_onnx(artifact, manifest)
+    if manifest.format == "torch":
+        from engines.backends.torch_backend import TorchBackend
+
+        return TorchBackend(artifact, manifest, device=device, threads=threads)
+    if manifest.format == "tensorrt":
+        from engines.backends.trt_backend import TensorRTBackend
+
+        return TensorRTBackend(artifact, manifest, device=device, threads=threads)
+    from engines.backends.ort import OrtBackend
+
+    return OrtBackend(artifact, manifest, threads=threads, device=device)
