@@ -5,4 +5,4 @@ ultralytics, optuna) happen inside the command function, never at import.
 """
 
 # Order of the subcommands in ``dfwatch-train --help``: the chain, then the tools.
-COMMANDS = ("placeholders",)
+COMMANDS = ("dataset", "search", "fit", "evaluate", "export", "engines", "all", "placeholders")

@@ -1,36 +1,35 @@
-"""Architecture registry: a name -> a function that fills a config and builds the model.
+"""Architecture registry: a name -> a function that fills a config; the config builds the model.
 
 Every model takes (B, 3, S, S) float32 in [0, 1] and returns fake logits (B, 1), so export
-and evaluation never special-case an architecture.
+and evaluation never special-case an architecture. Families: ``paper_cnn*`` (the paper's
+small CNN) and ``efficientnet_b0`` ... ``efficientnet_b7`` (torchvision, untrained).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
+from trainer.models import efficientnet, paper_cnn  # noqa: F401  (registers the families)
+from trainer.models._registry import (
+    ModelConfig,
+    ModelConfigError,
+    count_parameters,
+    create_model,
+    list_models,
+    model_config,
+    register,
+)
+from trainer.models.efficientnet import EfficientNetClassifier, EfficientNetConfig
 from trainer.models.paper_cnn import PaperCNN, PaperCNNConfig
 
-_REGISTRY: dict[str, Callable[..., Any]] = {}
-
-
-def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-    _REGISTRY[fn.__name__] = fn
-    return fn
-
-
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create_model(name: str, **overrides: Any) -> Any:
-    """Build a registered architecture; ``overrides`` replace fields of its config."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; valid: {list_models()}")
-    return _REGISTRY[name](**overrides)
-
-
-@register
-def paper_cnn(**overrides: Any) -> PaperCNN:
-    """The CNN the paper's search picked: conv 32 -> conv 64 -> max-pool -> dropout -> dense."""
-    return PaperCNN(PaperCNNConfig(**overrides))
+__all__ = [
+    "EfficientNetClassifier",
+    "EfficientNetConfig",
+    "ModelConfig",
+    "ModelConfigError",
+    "PaperCNN",
+    "PaperCNNConfig",
+    "count_parameters",
+    "create_model",
+    "list_models",
+    "model_config",
+    "register",
+]

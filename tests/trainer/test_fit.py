@@ -1,0 +1,100 @@
+"""fit: training learns, checkpoints describe themselves, resume continues exactly, foreign data is refused."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.trainer._tiny import write_tiny_store
+from trainer.fit import CHECKPOINT_NAME, FitError, TrainConfig, fit, load_checkpoint, model_from_checkpoint
+from trainer.store import FaceStore
+
+CFG = TrainConfig(model="paper_cnn", model_args={"filters": [8, 16], "pool_every": True}, lr=3e-3, epochs=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_store(tmp_path_factory.mktemp("fit") / "faces.h5")
+
+
+def test_fit_learns_the_tiny_store_and_checkpoints_every_epoch(tiny_store, tmp_path):
+    result = fit(CFG, data=tiny_store, out=tmp_path, progress=False, threads=1)
+    assert result.config.input_size == 32  # resolved from the store's crop size
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    assert result.history[result.best_epoch - 1]["val_acc"] >= 0.9  # bright checkerboard fakes vs dark reals
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    with FaceStore(tiny_store) as store:
+        assert ckpt["dataset"]["fingerprint"] == store.fingerprint()
+    assert ckpt["dataset"]["rows"] == {"train": 24, "val": 16, "test": 16}
+    assert ckpt["config"] == {**CFG.to_dict(), "input_size": 32}
+    assert ckpt["epoch"] == 4 and ckpt["history"] == result.history
+    assert ckpt["best"]["epoch"] == result.best_epoch and ckpt["optimizer"]["state"]
+    assert ckpt["model_config"]["filters"] == (8, 16)
+    last = model_from_checkpoint(ckpt, weights="last")
+    for name, value in result.model.state_dict().items():
+        torch.testing.assert_close(last.state_dict()[name], value)
+
+
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tiny_store, tmp_path):
+    whole = fit(replace(CFG, epochs=3), data=tiny_store, out=tmp_path / "whole", progress=False)
+    fit(replace(CFG, epochs=1), data=tiny_store, out=tmp_path / "split", progress=False)
+    resumed = fit(replace(CFG, epochs=3), data=tiny_store, out=tmp_path / "split", resume=True, progress=False)
+    assert len(resumed.history) == 3
+    for a, b in zip(whole.history, resumed.history):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_another_dataset_and_another_config(tiny_store, tmp_path):
+    fit(replace(CFG, epochs=1), data=tiny_store, out=tmp_path, progress=False)
+    other = write_tiny_store(tmp_path / "other.h5", frames=3)
+    with pytest.raises(
+        FitError, match=r"trained on another dataset \(fingerprint [0-9a-f]{12}\.\.\., from .*faces\.h5"
+    ):
+        fit(replace(CFG, epochs=2), data=other, out=tmp_path, resume=True, progress=False)
+    with pytest.raises(
+        FitError, match=r"another config \(lr: checkpoint 0\.003, now 0\.01\); only --epochs may change"
+    ):
+        fit(replace(CFG, epochs=2, lr=0.01), data=tiny_store, out=tmp_path, resume=True, progress=False)
+    with pytest.raises(FitError, match=r"checkpoint\.pt exists; pass --resume"):
+        fit(CFG, data=tiny_store, out=tmp_path, progress=False)
+
+
+def test_bad_input_fails_before_training(tiny_store, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown augmentation 'heavy'; valid: \['none', 'paper', 'broadcast'\]"):
+        fit(replace(CFG, augment="heavy"), data=tiny_store, out=None, progress=False)
+    with pytest.raises(Exception, match=r"unknown model 'resnet'; valid"):
+        fit(replace(CFG, model="resnet"), data=tiny_store, out=None, progress=False)
+    no_val = write_tiny_store(tmp_path / "noval.h5", videos={"train": 2, "test": 2})
+    with pytest.raises(FitError, match=r"the 'val' split is empty"):
+        fit(CFG, data=no_val, out=None, progress=False)
+    with pytest.raises(FitError, match=r"unknown training config fields \['epoch'\]; valid: \['model'"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(FitError, match=r"is not a dfwatch classifier checkpoint"):
+        torch.save({"weights": 1}, tmp_path / "x.pt")
+        load_checkpoint(tmp_path / "x.pt")
+
+
+def test_fit_command_takes_the_search_config_and_flags(tiny_store, tmp_path):
+    from trainer.cli import main
+
+    best = {"trial": 3, "config": {**CFG.to_dict(), "epochs": 10, "lr": 0.002, "augment": "paper"}}
+    (tmp_path / "best_config.json").write_text(json.dumps(best))
+    argv = ["fit", "--data", str(tiny_store), "--out", str(tmp_path / "run"), "--config",
+            str(tmp_path / "best_config.json"), "--model-arg", "dense_units=4", "--threads", "1"]  # fmt: skip
+    assert main([*argv, "--epochs", "1"]) == 0
+    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
+    assert ckpt["config"]["lr"] == 0.002 and ckpt["config"]["augment"] == "paper"  # from the search
+    assert ckpt["config"]["epochs"] == 1 and ckpt["config"]["batch_size"] == 8  # fit's own flags
+    assert ckpt["config"]["model_args"] == {"filters": [8, 16], "pool_every": True, "dense_units": 4}
+    assert main([*argv, "--epochs", "1"]) == 1  # exists, no --resume: refused with an error line
+    assert main([*argv, "--epochs", "2", "--resume", "--lr", "0.1"]) == 1  # another config: refused
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0
+    assert len(load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["history"]) == 2

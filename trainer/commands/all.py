@@ -1,0 +1,241 @@
+"""dfwatch-train all: dataset -> search -> fit -> evaluate -> export -> engines in one work directory.
+
+Every flag of every stage is a flag of ``all`` with the stage's name in front
+(``--search-n-trials 5``, ``--fit-epochs 20``); the paths between stages are set here. Each
+stage that finishes is recorded in WORK/all_state.json with its options: a rerun skips it, so an
+interrupted run resumes stage by stage (and inside a stage, the stage's own resume: finished
+videos, finished trials, the fit checkpoint). A stage whose options changed runs again, and so
+does every stage after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("dataset", "search", "fit", "evaluate", "export", "engines")
+# Options of each stage that `all` sets from the work directory (not flags of `all`).
+MANAGED = {
+    "dataset": {"celebdf", "out"},
+    "search": {"data", "out"},
+    "fit": {"data", "out", "config", "resume"},
+    "evaluate": {"checkpoint", "data", "label", "run", "compare_protocols", "out"},
+    "export": {"checkpoint", "out", "report"},
+    "engines": {"models"},
+}
+SHARED = ("threads", "device")  # `all --threads N` fills every stage's --threads unless the stage flag is given
+STATE_FILE = "all_state.json"
+
+EPILOG = """\
+work directory (one protocol):
+  WORK/faces.h5  WORK/search/{best_config.json,trials.csv,study.db}  WORK/fit/checkpoint.pt
+  WORK/eval/{report.md,report.json,roc.png,history_model.png}  MODELS/deepfake_classifier.onnx (+ .json, .md)
+with --compare-protocols: WORK/identity/... and WORK/paper/... (one store and fit each; the search runs
+once, on the identity store, and both protocols train its best config), WORK/eval compares them; the
+identity-protocol model is exported.
+
+examples:
+  dfwatch-train all --celebdf /data/Celeb-DF-v2 --work runs/paper --compare-protocols
+  dfwatch-train all --celebdf /data/Celeb-DF-v2 --work runs/case1 --dataset-whole-frames --dataset-augment-copies 0
+  dfwatch-train all --celebdf /data/Celeb-DF-v2 --work runs/w --search-storage redis://host:6379/0 --until search
+"""
+
+
+def _stage_parser(stage: str) -> argparse.ArgumentParser:
+    """The stage's own parser, as its module registers it."""
+    parser = argparse.ArgumentParser(add_help=False)
+    sub = parser.add_subparsers()
+    importlib.import_module(f"trainer.commands.{stage}").register(sub)
+    return sub.choices[stage]
+
+
+def available_stages() -> list[str]:
+    """The stages whose command modules exist (engines is written separately)."""
+    out = []
+    for stage in STAGES:
+        try:
+            importlib.import_module(f"trainer.commands.{stage}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"trainer.commands.{stage}":
+                raise
+            continue
+        out.append(stage)
+    return out
+
+
+def _mirror(stage: str, group: argparse._ArgumentGroup) -> None:
+    """Add every option of ``stage`` not managed here to ``group`` as --STAGE-OPTION (dest STAGE__dest)."""
+    for action in _stage_parser(stage)._actions:
+        if isinstance(action, argparse._HelpAction) or action.dest in MANAGED[stage] or not action.option_strings:
+            continue
+        long = next(s for s in action.option_strings if s.startswith("--"))
+        new = copy.copy(action)
+        new.option_strings = [f"--{stage}-{long[2:]}"]
+        new.dest = f"{stage}__{action.dest}"
+        new.default = argparse.SUPPRESS  # absent unless given: the stage's own default applies
+        new.required = False
+        if new.metavar is None and action.nargs != 0:
+            new.metavar = action.dest.upper()  # REAL, not DATASET__REAL
+        if isinstance(action, argparse.BooleanOptionalAction):
+            new.option_strings.append(f"--no-{stage}-{long[2:]}")
+        group._add_action(new)
+
+
+def stage_namespace(stage: str, managed: list[str], args: argparse.Namespace) -> argparse.Namespace:
+    """The stage's namespace: its defaults, the ``managed`` argv, then the --STAGE-* flags given to all."""
+    ns = _stage_parser(stage).parse_args(managed)
+    given = {k.split("__", 1)[1]: v for k, v in vars(args).items() if k.startswith(f"{stage}__")}
+    actions = {a.dest: a for a in _stage_parser(stage)._actions}
+    for name in SHARED:
+        value = getattr(args, name)
+        if name in actions and name not in given and value is not None:
+            choices = actions[name].choices
+            if choices is None or value in choices:  # e.g. engines has no --device auto: its own default stays
+                given[name] = actions[name].type(value) if actions[name].type else value
+    for name, value in given.items():
+        setattr(ns, name, value)
+    return ns
+
+
+def _options(ns: argparse.Namespace) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(ns).items()) if k != "func"}
+
+
+class _State:
+    """WORK/all_state.json: finished stages and the options they ran with."""
+
+    def __init__(self, work: Path) -> None:
+        self.path = work / STATE_FILE
+        self.done: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.invalidated = False  # a stage ran again: every later one must too
+
+    def skip(self, key: str, options: dict[str, Any]) -> bool:
+        entry = self.done.get(key)
+        same = entry is not None and entry["options"] == json.loads(json.dumps(options, default=str))
+        if same and not self.invalidated:
+            return True
+        if entry is not None:
+            logger.info("stage %s: options changed since it ran; running it (and what follows) again", key)
+        self.invalidated = True
+        return False
+
+    def finish(self, key: str, options: dict[str, Any], seconds: float) -> None:
+        self.done[key] = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
+                          "options": options}  # fmt: skip
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.done, indent=2, default=str) + "\n")
+        os.replace(tmp, self.path)
+
+
+def plan(args: argparse.Namespace, stages: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(key, stage, managed argv) in order; key names the stage's run (``fit:paper``) in the state file."""
+    work: Path = args.work
+    models: Path = args.models or work / "models"
+    protocols = ["identity", "paper"] if args.compare_protocols else [None]
+    root = {p: (work / p if p else work) for p in protocols}
+    first = protocols[0]
+    best = work / "search" / "best_config.json"
+    steps: list[tuple[str, str, list[str]]] = []
+    for p in protocols:
+        argv = ["--celebdf", str(args.celebdf), "--out", str(root[p] / "faces.h5")]
+        steps.append((f"dataset:{p}" if p else "dataset", "dataset", argv + (["--split", p] if p else [])))
+    steps.append(("search", "search", ["--data", str(root[first] / "faces.h5"), "--out", str(work / "search")]))
+    for p in protocols:
+        argv = ["--data", str(root[p] / "faces.h5"), "--out", str(root[p] / "fit"), "--config", str(best), "--resume"]
+        steps.append((f"fit:{p}" if p else "fit", "fit", argv))
+    if args.compare_protocols:
+        runs = [x for p in protocols for x in ("--run", f"{p}={root[p] / 'fit' / 'checkpoint.pt'}")]
+        steps.append(("evaluate", "evaluate", [*runs, "--compare-protocols", "--out", str(work / "eval")]))
+    else:
+        ckpt = str(work / "fit" / "checkpoint.pt")
+        steps.append(("evaluate", "evaluate", ["--checkpoint", ckpt, "--out", str(work / "eval")]))
+    steps.append(("export", "export", ["--checkpoint", str(root[first] / "fit" / "checkpoint.pt"), "--out",
+                                       str(models / "deepfake_classifier.onnx"), "--report",
+                                       str(work / "eval" / "report.json")]))  # fmt: skip
+    steps.append(("engines", "engines", ["--models", str(models)]))
+    until = STAGES.index(args.until)
+    return [s for s in steps if s[1] in stages and STAGES.index(s[1]) <= until]
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI at import otherwise
+    if args.compare_protocols and hasattr(args, "dataset__split"):
+        raise ValueError("--compare-protocols builds both splits; leave out --dataset-split")
+    stages = available_stages()
+    if "engines" not in stages and args.until == "engines":
+        logger.warning("no `engines` command in this dfwatch: the chain stops after export")
+    args.work.mkdir(parents=True, exist_ok=True)
+    state = _State(args.work)
+    steps = plan(args, stages)
+    started = time.monotonic()
+    ran, skipped = [], []
+    for key, stage, managed in steps:
+        ns = stage_namespace(stage, managed, args)
+        if stage == "search" and ns.total_trials is None:
+            ns.total_trials = ns.n_trials  # a rerun runs the missing trials, not n more
+        options = _options(ns)
+        if state.skip(key, options):
+            logger.info("stage %s: done before with the same options, skipping", key)
+            skipped.append(key)
+            continue
+        print(f"== dfwatch-train all: stage {key}", file=sys.stderr)
+        t0 = time.monotonic()
+        try:
+            code = ns.func(ns)
+        except KeyboardInterrupt:
+            code = 130
+        if code != 0:
+            print(f"all: stage {key} ended with exit code {code}; rerun the same command to resume", file=sys.stderr)
+            return code
+        state.finish(key, options, time.monotonic() - t0)
+        ran.append(key)
+    last = steps[-1][1] if steps else "nothing"
+    print(
+        f"all: {len(ran)} stage(s) run ({', '.join(ran) or 'none'}), {len(skipped)} skipped as done "
+        f"({', '.join(skipped) or 'none'}) in {time.monotonic() - started:.0f} s; work dir {args.work}"
+        + (f"\nreport: {args.work / 'eval' / 'report.md'}" if STAGES.index(last) >= STAGES.index("evaluate") else "")
+        + ("" if last == "engines" else f"\nstopped after {last}"),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "all",
+        help="the whole chain: dataset -> search -> fit -> evaluate -> export -> engines, resumable",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--celebdf", type=Path, required=True, metavar="TREE", help="Celeb-DF v2 root")
+    p.add_argument("--work", type=Path, required=True, help="work directory of every stage's output")
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="model directory the classifier is exported to and engines rebuild (default: WORK/models)",
+    )
+    p.add_argument(
+        "--compare-protocols",
+        action="store_true",
+        help="build identity and paper stores, fit the search's best config on both, evaluate side by side",
+    )
+    p.add_argument("--until", choices=STAGES, default="engines", help="last stage to run (default: engines)")
+    p.add_argument("--threads", type=int, default=None, help="every stage's --threads, unless its own flag is given")
+    p.add_argument("--device", default=None, help="every stage's --device, unless its own flag is given")
+    for stage in available_stages():
+        title = f"{stage} stage (`dfwatch-train {stage} --help`)"
+        _mirror(stage, p.add_argument_group(title, f"managed by all: {', '.join(sorted(MANAGED[stage]))}"))
+    p.set_defaults(func=cmd_all)

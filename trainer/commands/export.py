@@ -1,0 +1,203 @@
+"""dfwatch-train export: a trained checkpoint -> ONNX classifier with manifest and model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+CARD = """# {file}
+
+Deepfake face classifier trained by dfwatch-train: P(fake) for a {size}x{size} RGB face crop
+(crop margin {margin}). Manifest: `{file}.json` (sha256, thresholds, training provenance).
+
+- architecture: `{model}` {model_args}; {params} parameters; {weights} weights (epoch {epoch} of {epochs})
+- trained on: `{data}` (dataset fingerprint `{fingerprint}`, {protocol} split protocol{whole})
+- training: Adam lr {lr}, batch {batch}, augmentation `{augment}`, seed {seed}
+- validation at that epoch: loss {val_loss:.4f}, accuracy {val_acc:.4f}
+- built by: `{command}`
+{metrics}"""
+
+
+def provenance(
+    ckpt: dict[str, Any], *, checkpoint: Path, weights: str, report: Path | None, command: str
+) -> dict[str, Any]:
+    """The manifest's ``training`` field: where the weights came from and how good they are."""
+    epoch = int(ckpt["best"]["epoch"]) if weights == "best" else len(ckpt["history"])
+    training: dict[str, Any] = {
+        "checkpoint": str(checkpoint.resolve()),
+        "weights": weights,
+        "epoch": epoch,
+        "epochs": len(ckpt["history"]),
+        "config": ckpt["config"],
+        "dataset": {
+            k: ckpt["dataset"][k]
+            for k in ("path", "fingerprint", "split_protocol", "crop_size", "crop_margin", "whole_frames", "rows")
+        },
+        "validation": {k: ckpt["history"][epoch - 1][k] for k in ("val_loss", "val_acc")},
+        "command": command,
+    }
+    if report is not None:
+        try:
+            runs = json.loads(report.read_text())["runs"]
+        except (OSError, json.JSONDecodeError, KeyError) as exc:
+            raise ValueError(f"--report {report}: not an evaluate report.json ({exc})") from exc
+        mine = [r for r in runs if Path(r["checkpoint"]).resolve() == checkpoint.resolve()]
+        if not mine:
+            raise ValueError(f"--report {report} has no run of checkpoint {checkpoint}")
+        training["metrics"] = {
+            "split": mine[0]["split"],
+            "video_reduce": mine[0]["video_reduce"],
+            **{
+                lvl: {k: mine[0][lvl][k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "eer", "n")}
+                for lvl in ("frame", "video")
+            },
+        }
+    return training
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _card(path: Path, training: dict[str, Any], *, params: int) -> str:
+    cfg, data = training["config"], training["dataset"]
+    metrics = ""
+    if "metrics" in training:
+        m = training["metrics"]
+        rows = "".join(
+            f"| {name} | {_num(m['frame'][key])} | {_num(m['video'][key])} |\n"
+            for key, name in (
+                ("accuracy", "Accuracy"),
+                ("precision", "Precision"),
+                ("recall", "Recall"),
+                ("f1", "F1"),
+                ("roc_auc", "ROC AUC"),
+                ("eer", "EER"),
+            )
+        )
+        metrics = (
+            f"\n## Evaluation ({m['split']} split; video score = {m['video_reduce']} of frames)\n\n"
+            f"| metric | frame | video |\n|---|--:|--:|\n{rows}"
+        )
+    return CARD.format(
+        file=path.name,
+        size=cfg["input_size"],
+        margin=data["crop_margin"],
+        model=cfg["model"],
+        model_args=json.dumps(cfg["model_args"]) if cfg["model_args"] else "",
+        params=f"{params:,}",
+        weights=training["weights"],
+        epoch=training["epoch"],
+        epochs=training["epochs"],
+        data=data["path"],
+        fingerprint=data["fingerprint"][:16],
+        protocol=data["split_protocol"],
+        whole=", whole frames" if data["whole_frames"] else "",
+        lr=cfg["lr"],
+        batch=cfg["batch_size"],
+        augment=cfg["augment"],
+        seed=cfg["seed"],
+        val_loss=training["validation"]["val_loss"],
+        val_acc=training["validation"]["val_acc"],
+        command=training["command"],
+        metrics=metrics,
+    )
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    out: Path,
+    *,
+    weights: str = "best",
+    threshold: float = 0.5,
+    report: Path | None = None,
+    command: str = "",
+) -> tuple[Any, float]:
+    """Export ``checkpoint`` to ``out`` (.onnx) through engines.export.export_classifier, verified
+    against torch; writes the manifest (with training provenance) and a model card (.md)."""
+    from engines.export import export_classifier
+    from trainer.fit import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, weights=weights)
+    training = provenance(ckpt, checkpoint=checkpoint, weights=weights, report=report, command=command)
+    if ckpt["dataset"]["whole_frames"]:
+        logger.warning("%s was trained on whole frames; the service feeds it face crops", checkpoint)
+    manifest, diff = export_classifier(
+        model,
+        out,
+        name=ckpt["config"]["model"],
+        input_size=int(ckpt["config"]["input_size"]),
+        crop_margin=float(ckpt["dataset"]["crop_margin"]),
+        threshold=threshold,
+        placeholder=False,
+        training=training,
+    )
+    params = sum(p.numel() for p in model.parameters())
+    out.with_suffix(".md").write_text(_card(out, training, params=params))
+    return manifest, diff
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    command = shlex.join(
+        [
+            "dfwatch-train",
+            "export",
+            "--checkpoint",
+            str(args.checkpoint),
+            "--out",
+            str(args.out),
+            "--weights",
+            args.weights,
+            "--threshold",
+            str(args.threshold),
+        ]
+        + (["--report", str(args.report)] if args.report else [])
+    )
+    manifest, diff = export_checkpoint(
+        args.checkpoint, args.out, weights=args.weights, threshold=args.threshold, report=args.report, command=command
+    )
+    print(
+        f"export: {args.out} ({args.out.stat().st_size >> 10} KiB, {manifest.name}, input {manifest.input_size}, "
+        f"max |onnx - torch| = {diff:.2g}), manifest {args.out.name}.json, card {args.out.with_suffix('.md').name}\n"
+        "next: dfwatch-train engines  (rebuild the TensorRT / torch engines from this ONNX file)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default="best", choices=("best", "last"), help="epoch to export (default: best)")
+    p.add_argument("--threshold", type=float, default=0.5, help="P(fake) threshold written to the manifest")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="checkpoint -> ONNX classifier with manifest (training provenance) and model card",
+        description="Exports through engines.export (dynamic batch, checked against torch with ONNX Runtime). "
+        "The manifest's `training` field records the checkpoint, dataset fingerprint, config, validation "
+        "numbers, the evaluation metrics (--report) and this command. Afterwards run `dfwatch-train engines`.",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt from `dfwatch-train fit`")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("models/deepfake_classifier.onnx"),
+        help="ONNX file to write (default: models/deepfake_classifier.onnx)",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="report.json of `dfwatch-train evaluate` whose metrics go into the manifest and card",
+    )
+    add_export_options(p)
+    p.set_defaults(func=cmd_export)

@@ -1,0 +1,132 @@
+"""dfwatch-train fit: train one architecture (by default the search's best) on a face store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# The fields a --config file (the search's best_config.json) decides; epochs, batch and seed are fit's own.
+CONFIG_FIELDS = ("model", "model_args", "input_size", "lr", "weight_decay", "augment")
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """--device, --threads, --workers: where and how fast, never what is computed."""
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (default: auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+
+
+def parse_model_args(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; VALUE is JSON when it parses (16, 0.5, [16, 32], true), else a string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-arg {item!r}: expected KEY=VALUE, e.g. filters=[16,32] or dropout_dense=0.3")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    """TrainConfig from --config (what to train) and the flags (which win where given)."""
+    from dataclasses import replace
+
+    from trainer.fit import TrainConfig
+
+    cfg = TrainConfig()
+    if args.config is not None:
+        loaded = TrainConfig.load(args.config)
+        cfg = replace(cfg, **{k: getattr(loaded, k) for k in CONFIG_FIELDS})
+    if args.model is not None and args.model != cfg.model:
+        cfg = replace(cfg, model=args.model, model_args={})  # the config's args belong to its own model
+    overrides = {k: getattr(args, k) for k in ("input_size", "lr", "augment") if getattr(args, k) is not None}
+    model_args = {**cfg.model_args, **parse_model_args(args.model_arg)}
+    return replace(
+        cfg, **overrides, model_args=model_args, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed
+    )
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI at import otherwise
+    from trainer.fit import fit
+
+    cfg = resolve_config(args)
+    try:
+        result = fit(
+            cfg,
+            data=args.data,
+            out=args.out,
+            resume=args.resume,
+            device=args.device,
+            threads=args.threads,
+            workers=args.workers,
+        )
+    except KeyboardInterrupt:
+        print(f"fit: interrupted; finished epochs are in {args.out}: rerun with --resume", file=sys.stderr)
+        return 130
+    best = result.history[result.best_epoch - 1]
+    last = result.history[-1]
+    print(
+        f"fit: {cfg.model}, {len(result.history)} epochs; best epoch {result.best_epoch}: val loss "
+        f"{best['val_loss']:.4f}, acc {best['val_acc']:.4f} (last: {last['val_loss']:.4f}, {last['val_acc']:.4f}); "
+        f"checkpoint {result.checkpoint}\nnext: dfwatch-train evaluate --checkpoint {result.checkpoint} "
+        f"--out {Path(args.out).parent / 'eval'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_fit_options(p: argparse.ArgumentParser) -> None:
+    """What to train and how long; shared with `dfwatch-train all`."""
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="training config JSON, e.g. the search's best_config.json: model, its args, input size, "
+        "lr, augment (flags below win)",
+    )
+    p.add_argument("--model", default=None, help="registered architecture (default: paper_cnn, or the config's)")
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the architecture's config, e.g. filters=[16,32] (repeatable)",
+    )
+    p.add_argument("--input-size", type=int, default=None, help="network input side (default: the store's crop size)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-3, or the config's)")
+    p.add_argument(
+        "--augment",
+        default=None,
+        help="on-the-fly augmentation preset of the train split (default: none, or the config's)",
+    )
+    p.add_argument("--epochs", type=int, default=20, help="epochs in total (default: 20)")
+    p.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and dropout (default: 0)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="train a classifier on a face store (Adam, binary cross-entropy, batch 8, 20 epochs)",
+        description="Train on the store's train split, validate on val after every epoch; checkpoint.pt in "
+        "--out carries model (last and best epoch), optimiser, epoch, config, dataset fingerprint and history.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="face store (HDF5) from `dfwatch-train dataset`")
+    p.add_argument("--out", type=Path, required=True, help="run directory for checkpoint.pt")
+    add_fit_options(p)
+    p.add_argument(
+        "--resume", action="store_true", help="continue --out/checkpoint.pt (same store and config; --epochs may grow)"
+    )
+    add_runtime_options(p)
+    p.set_defaults(func=cmd_fit)

@@ -1,0 +1,164 @@
+"""dfwatch-train search: Optuna architecture search over the paper's CNN family and EfficientNet B0-B7."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from trainer.commands.fit import add_runtime_options
+
+logger = logging.getLogger(__name__)
+
+STORAGE_ENV = "DFWATCH_SEARCH_STORAGE"
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _blocks(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FEWEST-MOST, e.g. 2-4, got {text!r}") from None
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI at import otherwise
+    from trainer.fit import TrainConfig
+    from trainer.search import SearchSpace, redact, run_search, trials_markdown
+
+    space = SearchSpace(
+        families=args.families,
+        efficientnet_variants=args.efficientnet_variants,
+        cnn_blocks=args.cnn_blocks,
+        augments=args.augments,
+    )
+    base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, input_size=args.input_size, seed=args.seed)
+    storage = args.storage or os.environ.get(STORAGE_ENV) or None
+    try:
+        result = run_search(
+            data=args.data,
+            out=args.out,
+            storage=storage,
+            study_name=args.study_name,
+            n_trials=args.n_trials,
+            total_trials=args.total_trials,
+            base=base,
+            space=space,
+            pruner=args.pruner,
+            latency=args.latency,
+            max_latency_ms=args.max_latency_ms,
+            max_params=args.max_params,
+            seed=args.sampler_seed,
+            device=args.device,
+            threads=args.threads,
+            workers=args.workers,
+            redis_prefix=args.redis_prefix,
+        )
+    except KeyboardInterrupt:
+        print("search: interrupted; finished trials are kept in the study: rerun to go on", file=sys.stderr)
+        return 130
+    print(trials_markdown(result.trials), end="")
+    best = result.best
+    states = [r["state"] for r in result.trials]
+    latency = f", latency {best['latency_ms']:.2f} ms" if best.get("latency_ms") is not None else ""
+    print(
+        f"search: study {result.study_name!r} ({redact(str(storage or Path(args.out) / 'study.db'))}): "
+        f"{len(states)} trials ({states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
+        f"{states.count('FAIL')} failed); best trial {best['trial']}: {best['config']['model']}, val loss "
+        f"{best['val_loss']:.4f}{latency}\nwrote {result.paths['best_config']}, {result.paths['trials_csv']}"
+        + (f", {result.paths['pareto']} (Pareto front: {len(result.pareto)} trials)" if result.pareto else "")
+        + f"\nnext: dfwatch-train fit --data {args.data} --config {result.paths['best_config']} --out RUN_DIR",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    """Everything but --data and --out; shared with `dfwatch-train all`."""
+    from trainer.search import DEFAULT_REDIS_PREFIX, EFFICIENTNET_VARIANTS, FAMILIES, PRUNERS
+
+    p.add_argument("--n-trials", type=int, default=5, help="trials this process runs (default: 5)")
+    p.add_argument(
+        "--total-trials",
+        type=int,
+        default=None,
+        help="stop once the study has this many finished trials over all workers and reruns",
+    )
+    p.add_argument("--epochs", type=int, default=10, help="epochs per trial (default: 10)")
+    p.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")
+    p.add_argument("--input-size", type=int, default=None, help="network input side (default: the store's crop size)")
+    p.add_argument("--pruner", default="median", choices=PRUNERS, help="prune trials per epoch (default: median)")
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="second objective: measured inference latency (torch, batch 1) on this machine; "
+        "reports the Pareto front (no pruning: Optuna prunes single-objective studies only)",
+    )
+    p.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=None,
+        help="with --latency: pick the lowest-loss Pareto trial within this latency",
+    )
+    p.add_argument("--max-params", type=int, default=None, help="prune candidates with more parameters than this")
+    p.add_argument(
+        "--families",
+        type=_csv,
+        default=FAMILIES,
+        metavar="A,B",
+        help=f"architecture families (default: {','.join(FAMILIES)})",
+    )
+    p.add_argument(
+        "--efficientnet-variants",
+        type=_csv,
+        default=EFFICIENTNET_VARIANTS,
+        metavar="b0,b1,...",
+        help="EfficientNet variants to search (default: b0-b7)",
+    )
+    p.add_argument(
+        "--cnn-blocks",
+        type=_blocks,
+        default=(2, 4),
+        metavar="FEWEST-MOST",
+        help="conv blocks of the paper's CNN family (default: 2-4)",
+    )
+    p.add_argument(
+        "--augments",
+        type=_csv,
+        default=None,
+        metavar="A,B",
+        help="on-the-fly augmentation presets to choose from (default: all, with none)",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help=f"Optuna storage: SQLite file (default: OUT/study.db), sqlite:///, postgresql://, "
+        f"redis:// (journal storage; several workers share one study); or set {STORAGE_ENV}",
+    )
+    p.add_argument("--study-name", default="dfwatch", help="study name; workers of one study share it")
+    p.add_argument("--redis-prefix", default=DEFAULT_REDIS_PREFIX, help="key prefix of a Redis-backed study")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every trial (default: 0)")
+    p.add_argument(
+        "--sampler-seed", type=int, default=None, help="TPE sampler seed (default: random; give each worker its own)"
+    )
+    add_runtime_options(p)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="Optuna architecture search (paper's CNN family, EfficientNet B0-B7), objective validation loss",
+        description="Trials train with `fit`'s own training loop on the train split, scored on val. Writes "
+        "OUT/best_config.json (feed it to `fit --config`), OUT/trials.csv and trials.md; the trials table "
+        "goes to stdout. Several processes (machines) with one --storage URL and --study-name share the trials.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="face store (HDF5) from `dfwatch-train dataset`")
+    p.add_argument("--out", type=Path, required=True, help="directory for best_config.json and the trials table")
+    add_search_options(p)
+    p.set_defaults(func=cmd_search)

@@ -1,0 +1,375 @@
+"""Training: ``train_one_epoch``, ``evaluate_epoch`` and ``fit(cfg)`` on a face-crop HDF5 store.
+
+Adam, binary cross-entropy on logits, the store's "train" split for training and "val" for
+validation. A checkpoint (``checkpoint.pt``) is written after every epoch; it carries the
+model (last and best epoch), optimiser, epoch, resolved config, the dataset fingerprint and the
+loss/accuracy history, so ``fit(..., resume=True)`` continues where it stopped and refuses a
+checkpoint made on another dataset. The search (trainer/search.py) calls the same ``fit``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.errors import FitError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "dfwatch-classifier-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What is trained and how; stored in every checkpoint and written by the search as best_config.json."""
+
+    model: str = "paper_cnn"  # registered architecture (trainer.models.list_models())
+    model_args: dict[str, Any] = field(default_factory=dict)  # overrides of the architecture's config
+    input_size: int | None = None  # network input side; None = the store's crop size
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay
+    augment: str = "none"  # on-the-fly augmentation preset of the train split (trainer.augment)
+    epochs: int = 20  # epochs to train in total (a resumed run trains the rest)
+    batch_size: int = 8  # crops per optimiser step
+    seed: int = 0  # torch seed for the initial weights, shuffling and dropout
+
+    def __post_init__(self) -> None:
+        try:  # plain JSON values (tuples -> lists), so a config compares equal after a round trip
+            object.__setattr__(self, "model_args", json.loads(json.dumps(dict(self.model_args))))
+        except (TypeError, ValueError) as exc:
+            raise FitError(f"model_args must be JSON values, got {self.model_args!r}") from exc
+        if "input_size" in self.model_args:
+            raise FitError("give the input size as TrainConfig.input_size (--input-size), not in model_args")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise FitError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be >= 1")
+        if not self.lr > 0:
+            raise FitError(f"lr must be > 0, got {self.lr}")
+        if self.input_size is not None and self.input_size < 8:
+            raise FitError(f"input_size must be >= 8, got {self.input_size}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(raw) - set(valid))
+        if unknown:
+            raise FitError(f"unknown training config fields {unknown}; valid: {valid}")
+        return cls(**raw)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """Read a config JSON: a TrainConfig object, or the search's best_config.json (its "config")."""
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise FitError(f"cannot read training config {path}: {exc}") from exc
+        if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
+            raw = raw["config"]
+        if not isinstance(raw, dict):
+            raise FitError(f"training config {path} must hold a JSON object")
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def build_model(self) -> Any:
+        """The untrained network: (B, 3, S, S) float32 in [0, 1] -> (B, 1) logits."""
+        from trainer.models import create_model
+
+        if self.input_size is None:
+            raise FitError("input_size is unresolved; call fit() or resolve it from the store first")
+        return create_model(self.model, input_size=self.input_size, **self.model_args)
+
+
+@dataclass
+class FitResult:
+    config: TrainConfig  # resolved (input size filled in)
+    history: list[dict[str, float]]  # one record per epoch: epoch, train_loss, train_acc, val_loss, val_acc, seconds
+    best_epoch: int  # 1-based epoch with the lowest validation loss
+    best_val_loss: float
+    checkpoint: Path | None  # None when fit ran without an output directory (search trials)
+    model: Any  # the trained torch module, weights of the last epoch
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name not in DEVICES:
+        raise FitError(f"unknown device {name!r}; valid: {list(DEVICES)}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FitError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu")
+    return name
+
+
+def make_augment(name: str, *, seed: int | None = None) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The on-the-fly augmentation callable (uint8 HWC RGB -> same) for a preset name; None for "none"."""
+    from trainer import augment
+
+    fn = augment.build_augment(name, seed=seed)  # ValueError naming the valid presets
+    return None if name == "none" else fn
+
+
+def augment_choices() -> list[str]:
+    """Valid ``TrainConfig.augment`` values: "none" plus the presets of trainer.augment."""
+    from trainer import augment
+
+    return list(augment.PRESETS)
+
+
+def make_loader(
+    data: Path, split: str, *, input_size: int, batch_size: int, augment: str = "none", shuffle: bool,
+    seed: int = 0, workers: int = 0,
+) -> Any:  # fmt: skip
+    """A DataLoader of (B, 3, S, S) float32 crops and (B,) float32 labels for one split of the store."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from trainer.store import FaceDataset
+
+    # seeded per epoch in-process, so a resumed run draws what an uninterrupted one would; worker
+    # processes draw their own (a shared seed would repeat one sequence in every worker)
+    fn = make_augment(augment, seed=seed if workers == 0 else None) if split == "train" else None
+    dataset = FaceDataset(data, split, augment=fn, input_size=input_size)
+    if len(dataset) == 0:
+        raise FitError(f"{data}: the {split!r} split is empty; rebuild the store with rows in train, val and test")
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
+                      persistent_workers=False)  # fmt: skip
+
+
+def train_one_epoch(model: Any, loader: Any, optimizer: Any, *, device: str, desc: str = "train",
+                    progress: bool = True) -> tuple[float, float]:  # fmt: skip
+    """One pass over ``loader``; returns (mean BCE loss, accuracy at 0.5) over its samples."""
+    import torch
+    from tqdm import tqdm
+
+    model.train()
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
+    total, correct, seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr, disable=not progress)
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, 3, S, S), (B,)
+        logits = model(x).reshape(-1)  # (B, 1) -> (B,)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        (loss / len(y)).backward()
+        optimizer.step()
+        total += float(loss.detach())
+        correct += int(((logits.detach() > 0).float() == y).sum())
+        seen += len(y)
+        bar.set_postfix(loss=f"{total / seen:.4f}", acc=f"{correct / seen:.3f}")
+    return total / max(seen, 1), correct / max(seen, 1)
+
+
+def predict(model: Any, loader: Any, *, device: str, desc: str = "predict", progress: bool = True) -> np.ndarray:
+    """Logits (n,) float64 of every sample of ``loader``, in its order (eval mode, no gradients)."""
+    import torch
+    from tqdm import tqdm
+
+    model.eval()
+    out: list[np.ndarray] = []
+    with torch.inference_mode():
+        for x, _ in tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr, disable=not progress):
+            out.append(model(x.to(device)).reshape(-1).double().cpu().numpy())  # (B, 1) -> (B,)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def evaluate_epoch(model: Any, loader: Any, *, device: str, progress: bool = True) -> tuple[float, float]:
+    """(mean BCE loss, accuracy at 0.5) of ``model`` on ``loader``."""
+    logits = predict(model, loader, device=device, desc="val", progress=progress)
+    labels = loader.dataset.labels.astype(np.float64)  # (n,) in loader order (no shuffling)
+    # BCE with logits, numerically stable: max(z, 0) - z*y + log(1 + exp(-|z|))
+    loss = np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))
+    acc = ((logits > 0) == (labels > 0.5)).mean()
+    return float(loss.mean()), float(acc)
+
+
+def dataset_info(data: Path) -> dict[str, Any]:
+    """What a checkpoint records about the store it was trained on (fingerprint = dataset hash)."""
+    from trainer.store import FaceStore
+
+    with FaceStore(data) as store:
+        attrs = store.attrs
+        return {
+            "path": str(Path(data).resolve()),
+            "fingerprint": store.fingerprint(),
+            "crop_size": store.crop_size,
+            "crop_margin": float(attrs["crop_margin"]),
+            "whole_frames": bool(attrs["whole_frames"]),
+            "split_protocol": str(attrs["split_protocol"]),
+            "rows": {s: int(len(store.indices(s))) for s in ("train", "val", "test")},
+        }
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by ``fit``; FitError when it is missing or not one."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FitError(f"checkpoint {path} does not exist; train one with `dfwatch-train fit`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise FitError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise FitError(f"{path} is not a dfwatch classifier checkpoint (written by `dfwatch-train fit`)")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise FitError(f"checkpoint {path} has version {ckpt.get('version')}, this dfwatch reads {CHECKPOINT_VERSION}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], *, weights: str = "best") -> Any:
+    """The network of a checkpoint in eval mode, with the ``weights`` of the "best" or "last" epoch."""
+    if weights not in ("best", "last"):
+        raise FitError(f"unknown weights {weights!r}; valid: ['best', 'last']")
+    model = TrainConfig.from_dict(ckpt["config"]).build_model()
+    model.load_state_dict(ckpt["best"]["model"] if weights == "best" else ckpt["model"])
+    return model.eval()
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # a crash mid-write never leaves a truncated checkpoint
+
+
+def fit(
+    cfg: TrainConfig,
+    *,
+    data: str | Path,
+    out: str | Path | None,
+    resume: bool = False,
+    device: str = "auto",
+    threads: int | None = None,
+    workers: int = 0,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``cfg`` on the store ``data``; checkpoint each epoch into ``out`` (None: keep nothing on disk).
+
+    ``on_epoch(record)`` is called after each epoch (after its checkpoint is saved) with the
+    history record; the search reports to Optuna and prunes from it. ``resume`` continues from
+    ``out/checkpoint.pt``: its dataset fingerprint must match ``data``, and its config may differ
+    from ``cfg`` in ``epochs`` only.
+    """
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    data = Path(data)
+    info = dataset_info(data)
+    if cfg.input_size is None:
+        cfg = replace(cfg, input_size=info["crop_size"])
+    dev = resolve_device(device)
+    make_augment(cfg.augment)  # an unknown preset fails here, before any work
+    ckpt_path = Path(out) / CHECKPOINT_NAME if out is not None else None
+    torch.manual_seed(cfg.seed)
+    model = cfg.build_model().to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"epoch": 0, "val_loss": float("inf"), "model": None}
+    if resume:
+        if ckpt_path is None:
+            raise FitError("resume needs an output directory holding checkpoint.pt")
+        if ckpt_path.is_file():
+            ckpt = load_checkpoint(ckpt_path)
+            _check_resumable(ckpt, cfg, info, ckpt_path)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            history, best = list(ckpt["history"]), dict(ckpt["best"])
+            logger.info("resuming %s at epoch %d of %d", ckpt_path, len(history) + 1, cfg.epochs)
+        else:
+            logger.info("no checkpoint at %s yet: starting from scratch", ckpt_path)
+    elif ckpt_path is not None and ckpt_path.is_file():
+        raise FitError(f"{ckpt_path} exists; pass --resume to continue it, or choose another --out")
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+
+    size = int(cfg.input_size)  # resolved above
+    val = make_loader(data, "val", input_size=size, batch_size=max(cfg.batch_size, 32), shuffle=False,
+                      workers=workers)  # fmt: skip
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("fit %s (%s parameters, input %d) on %s: %d train / %d val crops, %d epochs, batch %d, lr %g, "
+                "augment %s, device %s", cfg.model, f"{n_params:,}", size, data, info["rows"]["train"],
+                info["rows"]["val"], cfg.epochs, cfg.batch_size, cfg.lr, cfg.augment, dev)  # fmt: skip
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
+        started = time.monotonic()
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and augmentation: same on resume
+        train = make_loader(data, "train", input_size=size, batch_size=cfg.batch_size, augment=cfg.augment,
+                            shuffle=True, seed=cfg.seed * 100_003 + epoch, workers=workers)  # fmt: skip
+        desc = f"epoch {epoch}/{cfg.epochs}"
+        train_loss, train_acc = train_one_epoch(model, train, optimizer, device=dev, desc=desc, progress=progress)
+        val_loss, val_acc = evaluate_epoch(model, val, device=dev, progress=progress)
+        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                  "val_acc": val_acc, "seconds": round(time.monotonic() - started, 3)}  # fmt: skip
+        history.append(record)
+        if not val_loss >= best["val_loss"]:  # NaN never becomes best
+            best = {"epoch": epoch, "val_loss": val_loss, "model": _cpu_state(model)}
+        logger.info("%s: train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1fs", desc, train_loss, train_acc,
+                    val_loss, val_acc, record["seconds"])  # fmt: skip
+        if ckpt_path is not None:
+            _save(ckpt_path, _checkpoint(cfg, info, epoch, model, optimizer, best, history))
+        if on_epoch is not None:
+            on_epoch(record)
+    if best["model"] is None:
+        raise FitError("validation loss was NaN in every epoch; lower the learning rate")
+    return FitResult(config=cfg, history=history, best_epoch=int(best["epoch"]), best_val_loss=float(best["val_loss"]),
+                     checkpoint=ckpt_path, model=model)  # fmt: skip
+
+
+def _cpu_state(model: Any) -> dict[str, Any]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _checkpoint(cfg: TrainConfig, info: dict[str, Any], epoch: int, model: Any, optimizer: Any,
+                best: dict[str, Any], history: list[dict[str, float]]) -> dict[str, Any]:  # fmt: skip
+    from engines.export import framework_versions
+
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": cfg.to_dict(),
+        "model_config": asdict(model.cfg),  # the architecture's resolved config, for people reading it
+        "epoch": epoch,
+        "model": _cpu_state(model),
+        "optimizer": optimizer.state_dict(),
+        "best": best,
+        "history": history,
+        "dataset": info,
+        "versions": framework_versions(),
+    }
+
+
+def _check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, info: dict[str, Any], path: Path) -> None:
+    theirs = ckpt["dataset"]["fingerprint"]
+    if theirs != info["fingerprint"]:
+        raise FitError(
+            f"{path} was trained on another dataset (fingerprint {theirs[:12]}..., from {ckpt['dataset']['path']}); "
+            f"{info['path']} has fingerprint {info['fingerprint'][:12]}...; resume with that store, "
+            "or start afresh in another --out"
+        )
+    old = {k: v for k, v in ckpt["config"].items() if k != "epochs"}
+    new = {k: v for k, v in cfg.to_dict().items() if k != "epochs"}
+    diff = [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in new if old.get(k) != new[k]]
+    if diff:
+        raise FitError(
+            f"{path} was trained with another config ({'; '.join(diff)}); only --epochs may change on resume"
+        )
+    if len(ckpt["history"]) >= cfg.epochs:
+        logger.info("%s already has %d epochs (asked for %d): nothing to train", path, len(ckpt["history"]), cfg.epochs)
