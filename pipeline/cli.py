@@ -10,15 +10,20 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from pipeline.config import WatchConfig, load_config
+from pipeline.config import ModelsConfig, WatchConfig, load_config
 from pipeline.errors import ConfigError
+from pipeline.shard import Shard
 from pipeline.sources import SourceKind, SourceSpec
+
+if TYPE_CHECKING:
+    from pipeline.stages import ClassifyStage, DetectStage
 
 logger = logging.getLogger("dfwatch")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_NO_FACE = 3  # dfwatch report: the clip ran, but no face was found in it, so nothing was drawn
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,6 +31,28 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_models_args(parser: argparse.ArgumentParser) -> None:
+    """The model flags that watch and report share (override [models])."""
+    g = parser.add_argument_group("models (override [models])")
+    g.add_argument(
+        "--models",
+        type=Path,
+        dest="models.dir",
+        help="model directory with face_detector.onnx and deepfake_classifier.onnx (default: models)",
+    )
+    g.add_argument("--detector", type=Path, dest="models.detector", help="detector artifact")
+    g.add_argument("--classifier", type=Path, dest="models.classifier", help="classifier artifact")
+    g.add_argument("--threads", type=int, dest="models.threads", help="ONNX Runtime threads (default: all cores)")
+    g.add_argument("--det-conf", type=float, dest="models.det_conf", help="detector threshold (default: manifest)")
+    g.add_argument("--max-faces", type=int, dest="models.max_faces", help="most faces scored per frame (default 20)")
+
+
+def _name_metavars(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:  # "--threads N", not "--threads MODELS.THREADS"
+        if "." in action.dest and action.metavar is None:
+            action.metavar = {int: "N", float: "X", Path: "PATH"}.get(action.type, "VALUE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,18 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and tracebacks")
     w.add_argument("--config", type=Path, help="TOML file with streams, models, runner, verdict, sinks, metrics")
-    g = w.add_argument_group("models (override [models])")
-    g.add_argument(
-        "--models",
-        type=Path,
-        dest="models.dir",
-        help="model directory with face_detector.onnx and deepfake_classifier.onnx (default: models)",
-    )
-    g.add_argument("--detector", type=Path, dest="models.detector", help="detector artifact")
-    g.add_argument("--classifier", type=Path, dest="models.classifier", help="classifier artifact")
-    g.add_argument("--threads", type=int, dest="models.threads", help="ONNX Runtime threads (default: all cores)")
-    g.add_argument("--det-conf", type=float, dest="models.det_conf", help="detector threshold (default: manifest)")
-    g.add_argument("--max-faces", type=int, dest="models.max_faces", help="most faces scored per frame (default 20)")
+    add_models_args(w)
     g = w.add_argument_group("stages (override [runner])")
     g.add_argument("--max-batch", type=int, dest="runner.max_batch", help="frames per detector batch (default 8)")
     g.add_argument("--max-wait-ms", type=float, dest="runner.max_wait_ms", help="wait to fill a batch (default 5)")
@@ -112,16 +128,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--metrics-host", dest="metrics.host", help="Prometheus bind address (default 127.0.0.1)")
     g.add_argument("--metrics-port", type=int, dest="metrics.port", help="Prometheus port; 0 disables (default 9108)")
+    g.add_argument(
+        "--annotate", type=Path, metavar="DIR", dest="annotate.dir",
+        help="also write per stream an annotated H.264 MP4 (boxes, track ids, fake scores, verdict) into DIR",
+    )  # fmt: skip
+    g.add_argument(
+        "--annotate-max-mb", type=float, dest="annotate.max_mb",
+        help="disk per annotated stream; at half of it DIR/<stream>.mp4 becomes <stream>.1.mp4 (default 200)",
+    )  # fmt: skip
+    g = w.add_argument_group("cluster (overrides the top-level shard key)")
+    g.add_argument(
+        "--shard",
+        type=_shard_arg,
+        metavar="I/N",
+        help="worker I of N (0-based): keep only the streams (config, command line and --control hash) that "
+        "rendezvous hashing of their names gives this worker; adding a worker moves about 1/N of them",
+    )
     w.set_defaults(func=cmd_watch)
-    for action in w._actions:  # "--threads N", not "--threads MODELS.THREADS"
-        if "." in action.dest and action.metavar is None:
-            action.metavar = {int: "N", float: "X", Path: "PATH"}.get(action.type, "VALUE")
+    _name_metavars(w)
 
     d = sub.add_parser("demo", help="write the demo clip (real face, then a manipulated one) to a file")
     d.add_argument("out", type=Path, help="output .mp4")
     d.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
     d.add_argument("--seconds", type=float, default=4.0, help="seconds of each part (default 4)")
     d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("status", help="a live table of every stream published to Redis, worst first")
+    s.add_argument("--redis", metavar="URL", required=True, help="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
+    s.add_argument("--once", action="store_true", help="print the table once and exit (for scripts)")
+    s.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes (default 1)")
+    s.add_argument(
+        "--stale", type=float, default=10.0, metavar="S",
+        help="a stream with no verdict for this many seconds shows as down (default 10, the read timeout)",
+    )  # fmt: skip
+    s.add_argument("--match", metavar="GLOB", help="only stream ids matching this shell pattern, e.g. 'lobby-*'")
+    s.set_defaults(func=cmd_status)
+
+    r = sub.add_parser(
+        "report", help="run a clip through the pipeline and chart its faces' fake scores and verdict",
+        epilog="exit codes: 0 report written; 3 no face found in the clip (nothing drawn); 1 error; 2 usage",
+    )  # fmt: skip
+    r.add_argument("clip", type=Path, help="video file")
+    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
+    r.add_argument("--out", type=Path, help="report.png or report.html (default: CLIP's name + .report.png)")
+    r.add_argument("--verdicts", type=Path, metavar="FILE", help="also write the verdict JSON lines to FILE")
+    r.add_argument("--config", type=Path, help="TOML file; its [models], [runner] and [verdict] apply")
+    add_models_args(r)
+    r.set_defaults(func=cmd_report)
+    _name_metavars(r)
     return parser
 
 
@@ -136,16 +191,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def resolve_config(args: argparse.Namespace) -> WatchConfig:
-    """The config file (or defaults), then every CLI flag that was given on top."""
-    cfg = load_config(args.config) if args.config else WatchConfig()
+def _shard_arg(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def keep_own_streams(cfg: WatchConfig) -> WatchConfig:
+    """With ``cfg.shard``, only the streams rendezvous hashing gives this worker (logged); else ``cfg``."""
+    if cfg.shard is None:
+        return cfg
+    owned = tuple(s for s in cfg.streams if cfg.shard.owns(s.stream_id))
+    names = ", ".join(s.stream_id for s in owned[:10]) + (", ..." if len(owned) > 10 else "")
+    logger.info("shard %s: this worker owns %d of %d configured streams%s", cfg.shard, len(owned), len(cfg.streams),
+                f" ({names})" if owned else "")  # fmt: skip
+    return dataclasses.replace(cfg, streams=owned)
+
+
+def apply_flags(cfg: WatchConfig, args: argparse.Namespace) -> WatchConfig:
+    """``cfg`` with every section flag that was given on top (``--det-conf X`` sets models.det_conf)."""
     sections: dict[str, dict] = {}
     for key, value in vars(args).items():
         if "." in key and value is not None:
             section, name = key.split(".")
             sections.setdefault(section, {})[name] = value
     try:
-        cfg = dataclasses.replace(cfg, **{s: dataclasses.replace(getattr(cfg, s), **v) for s, v in sections.items()})
+        return dataclasses.replace(cfg, **{s: dataclasses.replace(getattr(cfg, s), **v) for s, v in sections.items()})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def resolve_config(args: argparse.Namespace) -> WatchConfig:
+    """The config file (or defaults), then every CLI flag that was given on top."""
+    cfg = apply_flags(load_config(args.config) if args.config else WatchConfig(), args)
+    try:
         every = {"rtsp_transport": args.rtsp_transport, "open_timeout": args.open_timeout,
                  "read_timeout": args.read_timeout, "reconnect": args.reconnect}  # fmt: skip
         files = {"loop": args.loop, "pace": args.pace}
@@ -155,17 +235,48 @@ def resolve_config(args: argparse.Namespace) -> WatchConfig:
             streams.append(dataclasses.replace(spec, **{k: v for k, v in flags.items() if v is not None}))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    return dataclasses.replace(cfg, streams=tuple(streams))
+    shard = getattr(args, "shard", None)
+    return dataclasses.replace(cfg, streams=tuple(streams), shard=shard or cfg.shard)
+
+
+def load_stages(m: ModelsConfig) -> tuple[DetectStage, ClassifyStage, bool]:
+    """The detect and classify stages of ``m``'s artifacts, and whether either is a placeholder (logged)."""
+    from engines import Classifier, Detector
+    from pipeline.stages import ClassifyStage, DetectStage
+
+    detector = Detector(m.detector_path, threads=m.threads, conf=m.det_conf, max_det=m.max_faces)
+    classifier = Classifier(m.classifier_path, threads=m.threads)
+    placeholder = detector.manifest.placeholder or classifier.manifest.placeholder
+    if placeholder:
+        logger.warning(
+            "PLACEHOLDER models (untrained networks): the pipeline runs end to end, "
+            "but faces and verdicts are noise until trained models are in %s",
+            m.dir,
+        )
+    logger.info(
+        "detector %s (%s, input %d), classifier %s (%s, input %d)",
+        detector.artifact.path,
+        detector.backend_name,
+        detector.input_size,
+        classifier.artifact.path,
+        classifier.backend_name,
+        classifier.input_size,
+    )
+    return DetectStage(detector), ClassifyStage(classifier), placeholder
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from engines import Classifier, Detector
     from pipeline.metrics import Observer
     from pipeline.runner import Runner
     from pipeline.sinks import JsonLinesSink, RedisSink
-    from pipeline.stages import ClassifyStage, DetectStage
 
     cfg = resolve_config(args)
+    sharded = cfg.shard is not None
+    cfg = keep_own_streams(cfg)
+    if sharded and not cfg.streams and not args.control:
+        logger.warning("shard %s owns none of the configured streams and --control is off: nothing to watch",
+                       cfg.shard)  # fmt: skip
+        return EXIT_OK
     with tempfile.TemporaryDirectory(prefix="dfwatch-demo-") as tmp:
         if not cfg.streams and not args.control:
             from pipeline.demo import make_demo_clip
@@ -183,25 +294,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
             )
             cfg = dataclasses.replace(cfg, streams=(dataclasses.replace(SourceSpec.parse(f"demo={clip.path}"),
                                                                         pace=bool(args.pace)),))  # fmt: skip
-        m = cfg.models
-        detector = Detector(m.detector_path, threads=m.threads, conf=m.det_conf, max_det=m.max_faces)
-        classifier = Classifier(m.classifier_path, threads=m.threads)
-        placeholder = detector.manifest.placeholder or classifier.manifest.placeholder
-        if placeholder:
-            logger.warning(
-                "PLACEHOLDER models (untrained networks): the pipeline runs end to end, "
-                "but faces and verdicts are noise until trained models are in %s",
-                m.dir,
-            )
-        logger.info(
-            "detector %s (%s, input %d), classifier %s (%s, input %d)",
-            detector.artifact.path,
-            detector.backend_name,
-            detector.input_size,
-            classifier.artifact.path,
-            classifier.backend_name,
-            classifier.input_size,
-        )
+        frame_sinks = []
+        if cfg.annotate.dir is not None:
+            from pipeline.annotate import Annotator
+
+            frame_sinks.append(Annotator(cfg.annotate))  # an unwritable directory fails here, before any work
+        detect, classify, placeholder = load_stages(cfg.models)
         observer = Observer()
         sinks: list = [JsonLinesSink(sys.stdout)]
         password = os.environ.get("DFWATCH_REDIS_PASSWORD")  # never on the command line, where ps shows it
@@ -222,14 +320,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 ) from exc
         runner = Runner(
             cfg.streams,
-            DetectStage(detector),
-            ClassifyStage(classifier),
+            detect,
+            classify,
             sinks,
             observer,
             verdict=cfg.verdict,
             config=cfg.runner,
             placeholder_models=placeholder,
             until_stopped=args.control,
+            frame_sinks=frame_sinks,
         )
         control = None
         if args.control:
@@ -237,7 +336,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
             from pipeline.control import RedisControl
 
-            control = RedisControl(redis.Redis.from_url(cfg.sinks.redis, password=password), runner)
+            control = RedisControl(redis.Redis.from_url(cfg.sinks.redis, password=password), runner,
+                                   owns=cfg.shard.owns if cfg.shard else None)  # fmt: skip
             control.start()
 
         def _stop(signum: int, _frame: object) -> None:
@@ -265,6 +365,34 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if runner.stop.is_set():
         return EXIT_OK  # stopped on request: what failed was logged, and the operator asked to stop
     return EXIT_FAILED if stats.failed else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.status import watch_status
+
+    if args.interval <= 0 or args.stale <= 0:
+        raise ConfigError(f"--interval and --stale must be above 0, got {args.interval} and {args.stale}")
+    password = os.environ.get("DFWATCH_REDIS_PASSWORD")
+    return watch_status(args.redis, once=args.once, interval=args.interval, stale=args.stale, match=args.match,
+                        password=password)  # fmt: skip
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import REPORT_SUFFIXES, make_report
+
+    out = args.out or args.clip.with_name(args.clip.name + ".report.png")
+    if out.suffix.lower() not in REPORT_SUFFIXES:
+        raise ConfigError(f"--out {out}: the report is written as {' or '.join(REPORT_SUFFIXES)}, by its suffix")
+    if not args.clip.is_file():
+        raise ConfigError(f"clip {args.clip}: " + ("is a directory" if args.clip.is_dir() else "no such file"))
+    cfg = apply_flags(load_config(args.config) if args.config else WatchConfig(), args)
+    detect, classify, placeholder = load_stages(cfg.models)
+    report = make_report(args.clip, detect, classify, out=out, verdicts_out=args.verdicts, verdict=cfg.verdict,
+                         runner=cfg.runner, placeholder_models=placeholder)  # fmt: skip
+    print(report.summary)
+    if report.error:
+        return EXIT_FAILED  # the clip broke off: the report covers the frames that decoded
+    return EXIT_OK if report.faces else EXIT_NO_FACE
 
 
 def main(argv: list[str] | None = None) -> int:

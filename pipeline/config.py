@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.annotate import AnnotateConfig
 from pipeline.errors import ConfigError
 from pipeline.runner import RunnerConfig
+from pipeline.shard import Shard
 from pipeline.sources import SourceSpec
 from pipeline.verdict import VerdictConfig
 
@@ -63,10 +65,12 @@ class WatchConfig:
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    shard: Shard | None = None  # top-level `shard = "i/N"`: keep only the streams rendezvous hashing gives worker i
 
 
 _SECTIONS = {"models": ModelsConfig, "runner": RunnerConfig, "verdict": VerdictConfig, "sinks": SinksConfig,
-             "metrics": MetricsConfig}  # fmt: skip
+             "metrics": MetricsConfig, "annotate": AnnotateConfig}  # fmt: skip
 
 
 def load_config(path: str | Path) -> WatchConfig:
@@ -82,9 +86,17 @@ def load_config(path: str | Path) -> WatchConfig:
 
 
 def parse_config(raw: dict[str, Any], *, where: str = "config") -> WatchConfig:
-    unknown = sorted(raw.keys() - _SECTIONS.keys() - {"streams"})
+    unknown = sorted(raw.keys() - _SECTIONS.keys() - {"streams", "shard"})
     if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {unknown}; valid: {sorted([*_SECTIONS, 'streams'])}")
+        raise ConfigError(
+            f"{where}: unknown section(s) {unknown}; valid: {sorted([*_SECTIONS, 'streams'])} and the key 'shard'"
+        )
+    shard = None
+    if "shard" in raw:
+        try:
+            shard = Shard.parse(raw["shard"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     parts: dict[str, Any] = {
         name: build(cls, raw.get(name, {}), f"{where} [{name}]") for name, cls in _SECTIONS.items()
     }
@@ -103,7 +115,7 @@ def parse_config(raw: dict[str, Any], *, where: str = "config") -> WatchConfig:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ConfigError(f"{where}: stream ids must be unique, {duplicates} appear more than once")
-    return WatchConfig(streams=tuple(specs), **parts)
+    return WatchConfig(streams=tuple(specs), shard=shard, **parts)
 
 
 def build(cls: type, table: Any, where: str) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -49,8 +50,18 @@ def parse_control_entry(stream_id: str, value: str) -> SourceSpec:
 class RedisControl:
     """Polls the control hash every ``interval`` seconds and applies the difference to ``runner``."""
 
-    def __init__(self, client: redis.Redis, runner: Runner, *, interval: float = 2.0, key: str = CONTROL_KEY) -> None:
-        self.client, self.runner, self.interval, self.key = client, runner, interval, key
+    def __init__(
+        self,
+        client: redis.Redis,
+        runner: Runner,
+        *,
+        interval: float = 2.0,
+        key: str = CONTROL_KEY,
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:
+        """``owns(stream_id)``: whether this worker takes a stream (``Shard.owns``); None takes every one."""
+        self.client, self.runner, self.interval, self.key, self.owns = client, runner, interval, key, owns
+        self._owned_counts: tuple[int, int] | None = None  # (owned, in the hash), logged when it changes
         self.managed: dict[str, SourceSpec] = {}  # streams this control hash started
         self._draining: set[str] = set()  # ids this control stopped whose old instance may still be draining
         self._bad: dict[str, str] = {}  # id -> value already reported as invalid
@@ -81,6 +92,12 @@ class RedisControl:
     def poll_once(self) -> None:
         raw = self.client.hgetall(self.key)
         values = {_text(k): _text(v) for k, v in raw.items()}  # stream id -> URL or JSON
+        if self.owns is not None:  # sharded: the other workers take the rest
+            every = len(values)
+            values = {sid: v for sid, v in values.items() if self.owns(sid)}
+            if (len(values), every) != self._owned_counts:
+                self._owned_counts = (len(values), every)
+                logger.info("control hash %s: this worker owns %d of its %d streams", self.key, len(values), every)
         desired: dict[str, SourceSpec] = {}
         for sid, value in values.items():
             try:

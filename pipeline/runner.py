@@ -23,7 +23,7 @@ from pipeline.errors import SinkError, SourceError
 from pipeline.messages import Face, Frame, Verdict, VerdictState
 from pipeline.metrics import Observer
 from pipeline.queues import DropPolicy, FrameQueue
-from pipeline.sinks import Sink, encode
+from pipeline.sinks import FrameSink, Sink, encode
 from pipeline.sources import SourceSpec
 from pipeline.stages import ClassifyStage, DetectStage
 from pipeline.summary import RunStats
@@ -47,9 +47,10 @@ class RunnerConfig:
     max_classify_every: int = 3  # once k is at its maximum, m grows up to this under load; classify_every: fixed
     drain_seconds: float = 10.0  # on shutdown, frames still queued after this long are dropped (and counted)
     idle_wait: float = 0.05  # seconds the stages sleep when no stream has a frame
+    frame_sink_queue: int = 32  # (frame, verdict) pairs queued per frame sink; live frames skip a full queue
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "queue_size", "detect_every", "classify_every"):
+        for name in ("max_batch", "queue_size", "detect_every", "classify_every", "frame_sink_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0 or self.drain_seconds < 0:
@@ -104,8 +105,14 @@ class Runner:
         config: RunnerConfig = RunnerConfig(),
         placeholder_models: bool = False,
         until_stopped: bool = False,
+        frame_sinks: Sequence[FrameSink] = (),
     ) -> None:
-        """``until_stopped``: keep running when every stream has ended (streams come and go at run time)."""
+        """``until_stopped``: keep running when every stream has ended (streams come and go at run time).
+
+        ``frame_sinks`` get each published verdict with its frame (e.g. the annotated video), each from a thread
+        of its own behind a bounded queue: frames of files wait for room, frames of live streams skip a full
+        queue and are counted, so drawing never holds up a live feed.
+        """
         ids = [s.stream_id for s in specs]
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -127,6 +134,7 @@ class Runner:
         self.detect_every = config.detect_every  # current k and m: they adapt under load
         self.classify_every = config.classify_every
         self._adapted_at = 0.0
+        self._frame_sinks = [_FrameSinkWorker(sink, config.frame_sink_queue, self.abort) for sink in frame_sinks]
         for spec in specs:
             self._register(spec)
 
@@ -193,6 +201,8 @@ class Runner:
 
     # -- the stage loop ------------------------------------------------------------------------
     def run(self) -> RunStats:
+        for worker in self._frame_sinks:
+            worker.start()
         for stream in list(self.streams.values()):
             self._start(stream)
         drain_deadline: float | None = None
@@ -221,6 +231,10 @@ class Runner:
             lost = getattr(sink, "dropped", 0) + getattr(sink, "unflushed", 0)
             if lost:
                 self.stats.sink_failures[sink.name] = self.stats.sink_failures.get(sink.name, 0) + lost
+        for worker in self._frame_sinks:
+            lost = worker.close(timeout=self.config.drain_seconds)
+            if lost:
+                self.stats.sink_failures[worker.sink.name] = self.stats.sink_failures.get(worker.sink.name, 0) + lost
         return self.stats
 
     def _reap(self) -> None:
@@ -356,6 +370,7 @@ class Runner:
             stream = streams[i]
             score = max((f.p_fake for f in faces[i] if f.p_fake is not None), default=None)
             state, changed = stream.verdict.update(score)
+            obs.set_verdict(frame.stream_id, state.value, _STATES)
             if changed and state is VerdictState.FAKE:
                 logger.warning("ALERT stream %r turned FAKE at frame %d (pts %s, score %.2f)",
                                frame.stream_id, frame.index, frame.pts, score or 0.0)  # fmt: skip
@@ -376,6 +391,11 @@ class Runner:
                 )
             )  # fmt: skip
         self._publish(verdicts)
+        for worker in self._frame_sinks:
+            skipped = worker.put(batch, verdicts, wait=[s.queue.policy is DropPolicy.WAIT for s in streams])
+            if skipped:
+                obs.sink_errors.labels(worker.sink.name).inc(skipped)
+            obs.sink_buffered.labels(worker.sink.name).set(worker.buffered)
 
     def _publish(self, verdicts: list[Verdict]) -> None:
         start = time.perf_counter()
@@ -416,6 +436,89 @@ def _rounds(batch: Sequence[Frame]) -> list[list[int]]:
         rounds[r].append(i)
         seen[frame.stream_id] = r + 1
     return rounds
+
+
+_STATES = tuple(s.value for s in VerdictState)
+
+
+class _FrameSinkWorker:
+    """Feeds one FrameSink from a thread of its own through a bounded queue of (frame, verdict) pairs."""
+
+    def __init__(self, sink: FrameSink, size: int, abort: threading.Event) -> None:
+        self.sink, self.size, self.abort = sink, size, abort
+        self.pairs: collections.deque[tuple[Frame, Verdict]] = collections.deque()
+        self.cond = threading.Condition()
+        self.closed = False
+        self.skipped = 0  # pairs of live streams that found the queue full
+        self.failed = 0  # pairs the sink raised on
+        self.thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    @property
+    def buffered(self) -> int:
+        with self.cond:
+            return len(self.pairs)
+
+    def put(self, frames: Sequence[Frame], verdicts: Sequence[Verdict], *, wait: Sequence[bool]) -> int:
+        """Queue the pairs; a pair whose ``wait`` is False is skipped when the queue is full. Returns skips."""
+        skipped = 0
+        with self.cond:
+            for frame, verdict, may_wait in zip(frames, verdicts, wait):
+                while may_wait and len(self.pairs) >= self.size and not self.abort.is_set():
+                    self.cond.wait(0.1)
+                if len(self.pairs) >= self.size:
+                    skipped += 1
+                    continue
+                self.pairs.append((frame, verdict))
+                self.cond.notify_all()  # now: the next pair may wait for room, which only the thread makes
+        if skipped and not self.skipped:
+            logger.warning("%s sink is behind: frames of live streams skip it while its queue (%d) is full; "
+                           "counted in the summary", self.sink.name, self.size)  # fmt: skip
+        self.skipped += skipped
+        return skipped
+
+    def close(self, *, timeout: float) -> int:
+        """Let the thread finish the queue (at most ``timeout`` s), close the sink; returns pairs not written."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+        if self.thread.is_alive():
+            logger.error("%s sink: still busy after %.0f s at shutdown; %d frames not written",
+                         self.sink.name, timeout, self.buffered)  # fmt: skip
+            with self.cond:
+                self.failed += len(self.pairs)
+                self.pairs.clear()
+        else:
+            try:
+                self.sink.close()
+            except Exception:
+                logger.exception("%s sink: close failed", self.sink.name)
+        return self.skipped + self.failed
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pairs and not self.closed:
+                    self.cond.wait()
+                if not self.pairs:
+                    return
+                chunk = list(self.pairs)
+                self.pairs.clear()
+                self.cond.notify_all()
+            if self.abort.is_set():
+                self.failed += len(chunk)
+                continue
+            try:
+                self.sink.publish_frames(chunk)
+            except Exception as exc:  # a sink never takes the pipeline down
+                if not self.failed:
+                    logger.error("%s sink failed (%s); further failures are counted, not logged", self.sink.name,
+                                 exc, exc_info=logger.isEnabledFor(logging.DEBUG))  # fmt: skip
+                self.failed += len(chunk)
 
 
 class _AnyEvent:

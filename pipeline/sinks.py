@@ -6,8 +6,10 @@ import collections
 import json
 import logging
 import math
+import os
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +21,7 @@ from redis.connection import parse_url
 from redis.retry import Retry
 
 from pipeline.errors import SinkError
-from pipeline.messages import Verdict, VerdictState
+from pipeline.messages import Frame, Verdict, VerdictState
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ ALERT_CHANNEL = "dfwatch:alerts"  # pub/sub: one JSON message per transition to 
 STREAM_MAXLEN = 10_000  # approximate cap per Redis Stream (XADD MAXLEN ~)
 BUFFER_SIZE = 10_000  # records held in memory while Redis is slow or away
 BATCH_SIZE = 500  # records per pipelined round trip
+RATE_WINDOW = 10.0  # seconds of recent verdicts behind the state hash's fps and p95_ms
 
 # Redis answers that mean "not now" rather than "never": the batch is retried like a lost connection.
 _TRANSIENT = (
@@ -45,6 +48,19 @@ class Sink(Protocol):
     name: str
 
     def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FrameSink(Protocol):
+    """A sink that needs the pixels too (the annotated video): each published verdict comes with its frame.
+
+    runner.py calls it from a thread of its own, behind a bounded queue, never from the stage loop.
+    """
+
+    name: str
+
+    def publish_frames(self, pairs: Sequence[tuple[Frame, Verdict]]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -99,7 +115,10 @@ class RedisSink:
     - ``XADD dfwatch:verdicts:<stream> MAXLEN ~ maxlen`` per record (fields verdict, score, frame, json;
       ``json`` is the stdout JSON line),
     - ``HSET dfwatch:state:<stream>`` with the batch's latest verdict per stream (fields verdict, score,
-      frame, pts, capture_time, faces (count), updated (publish time), json; "" stands for None),
+      frame, pts, capture_time, faces (count), updated (publish time), json; "" stands for None), the
+      stream's verdicts per second ``fps`` and 95th percentile capture-to-publish ``p95_ms`` over the last
+      RATE_WINDOW seconds of publishing, ``worker`` (host:pid of this process) and, when a verdict of the
+      batch turned FAKE, ``last_alert`` (its publish time) and ``last_alert_frame`` (kept until the next),
     - ``SADD dfwatch:streams`` with the batch's stream ids,
     - ``PUBLISH dfwatch:alerts`` a JSON alert (stream, frame, pts, score, capture_time, verdict) per
       verdict that turned FAKE; after the state writes, so a subscriber reading the state sees it.
@@ -175,6 +194,9 @@ class RedisSink:
         self._down_since: float | None = None
         self._dropped_logged = 0
         self._last_log = {"drops": -math.inf, "rejected": -math.inf}
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._recent: dict[str, collections.deque[tuple[float, float]]] = {}  # stream -> (published, c2p ms)
+        self._rates: dict[str, tuple[str, str]] = {}  # stream -> (fps, p95_ms) as written to the state hash
         self._thread = threading.Thread(target=self._run, name="dfwatch-redis-sink", daemon=True)
         self._thread.start()
 
@@ -190,7 +212,9 @@ class RedisSink:
     def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None:
         """Queue the records for the writer and return at once; SinkError only when closed or crashed."""
         now = time.time()
+        rates = self._window(records, now)
         with self._cond:
+            self._rates.update(rates)
             if self._crashed is not None:
                 raise SinkError(f"Redis at {self.url}: the writer stopped ({self._crashed}); verdicts not sent")
             if self._closed:
@@ -230,6 +254,26 @@ class RedisSink:
         if self._thread.is_alive():
             logger.error("Redis at %s: the writer thread did not stop", self.url)
         self.client.close()
+
+    def _window(self, records: Sequence[tuple[Verdict, dict]], now: float) -> dict[str, tuple[str, str]]:
+        """Add the records to their streams' recent window; the (fps, p95_ms) of each stream they touch."""
+        touched = set()
+        for verdict, record in records:
+            recent = self._recent.setdefault(verdict.stream_id, collections.deque(maxlen=4096))
+            recent.append((now, float(record["latency_ms"]["capture_to_publish"])))
+            touched.add(verdict.stream_id)
+        rates = {}
+        for stream_id in touched:
+            recent = self._recent[stream_id]
+            while recent and recent[0][0] < now - RATE_WINDOW:
+                recent.popleft()
+            first = recent[0][0]
+            later = sum(1 for t, _ in recent if t > first)  # verdicts published after the first publish call
+            fps = later / (now - first) if now > first else None
+            latencies = sorted(ms for _, ms in recent)
+            p95 = latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)]
+            rates[stream_id] = (_num(fps, 2), _num(p95, 1))
+        return rates
 
     # The writer thread.
 
@@ -280,6 +324,7 @@ class RedisSink:
         pipe = self.client.pipeline(transaction=False)
         latest: dict[str, tuple[_Item, str]] = {}
         alerts = []
+        last_alert: dict[str, dict[str, str | int]] = {}
         for item in batch:
             verdict, record, _ = item
             text = _dumps(record)
@@ -290,7 +335,12 @@ class RedisSink:
             if verdict.changed and verdict.state is VerdictState.FAKE:
                 alert = {k: record[k] for k in ("stream", "frame", "pts", "score", "capture_time", "verdict")}
                 alerts.append(_dumps(alert))
+                last_alert[verdict.stream_id] = {"last_alert": _num(item[2], 6),
+                                                 "last_alert_frame": verdict.frame_index}  # fmt: skip
+        with self._cond:
+            rates = dict(self._rates)
         for stream_id, ((verdict, _, published), text) in latest.items():
+            fps, p95 = rates.get(stream_id, ("", ""))
             state = {
                 "verdict": verdict.state.value,
                 "score": _num(verdict.score, 4),
@@ -300,6 +350,10 @@ class RedisSink:
                 "faces": len(verdict.faces),
                 "updated": _num(published, 6),
                 "json": text,
+                "fps": fps,
+                "p95_ms": p95,
+                "worker": self.worker,
+                **last_alert.get(stream_id, {}),
             }
             pipe.hset(STATE_KEY.format(stream=stream_id), mapping=state)
         pipe.sadd(STREAMS_KEY, *latest)

@@ -137,9 +137,14 @@ def test_entries_state_and_streams_set(server: RedisServer) -> None:
         assert [(f["verdict"], f["score"], f["frame"]) for _, f in entries][-1] == ("REAL", "0.4000", "4")
         state = c.hgetall(STATE_KEY.format(stream="cam2"))
         last = records[-1][1]
-        assert state.keys() == {"verdict", "score", "frame", "pts", "capture_time", "faces", "updated", "json"}
+        assert state.keys() == {"verdict", "score", "frame", "pts", "capture_time", "faces", "updated", "json",
+                                "fps", "p95_ms", "worker"}  # fmt: skip
         assert json.loads(state.pop("json")) == last
         assert float(state.pop("updated")) == pytest.approx(time.time(), abs=30)
+        assert state.pop("worker") == sink.worker and state.pop("worker", None) is None
+        c2p = sorted(r["latency_ms"]["capture_to_publish"] for v, r in records if v.stream_id == "cam2")
+        assert state.pop("p95_ms") == f"{c2p[-1]:.1f}"  # 5 verdicts: the 95th percentile is the slowest
+        state.pop("fps")  # its arithmetic: tests/pipeline/test_status.py
         assert state == {
             "verdict": "REAL",
             "score": "0.4000",

@@ -1,0 +1,264 @@
+"""The annotated video: per stream an H.264 MP4 with face boxes, track ids, fake scores and the verdict.
+
+Fed by the runner with each published verdict and its frame (a FrameSink), so it draws exactly what
+the sinks said, on exactly the frames that went through the pipeline: a frame dropped to keep up with
+a live feed is not in the video either; its time shows as a longer-held frame. Files are fragmented
+MP4 (a fragment per keyframe, about one a second) flushed as they are written, so a run that is
+killed leaves a playable file that lacks at most its last second.
+
+Disk per stream is bounded by ``max_mb``: when ``<stream>.mp4`` reaches half of it, the file is
+closed and renamed ``<stream>.1.mp4`` (replacing the older one) and a new ``<stream>.mp4`` starts,
+so the newest footage is always kept. A resolution change also starts a new file this way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from pipeline.errors import SinkError
+from pipeline.messages import Frame, Verdict, VerdictState
+
+logger = logging.getLogger(__name__)
+
+Colour = tuple[int, int, int]  # RGB
+
+UNSCORED: Colour = (160, 160, 160)  # a face not classified yet
+VERDICT_COLOURS: dict[VerdictState, Colour] = {
+    VerdictState.FAKE: (200, 0, 0),
+    VerdictState.REAL: (0, 140, 0),
+    VerdictState.UNKNOWN: (90, 90, 90),
+    VerdictState.NO_FACE: (50, 50, 110),
+}
+_TIME_BASE = Fraction(1, 1000)  # output timestamps in milliseconds
+_DEFAULT_STEP = 0.04  # seconds a frame is shown when neither pts nor capture times give a usable step
+_MAX_STEP = 10.0  # a longer gap (a stream that was down) is shown as one default step; the banner shows the clock
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class AnnotateConfig:
+    dir: Path | None = None  # one annotated MP4 per stream in this directory; None = no annotated video
+    max_mb: float = 200.0  # disk per stream: <stream>.mp4 rotates to <stream>.1.mp4 at half of this
+    crf: int = 23  # x264 quality: lower is sharper and bigger (0..51)
+    keyframe_every: int = 25  # frames between keyframes = frames per MP4 fragment (lost at most when killed)
+
+    def __post_init__(self) -> None:
+        if not self.max_mb > 0:
+            raise ValueError(f"annotate max_mb must be above 0, got {self.max_mb}")
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"annotate crf must be 0..51, got {self.crf}")
+        if self.keyframe_every < 1:
+            raise ValueError(f"annotate keyframe_every must be at least 1, got {self.keyframe_every}")
+
+
+def score_colour(p_fake: float | None) -> Colour:
+    """Box colour for a smoothed fake probability: green at 0, yellow at 0.5, red at 1; grey before scored."""
+    if p_fake is None:
+        return UNSCORED
+    p = min(max(float(p_fake), 0.0), 1.0)
+    if p <= 0.5:
+        return (round(460 * p), 200 + round(60 * p), 0)  # (0, 200, 0) -> (230, 230, 0)
+    return (230, round(230 * (1 - p) * 2), 0)  # (230, 230, 0) -> (230, 0, 0)
+
+
+def line_width(height: int, width: int) -> int:
+    """Box line thickness in pixels for a frame size: 3 at 480p, thicker on larger frames."""
+    return max(2, round(min(height, width) / 160))
+
+
+def banner_height(height: int) -> int:
+    """Height in pixels of the verdict banner across the top of the frame."""
+    return max(18, round(height / 18))
+
+
+def draw(image: np.ndarray, verdict: Verdict) -> np.ndarray:
+    """A copy of ``image`` (H, W, 3) uint8 RGB with the verdict's faces and a verdict banner drawn on it."""
+    out = np.ascontiguousarray(image).copy()  # (H, W, 3): the pipeline's frame is never written to
+    h, w = out.shape[:2]
+    thick, top = line_width(h, w), banner_height(h)
+    font_scale = max(0.4, h / 960)
+    for face in verdict.faces:
+        colour = score_colour(face.p_fake)
+        x1, y1, x2, y2 = (round(v) for v in face.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
+        label = f"#{face.track_id} " + ("--" if face.p_fake is None else f"{face.p_fake:.2f}")
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        ty = y1 - thick  # above the box, else inside it below the banner
+        if ty - th - base < top:
+            ty = max(y1, top) + thick + th + base
+        cv2.rectangle(out, (x1, ty - th - base), (x1 + tw + 4, ty), colour, -1)
+        cv2.putText(out, label, (x1 + 2, ty - base), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+    _banner(out, verdict)
+    return out
+
+
+def _banner(out: np.ndarray, verdict: Verdict) -> None:
+    h, w = out.shape[:2]
+    bh = banner_height(h)
+    out[:bh] = VERDICT_COLOURS[verdict.state]
+    score = "-" if verdict.score is None else f"{verdict.score:.2f}"
+    clock = time.strftime("%H:%M:%S", time.localtime(verdict.capture_time))
+    at = f"{verdict.pts:.2f}s" if verdict.pts is not None else ""
+    text = f"{verdict.stream_id}  {verdict.state.value}  score {score}  frame {verdict.frame_index} {at} {clock}"
+    if verdict.placeholder_models:
+        text += "  PLACEHOLDER MODELS"
+    scale = bh / 40
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    if tw > w - 8:  # shrink to fit narrow frames
+        scale *= (w - 8) / tw
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    y = (bh + th) // 2
+    cv2.putText(out, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def check_writable(directory: Path, *, what: str) -> Path:
+    """Create ``directory`` if needed and prove a file can be written there; SinkError naming it and ``what``."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".dfwatch-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SinkError(f"cannot write {what} in {directory}: {exc.strerror or exc}") from exc
+    return directory
+
+
+class _StreamVideo:
+    """One stream's current MP4 file: opened at its first frame, rotated by size or resolution."""
+
+    def __init__(self, directory: Path, stream_id: str, cfg: AnnotateConfig) -> None:
+        name = _SAFE.sub("_", stream_id).strip("._") or "stream"
+        self.path = directory / f"{name}.mp4"
+        self.previous = directory / f"{name}.1.mp4"
+        self.stream_id, self.cfg = stream_id, cfg
+        self.container: av.container.OutputContainer | None = None
+        self.video: av.VideoStream | None = None
+        self.size: tuple[int, int] | None = None  # (width, height) of the open file, both even
+        self.bytes = 0  # encoded bytes in the open file
+        self.frames = 0  # frames in the open file
+        self.written = 0  # frames written in all, over rotations
+        self.rotations = 0
+        self._start_ms = 0  # output time of the open file's first frame
+        self._clock_ms: int | None = None  # output time of the last frame, over rotations
+        self._last: Frame | None = None
+
+    def write(self, image: np.ndarray, frame: Frame) -> None:
+        image = _even(image)  # (H', W', 3) with H', W' even: yuv420p needs it
+        size = (image.shape[1], image.shape[0])
+        t_ms = self._next_time(frame)
+        if self.container is not None and (size != self.size or self.bytes >= self.cfg.max_mb * 1e6 / 2):
+            why = f"resolution changed to {size[0]}x{size[1]}" if size != self.size else "size limit reached"
+            self._rotate(why)
+        if self.container is None:
+            self._open(size, t_ms)
+        assert self.video is not None and self.container is not None
+        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+        vf.pts, vf.time_base = t_ms - self._start_ms, _TIME_BASE
+        for packet in self.video.encode(vf):
+            self.bytes += packet.size
+            self.container.mux(packet)
+        self.frames += 1
+        self.written += 1
+
+    def close(self) -> None:
+        if self.container is None:
+            return
+        assert self.video is not None
+        try:
+            for packet in self.video.encode(None):
+                self.bytes += packet.size
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+            self.container = self.video = None
+
+    def _next_time(self, frame: Frame) -> int:
+        """Output time (ms) of ``frame``: the gap to the previous frame by pts, else by capture time."""
+        last, self._last = self._last, frame
+        if self._clock_ms is None or last is None:
+            self._clock_ms = 0
+            return 0
+        step = None
+        if frame.pts is not None and last.pts is not None and 0 < frame.pts - last.pts <= _MAX_STEP:
+            step = frame.pts - last.pts
+        elif 0 < frame.capture_time - last.capture_time <= _MAX_STEP:
+            step = frame.capture_time - last.capture_time
+        self._clock_ms += max(1, round((step or _DEFAULT_STEP) * 1000))
+        return self._clock_ms
+
+    def _open(self, size: tuple[int, int], t_ms: int) -> None:
+        options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+        try:
+            container = av.open(str(self.path), mode="w", format="mp4", options=options)
+        except OSError as exc:
+            raise SinkError(f"cannot write annotated video {self.path}: {exc}") from exc
+        video = container.add_stream(
+            "libx264", rate=25,
+            options={"preset": "veryfast", "tune": "zerolatency", "crf": str(self.cfg.crf),
+                     "g": str(self.cfg.keyframe_every)},
+        )  # fmt: skip
+        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+        video.time_base = video.codec_context.time_base = _TIME_BASE
+        self.container, self.video, self.size = container, video, size
+        self.bytes = self.frames = 0
+        self._start_ms = t_ms
+
+    def _rotate(self, why: str) -> None:
+        self.close()
+        os.replace(self.path, self.previous)
+        self.rotations += 1
+        logger.info("annotated video of %r: %s; kept as %s, new %s started", self.stream_id, why,
+                    self.previous.name, self.path.name)  # fmt: skip
+
+
+def _even(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) padded by one black row / column where H or W is odd."""
+    h, w = image.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return image
+    return cv2.copyMakeBorder(image, 0, h % 2, 0, w % 2, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+
+
+class Annotator:
+    """FrameSink that draws each verdict on its frame and appends it to its stream's MP4 in ``cfg.dir``."""
+
+    name = "annotate"
+
+    def __init__(self, cfg: AnnotateConfig) -> None:
+        """Raises SinkError when ``cfg.dir`` is unset or cannot be written."""
+        if cfg.dir is None:
+            raise SinkError("annotate: no directory given (--annotate DIR or [annotate] dir)")
+        self.cfg = cfg
+        self.dir = check_writable(cfg.dir, what="the annotated video (--annotate DIR)")
+        self.videos: dict[str, _StreamVideo] = {}
+
+    def publish_frames(self, pairs: Sequence[tuple[Frame, Verdict]]) -> None:
+        for frame, verdict in pairs:
+            video = self.videos.get(frame.stream_id)
+            if video is None:
+                video = self.videos[frame.stream_id] = _StreamVideo(self.dir, frame.stream_id, self.cfg)
+            video.write(draw(frame.image, verdict), frame)
+
+    def close(self) -> None:
+        for video in self.videos.values():
+            try:
+                video.close()
+            except Exception:
+                logger.exception("annotated video of %r: closing %s failed", video.stream_id, video.path)
+                continue
+            size = video.path.stat().st_size / 1e6 if video.path.exists() else 0.0
+            kept = f", older footage in {video.previous.name}" if video.rotations else ""
+            logger.info("annotated video of %r: %s (%d frames, %.1f MB)%s", video.stream_id, video.path,
+                        video.frames, size, kept)  # fmt: skip

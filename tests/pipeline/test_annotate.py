@@ -1,0 +1,236 @@
+"""The annotated video: drawn from the verdict messages, on the frames that went through, playable when killed."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from engines import Classifier, Detector
+from pipeline.annotate import VERDICT_COLOURS, AnnotateConfig, banner_height, draw, score_colour
+from pipeline.messages import Face, Frame, Verdict, VerdictState
+from pipeline.metrics import Observer
+from pipeline.runner import Runner, RunnerConfig
+from pipeline.sinks import JsonLinesSink
+from pipeline.sources import SourceSpec
+from pipeline.stages import ClassifyStage, DetectStage
+
+TOLERANCE = 40  # uint8 levels: H.264 (crf 23, yuv420p) moves a drawn colour by ~10
+
+
+def _decode(path: Path) -> list[av.VideoFrame]:
+    with av.open(str(path)) as container:
+        return list(container.decode(video=0))
+
+
+def _edge_pixels(box: list[float], shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(y, x) on the box's bottom, left and right lines, away from corners, the label and the banner."""
+    h, w = shape[:2]
+    x1, y1, x2, y2 = (round(v) for v in box)
+    top = max(y1, banner_height(h)) + 40  # below the label
+    pts = [(y2, x) for x in range(x1 + 6, x2 - 5)] + [(y, x) for y in range(top, y2 - 5) for x in (x1, x2)]
+    return [(y, x) for y, x in pts if banner_height(h) + 3 <= y < h and 0 <= x < w]
+
+
+def _far(pixels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """(n,) largest channel difference of each pixel (n, 3) from ``colour``."""
+    return np.abs(pixels.astype(int) - np.array(colour)).max(axis=1)
+
+
+def _watch(dfwatch, fast_models: Path, *args: str):
+    return dfwatch("watch", *args, "--models", str(fast_models), "--metrics-port", "0", "--det-conf", "0.001",
+                   "--max-faces", "1", models=False)  # fmt: skip
+
+
+def test_annotated_video_has_one_frame_per_verdict_and_boxes_where_the_verdicts_say(
+    dfwatch, fast_models: Path, demo_clip, tmp_path: Path
+):
+    out = tmp_path / "annotated"
+    run = _watch(dfwatch, fast_models, f"cam.1={demo_clip.path}", "--annotate", str(out))
+    assert run.returncode == 0, run.stderr
+    records = run.records
+    assert sorted(p.name for p in out.iterdir()) == ["cam.1.mp4"]  # no rotation, no probe file left
+    annotated = _decode(out / "cam.1.mp4")
+    assert len(annotated) == len(records) == demo_clip.n_frames
+    # Times come from the source's pts: frame i of the video is verdict i.
+    assert [f.time for f in annotated] == pytest.approx([r["pts"] - records[0]["pts"] for r in records], abs=1e-3)
+    source = [f.to_ndarray(format="rgb24") for f in _decode(demo_clip.path)]
+    checked = 0
+    for record, frame, original in zip(records, annotated, source):
+        image = frame.to_ndarray(format="rgb24")  # (480, 640, 3)
+        assert image.shape == original.shape
+        (face,) = record["faces"]
+        pts = _edge_pixels(face["box"], image.shape)
+        if len(pts) < 50:
+            continue  # a box almost outside the frame
+        ys, xs = np.array(pts).T
+        colour = score_colour(face["p_fake"])
+        assert np.median(_far(image[ys, xs], colour)) <= TOLERANCE, f"frame {record['frame']}: box not drawn"
+        assert np.median(_far(original[ys, xs], colour)) > TOLERANCE  # ... and not already there
+        banner = image[2 : banner_height(image.shape[0]) - 2].reshape(-1, 3)  # text is thin: the median is the fill
+        assert np.median(_far(banner, VERDICT_COLOURS[VerdictState(record["verdict"])])) <= TOLERANCE
+        checked += 1
+    assert checked >= demo_clip.n_frames // 2
+    assert "annotated video of 'cam.1'" in run.stderr and f"({len(records)} frames" in run.stderr
+
+
+def test_a_killed_run_leaves_a_playable_file(fast_models: Path, demo_clip, tmp_path: Path):
+    out = tmp_path / "annotated"
+    config = tmp_path / "annotate.toml"
+    config.write_text(f'[annotate]\ndir = "{out}"\nkeyframe_every = 5\n')  # a fragment every 5 frames
+    cmd = [sys.executable, "-m", "pipeline.cli", "watch", f"live={demo_clip.path}", "--loop", "--pace",
+           "--config", str(config), "--models", str(fast_models), "--metrics-port", "0", "--det-conf", "0.001",
+           "--max-faces", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    records: list[dict] = []
+    reader = threading.Thread(target=lambda: records.extend(json.loads(line) for line in proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 90
+        video = out / "live.mp4"
+        while not (video.exists() and video.stat().st_size > 10_000):  # at least one fragment on disk
+            assert proc.poll() is None and time.monotonic() < deadline, "no annotated fragment in time"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    reader.join(5)
+    frames = _decode(out / "live.mp4")  # raises if the file is not playable
+    assert 1 <= len(frames) <= len(records)
+    assert all(f.width == 640 and f.height == 480 for f in frames)
+
+
+def test_size_bound_rotates_to_the_previous_file(dfwatch, fast_models: Path, demo_clip, tmp_path: Path):
+    out = tmp_path / "annotated"
+    max_mb = 0.12  # the 50 annotated frames take about 0.17 MB
+    run = _watch(dfwatch, fast_models, f"cam={demo_clip.path}", "--annotate", str(out), "--annotate-max-mb", "0.12",
+                 "--detect-every", "4")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    current, previous = out / "cam.mp4", out / "cam.1.mp4"
+    assert sorted(p.name for p in out.iterdir()) == ["cam.1.mp4", "cam.mp4"]
+    rotations = run.stderr.count("size limit reached; kept as cam.1.mp4")
+    assert rotations >= 2
+    n_current = int(re.search(r"annotated video of 'cam': \S+ \((\d+) frames", run.stderr).group(1))
+    assert len(_decode(current)) == n_current >= 1
+    assert n_current + len(_decode(previous)) < demo_clip.n_frames  # the oldest footage is gone
+    # Each file stops growing at the first frame past half the bound; a frame is at most a keyframe (~20 KB).
+    assert current.stat().st_size + previous.stat().st_size <= max_mb * 1e6 + 2 * 30_000
+
+
+def test_unwritable_directory_is_one_clear_error(dfwatch, fast_models: Path, demo_clip, tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    run = _watch(dfwatch, fast_models, str(demo_clip.path), "--annotate", str(blocker / "videos"))
+    assert run.returncode == 1 and run.records == []
+    assert len(run.error_lines) == 1 and "Traceback" not in run.stderr
+    assert f"cannot write the annotated video (--annotate DIR) in {blocker / 'videos'}" in run.error_lines[0]
+
+
+def test_bad_size_bound_is_named(dfwatch, fast_models: Path, demo_clip, tmp_path: Path):
+    run = _watch(dfwatch, fast_models, str(demo_clip.path), "--annotate", str(tmp_path), "--annotate-max-mb", "0")
+    assert run.returncode == 1 and "annotate max_mb must be above 0, got 0.0" in run.error_lines[0]
+
+
+@pytest.mark.parametrize(
+    ("p_fake", "colour"),
+    [(None, (160, 160, 160)), (0.0, (0, 200, 0)), (0.5, (230, 230, 0)), (1.0, (230, 0, 0)), (1.7, (230, 0, 0))],
+)
+def test_score_colour_runs_green_yellow_red(p_fake, colour):
+    assert score_colour(p_fake) == colour
+
+
+def _verdict(faces: tuple[Face, ...], state: VerdictState = VerdictState.FAKE) -> Verdict:
+    return Verdict("s", 7, 0.28, 1_700_000_000.0, faces, 0.9, state, False, True, {}, placeholder_models=False)
+
+
+def test_draw_puts_each_box_in_its_colour_and_leaves_the_input_alone():
+    image = np.full((240, 320, 3), 40, np.uint8)  # (H, W, 3)
+    faces = (Face(1, (20.0, 60.0, 120.0, 200.0), 0.9, 0.9, 0.95), Face(2, (180.0, 80.0, 300.0, 220.0), 0.8, None, None))
+    out = draw(image, _verdict(faces))
+    assert (image == 40).all() and out.shape == image.shape
+    assert tuple(out[200, 70]) == score_colour(0.9)  # bottom edge of face 1
+    assert tuple(out[150, 20]) == score_colour(0.9)  # its left edge
+    assert tuple(out[220, 240]) == score_colour(None)  # face 2 is not scored yet: grey
+    assert tuple(out[130, 70]) == (40, 40, 40)  # inside a box nothing is painted
+    assert tuple(out[0, 160]) == VERDICT_COLOURS[VerdictState.FAKE]  # the banner
+
+
+def test_config_refuses_bad_values_by_name():
+    with pytest.raises(ValueError, match="crf must be 0..51, got 60"):
+        AnnotateConfig(crf=60)
+    with pytest.raises(ValueError, match="keyframe_every must be at least 1, got 0"):
+        AnnotateConfig(keyframe_every=0)
+
+
+class _Recorder:
+    """FrameSink that keeps what it was given; ``gate`` (if set) holds its first call until opened."""
+
+    name = "recorder"
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.pairs: list[tuple[Frame, Verdict]] = []
+        self.gate = gate
+
+    def publish_frames(self, pairs) -> None:
+        if self.gate is not None:
+            self.gate.wait(60)
+        self.pairs.extend(pairs)
+
+    def close(self) -> None:
+        pass
+
+
+class _OpensGateOnClose(JsonLinesSink):
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__(io.StringIO())
+        self.gate = gate
+
+    def close(self) -> None:
+        super().close()
+        self.gate.set()  # the runner closes sinks after the last publish: every pair has been offered
+
+
+def _runner(fast_models: Path, spec: SourceSpec, sinks, frame_sinks, *, queue: int) -> Runner:
+    return Runner(
+        [spec],
+        DetectStage(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1)),
+        ClassifyStage(Classifier(fast_models / "deepfake_classifier.onnx")),
+        sinks,
+        Observer(),
+        config=RunnerConfig(frame_sink_queue=queue, detect_every=4),  # the tracker carries boxes in between
+        frame_sinks=frame_sinks,
+    )
+
+
+def test_frames_of_files_wait_for_the_frame_sink_and_arrive_in_order_with_their_verdicts(fast_models, demo_clip):
+    out = io.StringIO()
+    recorder = _Recorder()
+    stats = _runner(fast_models, SourceSpec("f", str(demo_clip.path)), [JsonLinesSink(out)], [recorder], queue=2).run()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(f.index, v.frame_index) for f, v in recorder.pairs] == [(r["frame"], r["frame"]) for r in records]
+    assert len(records) == demo_clip.n_frames and stats.sink_failures == {}
+    for (frame, verdict), record in zip(recorder.pairs, records):  # the very messages the other sinks got
+        assert frame.stream_id == verdict.stream_id == record["stream"]
+        assert np.allclose([f.box for f in verdict.faces], [f["box"] for f in record["faces"]], atol=0.051)
+
+
+def test_a_slow_frame_sink_never_holds_up_a_live_stream(fast_models, demo_clip):
+    gate = threading.Event()
+    out = _OpensGateOnClose(gate)
+    recorder = _Recorder(gate)  # stuck until every verdict has been published
+    spec = SourceSpec("live", str(demo_clip.path), pace=True)
+    stats = _runner(fast_models, spec, [out], [recorder], queue=2).run()
+    published = len(out.out.getvalue().splitlines())
+    assert published > 4  # the stages went on while the frame sink was stuck
+    assert 1 <= len(recorder.pairs) <= 2 * 2  # the chunk it was stuck on, and a full queue
+    assert stats.sink_failures == {"recorder": published - len(recorder.pairs)}
