@@ -11,7 +11,7 @@ MODELS := models/face_detector.onnx models/deepfake_classifier.onnx
 # This machine's pip config lists local package folders that do not all exist; hide that noise.
 QUIET_PIP := { grep -v '^WARNING: Location .* is ignored' || true; }
 
-.PHONY: setup models run test lint clean
+.PHONY: setup models run test bench lint clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,12 @@ run: $(STAMP) $(MODELS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Per-frame latency per stage, backend, detector size and batch, against the paper's 6.4 ms and ultralytics'
+# predict (benchmarks/latency.py; needs Redis on 127.0.0.1:6379): about 5 minutes on a 2-core VM. Writes
+# benchmarks/results/latency-<machine>.{json,md,png}. BENCH_ARGS="--sizes 320 --frames 48" for a quick look.
+bench: $(STAMP)
+	$(PY) benchmarks/latency.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engines pipeline trainer tests benchmarks

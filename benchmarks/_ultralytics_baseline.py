@@ -11,6 +11,10 @@ dfwatch runs; it prints the largest difference (pixels) as JSON on stdout.
 ``predict`` runs ``YOLO(pt).predict(source=streams_file, stream=True, ...)`` until SIGTERM and writes one
 line ``<stream> <time.time()>`` per Result (one per stream per iteration) to ``--out``.
 
+``latency`` (for latency.py) runs ``YOLO(pt).predict(source=clip.mp4, stream=True, batch=B, ...)`` over a video
+file and writes JSON to ``--out``: per Result the time it arrived (``time.perf_counter()``), its boxes, and
+ultralytics' own per-image preprocess / inference / postprocess milliseconds (``Result.speed``).
+
 ultralytics is kept at this edge: offline, its settings in a temporary folder, explicit local paths. Two
 adjustments make its stream loader read the RTSP test feeds like live cameras (see ``_live_capture``).
 """
@@ -103,6 +107,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0  # only when every stream ended; the benchmark stops this process with SIGTERM
 
 
+def cmd_latency(args: argparse.Namespace) -> int:
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO(str(args.model))
+    rows = []
+    start = time.perf_counter()
+    for result in model.predict(source=str(args.source), stream=True, imgsz=args.imgsz, conf=args.conf,
+                                max_det=args.max_det, batch=args.batch, device=args.device, verbose=False):  # fmt: skip
+        s = result.speed  # ms per image of this Result's batch
+        rows.append({"t": time.perf_counter(), "boxes": len(result.boxes), "preprocess": s["preprocess"],
+                     "inference": s["inference"], "postprocess": s["postprocess"]})  # fmt: skip
+    doc = {"start": start, "torch_threads": torch.get_num_threads(), "batch": args.batch, "imgsz": args.imgsz,
+           "results": rows}  # fmt: skip
+    Path(args.out).write_text(json.dumps(doc))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conf", type=float, default=0.001)
     p.add_argument("--max-det", type=int, default=1)
     p.set_defaults(func=cmd_predict)
+    q = sub.add_parser("latency", help="YOLO(pt).predict(source=video_file, stream=True, batch=B): per-Result times")
+    q.add_argument("--model", type=Path, required=True)
+    q.add_argument("--source", type=Path, required=True, help="a video file")
+    q.add_argument("--out", type=Path, required=True, help="JSON: per Result its arrival time, boxes, speed")
+    q.add_argument("--imgsz", type=int, default=640)
+    q.add_argument("--batch", type=int, default=1)
+    q.add_argument("--conf", type=float, default=0.001)
+    q.add_argument("--max-det", type=int, default=1)
+    q.add_argument("--device", default="cpu", help="cpu or cuda:0")
+    q.set_defaults(func=cmd_latency)
     args = parser.parse_args(argv)
     _offline()
     return args.func(args)

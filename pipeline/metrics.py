@@ -55,6 +55,9 @@ class Observer:
         self.detect_every = Gauge("dfwatch_detect_every", "The detector runs on every k-th frame", registry=r)
         self.classify_every = Gauge("dfwatch_classify_every", "Each face is classified every m-th frame", registry=r)
         self.fake_score = Gauge("dfwatch_fake_score", "Smoothed fake score of a stream", ["stream"], registry=r)
+        self.verdict = Gauge(
+            "dfwatch_verdict", "1 for the stream's verdict state, 0 for the others", ["stream", "state"], registry=r
+        )
         self._server: Any = None
 
     def serve(self, host: str, port: int) -> None:
@@ -70,3 +73,8 @@ class Observer:
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage).observe(seconds)
+
+    def set_verdict(self, stream: str, state: str, states: tuple[str, ...]) -> None:
+        """One-hot ``dfwatch_verdict{stream, state}``: alerts can hold while a stream stays FAKE."""
+        for name in states:
+            self.verdict.labels(stream, name).set(1.0 if name == state else 0.0)

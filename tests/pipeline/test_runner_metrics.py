@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engines import Classifier, Detector
+from pipeline.messages import VerdictState
 from pipeline.metrics import Observer
 from pipeline.queues import DropPolicy, FrameQueue
 from pipeline.runner import Runner
@@ -49,6 +50,9 @@ def test_runner_counts_and_latencies_match_the_run(fast_models: Path, demo_clip,
     assert len(records) / 8 <= batches < len(records)  # batched across streams, at most max_batch frames
     assert _value(observer, "dfwatch_stream_up", {"stream": "demo"}) == 0  # the file ended
     assert stats.streams["demo"].frames == n_demo
+    last = next(r for r in reversed(records) if r["stream"] == "demo")["verdict"]
+    exported = {s.value: _value(observer, "dfwatch_verdict", {"stream": "demo", "state": s}) for s in VerdictState}
+    assert exported == {st.value: float(st.value == last) for st in VerdictState}  # one-hot: the last verdict
 
 
 def test_duplicate_stream_ids_are_refused(fast_models: Path):

@@ -1,0 +1,399 @@
+"""deploy/: every file parses, the dashboard and alerts name only metrics dfwatch exports, the pieces fit together.
+
+Docker is not available where these tests run, so images are not built here: the Dockerfiles are checked
+statically and the entry point script is run for real (with the real `dfwatch` on PATH).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import parse_config
+from pipeline.metrics import STAGES, Observer
+from pipeline.shard import Shard
+from tests._rtsp import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+ENTRYPOINT = DEPLOY / "entrypoint.sh"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "dfwatch.json"
+K8S = DEPLOY / "k8s"
+METRIC = re.compile(r"\bdfwatch_[a-z0-9_]+")
+# Labels Prometheus or the Operator add to every scraped series, and the histogram bucket label.
+TARGET_LABELS = {"instance", "job", "pod", "namespace", "service", "endpoint", "container", "le"}
+
+
+def _yaml_docs(path: Path) -> list:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def _k8s(path: Path, kind: str) -> dict:
+    return next(d for d in _yaml_docs(path) if d["kind"] == kind)
+
+
+# -- everything parses ----------------------------------------------------------------------------------------
+
+
+def test_every_yaml_json_and_toml_file_under_deploy_parses():
+    files = Counter()
+    for path in sorted(DEPLOY.rglob("*")):
+        if path.suffix in (".yaml", ".yml"):
+            assert _yaml_docs(path), f"{path} is empty"
+        elif path.suffix == ".json":
+            assert isinstance(json.loads(path.read_text()), dict), path
+        elif path.suffix == ".toml":
+            tomllib.loads(path.read_text())
+        else:
+            continue
+        files[path.suffix] += 1
+    # compose, prometheus x2, grafana provisioning x2, k8s base x8, gpu overlay x2; the dashboard; 2 configs
+    assert files[".yaml"] + files[".yml"] >= 15 and files[".json"] >= 1 and files[".toml"] >= 2, files
+
+
+@pytest.mark.parametrize("path", [DEPLOY / "config" / "streams.toml", DEPLOY / "streams.example.toml"])
+def test_stream_configs_are_valid_dfwatch_configs(path):
+    cfg = parse_config(tomllib.loads(path.read_text()), where=str(path))
+    assert cfg.metrics.port == 9108
+
+
+def test_the_configmap_holds_a_valid_dfwatch_config_that_serves_metrics_to_the_cluster():
+    cm = _k8s(K8S / "base" / "configmap.yaml", "ConfigMap")
+    cfg = parse_config(tomllib.loads(cm["data"]["streams.toml"]), where="configmap")
+    assert len(cfg.streams) >= 3 and cfg.metrics.host == "0.0.0.0" and cfg.sinks.redis.startswith("redis://redis:")
+    assert cfg.shard is None  # each worker's shard comes from its pod name, not the shared file
+
+
+# -- metric names: only what the code exports ------------------------------------------------------------------
+
+
+def exported_series() -> tuple[set[str], dict[str, set[str]]]:
+    """Every series name a live dfwatch Observer exposes on /metrics (scraped over HTTP), and each one's labels.
+
+    A labelled metric shows only its HELP/TYPE lines until a label value is used, so the sample names follow
+    the exposition format from each family's type: counter -> NAME_total (and _created), histogram ->
+    NAME_bucket, NAME_sum, NAME_count (and _created), gauge -> NAME.
+    """
+    observer = Observer()
+    port = free_port()
+    observer.serve("127.0.0.1", port)
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        observer.close()
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.MULTILINE))
+    names: set[str] = set()
+    for name, kind in types.items():
+        if not name.startswith("dfwatch_"):
+            continue
+        if kind == "counter":
+            base = name.removesuffix("_total")
+            names |= {f"{base}_total", f"{base}_created"}
+        elif kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count", f"{name}_created"}
+        else:
+            names.add(name)
+    labels = {  # each metric object's name (counters without _total) and label names
+        m._name: set(m._labelnames) | TARGET_LABELS for m in vars(observer).values() if hasattr(m, "_labelnames")
+    }
+    assert len(labels) == len(types) - sum(not n.startswith("dfwatch_") for n in types)
+    return names, labels
+
+
+@pytest.fixture(scope="module")
+def exported():
+    return exported_series()
+
+
+def _exprs() -> dict[str, str]:
+    """Every PromQL expression in the alert rules, the Operator rules and the dashboard, by where it is."""
+    out = {f"alerts.yml {r['alert']}": r["expr"] for g in yaml.safe_load(ALERTS.read_text())["groups"]
+           for r in g["rules"]}  # fmt: skip
+    rule = _k8s(K8S / "base" / "prometheusrule.yaml", "PrometheusRule")
+    out |= {f"prometheusrule {r['alert']}": r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    dash = json.loads(DASHBOARD.read_text())
+    for panel in dash["panels"]:
+        for target in panel.get("targets", []):
+            out[f"panel {panel['title']!r} {target['refId']}"] = target["expr"]
+    for var in dash["templating"]["list"]:
+        if var["type"] == "query":
+            out[f"variable {var['name']}"] = var["query"]["query"]
+    for ann in dash["annotations"]["list"]:
+        out[f"annotation {ann['name']}"] = ann["expr"]
+    return out
+
+
+def unknown_names(text: str, exported: set[str]) -> set[str]:
+    return set(METRIC.findall(text)) - exported
+
+
+def test_the_live_registry_is_what_the_readme_lists(exported):
+    names, _ = exported
+    assert {"dfwatch_stage_seconds_bucket", "dfwatch_frames_dropped_total", "dfwatch_stream_up"} <= names
+    assert "dfwatch_frames_dropped" not in names  # a counter is exposed with _total only
+
+
+def test_every_metric_in_the_dashboard_and_the_alert_rules_is_exported(exported):
+    names, _ = exported
+    exprs = _exprs()
+    assert len(exprs) >= 30
+    bad = {where: sorted(unknown_names(expr, names)) for where, expr in exprs.items() if unknown_names(expr, names)}
+    assert not bad, f"metrics dfwatch does not export: {bad}"
+    for path in (ALERTS, DASHBOARD, K8S / "base" / "prometheusrule.yaml"):  # descriptions and help texts too
+        assert not unknown_names(path.read_text(), names), path
+    used = {m for expr in exprs.values() for m in METRIC.findall(expr)}
+    assert len(used) >= 12  # the dashboard covers most of what the service exports
+
+
+def test_the_name_check_catches_what_it_should(exported):
+    names, _ = exported
+    assert unknown_names("rate(dfwatch_frames_dropped[5m])", names) == {"dfwatch_frames_dropped"}  # no _total
+    assert unknown_names("dfwatch_stage_seconds > 1", names) == {"dfwatch_stage_seconds"}  # histogram, no suffix
+    assert not unknown_names("histogram_quantile(0.95, rate(dfwatch_stage_seconds_bucket[5m]))", names)
+
+
+def test_labels_used_in_queries_exist_on_their_metrics(exported):
+    _, labels = exported
+    for where, expr in _exprs().items():
+        metrics = [m for m in METRIC.findall(expr)]
+        base = {re.sub(r"_(bucket|sum|count|total|created)$", "", m) for m in metrics}
+        allowed = set.union(*(labels[b] for b in base))
+        grouped = {g.strip() for clause in re.findall(r"by \(([^)]*)\)", expr) for g in clause.split(",")}
+        matched = set(re.findall(r"[{,]\s*([a-z_]+)\s*=~?", expr))
+        assert grouped | matched <= allowed, f"{where}: labels {sorted((grouped | matched) - allowed)} not on {base}"
+        for value in re.findall(r'stage=~?"([a-z|]+)"', expr):
+            assert set(value.split("|")) <= set(STAGES), where
+
+
+# -- the alert rules and the dashboard say what the issue asks ----------------------------------------------------
+
+
+def test_alert_rules_cover_stream_down_fake_latency_and_drops():
+    rules = {r["alert"]: r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]}
+    assert rules["DfwatchStreamDown"]["expr"].replace(" ", "") == "dfwatch_stream_up==0"
+    assert "dfwatch_alerts_total" in rules["DfwatchFakeVerdict"]["expr"]
+    latency = rules["DfwatchLatencyHigh"]["expr"]
+    assert "histogram_quantile(0.95" in latency and "dfwatch_capture_to_publish_seconds_bucket" in latency
+    assert latency.rstrip().endswith("> 1")
+    drops = rules["DfwatchDropsHigh"]["expr"]
+    assert "dfwatch_frames_dropped_total" in drops and "dfwatch_frames_decoded_total" in drops
+    assert drops.rstrip().endswith("> 0.05")
+    assert all(r["labels"]["severity"] in {"warning", "critical"} and r["annotations"]["summary"]
+               for r in rules.values())  # fmt: skip
+
+
+def test_the_operator_rules_are_the_alert_file():
+    rule = _k8s(K8S / "base" / "prometheusrule.yaml", "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(ALERTS.read_text())
+
+
+def test_dashboard_shows_verdicts_scores_stage_heatmaps_fps_drops_reconnects():
+    dash = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dash["panels"] if p["type"] != "row"]
+    exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in panels}
+    kinds = {p["title"]: p["type"] for p in panels}
+    assert any("dfwatch_fake_score" in e and kinds[t] == "state-timeline" for t, e in exprs.items())
+    assert any("dfwatch_alerts_total" in e for e in exprs.values())
+    heatmaps = [p for p in panels if p["type"] == "heatmap"]
+    stage = next(p for p in heatmaps if "dfwatch_stage_seconds_bucket" in p["targets"][0]["expr"])
+    assert stage["repeat"] == "stage" and all(t["format"] == "heatmap" for p in heatmaps for t in p["targets"])
+    assert any("dfwatch_capture_to_publish_seconds_bucket" in p["targets"][0]["expr"] for p in heatmaps)
+    for metric in ("dfwatch_stream_fps", "dfwatch_frames_dropped_total", "dfwatch_reconnects_total"):
+        assert any(metric in e for e in exprs.values()), metric
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in panels)
+
+
+# -- compose, prometheus and grafana fit together -----------------------------------------------------------------
+
+
+def test_compose_wires_dfwatch_redis_prometheus_and_grafana():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"dfwatch", "redis", "prometheus", "grafana"}
+    build = services["dfwatch"]["build"]
+    assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name}: mounts missing {source}"
+    config_mount = next(v for v in services["dfwatch"]["volumes"] if v.startswith("./config/"))
+    assert config_mount.split(":")[1] in services["dfwatch"]["command"]
+    cfg = parse_config(tomllib.loads((DEPLOY / "config" / "streams.toml").read_text()))
+    assert cfg.metrics.host == "0.0.0.0" and cfg.sinks.redis == "redis://redis:6379/0"
+    prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets == [f"dfwatch:{cfg.metrics.port}"]
+    assert all((DEPLOY / "prometheus" / f).is_file() for f in prom["rule_files"])
+    assert f"127.0.0.1:{cfg.metrics.port}:{cfg.metrics.port}" in services["dfwatch"]["ports"]
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/dfwatch.yaml").read_text())["providers"][0]
+    mounts = dict(v.split(":")[:2][::-1] for v in services["grafana"]["volumes"] if v.startswith("./"))
+    assert (DEPLOY / mounts[provider["options"]["path"]] / "dfwatch.json").is_file()
+    datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text())
+    dash = json.loads(DASHBOARD.read_text())
+    current = next(v for v in dash["templating"]["list"] if v["name"] == "datasource")["current"]["value"]
+    assert datasource["datasources"][0]["uid"] == current and datasource["datasources"][0]["url"].endswith(":9090")
+
+
+# -- images -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_dockerfiles_run_as_a_user_check_health_and_download_no_model(name):
+    text = (DEPLOY / name).read_text()
+    instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
+    users = [line.split()[1] for line in instructions if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in {"0", "root"}
+    assert "HEALTHCHECK" in text and "/metrics" in text.split("HEALTHCHECK", 1)[1]
+    assert "COPY models/ /app/models/" in text and 'ENTRYPOINT ["dfwatch-entrypoint"]' in text
+    assert not re.search(r"curl|wget|hf_hub|huggingface|\.pt\b|yolov8n\.pt|torch\.hub", "\n".join(instructions))
+    for line in instructions:  # every path the image copies from the build context exists (models/ is built)
+        if line.startswith("COPY ") and "--from" not in line:
+            for source in line.split()[1:-1]:
+                if not source.startswith("--") and source != "models/":
+                    assert (ROOT / source).exists(), f"{name}: COPY {source} is not in the repository"
+    ignore = (DEPLOY / f"{name}.dockerignore").read_text().splitlines()
+    assert "*" in ignore
+    assert {"!models/", "!deploy/entrypoint.sh", "!engines/", "!pipeline/", "!trainer/"} <= set(ignore)
+
+
+def test_cpu_image_is_slim_python_and_gpu_image_takes_the_tensorrt_base_as_an_argument():
+    cpu = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.1[1-9]-slim", cpu, flags=re.MULTILINE)
+    assert "download.pytorch.org/whl/cpu" in cpu and "torch==2.14.1" in cpu
+    gpu = (DEPLOY / "Dockerfile.gpu").read_text()
+    assert re.search(r"^ARG BASE=nvcr\.io/nvidia/tensorrt:\S+$", gpu, flags=re.MULTILINE)
+    assert re.search(r"^FROM \$\{BASE\}$", gpu, flags=re.MULTILINE) and "tensorrt" in gpu
+
+
+# -- kubernetes ---------------------------------------------------------------------------------------------------
+
+
+def _shards_env(container: dict) -> str:
+    return next(e["value"] for e in container["env"] if e["name"] == "DFWATCH_SHARDS")
+
+
+def test_statefulset_shards_by_ordinal_and_exposes_metrics_to_the_service_monitor():
+    sts = _k8s(K8S / "base" / "statefulset.yaml", "StatefulSet")
+    spec = sts["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    assert int(_shards_env(container)) == spec["replicas"] >= 2
+    pod_name = next(e for e in container["env"] if e["name"] == "DFWATCH_POD_NAME")
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert container["args"][:1] == ["watch"] and "--control" in container["args"]
+    assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    config = next(v for v in spec["template"]["spec"]["volumes"] if v["name"] == "config")
+    cm = _k8s(K8S / "base" / "configmap.yaml", "ConfigMap")
+    assert config["configMap"]["name"] == cm["metadata"]["name"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")["mountPath"]
+    assert f"{mount}/streams.toml" in container["args"]
+    port = container["ports"][0]
+    svc = _k8s(K8S / "base" / "service.yaml", "Service")
+    assert spec["serviceName"] == svc["metadata"]["name"] and svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["ports"][0]["targetPort"] == port["name"] == "metrics" and port["containerPort"] == 9108
+    labels = spec["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    monitor = _k8s(K8S / "base" / "servicemonitor.yaml", "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    assert all((K8S / "base" / r).is_file() for r in kustomization["resources"])
+
+
+def test_gpu_overlay_requests_a_gpu_per_worker():
+    patch = _k8s(K8S / "overlays" / "gpu" / "statefulset-gpu.yaml", "StatefulSet")
+    container = patch["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert any(a.endswith(".engine") for a in container["args"])
+    kustomization = yaml.safe_load((K8S / "overlays" / "gpu" / "kustomization.yaml").read_text())
+    assert kustomization["images"][0]["newTag"] == "gpu"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (its built-in kustomize) is not installed")
+@pytest.mark.parametrize("overlay", ["base", "overlays/gpu"])
+def test_kustomize_renders(overlay):
+    proc = subprocess.run(["kubectl", "kustomize", str(K8S / overlay)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    kinds = Counter(d["kind"] for d in docs)
+    assert kinds["StatefulSet"] == kinds["ConfigMap"] == kinds["ServiceMonitor"] == kinds["PrometheusRule"] == 1
+    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert int(_shards_env(container)) == sts["spec"]["replicas"]
+    assert all(d["metadata"].get("namespace") == "dfwatch" for d in docs if d["kind"] != "Namespace")
+    if overlay.endswith("gpu"):
+        assert container["image"] == "dfwatch:gpu" and container["resources"]["requests"]["nvidia.com/gpu"] == 1
+        assert {e["name"] for e in container["env"]} >= {"DFWATCH_SHARDS", "DFWATCH_POD_NAME", "DFWATCH_BUILD_ENGINES"}
+    else:
+        assert container["image"] == "dfwatch:cpu" and "nvidia.com/gpu" not in json.dumps(sts)
+
+
+# -- the entry point: pod ordinal -> --shard, run for real -----------------------------------------------------------
+
+
+def _entrypoint(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # the real dfwatch of this venv
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DFWATCH_")}
+    return subprocess.run(["sh", str(ENTRYPOINT), *args], capture_output=True, text=True, timeout=timeout,
+                          env=base | {"PATH": path, "OMP_NUM_THREADS": "2"} | env)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory):
+    from pipeline.demo import make_demo_clip
+
+    return make_demo_clip(tmp_path_factory.mktemp("entrypoint") / "tiny.mp4", real_seconds=0.2, fake_seconds=0.2)
+
+
+def test_entrypoint_runs_the_pods_shard_of_the_configured_streams(model_dir, tiny_clip, tmp_path):
+    names = [f"cam{i}" for i in range(6)]
+    owned = Shard(1, 3).select(names)
+    assert 0 < len(owned) < len(names)
+    config = tmp_path / "streams.toml"
+    config.write_text("".join(f'[[streams]]\nid = "{n}"\nurl = "{tiny_clip.path}"\n\n' for n in names))
+    proc = _entrypoint("watch", "--config", str(config), "--models", str(model_dir), "--metrics-port", "0",
+                       "--det-conf", "0.001", "--max-faces", "1",
+                       env={"DFWATCH_SHARDS": "3", "DFWATCH_POD_NAME": "dfwatch-1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    streams = Counter(json.loads(line)["stream"] for line in proc.stdout.splitlines())
+    assert streams == {n: tiny_clip.n_frames for n in owned}
+    assert f"shard 1/3: this worker owns {len(owned)} of 6 configured streams" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DFWATCH_SHARDS": "3", "DFWATCH_POD_NAME": "dfwatch"}, "pod name 'dfwatch' does not end in -<ordinal>"),
+        ({"DFWATCH_SHARDS": "3", "DFWATCH_POD_NAME": "dfwatch-x"}, "set DFWATCH_SHARD_INDEX=0..2"),
+        ({"DFWATCH_SHARDS": "three", "DFWATCH_POD_NAME": "dfwatch-0"}, "DFWATCH_SHARDS='three' is not a number"),
+        ({"DFWATCH_SHARDS": "3", "DFWATCH_POD_NAME": "dfwatch-3"}, "shard 3/3 is out of range"),  # dfwatch's check
+        ({"DFWATCH_SHARDS": "0", "DFWATCH_POD_NAME": "dfwatch-0"}, "shard 0/0 is out of range"),
+    ],
+)
+def test_entrypoint_refuses_what_gives_no_shard(env, message):
+    proc = _entrypoint("watch", env=env)
+    assert proc.returncode == 2 and message in proc.stderr and proc.stdout == ""
+
+
+def test_entrypoint_takes_an_explicit_index_and_passes_other_commands_through(tmp_path):
+    name = next(f"cam{i}" for i in range(100) if not Shard(2, 4).owns(f"cam{i}"))
+    env = {"DFWATCH_SHARDS": "4", "DFWATCH_SHARD_INDEX": "2", "HOSTNAME": "not-a-pod"}
+    proc = _entrypoint("watch", f"{name}={tmp_path / 'never-opened.mp4'}", "--metrics-port", "0", env=env)
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert "shard 2/4: this worker owns 0 of 1 configured streams" in proc.stderr and "nothing to watch" in proc.stderr
+    proc = _entrypoint("--help", env={"DFWATCH_SHARDS": "3"})
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: dfwatch")
