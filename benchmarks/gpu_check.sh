@@ -18,7 +18,9 @@
 #   3. benchmarks/engines.py --device cuda for the classifier, then the detector: ONNX Runtime (CUDA
 #      if its build has it, and CPU), torch eager fp32, torch compiled fp16 (CUDA graphs), TensorRT
 #      fp16 where importable; batch 1..64
-# Files in $OUT (at most 8): summary.txt, gpu-tests.log, bench.log, engines-*.json/.md (written after
+#   4. benchmarks/latency.py --device cuda (sizes 320 and 640) with the time left of 8 minutes, where
+#      PyAV is installed (Redis optional: without one the publish stage is not timed)
+# Files in $OUT: summary.txt, gpu-tests.log, bench.log, latency.log, engines-*.json/.md, latency-* (written after
 # every cell, so a benchmark step that hits its timeout keeps the cells it finished).
 set -uo pipefail
 
@@ -134,5 +136,20 @@ if timeout 45 "$PY" -m trainer.cli placeholders --out "$MODELS" >> "$OUT/bench.l
   done
 else
   say "FAIL: exporting the placeholder models failed (see bench.log; ultralytics/onnxslim missing?)"
+fi
+# -- 4. per-frame latency on CUDA (benchmarks/latency.py), with what is left of the 8 minutes -------------
+left=$(( 470 - $(elapsed) ))
+if (( left < 60 )); then
+  say "latency benchmark skipped: $(elapsed) s used, under 60 s left of the 8-minute budget"
+elif ! "$PY" -c 'import av' 2>/dev/null; then
+  say "latency benchmark skipped: PyAV (av) is not installed on this machine (it decodes the clip)"
+else
+  redis_url=none
+  "$PY" -c 'import redis; redis.Redis(socket_timeout=1).ping()' 2>/dev/null && redis_url=redis://127.0.0.1:6379/0
+  say "== latency benchmark, $left s left (started at $(elapsed) s; publish to Redis: $redis_url)"
+  timeout "$left" "$PY" benchmarks/latency.py --device cuda --sizes 320,640 --frames 64 --redis "$redis_url" \
+    --quiet-wait 0 --max-load 1000 --retries 0 --out-dir "$OUT" >> "$OUT/latency.log" 2>&1
+  rc=$?
+  say "latency exit $rc$( [[ $rc == 124 ]] && echo " (TIMED OUT after $left s)")"
 fi
 say "== done in $(elapsed) s; files: $(cd "$OUT" && ls | tr '\n' ' ')"
