@@ -47,7 +47,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Per-frame latency per stage, backend, detector size and batch, against the paper's 6.4 ms and ultralytics'
-# predict (benchmarks/latency.py; needs Redis on 127.0.0.1:6379): about 9 minutes on a 2-core VM. Writes
+# predict (benchmarks/latency.py; needs Redis on 127.0.0.1:6379): about 5 minutes on a quiet 2-core VM. Writes
 # benchmarks/results/latency-<machine>.{json,md,png}. BENCH_ARGS="--sizes 320 --frames 48" for a quick look.
 bench: $(STAMP)
 	$(PY) benchmarks/latency.py $(BENCH_ARGS)

@@ -1,6 +1,6 @@
 """Per-frame latency against the paper's 6.4 ms and ultralytics' predict: stage by stage, per backend.
 
-    .venv/bin/python benchmarks/latency.py                         # what `make bench` runs (CPU, ~9 min here)
+    .venv/bin/python benchmarks/latency.py                         # what `make bench` runs (CPU, ~5 min here)
     .venv/bin/python benchmarks/latency.py --sizes 320 --frames 48 # a quick look
 
 On one generated clip (the demo clip: 640x480, 25 fps, H.264, a real face), for each detector input
