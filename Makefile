@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dfwatch-installed
-MODELS := models/face_detector.onnx models/deepfake_classifier.onnx
+MODELS := $(foreach m,face_detector deepfake_classifier,models/$(m).onnx models/$(m).pt2)
 # This machine's pip config lists local package folders that do not all exist; hide that noise.
 QUIET_PIP := { grep -v '^WARNING: Location .* is ignored' || true; }
 

@@ -225,6 +225,8 @@ def measure(
     for kind in args.kinds:
         size = load_manifest(models / f"{KINDS[kind]}.onnx").input_size
         backends = open_backends(models, kind, args.backends, args.device)
+        if not backends:  # else time_cell has nothing to time and fails with a bare StopIteration
+            raise RuntimeError(f"no backend of {args.backends} runs the {kind} here (the lines above say why)")
         for batch in args.batches:
             bar.set_postfix_str(f"{kind} batch {batch}")
             x = make_batch(kind, size, batch, frames)

@@ -177,10 +177,11 @@ def build_engine(
         shape = (calibration_batch, 3, size, size)
         calib_profile.set_shape(input_name, shape, shape, shape)
         config.set_flag(trt.BuilderFlag.INT8)
+        calib_cache = out.with_name(out.name + ".calib-cache")
+        # A cache from an earlier build would skip calibration: stale after a re-export or for other images.
+        calib_cache.unlink(missing_ok=True)
         # Held in a local too: the config's reference alone does not keep the Python object alive.
-        calibrator = make_calibrator(
-            trt, batches, batch=calibration_batch, cache=out.with_name(out.name + ".calib-cache")
-        )
+        calibrator = make_calibrator(trt, batches, batch=calibration_batch, cache=calib_cache)
         config.int8_calibrator = calibrator
         config.set_calibration_profile(calib_profile)
 

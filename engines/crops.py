@@ -32,6 +32,8 @@ def crop_faces(frames: Sequence[np.ndarray], detections: Detections, *, size: in
         frame = frames[fi]
         h, w = frame.shape[:2]
         side = max(int(x2 - x1), 1)
+        # x and y round on their own, so y2 - y1 can differ from the side by a pixel: keep the square.
+        x2, y2 = x1 + side, y1 + side
         cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
         canvas = np.zeros((side, side, 3), dtype=np.uint8)
         if cx2 > cx1 and cy2 > cy1:

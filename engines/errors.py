@@ -6,8 +6,8 @@ from pathlib import Path
 
 # ONNX files are exported from torch; every other format is built from them (and the torch reference).
 REBUILD_HINT = (
-    "rebuild by re-exporting the models: `dfwatch-train placeholders --out DIR` "
-    "(`make models` for the bundled models/ directory)"
+    "rebuild by re-exporting the models: `dfwatch-train export --checkpoint CKPT` for a trained classifier, "
+    "`dfwatch-train placeholders --out DIR` for untrained placeholders (`make models` for the bundled models/)"
 )
 ENGINES_HINT = "rebuild the artifacts for this machine with `dfwatch-train engines --models DIR`"
 

@@ -112,9 +112,16 @@ def load_yolo_detector(source: str | Path) -> Any:
     else:
         if not Path(source).is_file():
             raise ExportError(f"detector checkpoint {source} does not exist")
-        ckpt = torch.load(source, map_location="cpu", weights_only=False)
-        model = (ckpt.get("ema") or ckpt["model"]).float()
-        if model.nc != 1:
+        try:
+            ckpt = torch.load(source, map_location="cpu", weights_only=False)
+            model = (ckpt.get("ema") or ckpt["model"]).float()
+            classes = model.nc
+        except Exception as exc:  # a truncated file, or a checkpoint that is not an ultralytics detector
+            raise ExportError(
+                f"{source} is not an ultralytics YOLOv8 detector checkpoint (.pt with a 'model'): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if classes != 1:
             raise ExportError(f"{source} has {model.nc} classes; dfwatch needs a one-class face detector")
     model = model.fuse() if hasattr(model, "fuse") else model
     model.eval()

@@ -39,6 +39,7 @@ class TensorRTPlan:
     required: bool  # fail (rather than skip) when TensorRT or a GPU is missing
     precision: str  # "fp16" or "fp32"; classifiers get "int8" when calibration images are given
     calibration: Callable[[int], Iterable[np.ndarray]] | None  # input_size -> uint8 crops, for INT8
+    calibration_limit: int = 512  # crops calibration reads, at most
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,9 @@ def _build_tensorrt(onnx_path: Path, plan: TensorRTPlan, *, force: bool) -> Buil
     if not force and up_to_date(out, precision=precision, matches=same_machine):
         note = "up to date, kept" + (f"; {note}" if note else "")
     else:
-        out, _ = build_engine(onnx_path, precision=precision, calibration=calibration)
+        out, _ = build_engine(
+            onnx_path, precision=precision, calibration=calibration, calibration_limit=plan.calibration_limit
+        )
     build_s = time.perf_counter() - start
     return _row(out, build_s, verify_against_onnx(out, onnx_path), note)
 

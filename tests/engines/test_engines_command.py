@@ -96,3 +96,16 @@ def test_calibration_crops_come_from_the_face_store(tmp_path: Path, frames):
     np.testing.assert_array_equal(got, crops[[0, 1, 3]])  # evenly spread over the 4 training crops
     with pytest.raises(ValueError, match="holds 64px crops, the classifier takes 256px"):
         list(calibration_crops(store, limit=3)(256))
+
+
+def test_calib_samples_reaches_the_int8_build(tmp_path: Path, monkeypatch):
+    import engines.rebuild
+
+    seen = {}
+    monkeypatch.setattr(engines.rebuild, "rebuild", lambda models, **kw: seen.update(kw) or [])
+    store = tmp_path / "crops.h5"
+    args = ["engines", "--models", str(tmp_path), "--int8-calib", str(store), "--calib-samples", "1000"]
+    assert main(args) == 1 and not seen  # no store: refused before anything is built
+    store.touch()
+    assert main(args) == 0
+    assert seen["tensorrt"].calibration_limit == 1000  # not build_engine's default of 512

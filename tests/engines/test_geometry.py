@@ -88,6 +88,13 @@ def test_crop_is_square_around_a_tall_box_with_margin():
     np.testing.assert_array_equal(crops[0], frame[30:70, 30:70])  # side 20 * 2 = 40, centred on (50, 50)
 
 
+def test_crop_of_a_box_whose_corners_round_differently_in_x_and_y_stays_square():
+    frame = _position_frame()
+    # side 10.5: x rounds 14.75..25.25 to 15..25 (10 px), y 5.0..15.5 to 5..16 (11 px): square, 10 px
+    crops = crop_faces([frame], Detections([[14.75, 5.0, 25.25, 15.5]], [1.0], [0]), size=10, margin=0.0)
+    np.testing.assert_array_equal(crops[0], frame[5:15, 15:25])
+
+
 def test_crop_outside_the_frame_is_black_and_keeps_the_face_in_place():
     frame = _position_frame()
     crops = crop_faces([frame], Detections([[0, 0, 20, 20]], [1.0], [0]), size=40, margin=0.5)

@@ -82,3 +82,16 @@ def test_detector_rejects_bad_frames(model_dir: Path, frames: np.ndarray):
 def test_classifier_rejects_crops_of_the_wrong_size(model_dir: Path):
     with pytest.raises(InputError, match=r"\(n, 256, 256, 3\), got uint8 \(1, 128, 128, 3\)"):
         Classifier(model_dir / "deepfake_classifier.onnx")(np.zeros((1, 128, 128, 3), np.uint8))
+
+
+@pytest.mark.parametrize("content", [b"PK\x03\x04 truncated", None], ids=["truncated", "not-a-detector"])
+def test_a_bad_detector_checkpoint_is_an_export_error_naming_it(tmp_path: Path, content: bytes | None):
+    from engines import ExportError
+
+    path = tmp_path / "face.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(1)}, path)  # a checkpoint without an ultralytics 'model'
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ExportError, match=r"face\.pt is not an ultralytics YOLOv8 detector checkpoint"):
+        load_yolo_detector(path)

@@ -56,10 +56,18 @@ def cmd_engines(args: argparse.Namespace) -> int:
         torch_plan = TorchPlan(precision=precision, compile_mode=None if mode == "none" else mode, device=device)
     if args.int8_calib is not None and args.tensorrt is False:
         raise ValueError("--int8-calib is for TensorRT INT8 plans; it cannot go with --no-tensorrt")
+    if args.int8_calib is not None and not args.int8_calib.is_file():
+        # Checked here: read later inside TensorRT's calibrator callback, the error would be lost in its log.
+        raise ValueError(f"--int8-calib {args.int8_calib} does not exist (a face store from dfwatch-train dataset)")
     trt_plan = None
     if args.tensorrt is not False:
         calibration = calibration_crops(args.int8_calib, limit=args.calib_samples) if args.int8_calib else None
-        trt_plan = TensorRTPlan(required=bool(args.tensorrt), precision=args.trt_precision, calibration=calibration)
+        trt_plan = TensorRTPlan(
+            required=bool(args.tensorrt),
+            precision=args.trt_precision,
+            calibration=calibration,
+            calibration_limit=args.calib_samples,
+        )
     rows = rebuild(args.models, tensorrt=trt_plan, torch=torch_plan, force=args.force, progress=not args.no_progress)
     print(format_table(rows))
     built = [r for r in rows if r.size_bytes is not None]
