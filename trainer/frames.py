@@ -88,12 +88,12 @@ def _sample_by_seeking(
         pts = start + target / rate / tb
         before = keyframes[keyframes <= pts + half]
         key = int(before[-1]) if len(before) else None
-        if decoder is None or last is None or (key is not None and key > last.pts):
-            container.seek(int(key if key is not None else pts), stream=stream, backward=True, any_frame=False)
-            decoder = container.decode(stream)
-            last = None
         got = None
         try:
+            if decoder is None or last is None or (key is not None and key > last.pts):
+                container.seek(int(key if key is not None else pts), stream=stream, backward=True, any_frame=False)
+                decoder = container.decode(stream)
+                last = None
             if last is not None and last.pts >= pts - half:
                 got = last  # two targets on one frame (very short videos)
             else:

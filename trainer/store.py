@@ -303,11 +303,18 @@ class FaceStoreWriter:
         h5 = self._file
         rows = int(h5.attrs["rows"])
         extra = len(h5["label"]) - rows
+        log = h5["videos"]
+        n_log = min(len(log[name]) for name in _LOG_COLUMNS)  # a log row written in part is dropped
+        if extra > 0 and n_log and log["path"].asstr()[n_log - 1] in set(h5["video"].asstr()[rows:].tolist()):
+            n_log -= 1  # finish_video was interrupted after logging the video but before committing its rows
+        for name in _LOG_COLUMNS:
+            if len(log[name]) > n_log:
+                log[name].resize(n_log, axis=0)
         if extra > 0:
             logger.warning("%s: dropping %d rows of a video that was interrupted; it is redone", self.path, extra)
             for name in ("crops", *_COLUMNS):
                 h5[name].resize(rows, axis=0)
-            h5.flush()
+        h5.flush()
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from trainer.fit import load_checkpoint
 from trainer.store import FaceStore
 
@@ -89,3 +91,26 @@ def test_compare_protocols_plans_two_stores_one_search_two_fits_and_one_table(tm
     assert (search.threads, search.n_trials, search.epochs) == (1, 5, 10)  # its own flag wins; defaults stay
     engines = stage_namespace("engines", ["--models", str(tmp_path)], args)
     assert engines.device is None  # "auto" is not an engines device: engines keeps its own default
+
+
+def test_all_refuses_a_changed_search_space_on_the_old_study(tmp_path, capsys):
+    """The old study's finished trials would count against the new space and its best come back."""
+    from trainer.cli import build_parser, main
+    from trainer.commands.all import STAGES, _options, plan, stage_namespace
+
+    base = ["all", "--celebdf", str(tmp_path / "tree"), "--work", str(tmp_path), "--until", "search"]
+    args = build_parser().parse_args([*base, "--search-families", "paper_cnn"])
+    state = {}
+    for key, stage, managed in plan(args, list(STAGES)):
+        ns = stage_namespace(stage, managed, args)
+        if stage == "search":
+            ns.total_trials = ns.n_trials
+        state[key] = {"finished": "", "seconds": 0, "options": json.loads(json.dumps(_options(ns), default=str))}
+    (tmp_path / "all_state.json").write_text(json.dumps(state))
+    assert main([*base, "--search-families", "efficientnet"]) == 1
+    assert "search options ['families'] changed" in capsys.readouterr().err
+    # more trials, or a new study, are fine (they stop later, on the missing tree's store)
+    with pytest.raises(Exception, match="no such face store"):
+        main(["--debug", *base, "--search-families", "efficientnet", "--search-study-name", "other"])
+    with pytest.raises(Exception, match="no such face store"):
+        main(["--debug", *base, "--search-families", "paper_cnn", "--search-n-trials", "9"])

@@ -63,3 +63,16 @@ def test_export_refuses_what_is_not_a_checkpoint_and_a_foreign_report(trained, t
     assert main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "m.onnx"),
                  "--report", str(tmp_path / "r.json")]) == 1  # fmt: skip
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_refuses_a_report_of_other_weights(trained, tmp_path):
+    """Metrics of the last epoch's weights must not go into the manifest of the best epoch's."""
+    from trainer.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(trained), "--weights", "last", "--out", str(tmp_path / "eval")]) == 0
+    report = tmp_path / "eval" / "report.json"
+    assert main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "m.onnx"),
+                 "--report", str(report)]) == 1  # fmt: skip
+    assert not (tmp_path / "m.onnx").exists()
+    assert main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "m.onnx"), "--weights", "last",
+                 "--report", str(report)]) == 0  # fmt: skip

@@ -85,3 +85,29 @@ def test_truncated_video_keeps_what_decodes(long_gop_clip: Path, tmp_path: Path)
 def test_bad_count(long_gop_clip: Path):
     with pytest.raises(ValueError, match="frames per video must be >= 1, got 0"):
         sample_frames(long_gop_clip, 0)
+
+
+def test_a_failing_seek_is_a_read_error(long_gop_clip: Path, monkeypatch: pytest.MonkeyPatch):
+    """A container whose seek fails (damaged index) is a VideoReadError the builder skips, not a crash."""
+    real_open = av.open
+
+    class _NoSeek:
+        def __init__(self, container):
+            self._c = container
+
+        def __enter__(self):
+            self._c.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self._c.__exit__(*exc)
+
+        def __getattr__(self, name):
+            return getattr(self._c, name)
+
+        def seek(self, *args, **kwargs):
+            raise av.FFmpegError(1, "Operation not permitted")
+
+    monkeypatch.setattr(av, "open", lambda *a, **k: _NoSeek(real_open(*a, **k)))
+    with pytest.raises(VideoReadError, match="decoding failed before frame"):
+        sample_frames(long_gop_clip, 4)

@@ -129,6 +129,25 @@ def test_resume_appends_and_drops_an_interrupted_video(tmp_path: Path):
         }  # fmt: skip
 
 
+def test_resume_redoes_a_video_whose_commit_was_interrupted(tmp_path: Path):
+    """Interrupted inside finish_video: logged as done but its rows not committed -> redone, not lost."""
+    path = tmp_path / "faces.h5"
+    with FaceStoreWriter(path, **BUILD) as w:
+        _write_video(w, "a.mp4", n=3, label=0, split="train", seed=1)
+        committed = int(w._file.attrs["rows"])
+        _write_video(w, "b.mp4", n=2, label=1, split="val", seed=2)
+        w._file.attrs["rows"] = committed  # the interrupt fell between the log row and the rows attribute
+        log = w._file["videos"]
+        log["path"].resize(3, axis=0)  # and a third log row got only its path
+        log["path"][2] = "c.mp4"
+    with FaceStoreWriter(path, **BUILD) as w:
+        assert w.done_videos() == {"a.mp4"} and w.rows == 3
+        _write_video(w, "b.mp4", n=2, label=1, split="val", seed=2)
+    with FaceStore(path) as store:
+        assert store.meta("video").tolist() == ["a.mp4"] * 3 + ["b.mp4"] * 2
+        assert [e["path"] for e in store.video_log()] == ["a.mp4", "b.mp4"]
+
+
 def test_resume_with_other_options_is_refused(tmp_path: Path):
     path = tmp_path / "faces.h5"
     with FaceStoreWriter(path, **BUILD) as w:

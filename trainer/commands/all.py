@@ -5,7 +5,8 @@ Every flag of every stage is a flag of ``all`` with the stage's name in front
 stage that finishes is recorded in WORK/all_state.json with its options: a rerun skips it, so an
 interrupted run resumes stage by stage (and inside a stage, the stage's own resume: finished
 videos, finished trials, the fit checkpoint). A stage whose options changed runs again, and so
-does every stage after it.
+does every stage after it; where its earlier output cannot be resumed with the new options (other
+dataset options, another search space, another training config) it stops with an error instead.
 """
 
 from __future__ import annotations
@@ -138,6 +139,29 @@ class _State:
         os.replace(tmp, self.path)
 
 
+# search options that may change between runs of one study: how many trials, where, how fast
+_SEARCH_RERUNNABLE = {"n_trials", "total_trials", "threads", "device", "workers"}
+_SEARCH_STUDY = ("storage", "study_name", "redis_prefix")
+
+
+def _check_search_reuse(entry: dict[str, Any] | None, options: dict[str, Any], work: Path) -> None:
+    """Refuse a search whose space or training changed but whose study is the old one: the study
+    would count the old trials as done and hand back the old best config, silently."""
+    if entry is None:
+        return
+    old = entry["options"]
+    new = json.loads(json.dumps(options, default=str))
+    if any(old.get(k) != new.get(k) for k in _SEARCH_STUDY):
+        return  # another study: nothing of the old one is reused
+    changed = sorted(k for k in new if k not in _SEARCH_RERUNNABLE and old.get(k) != new[k])
+    if changed:
+        raise ValueError(
+            f"search options {changed} changed since the study in {work / 'search'} ran; its trials would be reused "
+            "as if run with the new ones: give --search-study-name NAME for a new study, or delete "
+            f"{work / 'search'} (and what follows) to start over"
+        )
+
+
 def plan(args: argparse.Namespace, stages: list[str]) -> list[tuple[str, str, list[str]]]:
     """(key, stage, managed argv) in order; key names the stage's run (``fit:paper``) in the state file."""
     work: Path = args.work
@@ -185,6 +209,8 @@ def cmd_all(args: argparse.Namespace) -> int:
         if stage == "search" and ns.total_trials is None:
             ns.total_trials = ns.n_trials  # a rerun runs the missing trials, not n more
         options = _options(ns)
+        if stage == "search":
+            _check_search_reuse(state.done.get(key), options, args.work)
         if state.skip(key, options):
             logger.info("stage %s: done before with the same options, skipping", key)
             skipped.append(key)

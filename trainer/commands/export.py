@@ -51,6 +51,14 @@ def provenance(
         mine = [r for r in runs if Path(r["checkpoint"]).resolve() == checkpoint.resolve()]
         if not mine:
             raise ValueError(f"--report {report} has no run of checkpoint {checkpoint}")
+        scored = [r for r in mine if r.get("weights") == weights]
+        if not scored:  # its metrics belong to another epoch's weights than the ones exported
+            theirs = mine[0].get("weights")
+            raise ValueError(
+                f"--report {report} scored the {theirs!r} weights of {checkpoint}, this export the {weights!r} "
+                f"ones; evaluate with --weights {weights} or export with --weights {theirs}"
+            )
+        mine = scored
         training["metrics"] = {
             "split": mine[0]["split"],
             "video_reduce": mine[0]["video_reduce"],
