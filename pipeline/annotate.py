@@ -13,6 +13,7 @@ so the newest footage is always kept. A resolution change also starts a new file
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -138,8 +139,9 @@ def check_writable(directory: Path, *, what: str) -> Path:
 class _StreamVideo:
     """One stream's current MP4 file: opened at its first frame, rotated by size or resolution."""
 
-    def __init__(self, directory: Path, stream_id: str, cfg: AnnotateConfig) -> None:
-        name = _SAFE.sub("_", stream_id).strip("._") or "stream"
+    def __init__(self, directory: Path, stream_id: str, cfg: AnnotateConfig, *, name: str | None = None) -> None:
+        """``name``: the file name stem; by default the stream id made safe for a file name."""
+        name = name or safe_name(stream_id)
         self.path = directory / f"{name}.mp4"
         self.previous = directory / f"{name}.1.mp4"
         self.stream_id, self.cfg = stream_id, cfg
@@ -223,6 +225,11 @@ class _StreamVideo:
                     self.previous.name, self.path.name)  # fmt: skip
 
 
+def safe_name(stream_id: str) -> str:
+    """``stream_id`` as a file name stem (ids that differ only in unsafe characters give the same stem)."""
+    return _SAFE.sub("_", stream_id).strip("._") or "stream"
+
+
 def _even(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) padded by one black row / column where H or W is odd."""
     h, w = image.shape[:2]
@@ -248,8 +255,19 @@ class Annotator:
         for frame, verdict in pairs:
             video = self.videos.get(frame.stream_id)
             if video is None:
-                video = self.videos[frame.stream_id] = _StreamVideo(self.dir, frame.stream_id, self.cfg)
+                video = self.videos[frame.stream_id] = self._new_video(frame.stream_id)
             video.write(draw(frame.image, verdict), frame)
+
+    def _new_video(self, stream_id: str) -> _StreamVideo:
+        """The stream's video under its safe name, or that name plus a hash of the id when the name (or its
+        rotation ``.1``) is another stream's file: "cam/1" and "cam_1", or "cam" and "cam.1"."""
+        taken = {p for v in self.videos.values() for p in (v.path, v.previous)}
+        video = _StreamVideo(self.dir, stream_id, self.cfg)
+        if video.path in taken or video.previous in taken:
+            digest = hashlib.blake2b(stream_id.encode(), digest_size=4).hexdigest()
+            video = _StreamVideo(self.dir, stream_id, self.cfg, name=f"{safe_name(stream_id)}-{digest}")
+            logger.info("annotated video of %r goes to %s: its plain name is another stream's", stream_id, video.path)
+        return video
 
     def close(self) -> None:
         for video in self.videos.values():

@@ -11,6 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from pipeline.messages import VerdictState
+
 logger = logging.getLogger(__name__)
 
 STAGES = ("decode", "queue", "detect", "classify", "publish")
@@ -73,6 +75,16 @@ class Observer:
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage).observe(seconds)
+
+    def forget_stream(self, stream: str) -> None:
+        """Drop a removed stream's gauges, so that its last ``stream_up`` 0 or FAKE does not alert for ever."""
+        series = [(g, (stream,)) for g in (self.stream_up, self.queue_depth, self.fps, self.fake_score)]
+        series += [(self.verdict, (stream, state.value)) for state in VerdictState]
+        for gauge, labels in series:
+            try:
+                gauge.remove(*labels)
+            except KeyError:  # never set
+                pass
 
     def set_verdict(self, stream: str, state: str, states: tuple[str, ...]) -> None:
         """One-hot ``dfwatch_verdict{stream, state}``: alerts can hold while a stream stays FAKE."""

@@ -232,7 +232,7 @@ class Runner:
             if lost:
                 self.stats.sink_failures[sink.name] = self.stats.sink_failures.get(sink.name, 0) + lost
         for worker in self._frame_sinks:
-            lost = worker.close(timeout=self.config.drain_seconds)
+            lost = worker.close(timeout=max(self.config.drain_seconds, _FRAME_SINK_CLOSE_MIN))
             if lost:
                 self.stats.sink_failures[worker.sink.name] = self.stats.sink_failures.get(worker.sink.name, 0) + lost
         return self.stats
@@ -245,6 +245,7 @@ class Runner:
                 stream = self.streams.pop(sid)
                 self._order.remove(sid)
                 self.stats.streams[sid].dropped += stream.queue.dropped  # a re-added stream adds its own
+                self.observer.forget_stream(sid)
 
     @property
     def stream_ids(self) -> list[str]:
@@ -439,6 +440,7 @@ def _rounds(batch: Sequence[Frame]) -> list[list[int]]:
 
 
 _STATES = tuple(s.value for s in VerdictState)
+_FRAME_SINK_CLOSE_MIN = 5.0  # seconds a frame sink gets to finish its (bounded) queue and close, even at drain 0
 
 
 class _FrameSinkWorker:

@@ -143,6 +143,12 @@ def test_the_live_registry_is_what_the_readme_lists(exported):
     names, _ = exported
     assert {"dfwatch_stage_seconds_bucket", "dfwatch_frames_dropped_total", "dfwatch_stream_up"} <= names
     assert "dfwatch_frames_dropped" not in names  # a counter is exposed with _total only
+    # The README's "Prometheus metrics:" paragraph names every family the service exports, and nothing else.
+    paragraph = (ROOT / "README.md").read_text().split("Prometheus metrics:", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"`(dfwatch_[a-z_]+)", paragraph))
+    histograms = {n.removesuffix("_bucket") for n in names if n.endswith("_bucket")}
+    families = {n for n in names if not n.endswith(("_bucket", "_sum", "_count", "_created"))} | histograms
+    assert listed == families, f"README: not exported {sorted(listed - families)}, missing {sorted(families - listed)}"
 
 
 def test_every_metric_in_the_dashboard_and_the_alert_rules_is_exported(exported):
@@ -397,3 +403,36 @@ def test_entrypoint_takes_an_explicit_index_and_passes_other_commands_through(tm
     assert "shard 2/4: this worker owns 0 of 1 configured streams" in proc.stderr and "nothing to watch" in proc.stderr
     proc = _entrypoint("--help", env={"DFWATCH_SHARDS": "3"})
     assert proc.returncode == 0 and proc.stdout.startswith("usage: dfwatch")
+
+
+def test_a_stream_removed_at_run_time_leaves_no_gauge_that_keeps_an_alert_firing(model_dir, tiny_clip):
+    import threading
+    import time
+
+    from engines import Classifier, Detector
+    from pipeline.runner import Runner
+    from pipeline.sources import SourceSpec
+    from pipeline.stages import ClassifyStage, DetectStage
+
+    obs = Observer()
+    runner = Runner([SourceSpec("gone", str(tiny_clip.path), loop=True, pace=True)],
+                    DetectStage(Detector(model_dir / "face_detector.onnx")),
+                    ClassifyStage(Classifier(model_dir / "deepfake_classifier.onnx")), [], obs,
+                    until_stopped=True)  # fmt: skip
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while obs.registry.get_sample_value("dfwatch_verdict", {"stream": "gone", "state": "UNKNOWN"}) is None:
+            assert time.monotonic() < deadline, "no verdict within 60 s"
+            time.sleep(0.05)
+        runner.remove_stream("gone")
+        while "gone" in runner.stream_ids:
+            assert time.monotonic() < deadline, "the removed stream was not reaped within 60 s"
+            time.sleep(0.05)
+    finally:
+        runner.stop.set()
+        thread.join(30)
+    for name in ("dfwatch_stream_up", "dfwatch_verdict", "dfwatch_fake_score", "dfwatch_queue_depth"):
+        series = [s.labels for m in obs.registry.collect() if m.name == name for s in m.samples]
+        assert not any(labels.get("stream") == "gone" for labels in series), name

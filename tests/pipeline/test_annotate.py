@@ -234,3 +234,52 @@ def test_a_slow_frame_sink_never_holds_up_a_live_stream(fast_models, demo_clip):
     assert published > 4  # the stages went on while the frame sink was stuck
     assert 1 <= len(recorder.pairs) <= 2 * 2  # the chunk it was stuck on, and a full queue
     assert stats.sink_failures == {"recorder": published - len(recorder.pairs)}
+
+
+class _SlowRecorder(_Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def publish_frames(self, pairs) -> None:
+        time.sleep(0.02)
+        super().publish_frames(pairs)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_drain_seconds_zero_still_lets_a_frame_sink_finish_and_close(fast_models, demo_clip):
+    recorder = _SlowRecorder()
+    runner = Runner(
+        [SourceSpec("f", str(demo_clip.path))],
+        DetectStage(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1)),
+        ClassifyStage(Classifier(fast_models / "deepfake_classifier.onnx")),
+        [],
+        Observer(),
+        config=RunnerConfig(frame_sink_queue=4, drain_seconds=0.0),
+        frame_sinks=[recorder],
+    )
+    stats = runner.run()
+    assert stats.sink_failures == {} and recorder.closed  # the annotated MP4 gets its last fragment
+    assert len(recorder.pairs) == demo_clip.n_frames
+
+
+def test_streams_whose_file_names_clash_each_get_a_file_of_their_own(tmp_path: Path):
+    from dataclasses import replace
+
+    from pipeline.annotate import Annotator
+
+    # "cam" rotates into "cam.1.mp4", the file of stream "cam.1"; "a/b" and "a_b" are both "a_b.mp4"
+    ids = ["cam", "cam.1", "a/b", "a_b"]
+    annotator = Annotator(AnnotateConfig(dir=tmp_path / "out", max_mb=0.000001))  # rotate at every frame
+    for i in range(3):
+        image = np.full((64, 96, 3), 40, np.uint8)  # (H, W, 3)
+        pairs = [(Frame(sid, i, i * 0.04, 1_700_000_000.0 + i * 0.04, image), replace(_verdict(()), stream_id=sid))
+                 for sid in ids]  # fmt: skip
+        annotator.publish_frames(pairs)
+    annotator.close()
+    paths = [p for v in annotator.videos.values() for p in (v.path, v.previous)]
+    assert len(set(paths)) == len(paths) == 2 * len(ids)
+    for video in annotator.videos.values():  # each stream's newest file holds its own last frame, intact
+        assert len(_decode(video.path)) == 1
