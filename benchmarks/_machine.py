@@ -90,6 +90,35 @@ def machine_facts(packages: tuple[str, ...] = PACKAGES) -> dict:
     }
 
 
+def busy_cpu_seconds() -> tuple[float, float]:
+    """CPU seconds the whole box was busy (summed over cores, less hypervisor steal), and the steal."""
+    t = psutil.cpu_times()
+    steal = getattr(t, "steal", 0.0)
+    busy = sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    return busy - steal, steal
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and its waited-for children."""
+    t = psutil.Process().cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class LoadWindow:
+    """``with LoadWindow() as w:``: CPU that other processes used meanwhile, ``w.others_cpu_pct`` (% of one
+    core), and the window's length, ``w.seconds``: the interference a measurement saw."""
+
+    def __enter__(self) -> LoadWindow:
+        self.t, self.busy, self.own = time.monotonic(), busy_cpu_seconds()[0], _own_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        dt = max(time.monotonic() - self.t, 1e-9)
+        ours = _own_cpu_seconds() - self.own
+        self.seconds = round(dt, 2)
+        self.others_cpu_pct = round(max(0.0, 100 * (busy_cpu_seconds()[0] - self.busy - ours) / dt), 1)
+
+
 def wait_until_quiet(
     *, max_load: float, max_wait_s: float, every_s: float = 30.0, log: Callable[[str], None] = print
 ) -> dict:

@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout, installed or not
 
-from benchmarks._machine import machine_facts, wait_until_quiet  # noqa: E402
+from benchmarks._machine import LoadWindow, machine_facts, wait_until_quiet  # noqa: E402
 
 BENCH = ROOT / "benchmarks"
 CLIP = ROOT.parent / "shared" / "data" / "real_videos" / "liveportrait_examples" / "driving_d1.mp4"
@@ -136,22 +136,6 @@ def open_backends(models: Path, kind: str, names: list[str], device: str) -> dic
 # -- measuring ----------------------------------------------------------------------------------------
 
 
-def cpu_snapshot() -> tuple[float, float, float]:
-    """(wall s, CPU s the whole box was busy less hypervisor steal, CPU s of this process)."""
-    import psutil
-
-    t = psutil.cpu_times()
-    busy = sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
-    mine = psutil.Process().cpu_times()
-    return time.perf_counter(), busy - getattr(t, "steal", 0.0), mine.user + mine.system
-
-
-def others_cpu_pct(start: tuple[float, float, float], end: tuple[float, float, float]) -> float:
-    """CPU that other processes used between two snapshots, in % of one core."""
-    wall = max(end[0] - start[0], 1e-9)
-    return round(100 * max(0.0, (end[1] - start[1]) - (end[2] - start[2])) / wall, 1)
-
-
 def time_cell(
     runs: dict[str, Callable[[], object]], *, warmup: int, min_runs: int, max_runs: int, seconds: float
 ) -> dict[str, list[float]]:
@@ -194,11 +178,11 @@ def measure_cell(
     best: tuple[dict[str, list[float]], float] | None = None
     attempt = 0
     for attempt in range(1, args.retries + 2):
-        before = cpu_snapshot()
-        samples = time_cell(
-            runs, warmup=args.warmup, min_runs=args.min_runs, max_runs=args.max_runs, seconds=args.seconds
-        )
-        others = others_cpu_pct(before, cpu_snapshot())
+        with LoadWindow() as window:
+            samples = time_cell(
+                runs, warmup=args.warmup, min_runs=args.min_runs, max_runs=args.max_runs, seconds=args.seconds
+            )
+        others = window.others_cpu_pct
         if best is None or others < best[1]:
             best = (samples, others)
         if others <= args.busy_limit or attempt > args.retries or budget["retry_wait_left_s"] <= 0:

@@ -105,38 +105,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-# -- load on the box while a configuration runs ----------------------------------------------------------------
-
-
-def _busy_seconds() -> float:
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "steal", 0.0) - getattr(t, "guest", 0.0)
-
-
-def _own_seconds() -> float:
-    t = psutil.Process().cpu_times()
-    return t.user + t.system
-
-
-class LoadWindow:
-    """CPU that other processes used while a configuration ran (% of one core): interference."""
-
-    def __enter__(self) -> LoadWindow:
-        self.t, self.busy, self.own = time.monotonic(), _busy_seconds(), _own_seconds()
-        self.children = self._children()
-        return self
-
-    def _children(self) -> float:
-        t = psutil.Process().cpu_times()
-        return t.children_user + t.children_system
-
-    def __exit__(self, *exc: object) -> None:
-        dt = time.monotonic() - self.t
-        ours = _own_seconds() - self.own + self._children() - self.children
-        self.seconds = round(dt, 2)
-        self.others_cpu_pct = round(max(0.0, 100 * (_busy_seconds() - self.busy - ours) / dt), 1)
-
-
 # -- models -----------------------------------------------------------------------------------------------------
 
 
@@ -303,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks._floor import measured_peak
     from benchmarks._latency_pass import RedisPublisher, timed_pass
     from benchmarks._latency_report import markdown_report, plot
-    from benchmarks._machine import machine_facts, wait_until_quiet
+    from benchmarks._machine import LoadWindow, machine_facts, wait_until_quiet
 
     threads = args.threads or psutil.cpu_count(logical=True)
     os.environ.setdefault("YOLO_OFFLINE", "1")

@@ -167,14 +167,6 @@ def _cpu_seconds(proc: psutil.Process) -> float:
     return total
 
 
-def _busy_seconds() -> tuple[float, float]:
-    """CPU seconds the whole box was busy (summed over cores), and those stolen by the hypervisor."""
-    t = psutil.cpu_times()
-    steal = getattr(t, "steal", 0.0)
-    busy = sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
-    return busy - steal, steal
-
-
 class RssPeak(threading.Thread):
     """Peak resident memory of a process tree, sampled every 0.5 s until stop()."""
 
@@ -235,6 +227,8 @@ def drive(
     line's stream. stderr goes to run_dir/stderr. Returns the window and every result line. The process
     is killed on any error.
     """
+    from benchmarks._machine import busy_cpu_seconds  # main() put the checkout on sys.path
+
     stdout_path, stderr_path = run_dir / "stdout", run_dir / "stderr"
     results = results or stdout_path
     spawned = time.time()
@@ -260,9 +254,9 @@ def drive(
         ready = time.time()
         time.sleep(max(0.0, ready + warmup - time.time()))
         me = psutil.Process()
-        snap0 = (time.time(), _cpu_seconds(ps), _cpu_seconds(server), _busy_seconds(), _cpu_seconds(me))
+        snap0 = (time.time(), _cpu_seconds(ps), _cpu_seconds(server), busy_cpu_seconds(), _cpu_seconds(me))
         time.sleep(max(0.0, ready + seconds - time.time()))
-        snap1 = (time.time(), _cpu_seconds(ps), _cpu_seconds(server), _busy_seconds(), _cpu_seconds(me))
+        snap1 = (time.time(), _cpu_seconds(ps), _cpu_seconds(server), busy_cpu_seconds(), _cpu_seconds(me))
         if proc.poll() is not None:
             raise RuntimeError(
                 f"exited ({proc.returncode}) during the run; stderr:\n{stderr_path.read_text(errors='replace')[-3000:]}"
