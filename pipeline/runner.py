@@ -69,6 +69,7 @@ class _Stream:
     thread: threading.Thread | None = None
     processed: int = 0  # frames through the stages, for detect-every-k
     publish_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
+    exported_state: str | None = None  # the verdict state dfwatch_verdict shows, set again only when it changes
 
 
 class _SourceEvents(LogEvents):
@@ -371,7 +372,9 @@ class Runner:
             stream = streams[i]
             score = max((f.p_fake for f in faces[i] if f.p_fake is not None), default=None)
             state, changed = stream.verdict.update(score)
-            obs.set_verdict(frame.stream_id, state.value, _STATES)
+            if state.value != stream.exported_state:
+                obs.set_verdict(frame.stream_id, state.value, _STATES)
+                stream.exported_state = state.value
             if changed and state is VerdictState.FAKE:
                 logger.warning("ALERT stream %r turned FAKE at frame %d (pts %s, score %.2f)",
                                frame.stream_id, frame.index, frame.pts, score or 0.0)  # fmt: skip
