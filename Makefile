@@ -7,7 +7,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dfwatch-installed
-MODELS := $(foreach m,face_detector deepfake_classifier,models/$(m).onnx models/$(m).pt2)
 # This machine's pip config lists local package folders that do not all exist; hide that noise.
 QUIET_PIP := { grep -v '^WARNING: Location .* is ignored' || true; }
 
@@ -27,19 +26,23 @@ $(STAMP): pyproject.toml
 	  $(PY) -m pip uninstall -q -y opencv-python opencv-python-headless 2>&1 | $(QUIET_PIP) >&2; \
 	  $(PY) -m pip install -q --no-deps "opencv-python-headless==$$v" 2>&1 | $(QUIET_PIP) >&2; \
 	fi
+	@# MTCNN, the offline teacher of `dfwatch-train detector` / `realfaces` (and their tests): a training-only
+	@# tool whose own pins would replace torch, so without its dependencies (all of them are already here).
+	@$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0 2>&1 | $(QUIET_PIP) >&2
 	@$(PY) -c "import cv2, torch, onnxruntime, av; print('environment ready: torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, '| av', av.__version__, '| opencv', cv2.__version__)" >&2
 	@touch $(STAMP)
 
-# Until the trained default model pack lands, models/ holds untrained placeholder networks.
-models: $(MODELS)
-$(MODELS): | $(STAMP)
-	@echo "+ dfwatch-train placeholders --out models" >&2
-	@$(VENV)/bin/dfwatch-train placeholders --out models >&2
+# The default model pack is committed in models/ (model cards: models/*.md). This loads both artifacts, which
+# checks each file against the sha256 in its manifest; a missing or altered file fails with what to do.
+models: $(STAMP)
+	@$(PY) -c "from engines import Classifier, Detector; \
+	d = Detector('models/face_detector.onnx'); c = Classifier('models/deepfake_classifier.onnx'); \
+	print('+ models: detector', d.manifest.name, d.input_size, '| classifier', c.manifest.name, c.input_size)" >&2
 
 # The main job on the embedded default (ONNX Runtime on CPU): the generated demo clip when ARGS
 # names no source. Verdicts as JSON lines on stdout (and nothing else), metrics on 127.0.0.1:9108,
 # logs and the summary on stderr: `make run | jq .verdict` works.
-run: $(STAMP) $(MODELS)
+run: $(STAMP) models
 	@echo "+ dfwatch watch $(ARGS)" >&2
 	@$(VENV)/bin/dfwatch watch $(ARGS)
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 # ONNX files are exported from torch; every other format is built from them (and the torch reference).
 REBUILD_HINT = (
-    "rebuild by re-exporting the models: `dfwatch-train export --checkpoint CKPT` for a trained classifier, "
-    "`dfwatch-train placeholders --out DIR` for untrained placeholders (`make models` for the bundled models/)"
+    "restore the bundled pack with `git checkout models/`, or re-export: `dfwatch-train export --checkpoint CKPT` "
+    "(classifier), `dfwatch-train detector --export PATH` (detector), `dfwatch-train placeholders --out DIR` "
+    "(untrained placeholders)"
 )
 ENGINES_HINT = "rebuild the artifacts for this machine with `dfwatch-train engines --models DIR`"
 

@@ -44,6 +44,7 @@ class TrainConfig:
     epochs: int = 20  # epochs to train in total (a resumed run trains the rest)
     batch_size: int = 8  # crops per optimiser step
     seed: int = 0  # torch seed for the initial weights, shuffling and dropout
+    self_blend: bool = False  # add one self-blended fake per real crop, on the fly (trainer.selfblend)
 
     def __post_init__(self) -> None:
         try:  # plain JSON values (tuples -> lists), so a config compares equal after a round trip
@@ -131,20 +132,30 @@ def augment_choices() -> list[str]:
 
 def make_loader(
     data: Path, split: str, *, input_size: int, batch_size: int, augment: str = "none", shuffle: bool,
-    seed: int = 0, workers: int = 0,
+    seed: int = 0, workers: int = 0, self_blend: bool = False,
 ) -> Any:  # fmt: skip
-    """A DataLoader of (B, 3, S, S) float32 crops and (B,) float32 labels for one split of the store."""
+    """A DataLoader of (B, 3, S, S) float32 crops and (B,) float32 labels for one split of the store.
+
+    ``self_blend`` adds one self-blended fake per real crop (trainer.selfblend): drawn from ``seed``
+    on "train", the same on every read on the other splits.
+    """
     import torch
     from torch.utils.data import DataLoader
 
-    from trainer.store import FaceDataset
+    from trainer.store import FaceDataset, FaceStore
 
     # seeded per epoch in-process, so a resumed run draws what an uninterrupted one would; worker
     # processes draw their own (a shared seed would repeat one sequence in every worker)
     fn = make_augment(augment, seed=seed if workers == 0 else None) if split == "train" else None
-    dataset = FaceDataset(data, split, augment=fn, input_size=input_size)
+    dataset: Any = FaceDataset(data, split, augment=fn, input_size=input_size)
     if len(dataset) == 0:
         raise FitError(f"{data}: the {split!r} split is empty; rebuild the store with rows in train, val and test")
+    if self_blend:
+        from trainer.selfblend import SelfBlendDataset
+
+        with FaceStore(data) as store:
+            margin = float(store.attrs["crop_margin"])
+        dataset = SelfBlendDataset(dataset, margin=margin, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
                       persistent_workers=False)  # fmt: skip
@@ -302,17 +313,22 @@ def fit(
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
 
     size = int(cfg.input_size)  # resolved above
+    if cfg.self_blend and info["whole_frames"]:
+        logger.warning("self-blending whole frames: the blend mask sits in the frame's centre, where the face may "
+                       "not be; self-blend suits face-crop stores")  # fmt: skip
     val = make_loader(data, "val", input_size=size, batch_size=max(cfg.batch_size, 32), shuffle=False,
-                      workers=workers)  # fmt: skip
+                      workers=workers, self_blend=cfg.self_blend)  # fmt: skip
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("fit %s (%s parameters, input %d) on %s: %d train / %d val crops, %d epochs, batch %d, lr %g, "
-                "augment %s, device %s", cfg.model, f"{n_params:,}", size, data, info["rows"]["train"],
-                info["rows"]["val"], cfg.epochs, cfg.batch_size, cfg.lr, cfg.augment, dev)  # fmt: skip
+                "augment %s%s, device %s", cfg.model, f"{n_params:,}", size, data, info["rows"]["train"],
+                info["rows"]["val"], cfg.epochs, cfg.batch_size, cfg.lr, cfg.augment,
+                " + self-blend" if cfg.self_blend else "", dev)  # fmt: skip
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         started = time.monotonic()
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and augmentation: same on resume
         train = make_loader(data, "train", input_size=size, batch_size=cfg.batch_size, augment=cfg.augment,
-                            shuffle=True, seed=cfg.seed * 100_003 + epoch, workers=workers)  # fmt: skip
+                            shuffle=True, seed=cfg.seed * 100_003 + epoch, workers=workers,
+                            self_blend=cfg.self_blend)  # fmt: skip
         desc = f"epoch {epoch}/{cfg.epochs}"
         train_loss, train_acc = train_one_epoch(model, train, optimizer, device=dev, desc=desc, progress=progress)
         val_loss, val_acc = evaluate_epoch(model, val, device=dev, progress=progress)
@@ -364,7 +380,8 @@ def _check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, info: dict[str, Any
             f"{info['path']} has fingerprint {info['fingerprint'][:12]}...; resume with that store, "
             "or start afresh in another --out"
         )
-    old = {k: v for k, v in ckpt["config"].items() if k != "epochs"}
+    # through TrainConfig, so fields added since the checkpoint was written take their defaults
+    old = {k: v for k, v in TrainConfig.from_dict(ckpt["config"]).to_dict().items() if k != "epochs"}
     new = {k: v for k, v in cfg.to_dict().items() if k != "epochs"}
     diff = [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in new if old.get(k) != new[k]]
     if diff:

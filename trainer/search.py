@@ -47,6 +47,7 @@ class SearchSpace:
     families: tuple[str, ...] = FAMILIES  # architecture families to search
     efficientnet_variants: tuple[str, ...] = EFFICIENTNET_VARIANTS
     cnn_blocks: tuple[int, int] = (2, 4)  # fewest and most conv blocks of the paper's CNN
+    cnn_batch_norm: tuple[bool, ...] = (False, True)  # BatchNorm in the paper's CNN: searched when both are given
     augments: tuple[str, ...] | None = None  # on-the-fly augmentation presets; None = every preset
     lr: tuple[float, float] = (1e-5, 1e-2)  # Adam learning rate range (log scale)
 
@@ -62,6 +63,8 @@ class SearchSpace:
         bad = [a for a in (self.augments or ()) if a not in PRESETS]
         if bad or self.augments == ():
             raise SearchError(f"unknown augmentations {bad or '(none)'}; valid: {list(PRESETS)}")
+        if not self.cnn_batch_norm or set(self.cnn_batch_norm) - {False, True}:
+            raise SearchError(f"cnn_batch_norm must hold False and/or True, got {self.cnn_batch_norm}")
         lo, hi = self.cnn_blocks
         if not 1 <= lo <= hi:
             raise SearchError(f"cnn_blocks must be (fewest, most) with 1 <= fewest <= most, got {self.cnn_blocks}")
@@ -73,8 +76,8 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
     Parameters (Optuna names): ``family``; paper_cnn: ``cnn_blocks``, ``cnn_filters_<i>`` (16-128),
     ``cnn_kernel``, ``cnn_pool_type``, ``cnn_pool_every`` (only with 2 blocks; deeper stacks pool
     after every block), ``cnn_dense_units`` (only with 3+ blocks, to bound the dense layer),
-    ``cnn_dropout_conv``, ``cnn_dropout_dense``; efficientnet: ``efficientnet_variant``,
-    ``efficientnet_dropout``; both: ``lr``, ``augment``.
+    ``cnn_dropout_conv``, ``cnn_dropout_dense``, ``cnn_batch_norm`` (when the space allows both);
+    efficientnet: ``efficientnet_variant``, ``efficientnet_dropout``; both: ``lr``, ``augment``.
     """
     from trainer.fit import augment_choices
 
@@ -93,6 +96,11 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
                 "dense_units": trial.suggest_categorical("cnn_dense_units", list(CNN_DENSE)) if blocks > 2 else 0,
                 "dropout_conv": trial.suggest_float("cnn_dropout_conv", 0.0, 0.5),
                 "dropout_dense": trial.suggest_float("cnn_dropout_dense", 0.0, 0.6),
+                "batch_norm": bool(
+                    trial.suggest_categorical("cnn_batch_norm", list(space.cnn_batch_norm))
+                    if len(space.cnn_batch_norm) > 1
+                    else space.cnn_batch_norm[0]
+                ),
             },
         )
     else:

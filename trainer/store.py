@@ -516,9 +516,16 @@ class FaceDataset:
 
     def image(self, i: int) -> np.ndarray:
         """The i-th crop as uint8 (S', S', 3) RGB after augmentation and resizing."""
+        return self.finish(self.raw_crop(i))
+
+    def raw_crop(self, i: int) -> np.ndarray:
+        """The i-th crop as stored: uint8 (S, S, 3) RGB."""
         if self._store is None:
             self._store = FaceStore(self.path)
-        img = self._store.crops(int(self.rows[i]))  # (S, S, 3) uint8
+        return self._store.crops(int(self.rows[i]))
+
+    def finish(self, img: np.ndarray) -> np.ndarray:
+        """What ``image`` does to a stored crop: augmentation, then resizing to ``input_size``."""
         if self.augment is not None:
             img = self.augment(img)
         if self.input_size is not None and img.shape[0] != self.input_size:

@@ -103,7 +103,7 @@ def test_torch_artifacts_check_their_manifest(models_copy: Path):
     reference = models_copy / "deepfake_classifier.pt2"
     variant, _, _ = build_torch_variant(reference, precision="bf16", compile_mode=None, device="cpu")
     for path, hint in (
-        (reference, "rebuild by re-exporting .*export --checkpoint CKPT.*placeholders"),
+        (reference, "git checkout models/.*export --checkpoint CKPT.*detector --export.*placeholders"),
         (variant, "dfwatch-train engines"),
     ):
         path.write_bytes(path.read_bytes()[:4096])

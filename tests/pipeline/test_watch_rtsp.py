@@ -36,4 +36,3 @@ def test_dead_rtsp_url_does_not_stop_a_live_one(dfwatch, demo_clip):
     assert any("stream 'dead'" in e and "Connection refused" in e for e in errors)
     assert any("stream 'nomount'" in e and "404 Not Found" in e for e in errors)
     assert "Traceback" not in run.stderr
-

@@ -30,12 +30,13 @@ def test_suggest_config_builds_the_paper_cnn_family_from_fixed_params():
     trial = optuna.trial.FixedTrial({
         "family": "paper_cnn", "cnn_blocks": 3, "cnn_filters_0": 16, "cnn_filters_1": 64, "cnn_filters_2": 128,
         "cnn_kernel": 5, "cnn_pool_type": "avg", "cnn_dense_units": 64, "cnn_dropout_conv": 0.1,
-        "cnn_dropout_dense": 0.4, "lr": 3e-4, "augment": "paper",
+        "cnn_dropout_dense": 0.4, "cnn_batch_norm": True, "lr": 3e-4, "augment": "paper",
     })  # fmt: skip
     cfg = suggest_config(trial, base=TrainConfig(epochs=7, input_size=64))
     assert cfg.model == "paper_cnn" and (cfg.epochs, cfg.input_size, cfg.lr, cfg.augment) == (7, 64, 3e-4, "paper")
     assert cfg.model_args == {"filters": [16, 64, 128], "kernel": 5, "pool_type": "avg", "pool_every": True,
-                              "dense_units": 64, "dropout_conv": 0.1, "dropout_dense": 0.4}  # fmt: skip
+                              "dense_units": 64, "dropout_conv": 0.1, "dropout_dense": 0.4,
+                              "batch_norm": True}  # fmt: skip
     model = cfg.build_model()
     assert model.cfg.filters == (16, 64, 128) and model.cfg.pool_every  # 3 blocks always pool after each
 
@@ -44,7 +45,7 @@ def test_suggest_config_two_blocks_choose_pooling_and_skip_the_dense_layer():
     trial = optuna.trial.FixedTrial({
         "family": "paper_cnn", "cnn_blocks": 2, "cnn_filters_0": 32, "cnn_filters_1": 64, "cnn_pool_every": False,
         "cnn_kernel": 3, "cnn_pool_type": "max", "cnn_dropout_conv": 0.25, "cnn_dropout_dense": 0.5,
-        "lr": 1e-3, "augment": "none",
+        "cnn_batch_norm": False, "lr": 1e-3, "augment": "none",
     })  # fmt: skip
     cfg = suggest_config(trial, base=TrainConfig(input_size=256))
     assert (

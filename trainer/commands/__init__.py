@@ -5,4 +5,16 @@ ultralytics, optuna) happen inside the command function, never at import.
 """
 
 # Order of the subcommands in ``dfwatch-train --help``: the chain, then the tools.
-COMMANDS = ("dataset", "search", "fit", "evaluate", "export", "engines", "all", "placeholders")
+COMMANDS = (
+    "dataset",
+    "search",
+    "fit",
+    "evaluate",
+    "export",
+    "engines",
+    "all",
+    "detector",
+    "realfaces",
+    "validate",
+    "placeholders",
+)

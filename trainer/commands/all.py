@@ -113,6 +113,14 @@ def _options(ns: argparse.Namespace) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(ns).items()) if k != "func"}
 
 
+def _with_added_defaults(stage: str, old: dict[str, Any]) -> dict[str, Any]:
+    """A state record's options with the stage's options added since it was written at their defaults,
+    so a new flag left at its default neither reruns a finished stage nor refuses its study."""
+    defaults = {a.dest: a.default for a in _stage_parser(stage)._actions if a.option_strings and a.dest not in old}
+    defaults = {k: v for k, v in defaults.items() if k != "help" and v is not argparse.SUPPRESS}
+    return {**json.loads(json.dumps(_options(argparse.Namespace(**defaults)), default=str)), **old}
+
+
 class _State:
     """WORK/all_state.json: finished stages and the options they ran with."""
 
@@ -209,6 +217,8 @@ def cmd_all(args: argparse.Namespace) -> int:
         if stage == "search" and ns.total_trials is None:
             ns.total_trials = ns.n_trials  # a rerun runs the missing trials, not n more
         options = _options(ns)
+        if key in state.done:
+            state.done[key]["options"] = _with_added_defaults(stage, state.done[key]["options"])
         if stage == "search":
             _check_search_reuse(state.done.get(key), options, args.work)
         if state.skip(key, options):

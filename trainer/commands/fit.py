@@ -13,7 +13,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 # The fields a --config file (the search's best_config.json) decides; epochs, batch and seed are fit's own.
-CONFIG_FIELDS = ("model", "model_args", "input_size", "lr", "weight_decay", "augment")
+CONFIG_FIELDS = ("model", "model_args", "input_size", "lr", "weight_decay", "augment", "self_blend")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -49,7 +49,8 @@ def resolve_config(args: argparse.Namespace) -> Any:
         cfg = replace(cfg, **{k: getattr(loaded, k) for k in CONFIG_FIELDS})
     if args.model is not None and args.model != cfg.model:
         cfg = replace(cfg, model=args.model, model_args={})  # the config's args belong to its own model
-    overrides = {k: getattr(args, k) for k in ("input_size", "lr", "augment") if getattr(args, k) is not None}
+    flags = ("input_size", "lr", "augment", "self_blend")
+    overrides = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     model_args = {**cfg.model_args, **parse_model_args(args.model_arg)}
     return replace(
         cfg, **overrides, model_args=model_args, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed
@@ -93,7 +94,7 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="training config JSON, e.g. the search's best_config.json: model, its args, input size, "
-        "lr, augment (flags below win)",
+        "lr, augment, self-blend (flags below win)",
     )
     p.add_argument("--model", default=None, help="registered architecture (default: paper_cnn, or the config's)")
     p.add_argument(
@@ -109,6 +110,13 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         "--augment",
         default=None,
         help="on-the-fly augmentation preset of the train split (default: none, or the config's)",
+    )
+    p.add_argument(
+        "--self-blend",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add one self-blended fake (SBI) per real crop of train and val, made on the fly "
+        "(default: off, or the config's)",
     )
     p.add_argument("--epochs", type=int, default=20, help="epochs in total (default: 20)")
     p.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")

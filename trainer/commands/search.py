@@ -36,9 +36,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         families=args.families,
         efficientnet_variants=args.efficientnet_variants,
         cnn_blocks=args.cnn_blocks,
+        cnn_batch_norm={"search": (False, True), "on": (True,), "off": (False,)}[args.cnn_batch_norm],
         augments=args.augments,
     )
-    base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, input_size=args.input_size, seed=args.seed)
+    base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, input_size=args.input_size, seed=args.seed,
+                       self_blend=args.self_blend)  # fmt: skip
     storage = args.storage or os.environ.get(STORAGE_ENV) or None
     try:
         result = run_search(
@@ -93,6 +95,11 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=10, help="epochs per trial (default: 10)")
     p.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")
     p.add_argument("--input-size", type=int, default=None, help="network input side (default: the store's crop size)")
+    p.add_argument(
+        "--self-blend",
+        action="store_true",
+        help="every trial adds one self-blended fake (SBI) per real crop of train and val, made on the fly",
+    )
     p.add_argument("--pruner", default="median", choices=PRUNERS, help="prune trials per epoch (default: median)")
     p.add_argument(
         "--latency",
@@ -127,6 +134,12 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         default=(2, 4),
         metavar="FEWEST-MOST",
         help="conv blocks of the paper's CNN family (default: 2-4)",
+    )
+    p.add_argument(
+        "--cnn-batch-norm",
+        choices=("search", "on", "off"),
+        default="search",
+        help="BatchNorm in the paper's CNN family: searched (default), always, never (the paper's own)",
     )
     p.add_argument(
         "--augments",

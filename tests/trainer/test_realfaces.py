@@ -1,0 +1,119 @@
+"""realfaces: the classifier's face store from a miniature real-media tree, with the real teacher.
+
+Splits follow trainer.realmedia (the test clip's rows are test), DFDC rows carry their folder's
+label, WIDER FACE rows are its human boxes of at least ``min_face`` px, and a rerun adds nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.trainer._realtree import CLIPS, DFDC, NEEDS_SHARED_DATA, PHOTOS, WIDER_TRAIN, WIDER_VAL, make_real_tree
+from trainer.realfaces import SOURCE, RealFacesSummary, _wider_boxes, build_real_faces
+from trainer.store import FaceStore, split_code
+
+pytestmark = NEEDS_SHARED_DATA
+
+CROP, FRAMES, MIN_FACE = 64, 2, 64
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, RealFacesSummary]:
+    import torch
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("realfaces")
+    media = make_real_tree(root / "media")
+    out = root / "real_faces.h5"
+    summary = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False)
+    return media, out, summary
+
+
+def _wider_expected(media: Path) -> dict[str, np.ndarray]:
+    """video name -> the human boxes >= MIN_FACE px high (xyxy, at most 4) of each WIDER image in the tree."""
+    import cv2
+
+    out = {}
+    for split, names in (("train", WIDER_TRAIN), ("val", WIDER_VAL)):
+        for name in names:
+            img = cv2.imread(str(media / "widerface" / split / "images" / name))
+            label = media / "widerface" / split / "labels" / f"{Path(name).stem}.txt"
+            boxes = _wider_boxes(label, img.shape[1], img.shape[0])
+            out[f"widerface/{split}/{name}"] = boxes[boxes[:, 3] - boxes[:, 1] >= MIN_FACE][:4]
+    return out
+
+
+def test_rows_follow_the_media_splits_and_labels(built):
+    media, out, summary = built
+    with FaceStore(out) as store:
+        video, split, label = store.meta("video"), store.meta("split"), store.meta("label")
+        identity = store.meta("identity")
+        per_video = Counter(video.tolist())
+        for rel, clip_split in CLIPS.items():  # one sure face per frame in these clips
+            rows = video == rel
+            assert per_video[rel] == FRAMES and (split[rows] == split_code(clip_split)).all()
+            assert (label[rows] == 0).all() and (identity[rows] == "clip:" + rel[len("real_videos/") :][:-4]).all()
+        test_clips = {v for v in video[split == split_code("test")] if v.startswith("real_videos/")}
+        assert test_clips == {"real_videos/liveportrait_examples/driving_d2.mp4"}
+        for rel in PHOTOS:
+            rows = video == rel
+            assert per_video[rel] == 1 and split[rows][0] == split_code("train") and label[rows][0] == 0
+        for rel, (fake, dfdc_split) in DFDC.items():
+            rows = video == rel
+            assert per_video[rel] == 1, rel  # one face per crop, the largest
+            assert label[rows][0] == fake and split[rows][0] == split_code(dfdc_split)
+        assert set(per_video) <= {*CLIPS, *PHOTOS, *DFDC, *_wider_expected(media)}
+    assert summary.rows == {"train/real": 7, "train/fake": 1, "val/real": 3, "test/real": 3, "test/fake": 1}
+    assert summary.sources == {"clips": 6, "photos": 2, "dfdc": 4, "wider": 3}
+
+
+def test_wider_rows_are_its_human_boxes_of_at_least_min_face(built):
+    media, out, summary = built
+    expected = _wider_expected(media)
+    with FaceStore(out) as store:
+        video, box, split = store.meta("video"), store.meta("box"), store.meta("split")
+        for name, boxes in expected.items():
+            rows = video == name
+            np.testing.assert_array_equal(box[rows], boxes.astype(np.float32))
+            assert (split[rows] == split_code(name.split("/")[1])).all()
+        wider = box[np.char.startswith(video, "widerface/")]
+        assert len(wider) == 3 and (wider[:, 3] - wider[:, 1] >= MIN_FACE).all()
+        log = {row["path"]: row["status"] for row in store.video_log()}
+    no_face = {name for name, boxes in expected.items() if len(boxes) == 0}
+    # the train image without a label file and the val image of small faces only
+    assert no_face == {"widerface/train/0_Parade_Parade_0_452.jpg", "widerface/val/1_Handshaking_Handshaking_1_664.jpg"}
+    assert {name for name, status in log.items() if status != "ok"} == no_face
+    assert all(log[name] == "no_face" for name in no_face) and len(summary.skipped) == 2
+    assert sum(len(b) for b in expected.values()) == summary.sources["wider"] == 3
+    # image 199 holds 3 faces, 1 of them >= 64 px high: the 2 smaller ones are left out
+    label = media / "widerface" / "train" / "labels" / "1_Handshaking_Handshaking_1_199.txt"
+    assert len(_wider_boxes(label, 1, 1)) == 3
+    assert len(expected["widerface/train/1_Handshaking_Handshaking_1_199.jpg"]) == 1
+
+
+def test_crops_are_uint8_faces_of_the_asked_size(built):
+    _, out, _ = built
+    with FaceStore(out) as store:
+        assert len(store) == 15 and store.crop_size == CROP
+        assert store.attrs["source"] == SOURCE and store.attrs["min_face"] == MIN_FACE
+        assert store.attrs["frames_per_video"] == FRAMES and not store.attrs["whole_frames"]
+        crops = store.crops(np.arange(len(store)))
+        assert crops.dtype == np.uint8 and crops.shape == (15, CROP, CROP, 3)
+        assert (crops.reshape(15, -1).std(axis=1) > 10).all()  # image content, not blank canvases
+        score = store.meta("det_score")
+        teacher_rows = ~np.char.startswith(store.meta("video"), "widerface/")
+        assert (score[teacher_rows] >= 0.95).all() and (score[~teacher_rows] == 1).all()
+
+
+def test_a_second_run_adds_nothing(built):
+    media, out, _ = built
+    with FaceStore(out) as store:
+        rows, fingerprint = len(store), store.fingerprint()
+    again = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False)
+    assert again.rows == {} and again.sources == {} and again.skipped == []
+    with FaceStore(out) as store:
+        assert len(store) == rows and store.fingerprint() == fingerprint

@@ -1,0 +1,36 @@
+"""dfwatch-train realfaces: the classifier's face store from the real media in ../shared/data."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def cmd_realfaces(args: argparse.Namespace) -> int:
+    from trainer.realfaces import build_real_faces
+
+    summary = build_real_faces(args.media, args.out, crop_size=args.crop_size, margin=args.crop_margin,
+                               frames_per_clip=args.frames_per_clip, min_face=args.min_face)  # fmt: skip
+    for line in summary.skipped:
+        logger.info("skipped %s", line)
+    rows = ", ".join(f"{k} {v}" for k, v in sorted(summary.rows.items())) or "nothing new"
+    print(f"realfaces: {args.out}: added {rows}; {len(summary.skipped)} sources without a usable face",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "realfaces", help="face-crop store of the real media (teacher boxes; fakes come from --self-blend)"
+    )
+    p.add_argument("--media", type=Path, default=Path("../shared/data"), help="the shared real-media folder")
+    p.add_argument("--out", type=Path, default=Path("runs/real_faces.h5"), help="HDF5 store to write or resume")
+    p.add_argument("--crop-size", type=int, default=256, help="stored crop side (train at this or smaller)")
+    p.add_argument("--crop-margin", type=float, default=0.25, help="crop margin, fraction of the box side")
+    p.add_argument("--frames-per-clip", type=int, default=24, help="frames sampled from each clip")
+    p.add_argument("--min-face", type=int, default=64, help="smallest face height kept, px")
+    p.set_defaults(func=cmd_realfaces)
