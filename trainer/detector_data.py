@@ -47,6 +47,17 @@ def yolo_line(box: np.ndarray, w: int, h: int) -> str:
     return f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
 
 
+def image_prefix(rel: str) -> str:
+    """The name prefix of the teacher-labelled images made from the media file ``rel``."""
+    return "pl__" + rel.replace("/", "__").rsplit(".", 1)[0]
+
+
+def labelled_sources(record: dict, rels: list[str]) -> set[str]:
+    """The media files among ``rels`` that gave the teacher images (kept or dropped) in ``record``."""
+    names = [*record["images"], *record["dropped_doubtful"], *record["dropped_empty"]]
+    return {rel for rel in rels if any(n == image_prefix(rel) or n.startswith(image_prefix(rel) + "__") for n in names)}
+
+
 def _link_split(src: Path, dst: Path) -> int:
     (dst / "images").mkdir(parents=True, exist_ok=True)
     (dst / "labels").mkdir(parents=True, exist_ok=True)
@@ -75,14 +86,13 @@ def _media_images(media: Path, frames_per_clip: int) -> list[tuple[str, np.ndarr
         except TrainerError as exc:
             logger.warning("%s: skipped (%s)", src.rel, exc)
             continue
-        stem = src.rel.replace("/", "__").rsplit(".", 1)[0]
-        out += [(f"pl__{stem}__{int(i):05d}", img) for img, i in zip(sampled.images, sampled.index)]
+        out += [(f"{image_prefix(src.rel)}__{int(i):05d}", img) for img, i in zip(sampled.images, sampled.index)]
     for src in realmedia.photos(media):
         img = cv2.imread(str(src.path), cv2.IMREAD_COLOR)
         if img is None:
             logger.warning("%s: unreadable image, skipped", src.rel)
             continue
-        out.append((f"pl__{src.rel.replace('/', '__').rsplit('.', 1)[0]}", cv2.cvtColor(img, cv2.COLOR_BGR2RGB)))
+        out.append((image_prefix(src.rel), cv2.cvtColor(img, cv2.COLOR_BGR2RGB)))
     return out
 
 

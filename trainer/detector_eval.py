@@ -113,14 +113,15 @@ def wider_pairs(detector: Any, val_dir: Path) -> list[tuple[np.ndarray, np.ndarr
     return pairs
 
 
-def clip_frames(media: Path, *, per_clip: int = 8) -> list[tuple[str, np.ndarray]]:
-    """Frames of the held-out ``test`` clips of ``real_videos/`` (never labelled for training)."""
+def clip_frames(media: Path, *, per_clip: int = 8, exclude: set[str] = frozenset()) -> list[tuple[str, np.ndarray]]:
+    """Frames of the held-out ``test`` clips of ``real_videos/``, but for the clips in ``exclude`` (the
+    ones a training set was made from: a clip moved to test after its frames were labelled)."""
     from trainer import realmedia
     from trainer.frames import sample_frames
 
     out = []
     for src in realmedia.real_videos(media):
-        if src.split == "test":
+        if src.split == "test" and src.rel not in exclude:
             sampled = sample_frames(src.path, per_clip)
             out += [(f"{src.rel}#{int(i)}", img) for img, i in zip(sampled.images, sampled.index)]
     return out

@@ -13,12 +13,19 @@ from trainer.realmedia import MediaError, clip_split
 
 
 @NEEDS_SHARED_DATA
-def test_real_videos_are_37_clips_split_19_9_9_one_identity_each_and_the_split_never_changes():
+def test_real_videos_are_37_clips_of_36_people_split_18_9_10_and_the_split_never_changes():
     clips = realmedia.real_videos(SHARED_DATA)
     assert len(clips) == 37
-    assert Counter(s.split for s in clips) == {"train": 19, "val": 9, "test": 9}
+    assert Counter(s.split for s in clips) == {"train": 18, "val": 9, "test": 10}
     assert {s.kind for s in clips} == {"video"} and {s.label for s in clips} == {0}
-    assert len({s.identity for s in clips}) == 37 and all(s.identity.startswith("clip:") for s in clips)
+    assert len({s.identity for s in clips}) == 36 and all(s.identity.startswith("clip:") for s in clips)
+    by_rel = {s.rel: s for s in clips}
+    for rel, first in realmedia.SAME_PERSON.items():  # one person under two names: one identity, one split
+        assert (by_rel[rel].identity, by_rel[rel].split) == (by_rel[first].identity, by_rel[first].split)
+    people: dict[str, set[str]] = {}
+    for s in clips:
+        people.setdefault(s.identity, set()).add(s.split)
+    assert all(len(splits) == 1 for splits in people.values())  # nobody on both sides of a split
     for s in clips:
         assert s.path == SHARED_DATA / s.rel and s.rel.startswith("real_videos/") and s.path.is_file()
         assert s.split == clip_split(s.rel)

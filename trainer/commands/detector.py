@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import shlex
 import sys
 from pathlib import Path
 
-from trainer.commands._common import offline_ultralytics
+from trainer.commands._common import machine, offline_ultralytics
 from trainer.errors import TrainerError
 
 logger = logging.getLogger(__name__)
@@ -51,7 +50,8 @@ def cmd_detector(args: argparse.Namespace) -> int:
     from engines import Detector
     from engines.export import export_detector
     from trainer import detector_eval as ev
-    from trainer.detector_data import prepare
+    from trainer import realmedia
+    from trainer.detector_data import labelled_sources, prepare
     from trainer.detector_train import DetectorTrainConfig, train_detector
     from trainer.teacher import Teacher
 
@@ -74,7 +74,9 @@ def cmd_detector(args: argparse.Namespace) -> int:
     weights = Path(trained["weights"])
 
     teacher = Teacher()
-    frames = ev.clip_frames(args.media, per_clip=args.eval_frames)
+    record = json.loads((out / "data" / "pseudo_labels.json").read_text())
+    trained_on = labelled_sources(record, [s.rel for s in realmedia.real_videos(args.media)])
+    frames = ev.clip_frames(args.media, per_clip=args.eval_frames, exclude=trained_on)
     refs = [teacher.sure_faces(teacher(img)).xyxy for _, img in frames]
     rows: dict[int, dict] = {}
     for size in args.sizes:
@@ -90,7 +92,7 @@ def cmd_detector(args: argparse.Namespace) -> int:
     size = args.serving_size or choose_size(rows, slack=args.recall_slack)
     report = {
         "command": "dfwatch-train " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("dfwatch-train") else None,
-        "machine": f"{platform.processor() or platform.machine()}, {_cores()} cores",
+        "machine": machine(),
         "data": {
             "wider_train": data.wider_train,
             "pseudo_images": data.pseudo_images,
@@ -117,12 +119,6 @@ def cmd_detector(args: argparse.Namespace) -> int:
     _print_table(rows, size)
     del np
     return 0
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _print_table(rows: dict[int, dict], chosen: int) -> None:

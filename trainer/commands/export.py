@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trainer.commands._common import machine
+
 logger = logging.getLogger(__name__)
 
 CARD = """# {file}
@@ -42,6 +44,8 @@ def provenance(
         },
         "validation": {k: ckpt["history"][epoch - 1][k] for k in ("val_loss", "val_acc")},
         "command": command,
+        "seconds": round(sum(float(h.get("seconds", 0.0)) for h in ckpt["history"]), 1),  # all epochs trained
+        "machine": machine(),  # where this export ran; the card names the training machine when it differs
     }
     if report is not None:
         try:
