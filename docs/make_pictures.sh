@@ -3,14 +3,13 @@
 #   docs/annotate.png  a frame of `dfwatch watch --annotate` output (frame 150, in the manipulated half)
 #   docs/status.txt    `dfwatch status --once` while two workers publish three streams
 #   docs/report.png    `dfwatch report` of the clip (and docs/report.json, the plotted series)
-# Needs the venv and models (`make setup models`) and a Redis at $REDIS (default redis://127.0.0.1:6379/0).
-# The bundled models are untrained placeholders: their detector finds nothing at its 0.25 threshold, so the
-# pictures use --det-conf 0.001 (as the tests do); boxes and scores are noise until trained models land.
+# Needs the venv (`make setup`), the bundled model pack in models/ and a Redis at $REDIS
+# (default redis://127.0.0.1:6379/0).
 set -eu
 cd "$(dirname "$0")/.."
 REDIS=${REDIS:-redis://127.0.0.1:6379/0}
 DF=.venv/bin/dfwatch
-FLAGS="--det-conf 0.001 --max-faces 1 --metrics-port 0"
+FLAGS="--max-faces 1 --metrics-port 0"
 tmp=$(mktemp -d)
 pids=""
 cleanup() {
@@ -47,7 +46,7 @@ sleep 45
 $DF status --redis "$REDIS" --once --match 'docs-*' --stale 5 >docs/status.txt
 
 # 3. The report.
-$DF report "$tmp/demo.mp4" --det-conf 0.001 --max-faces 2 --out docs/report.png
+$DF report "$tmp/demo.mp4" --max-faces 2 --out docs/report.png
 
 # 4. Keep the repository lean: 128-colour palettes cut each picture from ~250 kB to under 80 kB.
 .venv/bin/python - docs/annotate.png docs/report.png <<'EOF2'
