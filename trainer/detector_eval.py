@@ -102,13 +102,13 @@ def wider_pairs(detector: Any, val_dir: Path) -> list[tuple[np.ndarray, np.ndarr
     """(human boxes, detections) for every WIDER FACE val image."""
     import cv2
 
-    from trainer.realfaces import _wider_boxes
+    from trainer.realfaces import wider_boxes
 
     pairs = []
     for img_path in sorted((val_dir / "images").glob("*.jpg")):
         img = cv2.cvtColor(cv2.imread(str(img_path)), cv2.COLOR_BGR2RGB)
         h, w = img.shape[:2]
-        ref = _wider_boxes(val_dir / "labels" / f"{img_path.stem}.txt", w, h)
+        ref = wider_boxes(val_dir / "labels" / f"{img_path.stem}.txt", w, h)
         pairs.append((ref, detector([img]).xyxy))
     return pairs
 

@@ -46,7 +46,7 @@ def _read_rgb(path: Path) -> np.ndarray | None:
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _wider_boxes(label: Path, w: int, h: int) -> np.ndarray:
+def wider_boxes(label: Path, w: int, h: int) -> np.ndarray:
     """xyxy pixel boxes (n, 4) of a YOLO label file (``0 cx cy bw bh`` normalised)."""
     if not label.is_file():
         return np.zeros((0, 4), np.float32)
@@ -95,7 +95,7 @@ def build_real_faces(
                     if img is None:
                         raise TrainerError("unreadable image")
                     h, w = img.shape[:2]
-                    boxes = _wider_boxes(img_path.parent.parent / "labels" / f"{img_path.stem}.txt", w, h)
+                    boxes = wider_boxes(img_path.parent.parent / "labels" / f"{img_path.stem}.txt", w, h)
                     boxes = boxes[boxes[:, 3] - boxes[:, 1] >= min_face]
                     boxes = boxes[np.argsort(-(boxes[:, 3] - boxes[:, 1]), kind="stable")][:max_faces]  # largest
                     frames, index = [img], np.zeros(1, np.int64)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.trainer._realtree import CLIPS, DFDC, NEEDS_SHARED_DATA, PHOTOS, WIDER_TRAIN, WIDER_VAL, make_real_tree
-from trainer.realfaces import SOURCE, RealFacesSummary, _wider_boxes, build_real_faces
+from trainer.realfaces import SOURCE, RealFacesSummary, build_real_faces, wider_boxes
 from trainer.store import FaceStore, split_code
 
 pytestmark = NEEDS_SHARED_DATA
@@ -42,7 +42,7 @@ def _wider_expected(media: Path) -> dict[str, np.ndarray]:
         for name in names:
             img = cv2.imread(str(media / "widerface" / split / "images" / name))
             label = media / "widerface" / split / "labels" / f"{Path(name).stem}.txt"
-            boxes = _wider_boxes(label, img.shape[1], img.shape[0])
+            boxes = wider_boxes(label, img.shape[1], img.shape[0])
             out[f"widerface/{split}/{name}"] = boxes[boxes[:, 3] - boxes[:, 1] >= MIN_FACE][:4]
     return out
 
@@ -91,7 +91,7 @@ def test_wider_rows_are_its_human_boxes_of_at_least_min_face(built):
     assert sum(len(b) for b in expected.values()) == summary.sources["wider"] == 3
     # image 199 holds 3 faces, 1 of them >= 64 px high: the 2 smaller ones are left out
     label = media / "widerface" / "train" / "labels" / "1_Handshaking_Handshaking_1_199.txt"
-    assert len(_wider_boxes(label, 1, 1)) == 3
+    assert len(wider_boxes(label, 1, 1)) == 3
     assert len(expected["widerface/train/1_Handshaking_Handshaking_1_199.jpg"]) == 1
 
 
