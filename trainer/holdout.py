@@ -43,8 +43,9 @@ def _score(classifier: Any, crops: np.ndarray, batch: int = 64) -> np.ndarray:
     return np.concatenate([classifier(crops[i : i + batch]) for i in range(0, len(crops), batch)] or [np.zeros(0)])
 
 
-def _rows(store_path: Path, *, split: str, prefix: str, originals: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(crops (n, S, S, 3), labels (n,)) of the store rows in ``split`` whose identity starts with ``prefix``."""
+def _rows(store_path: Path, *, split: str, prefix: str, originals: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """(crops (n, S, S, 3), labels (n,), the store's crop margin) of the rows in ``split`` whose identity
+    starts with ``prefix``."""
     from trainer.store import FaceStore
 
     with FaceStore(store_path) as store:
@@ -54,18 +55,15 @@ def _rows(store_path: Path, *, split: str, prefix: str, originals: bool = True) 
         if len(keep) == 0:
             raise TrainerError(f"{store_path}: no {split} rows of {prefix!r} identities")
         crops = np.stack([store.crops(int(r)) for r in keep])
-        return crops, store.meta("label")[keep].astype(np.int64)
+        return crops, store.meta("label")[keep].astype(np.int64), float(store.attrs["crop_margin"])
 
 
 def self_blend_auc(classifier: Any, store_path: Path, *, split: str = "test", seed: int = 1234) -> dict[str, Any]:
     """AUC of pristine held-out clip crops (label 0) against their self-blended versions (label 1)."""
     from trainer.selfblend import self_blend
-    from trainer.store import FaceStore
 
-    crops, labels = _rows(store_path, split=split, prefix="clip:")
+    crops, labels, margin = _rows(store_path, split=split, prefix="clip:")
     crops = crops[labels == 0]
-    with FaceStore(store_path) as store:
-        margin = float(store.attrs["crop_margin"])
     fakes = np.stack([self_blend(c, np.random.default_rng(seed + k), margin=margin) for k, c in enumerate(crops)])
     scores = np.concatenate([_score(classifier, crops), _score(classifier, fakes)])
     truth = np.r_[np.zeros(len(crops)), np.ones(len(fakes))]
@@ -74,7 +72,7 @@ def self_blend_auc(classifier: Any, store_path: Path, *, split: str = "test", se
 
 def labelled_auc(classifier: Any, store_path: Path, *, prefix: str = "dfdc:", split: str = "test") -> dict[str, Any]:
     """AUC on held-out labelled crops (e.g. DFDC) of the store."""
-    crops, labels = _rows(store_path, split=split, prefix=prefix)
+    crops, labels, _ = _rows(store_path, split=split, prefix=prefix)
     return {"crops": len(crops), "fakes": int(labels.sum()), **_summary(labels, _score(classifier, crops),
                                                                         classifier.threshold)}  # fmt: skip
 

@@ -45,8 +45,6 @@ def choose_size(rows: dict[int, dict], *, slack: float) -> int:
 
 def cmd_detector(args: argparse.Namespace) -> int:
     offline_ultralytics()
-    import numpy as np
-
     from engines import Detector
     from engines.export import export_detector
     from trainer import detector_eval as ev
@@ -59,7 +57,8 @@ def cmd_detector(args: argparse.Namespace) -> int:
         raise TrainerError(f"--serving-size {args.serving_size} is not among --sizes {args.sizes}: add it to --sizes")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    data = prepare(args.media, out / "data", frames_per_clip=args.frames_per_clip)
+    teacher = Teacher()  # labels the training frames (first run) and the held-out clips' reference boxes
+    data = prepare(args.media, out / "data", frames_per_clip=args.frames_per_clip, teacher=teacher)
     logger.info("dataset: %d WIDER train images + %d teacher-labelled images (%d faces); dropped %d doubtful",
                 data.wider_train, data.pseudo_images, data.pseudo_faces, data.dropped_doubtful)  # fmt: skip
     summary_path = out / "train_summary.json"
@@ -73,17 +72,18 @@ def cmd_detector(args: argparse.Namespace) -> int:
         summary_path.write_text(json.dumps(trained, indent=1))
     weights = Path(trained["weights"])
 
-    teacher = Teacher()
     record = json.loads((out / "data" / "pseudo_labels.json").read_text())
     trained_on = labelled_sources(record, [s.rel for s in realmedia.real_videos(args.media)])
     frames = ev.clip_frames(args.media, per_clip=args.eval_frames, exclude=trained_on)
     refs = [teacher.sure_faces(teacher(img)).xyxy for _, img in frames]
     rows: dict[int, dict] = {}
+    thresholds: dict[int, float] = {}  # the manifest confidence each size was measured at
     for size in args.sizes:
         onnx = out / "eval" / f"face_detector_{size}.onnx"
         onnx.parent.mkdir(exist_ok=True)
         export_detector(weights, onnx, input_size=size, placeholder=False, torch_reference=False)
         det = Detector(onnx, threads=args.threads)
+        thresholds[size] = float(det.conf)
         wider = ev.match_recall(ev.wider_pairs(det, args.media / "widerface" / "val"), min_height=32)
         clips = ev.match_recall([(r, det([img]).xyxy) for r, (_, img) in zip(refs, frames)], min_height=32)
         rows[size] = {**ev.wider_map(weights, data.yaml, imgsz=size), "wider_recall32": wider.to_dict(),
@@ -104,7 +104,7 @@ def cmd_detector(args: argparse.Namespace) -> int:
         "training": trained,
         "sizes": {str(k): v for k, v in rows.items()},
         "serving_size": size,
-        "threshold": float(Detector(out / "eval" / f"face_detector_{size}.onnx").conf),
+        "threshold": thresholds[size],
     }
     (out / "detector_report.json").write_text(json.dumps(report, indent=1))
     if args.export:
@@ -117,7 +117,6 @@ def cmd_detector(args: argparse.Namespace) -> int:
                         torch_reference=args.torch_reference)  # fmt: skip
         logger.info("exported %s at %d", args.export, size)
     _print_table(rows, size)
-    del np
     return 0
 
 
