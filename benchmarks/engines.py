@@ -205,7 +205,7 @@ def measure(
 
     rows = []
     budget = {"retry_wait_left_s": args.retry_budget}
-    bar = tqdm(total=len(args.kinds) * len(args.batches), desc="engines", unit="cell", file=sys.stderr)
+    bar = tqdm(total=len(args.kinds) * len(args.batches), desc="engines", unit="cell", file=sys.stderr, disable=None)
     for kind in args.kinds:
         size = load_manifest(models / f"{KINDS[kind]}.onnx").input_size
         backends = open_backends(models, kind, args.backends, args.device)

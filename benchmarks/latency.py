@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 jobs += [("ultralytics", s, None, batch) for s in args.sizes for batch in args.batches]
             rows = []
             peak = max(peak, measured_peak(threads=threads), key=lambda p: p["gflops"])  # the quieter of two
-            for backend, size, eng, batch in tqdm(jobs, desc="latency", unit="config", file=sys.stderr):
+            for backend, size, eng, batch in tqdm(jobs, desc="latency", unit="config", file=sys.stderr, disable=None):
                 for attempt in range(args.retries + 1):
                     with LoadWindow() as window:
                         if eng is None:

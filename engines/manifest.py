@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,7 @@ def load_manifest(artifact: str | Path, *, kind: str | None = None, verify: bool
     unknown = sorted(raw.keys() - names)
     if unknown:
         raise ManifestError(f"manifest {mpath} has unknown fields {unknown}; valid: {sorted(names)}")
+    _check_types(raw, mpath, hint)
     manifest = Manifest(**raw)
     hint = rebuild_hint(artifact, manifest.format)
     if manifest.schema != SCHEMA:
@@ -120,6 +123,22 @@ def load_manifest(artifact: str | Path, *, kind: str | None = None, verify: bool
                 f"{manifest.sha256[:12]}...): the file was changed or truncated; {hint}"
             )
     return manifest
+
+
+def _check_types(raw: dict[str, Any], mpath: Path, hint: str) -> None:
+    """ManifestError naming the field when a value has the wrong JSON type (a string batch_max failed later, raw)."""
+    hints = typing.get_type_hints(Manifest)
+    for name, value in raw.items():
+        declared = hints[name]
+        union = typing.get_origin(declared) in (typing.Union, types.UnionType)
+        allowed = tuple(object if t is Any else typing.get_origin(t) or t for t in (typing.get_args(declared) if union
+                                                                                   else (declared,)))  # fmt: skip
+        if not isinstance(value, allowed) or (isinstance(value, bool) and not {bool, object} & set(allowed)):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ManifestError(f"manifest {mpath}: field {name!r} must be {names}, got {value!r}; {hint}")
+    if not 1 <= raw["batch_min"] <= raw["batch_max"] or raw["input_size"] < 1:
+        raise ManifestError(f"manifest {mpath}: needs 1 <= batch_min <= batch_max and input_size >= 1, got "
+                            f"{raw['batch_min']}, {raw['batch_max']}, {raw['input_size']}; {hint}")
 
 
 def source_onnx_path(artifact: str | Path) -> Path:

@@ -102,7 +102,7 @@ def rebuild(
     if torch is not None:
         jobs += [("torch", p) for p in onnx_files]
     rows = []
-    bar = tqdm(jobs, desc="engines", unit="artifact", disable=not progress)
+    bar = tqdm(jobs, desc="engines", unit="artifact", disable=None if progress else True)
     for fmt, onnx_path in bar:
         bar.set_postfix_str(f"{onnx_path.stem} {fmt}")
         if fmt == "onnx":

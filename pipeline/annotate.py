@@ -9,11 +9,17 @@ killed leaves a playable file that lacks at most its last second.
 Disk per stream is bounded by ``max_mb``: when ``<stream>.mp4`` reaches half of it, the file is
 closed and renamed ``<stream>.1.mp4`` (replacing the older one) and a new ``<stream>.mp4`` starts,
 so the newest footage is always kept. A resolution change also starts a new file this way.
+
+A file that cannot be written (disk full) stops that stream's video, not the process: the muxer
+writes through a file object that keeps the first write error to itself (FFmpeg's MP4 muxer
+segfaulted on the writes that followed one), the frames of that stream are skipped and counted,
+and a new file is tried RETRY_SECONDS later. Files are never written through a symbolic link.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
@@ -45,6 +51,7 @@ _TIME_BASE = Fraction(1, 1000)  # output timestamps in milliseconds
 _DEFAULT_STEP = 0.04  # seconds a frame is shown when neither pts nor capture times give a usable step
 _MAX_STEP = 10.0  # a longer gap (a stream that was down) is shown as one default step; the banner shows the clock
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+RETRY_SECONDS = 30.0  # after a write error (disk full), a stream's video starts a new file this much later
 
 
 @dataclass(frozen=True)
@@ -155,24 +162,53 @@ class _StreamVideo:
         self._start_ms = 0  # output time of the open file's first frame
         self._clock_ms: int | None = None  # output time of the last frame, over rotations
         self._last: Frame | None = None
+        self.file: _OutputFile | None = None
+        self.skipped = 0  # frames not written because the file could not be (disk full, a symlink in the way)
+        self._retry_at: float | None = None  # monotonic time of the next attempt after a write error
 
-    def write(self, image: np.ndarray, frame: Frame) -> None:
+    def write(self, image: np.ndarray, frame: Frame) -> bool:
+        """Append the frame; False when it was skipped (the file failed; a new one is tried later)."""
+        t_ms = self._next_time(frame)
+        if self._retry_at is not None:
+            if time.monotonic() < self._retry_at:
+                self.skipped += 1
+                return False
+            self._retry_at = None
+            try:
+                if self.path.exists() and not self.path.is_symlink():  # keep what the failed file holds
+                    os.replace(self.path, self.previous)
+            except OSError:
+                pass  # the new file's open says what is wrong
         image = _even(image)  # (H', W', 3) with H', W' even: yuv420p needs it
         size = (image.shape[1], image.shape[0])
-        t_ms = self._next_time(frame)
         if self.container is not None and (size != self.size or self.bytes >= self.cfg.max_mb * 1e6 / 2):
             why = f"resolution changed to {size[0]}x{size[1]}" if size != self.size else "size limit reached"
             self._rotate(why)
-        if self.container is None:
-            self._open(size, t_ms)
-        assert self.video is not None and self.container is not None
-        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
-        vf.pts, vf.time_base = t_ms - self._start_ms, _TIME_BASE
-        for packet in self.video.encode(vf):
-            self.bytes += packet.size
-            self.container.mux(packet)
+        try:
+            if self.container is None:
+                self._open(size, t_ms)
+            assert self.video is not None and self.container is not None
+            vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+            vf.pts, vf.time_base = t_ms - self._start_ms, _TIME_BASE
+            for packet in self.video.encode(vf):
+                self.bytes += packet.size
+                self.container.mux(packet)
+        except SinkError as exc:
+            return self._fail(str(exc))
+        if self.file is not None and self.file.error is not None:
+            return self._fail(f"cannot write {self.path}: {self.file.error.strerror or self.file.error}")
         self.frames += 1
         self.written += 1
+        return True
+
+    def _fail(self, why: str) -> bool:
+        """Stop this file (the muxer never saw the error: closing it is safe), skip frames for RETRY_SECONDS."""
+        self.close()
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+        self.skipped += 1
+        logger.error("annotated video of %r: %s; its frames are skipped, a new file is tried in %.0f s",
+                     self.stream_id, why, RETRY_SECONDS)  # fmt: skip
+        return False
 
     def close(self) -> None:
         if self.container is None:
@@ -185,6 +221,8 @@ class _StreamVideo:
         finally:
             self.container.close()
             self.container = self.video = None
+            if self.file is not None:
+                self.file.close()
 
     def _next_time(self, frame: Frame) -> int:
         """Output time (ms) of ``frame``: the gap to the previous frame by pts, else by capture time."""
@@ -202,9 +240,11 @@ class _StreamVideo:
 
     def _open(self, size: tuple[int, int], t_ms: int) -> None:
         options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+        self.file = _OutputFile(self.path)
         try:
-            container = av.open(str(self.path), mode="w", format="mp4", options=options)
-        except OSError as exc:
+            container = av.open(self.file, mode="w", format="mp4", options=options)
+        except (OSError, av.error.FFmpegError) as exc:
+            self.file.close()
             raise SinkError(f"cannot write annotated video {self.path}: {exc}") from exc
         video = container.add_stream(
             "libx264", rate=25,
@@ -223,6 +263,58 @@ class _StreamVideo:
         self.rotations += 1
         logger.info("annotated video of %r: %s; kept as %s, new %s started", self.stream_id, why,
                     self.previous.name, self.path.name)  # fmt: skip
+
+
+class _OutputFile(io.RawIOBase):
+    """The MP4 file as PyAV writes it: opened without following a symlink; the first write error is kept in
+    ``error`` and later writes are dropped, so the muxer never sees an I/O error (it crashed on them)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            self.fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            symlink = " (a symbolic link: dfwatch never writes through one)" if path.is_symlink() else ""
+            raise SinkError(f"cannot write annotated video {path}: {exc.strerror or exc}{symlink}") from exc
+        self.pos = 0
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # noqa: ANN001 - bytes-like from PyAV
+        view = memoryview(data)
+        if self.error is None:
+            try:
+                os.lseek(self.fd, self.pos, os.SEEK_SET)
+                done = 0
+                while done < len(view):
+                    done += os.write(self.fd, view[done:])
+            except OSError as exc:
+                self.error = exc
+        self.pos += len(view)
+        return len(view)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self.pos = offset
+        elif whence == io.SEEK_CUR:
+            self.pos += offset
+        else:  # SEEK_END: the end as the muxer believes it (writes after an error are not on disk)
+            self.pos = max(self.pos, os.fstat(self.fd).st_size) + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
 
 
 def safe_name(stream_id: str) -> str:
@@ -250,6 +342,12 @@ class Annotator:
         self.cfg = cfg
         self.dir = check_writable(cfg.dir, what="the annotated video (--annotate DIR)")
         self.videos: dict[str, _StreamVideo] = {}
+        self._skipped_gone = 0  # skipped frames of streams already forgotten
+
+    @property
+    def unwritten(self) -> int:
+        """Frames skipped because their file could not be written (the runner adds them to the summary)."""
+        return self._skipped_gone + sum(v.skipped for v in self.videos.values())
 
     def publish_frames(self, pairs: Sequence[tuple[Frame, Verdict]]) -> None:
         for frame, verdict in pairs:
@@ -257,6 +355,13 @@ class Annotator:
             if video is None:
                 video = self.videos[frame.stream_id] = self._new_video(frame.stream_id)
             video.write(draw(frame.image, verdict), frame)
+
+    def forget_stream(self, stream_id: str) -> None:
+        """The stream was removed: finish its file and drop its encoder and last frame."""
+        video = self.videos.pop(stream_id, None)
+        if video is not None:
+            self._skipped_gone += video.skipped
+            self._finish(video)
 
     def _new_video(self, stream_id: str) -> _StreamVideo:
         """The stream's video under its safe name, or that name plus a hash of the id when the name (or its
@@ -271,12 +376,16 @@ class Annotator:
 
     def close(self) -> None:
         for video in self.videos.values():
-            try:
-                video.close()
-            except Exception:
-                logger.exception("annotated video of %r: closing %s failed", video.stream_id, video.path)
-                continue
-            size = video.path.stat().st_size / 1e6 if video.path.exists() else 0.0
-            kept = f", older footage in {video.previous.name}" if video.rotations else ""
-            logger.info("annotated video of %r: %s (%d frames, %.1f MB)%s", video.stream_id, video.path,
-                        video.frames, size, kept)  # fmt: skip
+            self._finish(video)
+
+    def _finish(self, video: _StreamVideo) -> None:
+        try:
+            video.close()
+        except Exception:
+            logger.exception("annotated video of %r: closing %s failed", video.stream_id, video.path)
+            return
+        size = video.path.stat().st_size / 1e6 if video.path.exists() else 0.0
+        kept = f", older footage in {video.previous.name}" if video.rotations else ""
+        skipped = f", {video.skipped} frames skipped (write errors)" if video.skipped else ""
+        logger.info("annotated video of %r: %s (%d frames, %.1f MB)%s%s", video.stream_id, video.path,
+                    video.frames, size, kept, skipped)  # fmt: skip

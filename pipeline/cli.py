@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import logging
 import os
 import signal
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from pipeline.config import ModelsConfig, WatchConfig, load_config
 from pipeline.errors import ConfigError
+from pipeline.policy import Origin
 from pipeline.shard import Shard
 from pipeline.sources import SourceKind, SourceSpec
 
@@ -106,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="live streams: fail on the first error instead of reconnecting with backoff",
     )
+    g.add_argument(
+        "--allow-dir", type=Path, action="append", dest="sources.allow_dirs", metavar="DIR",
+        help="local files may come only from these folders, and then from the control hash too (repeat for more; "
+        "overrides [sources] allow_dirs; default: files only from the command line and config)",
+    )  # fmt: skip
     g.add_argument("--loop", action="store_true", default=None, help="files: start again at the end")
     g.add_argument("--pace", action="store_true", default=None, help="files: deliver at their frame rate, like live")
     g.add_argument(
@@ -164,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     s.add_argument("--match", metavar="GLOB", help="only stream ids matching this shell pattern, e.g. 'lobby-*'")
     s.set_defaults(func=cmd_status)
+
+    h = sub.add_parser("health", help="exit 0 while a running dfwatch watch's stage loop turns (a liveness probe)")
+    h.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
+    h.add_argument("--url", default="http://127.0.0.1:9108/metrics", help="its metrics (default: %(default)s)")
+    h.add_argument(
+        "--max-age", type=float, default=60.0, metavar="S",
+        help="unhealthy when the stage loop last turned more than S seconds ago (default 60)",
+    )  # fmt: skip
+    h.set_defaults(func=cmd_health)
 
     r = sub.add_parser(
         "report", help="run a clip through the pipeline and chart its faces' fake scores and verdict",
@@ -267,10 +285,14 @@ def load_stages(m: ModelsConfig) -> tuple[DetectStage, ClassifyStage, bool]:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from pipeline.metrics import Observer
+    from pipeline.redis_conn import RedisTarget
     from pipeline.runner import Runner
-    from pipeline.sinks import JsonLinesSink, RedisSink
+    from pipeline.sinks import RedisSink
 
     cfg = resolve_config(args)
+    policy = cfg.sources
+    # Every stream of the command line and the config file passes the source policy before anything starts.
+    cfg = dataclasses.replace(cfg, streams=tuple(policy.admit(s, origin=Origin.OPERATOR) for s in cfg.streams))
     sharded = cfg.shard is not None
     cfg = keep_own_streams(cfg)
     if sharded and not cfg.streams and not args.control:
@@ -301,11 +323,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
             frame_sinks.append(Annotator(cfg.annotate))  # an unwritable directory fails here, before any work
         detect, classify, placeholder = load_stages(cfg.models)
         observer = Observer()
-        sinks: list = [JsonLinesSink(sys.stdout)]
+        sinks: list = [_stdout_sink()]
         password = os.environ.get("DFWATCH_REDIS_PASSWORD")  # never on the command line, where ps shows it
         redis_sink = None
         if cfg.sinks.redis:
             redis_sink = RedisSink(cfg.sinks.redis, maxlen=cfg.sinks.redis_maxlen, password=password,
+                                   ttl=cfg.sinks.redis_ttl,
                                    on_error=lambda kind: observer.sink_errors.labels("redis").inc())  # fmt: skip
             sinks.append(redis_sink)
         elif args.control:
@@ -329,15 +352,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
             placeholder_models=placeholder,
             until_stopped=args.control,
             frame_sinks=frame_sinks,
+            policy=policy,
         )
         control = None
         if args.control:
-            import redis
-
             from pipeline.control import RedisControl
 
-            control = RedisControl(redis.Redis.from_url(cfg.sinks.redis, password=password), runner,
-                                   owns=cfg.shard.owns if cfg.shard else None)  # fmt: skip
+            client = RedisTarget(cfg.sinks.redis, password=password).connect()
+            control = RedisControl(client, runner, owns=cfg.shard.owns if cfg.shard else None, policy=policy)
             control.start()
 
         def _stop(signum: int, _frame: object) -> None:
@@ -365,6 +387,39 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if runner.stop.is_set():
         return EXIT_OK  # stopped on request: what failed was logged, and the operator asked to stop
     return EXIT_FAILED if stats.failed else EXIT_OK
+
+
+def _stdout_sink():
+    """Verdict lines to stdout from a writer thread (StdoutSink); a stdout without a descriptor: written in line."""
+    from pipeline.sinks import JsonLinesSink, StdoutSink
+
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return JsonLinesSink(sys.stdout)
+    return StdoutSink(fd)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Liveness: the metrics endpoint answers AND its stage loop turned within --max-age seconds."""
+    try:
+        with urllib.request.urlopen(args.url, timeout=5) as response:  # noqa: S310 - an operator-given URL
+            text = response.read().decode(errors="replace")
+    except OSError as exc:
+        print(f"unhealthy: {args.url} does not answer ({exc})", file=sys.stderr)
+        return EXIT_FAILED
+    beat = next((line.split()[-1] for line in text.splitlines() if line.startswith("dfwatch_loop_heartbeat_seconds ")),
+                None)  # fmt: skip
+    if beat is None:
+        print(f"unhealthy: {args.url} has no dfwatch_loop_heartbeat_seconds (not dfwatch watch?)", file=sys.stderr)
+        return EXIT_FAILED
+    age = time.time() - float(beat)
+    if not age <= args.max_age:
+        print(f"unhealthy: the stage loop last turned {age:.0f} s ago (limit {args.max_age:g} s)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"healthy: the stage loop turned {age:.1f} s ago")
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

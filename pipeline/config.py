@@ -8,6 +8,7 @@ that names the field and the valid ones. See deploy/streams.example.toml.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -17,6 +18,7 @@ from typing import Any
 
 from pipeline.annotate import AnnotateConfig
 from pipeline.errors import ConfigError
+from pipeline.policy import SourcePolicy
 from pipeline.runner import RunnerConfig
 from pipeline.shard import Shard
 from pipeline.sources import SourceSpec
@@ -49,6 +51,12 @@ class ModelsConfig:
 class SinksConfig:
     redis: str | None = None  # redis://, rediss:// or unix:// URL; None = stdout only
     redis_maxlen: int = 10_000  # approximate cap of each per-stream Redis Stream
+    redis_ttl: float = 7 * 86400  # seconds after its latest write a verdict key expires; 0 = never
+
+    def __post_init__(self) -> None:
+        if self.redis_maxlen < 1 or not (self.redis_ttl >= 0 and math.isfinite(self.redis_ttl)):
+            raise ConfigError(f"sinks.redis_maxlen must be at least 1 and sinks.redis_ttl a finite number of seconds "
+                              f"(0 = never expire), got {self.redis_maxlen} and {self.redis_ttl}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,12 @@ class WatchConfig:
     sinks: SinksConfig = field(default_factory=SinksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    sources: SourcePolicy = field(default_factory=SourcePolicy)  # what streams may point at (pipeline.policy)
     shard: Shard | None = None  # top-level `shard = "i/N"`: keep only the streams rendezvous hashing gives worker i
 
 
 _SECTIONS = {"models": ModelsConfig, "runner": RunnerConfig, "verdict": VerdictConfig, "sinks": SinksConfig,
-             "metrics": MetricsConfig, "annotate": AnnotateConfig}  # fmt: skip
+             "metrics": MetricsConfig, "annotate": AnnotateConfig, "sources": SourcePolicy}  # fmt: skip
 
 
 def load_config(path: str | Path) -> WatchConfig:
@@ -165,6 +174,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is Path and isinstance(value, str):
         return Path(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):  # TOML and JSON both allow inf, nan
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(hint, type) and issubclass(hint, str) and hint is not str and isinstance(value, str):

@@ -7,6 +7,17 @@ the command line or in the config file are never touched by the control hash.
 
     redis-cli HSET dfwatch:control:streams lobby rtsp://192.0.2.7/live
     redis-cli HDEL dfwatch:control:streams lobby
+
+Whoever can write this hash chooses what the workers open, so every entry passes the source
+policy as ``Origin.CONTROL`` (pipeline.policy: allowed schemes only, local files only from
+``[sources] allow_dirs``); an entry that fails it, or that is not UTF-8 or valid JSON, is logged
+once and ignored, and the others go on.
+
+A Redis that loses its data (restarted without persistence, flushed) must not stop every stream:
+the workers keep a marker key, ``dfwatch:control:epoch``, beside the hash. When the marker is gone
+or holds another value than this worker last saw, the hash's contents were lost rather than
+deleted: the worker keeps its streams, writes their entries back (HSETNX: never over a value set
+meanwhile) and logs a warning. To stop streams, delete their fields (or the whole hash) instead.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -21,30 +33,36 @@ import redis
 
 from pipeline.config import build
 from pipeline.errors import ConfigError
+from pipeline.policy import Origin, SourcePolicy
 from pipeline.runner import Runner
 from pipeline.sources import SourceSpec
 
 logger = logging.getLogger(__name__)
 
 CONTROL_KEY = "dfwatch:control:streams"
+EPOCH_KEY = "dfwatch:control:epoch"  # marker: missing or changed means Redis lost the control hash
+MAX_ENTRY = 16_384  # characters of one hash value (a URL or a JSON object); longer ones are refused unread
 
 
-def parse_control_entry(stream_id: str, value: str) -> SourceSpec:
-    """A control hash field into a SourceSpec; raises ConfigError naming the stream."""
+def parse_control_entry(stream_id: str, value: str, *, policy: SourcePolicy | None = None) -> SourceSpec:
+    """A control hash field into a SourceSpec the policy admits; raises ConfigError naming the stream."""
+    if len(value) > MAX_ENTRY:
+        raise ConfigError(f"{CONTROL_KEY} {stream_id!r}: a value of {len(value)} characters is over {MAX_ENTRY}")
     value = value.strip()
     table: dict[str, Any]
     if value.startswith("{"):
         try:
             table = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{CONTROL_KEY} {stream_id}: invalid JSON ({exc})") from exc
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ConfigError(f"{CONTROL_KEY} {stream_id!r}: invalid JSON ({exc})") from exc
         if not isinstance(table, dict):
-            raise ConfigError(f"{CONTROL_KEY} {stream_id}: expected a JSON object or a URL")
+            raise ConfigError(f"{CONTROL_KEY} {stream_id!r}: expected a JSON object or a URL")
     else:
         table = {"url": value}
     table.pop("id", None)
     table.pop("stream_id", None)
-    return build(SourceSpec, {"stream_id": stream_id, **table}, f"{CONTROL_KEY} {stream_id}")
+    spec = build(SourceSpec, {"stream_id": stream_id, **table}, f"{CONTROL_KEY} {stream_id!r}")
+    return (policy or SourcePolicy()).admit(spec, origin=Origin.CONTROL)
 
 
 class RedisControl:
@@ -57,17 +75,23 @@ class RedisControl:
         *,
         interval: float = 2.0,
         key: str = CONTROL_KEY,
+        epoch_key: str = EPOCH_KEY,
         owns: Callable[[str], bool] | None = None,
+        policy: SourcePolicy | None = None,
     ) -> None:
-        """``owns(stream_id)``: whether this worker takes a stream (``Shard.owns``); None takes every one."""
+        """``client``: from pipeline.redis_conn (socket timeouts). ``owns(stream_id)``: whether this worker takes
+        a stream (``Shard.owns``); None takes every one. ``policy``: what entries may point at (default: defaults)."""
         self.client, self.runner, self.interval, self.key, self.owns = client, runner, interval, key, owns
+        self.epoch_key, self.policy = epoch_key, policy or SourcePolicy()
         self._owned_counts: tuple[int, int] | None = None  # (owned, in the hash), logged when it changes
         self.managed: dict[str, SourceSpec] = {}  # streams this control hash started
+        self._values: dict[str, bytes] = {}  # their hash values as read, to write back after a data loss
+        self._epoch: bytes | None = None  # the marker value this worker saw last
         self._draining: set[str] = set()  # ids this control stopped whose old instance may still be draining
-        self._bad: dict[str, str] = {}  # id -> value already reported as invalid
+        self._bad: dict[str, bytes] = {}  # id -> value already reported as invalid
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="redis-control", daemon=True)
-        self._failing = False
+        self._failing: str | None = None  # why the last poll failed, logged once
 
     def start(self) -> None:
         self._thread.start()
@@ -82,16 +106,33 @@ class RedisControl:
                 self.poll_once()
                 if self._failing:
                     logger.info("control hash %s readable again", self.key)
-                self._failing = False
+                self._failing = None
             except redis.RedisError as exc:
                 if not self._failing:
                     logger.warning("control hash %s unreadable (%s); streams stay as they are, retrying", self.key, exc)
-                self._failing = True
+                self._failing = "redis"
+            except Exception:  # a bug or a surprise must not end the control plane for good: log once, go on
+                if self._failing != "crash":
+                    logger.exception("control hash %s: polling failed; streams stay as they are, retrying", self.key)
+                self._failing = "crash"
             self._stop.wait(self.interval)
 
     def poll_once(self) -> None:
-        raw = self.client.hgetall(self.key)
-        values = {_text(k): _text(v) for k, v in raw.items()}  # stream id -> URL or JSON
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.key)
+        pipe.get(self.epoch_key)
+        raw, epoch = pipe.execute()
+        if self._lost(epoch):
+            return
+        values: dict[str, bytes] = {}  # stream id -> URL or JSON, as bytes
+        for k, v in raw.items():
+            sid = _text(k)
+            if sid is None:
+                if self._bad.get(repr(k)) != v:
+                    logger.error("%s: a stream id that is not UTF-8 (%r); ignoring it", self.key, k)
+                    self._bad[repr(k)] = v
+                continue
+            values[sid] = _bytes(v)
         if self.owns is not None:  # sharded: the other workers take the rest
             every = len(values)
             values = {sid: v for sid, v in values.items() if self.owns(sid)}
@@ -101,7 +142,10 @@ class RedisControl:
         desired: dict[str, SourceSpec] = {}
         for sid, value in values.items():
             try:
-                desired[sid] = parse_control_entry(sid, value)
+                text = _text(value)
+                if text is None:
+                    raise ConfigError(f"{self.key} {sid!r}: the value is not UTF-8 text")
+                desired[sid] = parse_control_entry(sid, text, policy=self.policy)
             except ConfigError as exc:
                 if self._bad.get(sid) != value:
                     logger.error("%s; ignoring it", exc)
@@ -110,6 +154,7 @@ class RedisControl:
             if desired.get(sid) != spec:  # deleted or changed: stop it (a changed one restarts below)
                 self.runner.remove_stream(sid)
                 del self.managed[sid]
+                self._values.pop(sid, None)
                 self._draining.add(sid)
         watched = set(self.runner.stream_ids)
         for sid, spec in desired.items():
@@ -124,7 +169,42 @@ class RedisControl:
             self._draining.discard(sid)
             self.runner.add_stream(spec)
             self.managed[sid] = spec
+            self._values[sid] = values[sid]
+
+    def _lost(self, epoch: bytes | None) -> bool:
+        """True when Redis lost the control hash since the last poll: the entries of this worker go back in."""
+        if epoch is not None and epoch == self._epoch:
+            return False
+        if epoch is None and self._epoch is None:  # the first worker ever on this Redis: set the marker
+            self.client.set(self.epoch_key, uuid.uuid4().hex, nx=True)
+            self._epoch = self.client.get(self.epoch_key)
+            return False
+        if self._epoch is None or not self.managed:  # first poll of this worker, or nothing of ours to lose
+            if epoch is None:
+                self.client.set(self.epoch_key, uuid.uuid4().hex, nx=True)
+            self._epoch = self.client.get(self.epoch_key)
+            return False
+        logger.warning("control hash %s: its marker %s is %s: Redis lost its data (restarted without persistence, "
+                       "or flushed)? Keeping this worker's %d streams and writing their entries back",
+                       self.key, self.epoch_key, "gone" if epoch is None else "another",
+                       len(self.managed))  # fmt: skip
+        pipe = self.client.pipeline(transaction=False)
+        for sid, value in self._values.items():
+            pipe.hsetnx(self.key, sid, value)
+        pipe.set(self.epoch_key, uuid.uuid4().hex, nx=True)
+        pipe.get(self.epoch_key)
+        self._epoch = pipe.execute()[-1]
+        return True
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: bytes | str) -> str | None:
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()

@@ -18,7 +18,7 @@ class SourceError(PipelineError):
     def __init__(self, spec: SourceSpec, reason: str) -> None:
         self.spec = spec
         self.reason = reason
-        super().__init__(f"stream {spec.stream_id!r} ({spec.url}): {reason}")
+        super().__init__(f"stream {spec.stream_id!r} ({spec.display}): {reason}")
 
 
 class SinkError(PipelineError):

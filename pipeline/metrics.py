@@ -60,6 +60,11 @@ class Observer:
         self.verdict = Gauge(
             "dfwatch_verdict", "1 for the stream's verdict state, 0 for the others", ["stream", "state"], registry=r
         )
+        self.heartbeat = Gauge(
+            "dfwatch_loop_heartbeat_seconds",
+            "Unix time of the stage loop's latest turn: a stale value means the pipeline is stuck (dfwatch health)",
+            registry=r,
+        )
         self._server: Any = None
 
     def serve(self, host: str, port: int) -> None:
@@ -76,10 +81,25 @@ class Observer:
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage).observe(seconds)
 
+    def beat(self) -> None:
+        """The stage loop is alive (dfwatch_loop_heartbeat_seconds = now)."""
+        self.heartbeat.set_to_current_time()
+
+    def forget_stream_up(self, stream: str) -> None:
+        """A file that ended is not a feed that is down: drop its ``stream_up`` rather than leave a 0 that alerts."""
+        try:
+            self.stream_up.remove(stream)
+        except KeyError:
+            pass
+
     def forget_stream(self, stream: str) -> None:
-        """Drop a removed stream's gauges, so that its last ``stream_up`` 0 or FAKE does not alert for ever."""
+        """Drop a removed stream's series: its last ``stream_up`` 0 or FAKE must not alert for ever, and a service
+        whose feeds come and go must not keep a counter and a histogram per id it ever saw."""
         series = [(g, (stream,)) for g in (self.stream_up, self.queue_depth, self.fps, self.fake_score)]
         series += [(self.verdict, (stream, state.value)) for state in VerdictState]
+        # and its counters and histogram: each holds a label set per stream id for ever otherwise
+        series += [(m, (stream,)) for m in (self.capture_to_publish, self.frames_decoded, self.frames_dropped,
+                                            self.faces, self.stream_errors, self.reconnects, self.alerts)]  # fmt: skip
         for gauge, labels in series:
             try:
                 gauge.remove(*labels)

@@ -25,9 +25,14 @@ class FrameQueue:
         self.dropped = 0
 
     def put(self, frame: Frame, stop: threading.Event) -> bool:
-        """Queue ``frame``; returns True when the oldest frame was dropped to make room."""
+        """Queue ``frame``; returns True when the oldest frame was dropped to make room.
+
+        A closed queue (its stream was removed while the reader was stuck in a read) takes nothing more.
+        """
         dropped = False
         with self.cond:
+            if self.closed:
+                return False
             if self.policy is DropPolicy.WAIT:
                 while len(self.frames) >= self.size and not stop.is_set():
                     self.cond.wait(0.1)

@@ -82,7 +82,7 @@ class _Collector:
 
     def __init__(self, total: int | None) -> None:
         self.records: list[dict] = []
-        self.bar = tqdm(total=total, unit="frame", desc="report", file=sys.stderr, leave=False)
+        self.bar = tqdm(total=total, unit="frame", desc="report", file=sys.stderr, leave=False, disable=None)
 
     def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None:
         self.records.extend(record for _, record in records)

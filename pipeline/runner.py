@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from engines import Detections
 from pipeline.errors import SinkError, SourceError
 from pipeline.messages import Face, Frame, Verdict, VerdictState
 from pipeline.metrics import Observer
+from pipeline.policy import SourcePolicy
 from pipeline.queues import DropPolicy, FrameQueue
 from pipeline.sinks import FrameSink, Sink, encode
 from pipeline.sources import SourceSpec
@@ -34,6 +36,7 @@ from pipeline.verdict import StreamVerdict, VerdictConfig
 logger = logging.getLogger(__name__)
 
 ADAPT_INTERVAL = 1.0  # seconds between changes of detect-every-k under load
+FLUSH_SECONDS = 5.0  # after the drain: readers, sinks and frame sinks together get this long to finish
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,12 @@ class RunnerConfig:
         for name in ("max_batch", "queue_size", "detect_every", "classify_every", "frame_sink_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0 or self.drain_seconds < 0:
-            raise ValueError("max_wait_ms and drain_seconds must not be negative")
+        for name in ("max_wait_ms", "drain_seconds"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, 0 or more, got {value!r}")
+        if not (self.idle_wait > 0 and math.isfinite(self.idle_wait)):
+            raise ValueError(f"idle_wait must be a finite number of seconds above 0, got {self.idle_wait!r}")
 
 
 @dataclass
@@ -107,8 +114,11 @@ class Runner:
         placeholder_models: bool = False,
         until_stopped: bool = False,
         frame_sinks: Sequence[FrameSink] = (),
+        policy: SourcePolicy | None = None,
     ) -> None:
         """``until_stopped``: keep running when every stream has ended (streams come and go at run time).
+
+        ``policy``: what FFmpeg may open for the streams (pipeline.policy); admitting them is the caller's job.
 
         ``frame_sinks`` get each published verdict with its frame (e.g. the annotated video), each from a thread
         of its own behind a bounded queue: frames of files wait for room, frames of live streams skip a full
@@ -123,8 +133,10 @@ class Runner:
         self.verdict_config, self.tracker_config = verdict, tracker
         self.placeholder_models = placeholder_models
         self.until_stopped = until_stopped
+        self.policy = policy
         self.stop = threading.Event()  # finish: stop sources, drain queues, flush sinks
         self.abort = threading.Event()  # finish now: drop what is queued
+        self._halt = threading.Event()  # the loop is over: readers stop (set by run() itself, not a request)
         self.wake = threading.Event()
         self.events = _SourceEvents(observer)
         self.streams: dict[str, _Stream] = {}
@@ -159,15 +171,20 @@ class Runner:
                 raise ValueError(f"stream id {spec.stream_id!r} is already watched")
         stream = self._register(spec)
         self._start(stream)
-        logger.info("stream %r (%s) added", spec.stream_id, spec.url)
+        logger.info("stream %r (%s) added", spec.stream_id, spec.display)
 
     def remove_stream(self, stream_id: str) -> None:
-        """Stop watching a stream; its queued frames are still processed."""
+        """Stop watching a stream; its queued frames are still processed.
+
+        The queue closes now, not when the reader notices: a reader stuck in a read must not keep the
+        stream (and its id) alive. What it still reads is dropped.
+        """
         with self._lock:
             stream = self.streams.get(stream_id)
         if stream is None:
             raise KeyError(f"no stream {stream_id!r}; watched: {sorted(self.streams)}")
         stream.stop.set()
+        stream.queue.close()
         logger.info("stream %r removed", stream_id)
 
     def _start(self, stream: _Stream) -> None:
@@ -179,9 +196,10 @@ class Runner:
 
     def _read(self, stream: _Stream) -> None:
         spec, sid, obs = stream.spec, stream.spec.stream_id, self.observer
-        stop = _AnyEvent(self.stop, stream.stop)
+        stop = _AnyEvent(self.stop, self._halt, stream.stop)
+        ended = False
         try:
-            for frame in stream_frames(spec, stop, self.events):
+            for frame in stream_frames(spec, stop, self.events, policy=self.policy):
                 if stop.is_set():
                     break
                 obs.frames_decoded.labels(sid).inc()
@@ -189,25 +207,42 @@ class Runner:
                 if stream.queue.put(frame, stop):
                     obs.frames_dropped.labels(sid).inc()
                 obs.queue_depth.labels(sid).set(len(stream.queue.frames))
+            ended = not stop.is_set()
         except SourceError as exc:
             logger.error("%s", exc, exc_info=logger.isEnabledFor(logging.DEBUG))
             obs.stream_errors.labels(sid).inc()
             self.stats.streams[sid].error = exc.reason
         except Exception as exc:  # a reader never takes the others down
-            logger.exception("stream %r (%s): reader crashed", sid, spec.url)
+            logger.exception("stream %r (%s): reader crashed", sid, spec.display)
             self.stats.streams[sid].error = f"reader crashed: {exc}"
         finally:
-            obs.stream_up.labels(sid).set(0)
+            if ended and not spec.reconnects:  # a file that ended is not a feed that is down: no stream-down alert
+                obs.forget_stream_up(sid)
+            else:
+                obs.stream_up.labels(sid).set(0)
             stream.queue.close()
 
     # -- the stage loop ------------------------------------------------------------------------
     def run(self) -> RunStats:
+        """Process until every stream ended (or, with until_stopped, until ``stop``); then drain and flush.
+
+        Whatever happens in the loop, the readers are stopped and the sinks flushed and closed, within
+        drain_seconds + FLUSH_SECONDS of ``stop`` (a reader stuck in a read is left behind, not waited for).
+        """
         for worker in self._frame_sinks:
             worker.start()
         for stream in list(self.streams.values()):
             self._start(stream)
+        try:
+            self._loop()
+        finally:
+            self._finish()
+        return self.stats
+
+    def _loop(self) -> None:
         drain_deadline: float | None = None
         while True:
+            self.observer.beat()
             if self.stop.is_set() and drain_deadline is None:
                 drain_deadline = time.monotonic() + self.config.drain_seconds
             if self.abort.is_set() or (drain_deadline is not None and time.monotonic() > drain_deadline):
@@ -223,20 +258,35 @@ class Runner:
                 break
             self.wake.wait(self.config.idle_wait)
             self.wake.clear()
-        for stream in list(self.streams.values()):
-            if stream.thread is not None:
-                stream.thread.join(timeout=5)
-            self.stats.streams[stream.spec.stream_id].dropped += stream.queue.dropped
+
+    def _finish(self) -> None:
+        """Stop the readers, flush and close every sink; readers and frame sinks get FLUSH_SECONDS in all.
+
+        No verdict is made any more: the sinks close first (each within its own bound: RedisSink 5 s,
+        StdoutSink 1 s) while the readers and frame sinks finish; then one deadline for all of them.
+        """
+        self._halt.set()  # the loop ended by itself, or raised: the readers stop all the same
+        for worker in self._frame_sinks:  # they finish their queues while the sinks close
+            worker.finish()
+        deadline = time.monotonic() + FLUSH_SECONDS
         for sink in self.sinks:
-            sink.close()
+            try:
+                sink.close()
+            except Exception:  # one sink's failure never keeps the others from flushing
+                logger.exception("%s sink: close failed", sink.name)
             lost = getattr(sink, "dropped", 0) + getattr(sink, "unflushed", 0)
             if lost:
                 self.stats.sink_failures[sink.name] = self.stats.sink_failures.get(sink.name, 0) + lost
+        for stream in list(self.streams.values()):
+            if stream.thread is not None:
+                stream.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+                if stream.thread.is_alive():
+                    logger.warning("stream %r: its reader is stuck in a read; not waiting", stream.spec.stream_id)
+            self.stats.streams[stream.spec.stream_id].dropped += stream.queue.dropped
         for worker in self._frame_sinks:
-            lost = worker.close(timeout=max(self.config.drain_seconds, _FRAME_SINK_CLOSE_MIN))
+            lost = worker.close(timeout=max(0.5, deadline - time.monotonic()))
             if lost:
                 self.stats.sink_failures[worker.sink.name] = self.stats.sink_failures.get(worker.sink.name, 0) + lost
-        return self.stats
 
     def _reap(self) -> None:
         """Forget streams that were removed and have nothing left to process."""
@@ -246,7 +296,15 @@ class Runner:
                 stream = self.streams.pop(sid)
                 self._order.remove(sid)
                 self.stats.streams[sid].dropped += stream.queue.dropped  # a re-added stream adds its own
-                self.observer.forget_stream(sid)
+        for sid in gone:  # release what the stream held everywhere: a service whose feeds come and go stays flat
+            self.observer.forget_stream(sid)
+            self.stats.retire(sid)
+            for sink in self.sinks:
+                forget = getattr(sink, "forget_stream", None)
+                if forget is not None:
+                    forget(sid)
+            for worker in self._frame_sinks:
+                worker.forget_stream(sid)
 
     @property
     def stream_ids(self) -> list[str]:
@@ -443,7 +501,6 @@ def _rounds(batch: Sequence[Frame]) -> list[list[int]]:
 
 
 _STATES = tuple(s.value for s in VerdictState)
-_FRAME_SINK_CLOSE_MIN = 5.0  # seconds a frame sink gets to finish its (bounded) queue and close, even at drain 0
 
 
 class _FrameSinkWorker:
@@ -451,7 +508,7 @@ class _FrameSinkWorker:
 
     def __init__(self, sink: FrameSink, size: int, abort: threading.Event) -> None:
         self.sink, self.size, self.abort = sink, size, abort
-        self.pairs: collections.deque[tuple[Frame, Verdict]] = collections.deque()
+        self.pairs: collections.deque[tuple[Frame, Verdict] | _Forget] = collections.deque()
         self.cond = threading.Condition()
         self.closed = False
         self.skipped = 0  # pairs of live streams that found the queue full
@@ -484,25 +541,36 @@ class _FrameSinkWorker:
         self.skipped += skipped
         return skipped
 
-    def close(self, *, timeout: float) -> int:
-        """Let the thread finish the queue (at most ``timeout`` s), close the sink; returns pairs not written."""
+    def forget_stream(self, stream_id: str) -> None:
+        """After the pairs queued so far, let the sink release the stream (FrameSink.forget_stream, if it has one)."""
+        if hasattr(self.sink, "forget_stream"):
+            with self.cond:
+                self.pairs.append(_Forget(stream_id))
+                self.cond.notify_all()
+
+    def finish(self) -> None:
+        """No more pairs will come: the thread writes what is queued and stops (close() waits for it)."""
         with self.cond:
             self.closed = True
             self.cond.notify_all()
+
+    def close(self, *, timeout: float) -> int:
+        """Let the thread finish the queue (at most ``timeout`` s), close the sink; returns pairs not written."""
+        self.finish()
         if self.thread.is_alive():
             self.thread.join(timeout)
         if self.thread.is_alive():
             logger.error("%s sink: still busy after %.0f s at shutdown; %d frames not written",
                          self.sink.name, timeout, self.buffered)  # fmt: skip
             with self.cond:
-                self.failed += len(self.pairs)
+                self.failed += sum(not isinstance(p, _Forget) for p in self.pairs)
                 self.pairs.clear()
         else:
             try:
                 self.sink.close()
             except Exception:
                 logger.exception("%s sink: close failed", self.sink.name)
-        return self.skipped + self.failed
+        return self.skipped + self.failed + getattr(self.sink, "unwritten", 0)
 
     def _run(self) -> None:
         while True:
@@ -514,16 +582,36 @@ class _FrameSinkWorker:
                 chunk = list(self.pairs)
                 self.pairs.clear()
                 self.cond.notify_all()
-            if self.abort.is_set():
-                self.failed += len(chunk)
-                continue
-            try:
-                self.sink.publish_frames(chunk)
-            except Exception as exc:  # a sink never takes the pipeline down
-                if not self.failed:
-                    logger.error("%s sink failed (%s); further failures are counted, not logged", self.sink.name,
-                                 exc, exc_info=logger.isEnabledFor(logging.DEBUG))  # fmt: skip
-                self.failed += len(chunk)
+            while chunk:  # runs of pairs, each followed by at most one stream to forget
+                cut = next((i for i, p in enumerate(chunk) if isinstance(p, _Forget)), len(chunk))
+                pairs, forget, chunk = chunk[:cut], chunk[cut] if cut < len(chunk) else None, chunk[cut + 1 :]
+                self._write(pairs)
+                if forget is not None:
+                    try:
+                        self.sink.forget_stream(forget.stream_id)  # type: ignore[attr-defined]
+                    except Exception:
+                        logger.exception("%s sink: releasing stream %r failed", self.sink.name, forget.stream_id)
+
+    def _write(self, pairs: list[tuple[Frame, Verdict]]) -> None:
+        if not pairs:
+            return
+        if self.abort.is_set():
+            self.failed += len(pairs)
+            return
+        try:
+            self.sink.publish_frames(pairs)
+        except Exception as exc:  # a sink never takes the pipeline down
+            if not self.failed:
+                logger.error("%s sink failed (%s); further failures are counted, not logged", self.sink.name,
+                             exc, exc_info=logger.isEnabledFor(logging.DEBUG))  # fmt: skip
+            self.failed += len(pairs)
+
+
+@dataclass(frozen=True)
+class _Forget:
+    """Queued behind a removed stream's last pairs: the frame sink may release that stream."""
+
+    stream_id: str
 
 
 class _AnyEvent:

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import logging
 import math
 import os
-import random
-import re
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 import redis
-from redis.backoff import NoBackoff
-from redis.connection import parse_url
-from redis.retry import Retry
 
+from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
 from pipeline.messages import Frame, Verdict, VerdictState
+from pipeline.redis_conn import RedisTarget
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ STATE_KEY = "dfwatch:state:{stream}"  # hash: the latest verdict of a video stre
 STREAMS_KEY = "dfwatch:streams"  # set: every stream id ever published
 ALERT_CHANNEL = "dfwatch:alerts"  # pub/sub: one JSON message per transition to FAKE
 STREAM_MAXLEN = 10_000  # approximate cap per Redis Stream (XADD MAXLEN ~)
+KEY_TTL = 7 * 86400  # seconds: verdict keys of a stream nobody publishes any more expire after this
 BUFFER_SIZE = 10_000  # records held in memory while Redis is slow or away
 BATCH_SIZE = 500  # records per pipelined round trip
 RATE_WINDOW = 10.0  # seconds of recent verdicts behind the state hash's fps and p95_ms
@@ -45,6 +46,8 @@ _LOG_EVERY = 30.0  # seconds between repeated warnings about drops or refused co
 
 
 class Sink(Protocol):
+    """Gets every published record; may also have ``forget_stream(stream_id)``, called once a stream was removed."""
+
     name: str
 
     def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None: ...
@@ -75,21 +78,9 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def _redact(url: str) -> str:
-    """``url`` with its password (user info or ``password=`` query option) replaced by ``***``, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    head, q, query = rest.partition("?")
-    if "@" in head:  # rpartition: an unescaped '@' or '/' in the password stays on the masked side
-        userinfo, _, host = head.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        head = f"{user}:***@{host}" if colon else f"***@{host}"  # "redis://secret@host": old password form
-    query = re.sub(r"((?:^|&)password=)[^&#]*", r"\1***", query, flags=re.IGNORECASE)
-    return f"{scheme}{sep}{head}{q}{query}"
-
-
 class JsonLinesSink:
+    """JSON lines written to a file as they come (a file or a StringIO; for a pipe or terminal: StdoutSink)."""
+
     name = "jsonl"
 
     def __init__(self, out: TextIO) -> None:
@@ -102,6 +93,121 @@ class JsonLinesSink:
 
     def close(self) -> None:
         self.out.flush()
+
+
+_PIPE_BUF = select.PIPE_BUF  # a write this small to a pipe that polls writable never blocks
+
+
+class StdoutSink:
+    """JSON lines to a file descriptor (stdout: a pipe or a terminal) from a writer thread of its own.
+
+    publish() never waits for the reader. Lines wait in a bounded buffer: while a reader reads nothing
+    the oldest are dropped and counted in ``dropped`` (the pipeline, Redis included, goes on). The writer
+    writes with poll() and os.write() in pieces of at most PIPE_BUF bytes, so it never blocks either,
+    and close() gives it ``close_timeout`` seconds to write what is buffered; the rest is counted in
+    ``unflushed``. A reader that goes away (EPIPE: ``dfwatch watch ... | head -1``) is logged once;
+    verdicts after that are counted in ``dropped``. Python's own sys.stdout is not used, so the
+    interpreter has nothing left to flush into a stuck pipe at exit.
+    """
+
+    name = "stdout"
+
+    def __init__(self, fd: int, *, buffer_size: int = 10_000, close_timeout: float = 1.0) -> None:
+        self.fd, self.buffer_size, self.close_timeout = fd, buffer_size, close_timeout
+        self.dropped = self.unflushed = self.written = 0
+        self._lines: collections.deque[str] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._give_up = threading.Event()
+        self._broken: str | None = None  # why the descriptor can no longer be written
+        self._thread = threading.Thread(target=self._run, name="dfwatch-stdout", daemon=True)
+        self._thread.start()
+
+    @property
+    def buffered(self) -> int:
+        with self._cond:
+            return len(self._lines)
+
+    @property
+    def connected(self) -> bool:
+        """False once the descriptor failed (its reader went away)."""
+        return self._broken is None
+
+    def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None:
+        lines = [_dumps(record) + "\n" for _, record in records]
+        with self._cond:
+            if self._broken is not None or self._closed:
+                self.dropped += len(lines)
+                return
+            self._lines.extend(lines)
+            excess = len(self._lines) - self.buffer_size
+            for _ in range(excess):
+                self._lines.popleft()
+            if excess > 0:
+                if not self.dropped:
+                    logger.warning("stdout is not being read: dropping the oldest of %d buffered verdict lines; "
+                                   "counted in the summary", self.buffer_size)  # fmt: skip
+                self.dropped += excess
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(self.close_timeout)
+        if self._thread.is_alive():
+            self._give_up.set()
+            self._thread.join(1.0)
+        with self._cond:
+            self.unflushed += len(self._lines)
+            self._lines.clear()
+        if self.unflushed:
+            logger.error("stdout: %d verdict lines not written in %.1f s at shutdown (nobody read them)",
+                         self.unflushed, self.close_timeout)  # fmt: skip
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._lines and not self._closed:
+                    self._cond.wait()
+                if not self._lines:
+                    return
+                lines = list(self._lines)
+                self._lines.clear()
+            data = "".join(lines).encode()
+            try:
+                done = self._write(data)
+            except OSError as exc:
+                with self._cond:
+                    self._broken = os.strerror(exc.errno) if exc.errno else str(exc)
+                    self.dropped += len(lines) + len(self._lines)
+                    self._lines.clear()
+                closed = exc.errno == errno.EPIPE
+                logger.warning("stdout %s (%s): verdicts still go to the other sinks; those not written are "
+                               "counted in the summary", "was closed by its reader" if closed else "failed",
+                               self._broken)  # fmt: skip
+                return
+            if done < len(data):  # gave up at shutdown
+                with self._cond:
+                    self.unflushed += data[done:].count(b"\n")
+                return
+            self.written += len(lines)
+
+    def _write(self, data: bytes) -> int:
+        """Write ``data`` without ever blocking for long; the bytes written (fewer when close() gave up)."""
+        done = 0
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
+        while done < len(data):
+            if self._give_up.is_set():
+                return done
+            events = poller.poll(200)  # ms
+            if not events:
+                continue
+            if events[0][1] & (select.POLLERR | select.POLLHUP | select.POLLNVAL) and not events[0][1] & select.POLLOUT:
+                raise OSError(errno.EPIPE, os.strerror(errno.EPIPE))
+            done += os.write(self.fd, data[done : done + _PIPE_BUF])
+        return done
 
 
 _Item = tuple[Verdict, dict, float]  # verdict, its record, time.time() when publish() took it
@@ -122,6 +228,10 @@ class RedisSink:
     - ``SADD dfwatch:streams`` with the batch's stream ids,
     - ``PUBLISH dfwatch:alerts`` a JSON alert (stream, frame, pts, score, capture_time, verdict) per
       verdict that turned FAKE; after the state writes, so a subscriber reading the state sees it.
+
+    Every key it writes (the Stream, the state hash, the set of streams) expires ``ttl`` seconds after its
+    latest write, so the keys of streams nobody publishes any more go away by themselves; a removed
+    stream (``forget_stream``) leaves the set at once.
 
     Records wait in a bounded in-memory buffer. A record leaves it only once the pipeline that carried
     it succeeded; when a connection breaks mid-pipeline the whole batch is sent again, so Redis may hold
@@ -152,39 +262,29 @@ class RedisSink:
         batch_size: int = BATCH_SIZE,
         backoff: tuple[float, float] = (0.2, 5.0),
         socket_timeout: float = 5.0,
+        ttl: float = KEY_TTL,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
         """Connect and ping once: raises SinkError when Redis cannot be reached now.
 
         ``url`` is ``redis://``, ``rediss://`` (TLS) or ``unix://``; ``password`` is used only when the
         URL carries none (the CLI passes $DFWATCH_REDIS_PASSWORD). ``backoff`` is the first and the
-        longest wait between reconnection attempts, in seconds. ``on_error`` is called from the writer
+        longest wait between reconnection attempts, in seconds (pipeline.backoff: never below its floor).
+        ``ttl``: seconds after its latest write a key expires (0: never). ``on_error`` is called from the writer
         thread with "connection" (a failed attempt) or "rejected" (a refused command); keep it quick.
         """
-        if buffer_size < 1 or batch_size < 1 or maxlen < 1:
-            raise SinkError(
-                f"buffer_size, batch_size and maxlen must be at least 1, got {buffer_size}, {batch_size}, {maxlen}"
-            )
-        self.url = _redact(url)  # the only form of the URL this object keeps
+        if buffer_size < 1 or batch_size < 1 or maxlen < 1 or ttl < 0:
+            raise SinkError(f"buffer_size, batch_size and maxlen must be at least 1 and ttl at least 0, got "
+                            f"{buffer_size}, {batch_size}, {maxlen}, {ttl}")  # fmt: skip
+        self.target = RedisTarget(url, password=password)
+        self.url = self.target.url  # redacted: the only form of the URL this object keeps
         self.maxlen, self.buffer_size, self.batch_size = maxlen, buffer_size, batch_size
-        self.backoff = backoff
+        self.backoff, self.ttl = backoff, int(math.ceil(ttl))
         self.on_error = on_error
-        self._secret = password  # masked in every message, like the one in the URL
-        try:
-            url_password = parse_url(url).get("password")
-            self._secret = url_password or password
-            self.client = redis.Redis.from_url(
-                url,
-                password=None if url_password else password,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-                retry=Retry(NoBackoff(), 0),  # the writer retries, with its own backoff and bookkeeping
-            )
-            self.client.ping()
-        except (redis.RedisError, ValueError) as exc:
-            raise SinkError(f"Redis at {self.url} is unreachable: {self._scrub(exc)}") from exc
+        # no retries inside redis-py: the writer retries, with its own backoff and bookkeeping
+        self.client = self.target.connect(timeout=socket_timeout, retry=False)
         self.sent = self.dropped = self.failures = self.rejected = self.unflushed = 0
-        self._queue: collections.deque[_Item] = collections.deque()
+        self._queue: collections.deque[_Item | _Forget] = collections.deque()
         self._inflight = 0  # records taken by the writer, not yet confirmed
         self._cond = threading.Condition()
         self._closed = False  # publish() refuses records
@@ -223,8 +323,17 @@ class RedisSink:
             self._trim()
             self._cond.notify()
 
+    def forget_stream(self, stream_id: str) -> None:
+        """A removed stream: after its buffered records, take it out of the set of streams (its keys expire)."""
+        with self._cond:
+            self._recent.pop(stream_id, None)
+            self._rates.pop(stream_id, None)
+            if not self._closed:
+                self._queue.append(_Forget(stream_id))
+                self._cond.notify()
+
     def close(self, timeout: float = 5.0) -> None:
-        """Flush what is buffered for up to ``timeout`` seconds, then stop the writer.
+        """Flush what is buffered for up to ``timeout`` seconds (half a second more at worst), then stop the writer.
 
         What could not be written is logged as an error and left in ``unflushed``.
         """
@@ -235,10 +344,10 @@ class RedisSink:
             self._deadline = time.monotonic() + timeout
             self._cond.notify()
         self._closing.set()
-        self._thread.join(timeout + 1.0)
+        self._thread.join(timeout)
         if self._thread.is_alive():  # stuck in a socket call to a silent host: break the connection
             self.client.connection_pool.disconnect()
-            self._thread.join(1.0)
+            self._thread.join(0.5)
         with self._cond:
             self.unflushed = len(self._queue) + self._inflight
         self._log_drops("before close")
@@ -286,7 +395,7 @@ class RedisSink:
                 self._crashed = exc
 
     def _drain(self) -> None:
-        delay = self.backoff[0]
+        backoff = Backoff(*self.backoff)
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
@@ -307,26 +416,32 @@ class RedisSink:
                     self._trim()
                 self._lost(exc)
                 # Jittered exponential backoff; once closing, retry at the shortest interval until the deadline.
-                wait = self.backoff[0] if self._closing.is_set() else random.uniform(delay / 2, delay)
+                wait = backoff.next_delay() if not self._closing.is_set() else backoff.initial
                 self._closing.wait(min(wait, max(0.0, self._deadline - time.monotonic())))
-                delay = min(delay * 2, self.backoff[1])
                 continue
             with self._cond:
                 self._inflight = 0
-                self.sent += len(batch)
-            delay = self.backoff[0]
+                self.sent += sum(not isinstance(item, _Forget) for item in batch)
+            backoff.reset()
             if self._down_since is not None:
                 self._back(len(batch))
             elif self.dropped > self._dropped_logged and self._due("drops"):
                 self._log_drops("because Redis is slower than the pipeline")
 
-    def _write(self, batch: list[_Item]) -> None:
+    def _write(self, batch: list[_Item | _Forget]) -> None:
         pipe = self.client.pipeline(transaction=False)
         latest: dict[str, tuple[_Item, str]] = {}
         alerts = []
         last_alert: dict[str, dict[str, str | int]] = {}
+        members, forgotten = set(), set()  # streams of this batch, and streams removed after their last record
         for item in batch:
+            if isinstance(item, _Forget):
+                forgotten.add(item.stream_id)
+                members.discard(item.stream_id)
+                continue
             verdict, record, _ = item
+            members.add(verdict.stream_id)
+            forgotten.discard(verdict.stream_id)
             text = _dumps(record)
             fields = {"verdict": verdict.state.value, "score": _num(verdict.score, 4), "frame": verdict.frame_index}
             key = STREAM_KEY.format(stream=verdict.stream_id)
@@ -356,7 +471,15 @@ class RedisSink:
                 **last_alert.get(stream_id, {}),
             }
             pipe.hset(STATE_KEY.format(stream=stream_id), mapping=state)
-        pipe.sadd(STREAMS_KEY, *latest)
+            if self.ttl:
+                pipe.expire(STATE_KEY.format(stream=stream_id), self.ttl)
+                pipe.expire(STREAM_KEY.format(stream=stream_id), self.ttl)
+        if members:
+            pipe.sadd(STREAMS_KEY, *members)
+        if forgotten:
+            pipe.srem(STREAMS_KEY, *forgotten)
+        if self.ttl and (members or forgotten):
+            pipe.expire(STREAMS_KEY, self.ttl)
         for alert in alerts:
             pipe.publish(ALERT_CHANNEL, alert)
         results = pipe.execute(raise_on_error=False)
@@ -436,8 +559,14 @@ class RedisSink:
                 logger.exception("Redis sink: on_error hook failed")
 
     def _scrub(self, exc: BaseException) -> str:
-        text = str(exc)
-        return text.replace(self._secret, "***") if self._secret else text
+        return self.target.scrub(exc)
+
+
+@dataclass(frozen=True)
+class _Forget:
+    """Queued behind a removed stream's last records: take it out of the set of streams."""
+
+    stream_id: str
 
 
 def _num(value: float | None, digits: int) -> str:

@@ -1,12 +1,17 @@
 """Video sources decoded with PyAV: files, RTSP(S), HTTP(S)/HLS. One thread reads each (see runner).
 
 ``read_frames`` is one connection: open, decode, close. ``pipeline.supervisor.stream_frames``
-wraps it for the runner: reconnects live feeds, loops and paces files.
+wraps it for the runner: reconnects live feeds, loops and paces files. What a source may point at,
+and the FFmpeg options that hold it to that, come from ``pipeline.policy``.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import select
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,12 +21,16 @@ from urllib.parse import urlparse
 
 import av
 
+from engines.urls import redact
 from pipeline.errors import ConfigError, SourceError
 from pipeline.messages import Frame
+from pipeline.policy import SourcePolicy, url_scheme
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt", "tcp")
 RTSP_TRANSPORTS = ("tcp", "udp")
 _ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+MAX_ID_LENGTH = 128  # stream ids name Redis keys, metric labels and files
+MAX_SECONDS = 3600.0  # longest timeout or backoff a stream may ask for (a control entry included)
 
 
 class SourceKind(str, Enum):
@@ -45,10 +54,13 @@ class SourceSpec:
 
     def __post_init__(self) -> None:
         where = f"stream {self.stream_id!r}"
+        if not self.stream_id or len(self.stream_id) > MAX_ID_LENGTH or not self.stream_id.isprintable():
+            raise ConfigError(f"{where}: a stream id is 1 to {MAX_ID_LENGTH} printable characters")
         for name in ("open_timeout", "read_timeout", "backoff_initial", "backoff_max", "stall_seconds"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"{where}: {name} must be a positive number of seconds, got {value!r}")
+            if value is not None and not 0 < value <= MAX_SECONDS:
+                raise ConfigError(f"{where}: {name} must be a number of seconds above 0, at most {MAX_SECONDS:g}, "
+                                  f"got {value!r}")  # fmt: skip
         if self.backoff_max < self.backoff_initial:
             got = f"{self.backoff_max:g} < {self.backoff_initial:g}"
             raise ConfigError(f"{where}: backoff_max must be at least backoff_initial, got {got}")
@@ -59,7 +71,12 @@ class SourceSpec:
 
     @property
     def kind(self) -> SourceKind:
-        return SourceKind.LIVE if urlparse(self.url).scheme.lower() in LIVE_SCHEMES else SourceKind.FILE
+        return SourceKind.LIVE if url_scheme(self.url) in LIVE_SCHEMES else SourceKind.FILE
+
+    @property
+    def display(self) -> str:
+        """The URL as log lines and errors show it: passwords masked, length bounded (engines.urls.redact)."""
+        return redact(self.url)
 
     @property
     def is_live(self) -> bool:
@@ -92,14 +109,14 @@ def _read_timeout(spec: SourceSpec) -> float:
     return min(spec.read_timeout, spec.stall_timeout)
 
 
-def _open_options(spec: SourceSpec) -> dict[str, str]:
+def _open_options(spec: SourceSpec, policy: SourcePolicy) -> dict[str, str]:
     # FFmpeg's own socket timeout (microseconds), a second guard next to PyAV's interrupt callback
     scheme, timeout_us = urlparse(spec.url).scheme.lower(), str(int(_read_timeout(spec) * 1e6))
-    options = {}
+    options = policy.ffmpeg_options(spec.url)
     if scheme in ("rtsp", "rtsps"):
-        options = {"rtsp_transport": spec.rtsp_transport, "timeout": timeout_us}
+        options |= {"rtsp_transport": spec.rtsp_transport, "timeout": timeout_us}
     elif scheme in ("http", "https", "tcp"):
-        options = {"rw_timeout": timeout_us, "reconnect": "0"}  # reconnecting is stream_frames' job
+        options |= {"rw_timeout": timeout_us, "reconnect": "0"}  # reconnecting is stream_frames' job
     # No "fflags=nobuffer": measured here, it lost half the frames of an RTSP stream with B-frames.
     return options
 
@@ -107,22 +124,33 @@ def _open_options(spec: SourceSpec) -> dict[str, str]:
 def _describe(exc: BaseException, spec: SourceSpec | None = None) -> str:
     if isinstance(exc, av.error.ExitError) and spec is not None:  # PyAV's timeout interrupted a read
         return f"no data for {_read_timeout(spec):g} s (read timeout)"
-    if isinstance(exc, av.error.FFmpegError):
-        return exc.strerror or str(exc)
+    if isinstance(exc, av.error.ArgumentError):  # what a decoder says about a frame over max_pixels
+        return f"{exc.strerror} (a frame larger than [sources] max_pixels is refused this way)"
+    if isinstance(exc, (av.error.FFmpegError, OSError)):  # strerror: str() would repeat the (secret) URL
+        return exc.strerror or type(exc).__name__
     return str(exc) or type(exc).__name__
 
 
-def open_container(spec: SourceSpec) -> av.container.InputContainer:
-    """Open ``spec`` with PyAV; raise SourceError with a clear reason."""
+def open_container(spec: SourceSpec, *, policy: SourcePolicy | None = None) -> av.container.InputContainer:
+    """Open ``spec`` with PyAV under ``policy`` (default: SourcePolicy()); raise SourceError with a clear reason.
+
+    A local file opens as ``file:`` + its resolved path, so FFmpeg never reads a protocol into a file
+    name; a FIFO is read through Python with the open and read timeouts (FFmpeg's block for ever).
+    """
+    policy = policy or SourcePolicy()
+    target: str | _FifoReader = spec.url
     if spec.kind is SourceKind.FILE:
-        path = Path(spec.url)
+        try:
+            path = policy.check_local(spec.url, where="cannot open")
+        except ConfigError as exc:
+            raise SourceError(spec, str(exc)) from None
         if not path.exists():
             raise SourceError(spec, "cannot open: no such file")
-        if path.is_dir():
-            raise SourceError(spec, "cannot open: is a directory, expected a video file")
+        target = _FifoReader(spec, path) if stat.S_ISFIFO(path.stat().st_mode) else f"file:{path}"
     start = time.monotonic()
     try:
-        container = av.open(spec.url, options=_open_options(spec), timeout=(spec.open_timeout, _read_timeout(spec)))
+        timeouts = (spec.open_timeout, _read_timeout(spec))
+        container = av.open(target, options=_open_options(spec, policy), timeout=timeouts)
     except (av.error.FFmpegError, OSError) as exc:
         waited = time.monotonic() - start
         # An interrupted open surfaces as ExitError or, for RTSP, as "Invalid data found": say what happened.
@@ -132,18 +160,66 @@ def open_container(spec: SourceSpec) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise SourceError(spec, "cannot open: no video stream (not a video file?)")
+    codec = container.streams.video[0].codec_context
+    if codec.width * codec.height > policy.max_pixels:
+        container.close()
+        raise SourceError(spec, f"cannot open: frames of {codec.width}x{codec.height} are larger than [sources] "
+                                f"max_pixels = {policy.max_pixels}")  # fmt: skip
+    codec.options = {**codec.options, "max_pixels": str(policy.max_pixels)}  # the decoder refuses larger frames
     return container
 
 
-def read_frames(spec: SourceSpec, *, first_index: int = 0) -> Iterator[Frame]:
+class _FifoReader:
+    """A FIFO (named pipe) as a file object for PyAV, with the spec's open and read timeouts.
+
+    FFmpeg opens a FIFO with a blocking open() that waits for a writer for ever and reads it with
+    blocking reads that no timeout interrupts. Here the FIFO opens without blocking, and each read
+    first waits at most the read timeout for data (open_timeout for the first): TimeoutError after.
+    """
+
+    def __init__(self, spec: SourceSpec, path: Path) -> None:
+        self.fd: int | None = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # returns at once
+        self.timeouts = (spec.open_timeout, _read_timeout(spec))
+        self.first = True
+
+    def read(self, size: int) -> bytes:
+        if self.fd is None:
+            return b""
+        timeout = self.timeouts[0] if self.first else self.timeouts[1]
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            try:
+                data = os.read(self.fd, size) if ready else None
+            except BlockingIOError:
+                data = None
+            if data is None and time.monotonic() >= deadline:
+                what = "no writer sent data" if self.first else "no data"
+                raise TimeoutError(errno.ETIMEDOUT, f"{what} for {timeout:g} s (FIFO)")
+            if data == b"" and self.first:  # no writer has opened the FIFO yet: keep waiting
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                continue
+            if data is not None:
+                self.first = False
+                return data
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    __del__ = close
+
+
+def read_frames(spec: SourceSpec, *, first_index: int = 0, policy: SourcePolicy | None = None) -> Iterator[Frame]:
     """Decode every frame of one connection to ``spec`` as RGB, numbered from ``first_index``.
 
     Raises SourceError when the source cannot be opened, breaks mid-stream, stalls (no frame
     for ``spec.stall_timeout`` s of reading; time the caller holds a frame does not count), or
     (for files) ends before the frame count its container declares; frames decoded before that
-    are yielded first, so a truncated file still produces verdicts.
+    are yielded first, so a truncated file still produces verdicts. ``policy``: see open_container.
     """
-    container = open_container(spec)
+    container = open_container(spec, policy=policy)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -164,7 +240,7 @@ def read_frames(spec: SourceSpec, *, first_index: int = 0) -> Iterator[Frame]:
                 t0 = time.perf_counter()
                 frames = packet.decode()
                 work += time.perf_counter() - t0
-            except (av.error.FFmpegError, OSError) as exc:
+            except (av.error.FFmpegError, OSError) as exc:  # OSError: a FIFO's TimeoutError too
                 reason = f"stream broke after {index - first_index} frames: {_describe(exc, spec)}"
                 raise SourceError(spec, reason) from exc
             for frame in frames:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -19,10 +20,11 @@ from dataclasses import dataclass
 from typing import TextIO
 
 import redis
-from redis.connection import parse_url
 
+from engines.urls import printable, redact
 from pipeline.errors import SinkError
-from pipeline.sinks import STATE_KEY, STREAMS_KEY, _redact
+from pipeline.redis_conn import RedisTarget
+from pipeline.sinks import STATE_KEY, STREAMS_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ class StreamRow:
     @classmethod
     def from_hash(cls, stream: str, fields: dict[str, str]) -> StreamRow:
         num = _number(fields)
-        faces = num("faces")
+        faces = num("faces")  # finite, or None: int(inf) would raise
         return cls(
             stream=stream, verdict=fields.get("verdict") or "?", score=num("score"),
             faces=None if faces is None else int(faces), fps=num("fps"), p95_ms=num("p95_ms"),
@@ -61,23 +63,25 @@ class StreamRow:
 
 
 def _number(fields: dict[str, str]):
+    """A reader of finite numbers: a missing field, text, ``inf`` or ``nan`` (another writer's Redis) read as None."""
+
     def get(name: str) -> float | None:
         try:
-            return float(fields[name])
+            value = float(fields[name])
         except (KeyError, ValueError):
             return None
+        return value if math.isfinite(value) else None
 
     return get
 
 
 def read_rows(client: redis.Redis, *, match: str | None = None) -> tuple[list[StreamRow], int]:
     """Every published stream (matching the shell pattern ``match``) with a state hash, and how many had none."""
-    ids = sorted(_text(s) for s in client.smembers(STREAMS_KEY))
-    if match:
-        ids = [s for s in ids if fnmatch.fnmatchcase(s, match)]
+    raw = {_text(s): s if isinstance(s, bytes) else s.encode() for s in client.smembers(STREAMS_KEY)}
+    ids = sorted(s for s in raw if not match or fnmatch.fnmatchcase(s, match))
     pipe = client.pipeline(transaction=False)
-    for stream in ids:
-        pipe.hgetall(STATE_KEY.format(stream=stream))
+    for stream in ids:  # by the id's own bytes: one that is not UTF-8 still finds its hash
+        pipe.hgetall(STATE_KEY.encode().replace(b"{stream}", raw[stream]))
     rows, missing = [], 0
     for stream, fields in zip(ids, pipe.execute() if ids else []):
         if not fields:
@@ -110,10 +114,10 @@ def format_table(
     cells = [COLUMNS]
     for r in rows:
         state = "up" if r.is_up(now=now, stale=stale) else "down" + (f" {_age(now - r.updated)}" if r.updated else "")
-        cells.append((
+        cells.append(tuple(printable(c) for c in (  # a stream name cannot drive the terminal
             r.stream, r.verdict, _fmt(r.score, "{:.2f}"), _fmt(r.faces, "{}"), _fmt(r.fps, "{:.1f}"),
             _fmt(r.p95_ms, "{:.0f}"), state, f"{_age(now - r.last_alert)} ago" if r.last_alert else "-", r.worker,
-        ))  # fmt: skip
+        )))  # fmt: skip
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     right = {2, 3, 4, 5}  # numbers
     for i, row in enumerate(cells):
@@ -134,20 +138,11 @@ def format_table(
 
 
 def connect(url: str, *, password: str | None = None, timeout: float = 5.0) -> redis.Redis:
-    """A client of ``url`` that answered a PING; SinkError naming the (redacted) URL when it does not."""
-    try:
-        url_password = parse_url(url).get("password")
-    except ValueError as exc:
-        raise SinkError(f"Redis URL {_redact(url)} is not valid ({exc}); use redis://, rediss:// or unix://") from exc
-    secret = url_password or password
-    try:
-        client = redis.Redis.from_url(url, password=None if url_password else password, decode_responses=True,
-                                      socket_timeout=timeout, socket_connect_timeout=timeout)  # fmt: skip
-        client.ping()
-    except redis.RedisError as exc:
-        text = str(exc).replace(secret, "***") if secret else str(exc)
-        raise SinkError(f"Redis at {_redact(url)} is unreachable: {text}") from exc
-    return client
+    """A client of ``url`` that answered a PING; SinkError naming the (redacted) URL when it does not.
+
+    Replies are bytes: ids and fields that are not UTF-8 are decoded by ``_text`` and shown escaped.
+    """
+    return RedisTarget(url, password=password).connect(timeout=timeout)
 
 
 def watch_status(
@@ -167,7 +162,7 @@ def watch_status(
     """
     out = out or sys.stdout
     client = connect(url, password=password)
-    title = f"dfwatch status  {_redact(url)}" + (f"  streams {match!r}" if match else "")
+    title = f"dfwatch status  {redact(url)}" + (f"  streams {printable(match)!r}" if match else "")
     tty = out.isatty() and not once
     if tty:
         out.write(_HIDE_CURSOR + _CLEAR)
@@ -179,7 +174,7 @@ def watch_status(
                 lines = format_table(rows, now=now, stale=stale, title=title, missing=missing, colour=tty)
             except redis.RedisError as exc:
                 if once:
-                    raise SinkError(f"Redis at {_redact(url)}: {exc}") from exc
+                    raise SinkError(f"Redis at {redact(url)}: {exc}") from exc
                 lines = [title, f"Redis does not answer ({exc}); trying again every {interval:g} s"]
             if tty:
                 out.write(_HOME + "".join(f"{line}{_CLEAR_LINE}\n" for line in lines) + _CLEAR_DOWN)
@@ -199,7 +194,8 @@ def watch_status(
 
 
 def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    """Redis bytes as text; bytes that are not UTF-8 stay visible as escapes (\\xff) instead of failing."""
+    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else value
 
 
 def _fmt(value: float | int | None, spec: str) -> str:

@@ -35,6 +35,12 @@ class RunStats:
     def add_stream(self, stream_id: str) -> None:
         self.streams.setdefault(stream_id, StreamStats())
 
+    def retire(self, stream_id: str) -> None:
+        """A stream was removed: keep its counts for the summary, free its latency samples (~1.6 MB per stream)."""
+        stats = self.streams.get(stream_id)
+        if stats is not None:
+            stats.latency_ms = {}
+
     def record(self, verdict: Verdict, published: float) -> None:
         s = self.streams[verdict.stream_id]
         s.frames += 1

@@ -9,15 +9,16 @@ open/stall timeout).
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
 from typing import Protocol
 
+from pipeline.backoff import Backoff
 from pipeline.errors import SourceError
 from pipeline.messages import Frame
+from pipeline.policy import SourcePolicy
 from pipeline.sources import SourceKind, SourceSpec, open_container, read_frames
 
 logger = logging.getLogger(__name__)
@@ -57,37 +58,16 @@ class LogEvents:
     """SourceEvents that only logs: the default of stream_frames (the runner passes its own, with metrics)."""
 
     def on_up(self, spec: SourceSpec) -> None:
-        logger.info("stream %r (%s) is up", spec.stream_id, spec.url)
+        logger.info("stream %r (%s) is up", spec.stream_id, spec.display)
 
     def on_down(self, spec: SourceSpec, reason: str) -> None:
-        logger.warning("stream %r (%s) is down: %s", spec.stream_id, spec.url, reason)
+        logger.warning("stream %r (%s) is down: %s", spec.stream_id, spec.display, reason)
 
     def on_reconnect(self, spec: SourceSpec, attempt: int, delay: float) -> None:
         logger.info("stream %r: reconnect attempt %d in %.1f s", spec.stream_id, attempt, delay)
 
     def on_format_change(self, spec: SourceSpec, old: tuple[int, int], new: tuple[int, int]) -> None:
         logger.info("stream %r: frame size changed from %dx%d to %dx%d", spec.stream_id, *old, *new)
-
-
-class Backoff:
-    """Exponential backoff with equal jitter: attempt n waits between c/2 and c, c = min(maximum, initial * 2**(n-1)).
-
-    Equal rather than full jitter: many cameras behind one failed switch still spread out, and
-    one stream's waits never shrink from one attempt to the next (until they reach the cap).
-    """
-
-    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
-        self.initial, self.maximum = initial, maximum
-        self.rng = rng or random.Random()
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        self.attempt += 1
-        cap = min(self.maximum, self.initial * 2.0 ** min(self.attempt - 1, 60))
-        return cap / 2 + self.rng.uniform(0, cap / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class Pacer:
@@ -97,8 +77,8 @@ class Pacer:
     through the file; each new pass (loop or reconnect) continues where the last one ended.
     """
 
-    def __init__(self, spec: SourceSpec) -> None:
-        self.spec = spec
+    def __init__(self, spec: SourceSpec, policy: SourcePolicy) -> None:
+        self.spec, self.policy = spec, policy
         self.t0: float | None = None  # monotonic time of the first frame
         self.base = 0.0  # schedule time at which the current pass started
         self.first: float | None = None  # media time of the current pass's first frame
@@ -134,7 +114,7 @@ class Pacer:
     def fps(self) -> float:
         """The file's frame rate (read once, only for frames without pts or a one-frame file)."""
         if self._fps is None:
-            container = open_container(self.spec)
+            container = open_container(self.spec, policy=self.policy)
             try:
                 stream = container.streams.video[0]
                 rate = stream.average_rate or stream.guessed_rate
@@ -144,22 +124,26 @@ class Pacer:
         return self._fps
 
 
-def stream_frames(spec: SourceSpec, stop: StopSignal, events: SourceEvents | None = None) -> Iterator[Frame]:
+def stream_frames(
+    spec: SourceSpec, stop: StopSignal, events: SourceEvents | None = None, *, policy: SourcePolicy | None = None
+) -> Iterator[Frame]:
     """Frames of ``spec`` until it ends for good or ``stop`` is set; indices count on across reconnects and loops.
 
     With ``spec.reconnects`` an error, a stall or the end of a live feed calls ``on_down`` and
     ``on_reconnect``, waits the backoff and connects again, until ``stop``. Without it the
     stream ends as ``read_frames`` does: SourceError propagates, a live feed that ends just ends.
-    Files loop with ``spec.loop`` and are held to their frame rate with ``spec.pace``.
+    Files loop with ``spec.loop`` and are held to their frame rate with ``spec.pace``. ``policy``
+    (default: SourcePolicy()) sets what FFmpeg may open on the way (see pipeline.policy).
     """
     events = events or LogEvents()
+    policy = policy or SourcePolicy()
     backoff = Backoff(spec.backoff_initial, spec.backoff_max)
-    pacer = Pacer(spec) if spec.pace else None
+    pacer = Pacer(spec, policy) if spec.pace else None
     next_index, size, up = 0, None, False
     while not stop.is_set():
         connected, decoded = 0.0, 0
         try:
-            with closing(read_frames(spec, first_index=next_index)) as frames:
+            with closing(read_frames(spec, first_index=next_index, policy=policy)) as frames:
                 for frame in frames:
                     if decoded == 0:
                         connected = time.monotonic()
@@ -187,7 +171,7 @@ def stream_frames(spec: SourceSpec, stop: StopSignal, events: SourceEvents | Non
                 continue
             reason = f"the live stream ended after {decoded} frames"
             if not spec.reconnects:
-                logger.warning("stream %r (%s): %s", spec.stream_id, spec.url, reason)
+                logger.warning("stream %r (%s): %s", spec.stream_id, spec.display, reason)
                 return
         except SourceError as exc:
             if not spec.reconnects:

@@ -292,7 +292,7 @@ def build_dataset(
         summary.resumed = len(videos) - len(todo)
         if summary.resumed:
             logger.info("%s: %d of %d videos already done, resuming", cfg.out, summary.resumed, len(videos))
-        bar = tqdm(total=len(todo), desc="dataset", unit="video", file=sys.stderr, disable=not progress)
+        bar = tqdm(total=len(todo), desc="dataset", unit="video", file=sys.stderr, disable=None if progress else True)
         pool = ThreadPoolExecutor(max_workers=cfg.readers, thread_name_prefix="dataset-read")
         try:
             ahead: deque[tuple[Video, Future[Any]]] = deque()

@@ -124,7 +124,7 @@ def prepare(
         record = {"teacher": Teacher.describe(), "sure": teacher.sure, "unsure": teacher.unsure,
                   "frames_per_clip": frames_per_clip, "images": {}, "dropped_doubtful": [],
                   "dropped_empty": []}  # fmt: skip
-        for name, img in tqdm(images, desc="teacher", unit="img", file=sys.stderr, disable=not progress):
+        for name, img in tqdm(images, desc="teacher", unit="img", file=sys.stderr, disable=None if progress else True):
             faces = teacher(img)
             if teacher.doubtful(faces):
                 record["dropped_doubtful"].append(name)

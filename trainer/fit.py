@@ -170,7 +170,7 @@ def train_one_epoch(model: Any, loader: Any, optimizer: Any, *, device: str, des
     model.train()
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
     total, correct, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr, disable=not progress)
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr, disable=None if progress else True)
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, 3, S, S), (B,)
         logits = model(x).reshape(-1)  # (B, 1) -> (B,)
@@ -193,7 +193,8 @@ def predict(model: Any, loader: Any, *, device: str, desc: str = "predict", prog
     model.eval()
     out: list[np.ndarray] = []
     with torch.inference_mode():
-        for x, _ in tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr, disable=not progress):
+        bar = tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr, disable=None if progress else True)
+        for x, _ in bar:  # disable=None: no bar (no carriage returns) when stderr is a log file
             out.append(model(x.to(device)).reshape(-1).double().cpu().numpy())  # (B, 1) -> (B,)
     return np.concatenate(out) if out else np.zeros(0)
 

@@ -84,7 +84,7 @@ def build_real_faces(
         done = writer.done_videos()
         jobs = [("clips", s) for s in clips] + [("photos", s) for s in photos] + [("dfdc", s) for s in dfdc]
         jobs += [("wider", w) for w in wider]
-        for kind, job in tqdm(jobs, desc="real faces", unit="src", file=sys.stderr, disable=not progress):
+        for kind, job in tqdm(jobs, desc="real faces", unit="src", file=sys.stderr, disable=None if progress else True):
             name = f"widerface/{job[1]}/{job[0].name}" if kind == "wider" else job.rel
             if name in done:
                 continue

@@ -15,7 +15,6 @@ import csv
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from engines.urls import redact  # the one definition of URL redaction (pipeline uses it too)
 from trainer.errors import SearchError
 from trainer.fit import FitError, TrainConfig
 
@@ -36,6 +36,7 @@ PRUNERS = ("median", "hyperband", "none")
 CNN_FILTERS = (16, 32, 64, 128)
 CNN_DENSE = (0, 64, 128, 256)
 DEFAULT_REDIS_PREFIX = "dfwatch:optuna"
+HEARTBEAT = 60  # seconds between trial heartbeats (RDB storages); a trial silent for twice this is failed
 RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -136,14 +137,15 @@ def measure_latency_ms(cfg: TrainConfig, *, device: str, runs: int = 20, warmup:
     return float(sorted(times)[len(times) // 2])
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ***, for logs and result files."""
-    return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", url)
-
-
-def make_storage(storage: str | Path, *, redis_prefix: str = DEFAULT_REDIS_PREFIX) -> Any:
+def make_storage(storage: str | Path, *, redis_prefix: str = DEFAULT_REDIS_PREFIX, heartbeat: int = HEARTBEAT) -> Any:
     """An Optuna storage: a path (SQLite file), ``sqlite:///...``, ``postgresql://...`` (RDB) or
-    ``redis://...`` (journal storage on Redis, keys under ``redis_prefix``)."""
+    ``redis://...`` (journal storage on Redis, keys under ``redis_prefix``).
+
+    RDB storages get a trial heartbeat every ``heartbeat`` seconds: a trial whose worker was killed
+    (SIGKILL, a lost node) stops beating and is marked FAIL after ``2 * heartbeat`` s by the next
+    worker (``fail_stale_trials``) instead of staying RUNNING for ever. Optuna's journal storage
+    (Redis) has no heartbeat: there a killed worker's trial stays RUNNING (logged once).
+    """
     import optuna
 
     text = str(storage)
@@ -151,6 +153,8 @@ def make_storage(storage: str | Path, *, redis_prefix: str = DEFAULT_REDIS_PREFI
     if scheme in REDIS_SCHEMES:
         from optuna.storages.journal import JournalRedisBackend, JournalStorage
 
+        logger.info("Redis (journal) storage: Optuna has no trial heartbeat for it; a trial of a killed worker "
+                    "stays RUNNING (use SQLite or PostgreSQL storage to have them failed and rerun)")
         try:
             with warnings.catch_warnings():  # "experimental" since Optuna 3.1; the interface is what we use
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -168,7 +172,10 @@ def make_storage(storage: str | Path, *, redis_prefix: str = DEFAULT_REDIS_PREFI
         text = f"sqlite:///{path}"
     kwargs = {"connect_args": {"timeout": 60}} if text.startswith("sqlite") else {}  # workers share the file
     try:
-        return optuna.storages.RDBStorage(text, engine_kwargs=kwargs)
+        with warnings.catch_warnings():  # heartbeat_interval is "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(text, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                              grace_period=2 * heartbeat)  # fmt: skip
     except ImportError as exc:
         raise SearchError(
             f"storage {redact(text)} needs a database driver that is not installed ({exc}); for PostgreSQL: "
@@ -220,13 +227,15 @@ def run_search(
     workers: int = 0,
     progress: bool = True,
     redis_prefix: str = DEFAULT_REDIS_PREFIX,
+    heartbeat: int = HEARTBEAT,
 ) -> SearchResult:
     """Run ``n_trials`` trials of the study (this process's share), then write best_config.json,
     trials.csv and trials.md (and pareto.json with ``latency``) into ``out``.
 
     ``total_trials`` caps the finished (complete or pruned) trials of the study over all workers
     and reruns, so an interrupted search resumed with the same cap runs only what is missing.
-    ``pruner`` is a name of PRUNERS or an Optuna pruner object.
+    ``pruner`` is a name of PRUNERS or an Optuna pruner object. ``heartbeat``: see make_storage; trials
+    of killed workers are failed before this worker counts what is left to run.
     """
     import optuna
     from tqdm import tqdm
@@ -254,8 +263,8 @@ def run_search(
         logger.info("pruning is off: Optuna prunes single-objective studies only (here: loss and latency)")
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, (total_trials or n_trials) // 2)))
     try:
-        study = optuna.create_study(storage=make_storage(storage_text, redis_prefix=redis_prefix), sampler=sampler,
-                                    pruner=pruner_obj, study_name=study_name, directions=directions,
+        study = optuna.create_study(storage=make_storage(storage_text, redis_prefix=redis_prefix, heartbeat=heartbeat),
+                                    sampler=sampler, pruner=pruner_obj, study_name=study_name, directions=directions,
                                     load_if_exists=True)  # fmt: skip
     except ValueError as exc:
         raise SearchError(f"study {study_name!r} in {redact(storage_text)}: {exc}") from exc
@@ -264,6 +273,9 @@ def run_search(
             f"study {study_name!r} in {redact(storage_text)} has {len(study.directions)} objective(s), this search "
             f"{len(directions)} ({'with' if latency else 'without'} --latency); use another --study-name"
         )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a killed worker's RUNNING trial -> FAIL (RDB storages)
     finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     callbacks = []
     to_run = n_trials
@@ -275,7 +287,7 @@ def run_search(
             logger.info("study %r already has %d finished trials (cap %d): nothing to run", study_name, done,
                         total_trials)  # fmt: skip
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    bar = tqdm(total=to_run, desc="search", unit="trial", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=to_run, desc="search", unit="trial", file=sys.stderr, disable=None if progress else True)
 
     def objective(trial: Any) -> Any:
         cfg = suggest_config(trial, space=space, base=base)

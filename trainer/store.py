@@ -18,13 +18,24 @@ Root attributes: ``schema``, ``crop_size``, ``crop_margin``, ``whole_frames``, `
 ``frames_per_video``, ``detector_sha256``, ``split_protocol``, ``created``, ``rows`` (rows
 committed: a crash mid-video leaves rows past it, dropped on the next open) and any extra
 build options the writer was given.
+
+Crash safety: HDF5 rewrites metadata in place, and a process killed inside a flush can leave a
+file whose B-trees point at space the superblock does not cover: unreadable, hours of crops lost.
+So the writer never writes the store itself. It works on ``<store>.partial`` (a copy of the last
+published store) and publishes it with fsync and an atomic rename at close and every
+``publish_every`` seconds; a kill at any moment leaves the last published store whole, and the
+next run resumes from it (losing at most the videos since that publish).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
+import shutil
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +112,7 @@ class FaceStoreWriter:
         self,
         path: str | Path,
         *,
+        publish_every: float = 300.0,
         crop_size: int,
         crop_margin: float,
         whole_frames: bool,
@@ -115,6 +127,10 @@ class FaceStoreWriter:
         if split_protocol not in ("identity", "paper"):
             raise StoreError(f"unknown split protocol {split_protocol!r}; valid: ['identity', 'paper']")
         self.path = Path(path)
+        self.work = self.path.with_name(self.path.name + ".partial")  # what is written; published by rename
+        self.publish_every = publish_every  # seconds between publishes of the committed work (and at close)
+        self._published_at = 0.0
+        self._lock: int | None = None  # flock on <store>.lock: one writer per store
         self.crop_size = int(crop_size)
         attrs: dict[str, Any] = {
             "schema": SCHEMA,
@@ -146,20 +162,34 @@ class FaceStoreWriter:
         if existed:
             _check_readable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            self._h5 = h5py.File(self.path, "a")
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._unlock()
+            raise StoreError(f"{self.path}: cannot open for writing; is another dfwatch-train writing it?") from None
+        if self.work.exists():  # left by a run that was killed: it may be torn; the published store is not
+            logger.warning("%s: discarding %s of an interrupted run; resuming from the last published store",
+                           self.path, self.work.name)  # fmt: skip
+        if existed:
+            shutil.copyfile(self.path, self.work)
+        else:
+            self.work.unlink(missing_ok=True)
+        try:
+            self._h5 = h5py.File(self.work, "a")
         except OSError as exc:
-            hint = "; is another dfwatch-train writing it?" if "lock" in str(exc) else ""
-            raise StoreError(f"{self.path}: cannot open for writing ({exc}){hint}") from exc
+            self._unlock()
+            raise StoreError(f"{self.path}: cannot open for writing ({exc})") from exc
+        self._published_at = time.monotonic()
         if existed and "rows" in self._h5.attrs:
             try:
                 self._check_same_build()
             except StoreError:
-                self.close()
+                self._abandon()
                 raise
             self._drop_uncommitted()
         elif existed and (len(self._h5) or len(self._h5.attrs)):
-            self.close()
+            self._abandon()
             raise StoreError(
                 f"{self.path}: an HDF5 file that is not a face store (or one interrupted before "
                 "its first video was written); refusing to append to it: delete it or choose another --out"
@@ -168,10 +198,38 @@ class FaceStoreWriter:
             self._create()
 
     def close(self) -> None:
+        """Flush and publish the store (fsync, atomic rename over ``path``)."""
         if self._h5 is not None:
             self._h5.flush()
             self._h5.close()
             self._h5 = None
+            _fsync(self.work)
+            os.replace(self.work, self.path)
+            _fsync(self.path.parent)
+        self._unlock()
+
+    def publish(self) -> None:
+        """Make ``path`` a copy of the work so far (fsync, atomic rename), and go on writing the work."""
+        self._file.flush()
+        tmp = self.path.with_name(self.path.name + ".publishing")
+        shutil.copyfile(self.work, tmp)
+        _fsync(tmp)
+        os.replace(tmp, self.path)
+        _fsync(self.path.parent)
+        self._published_at = time.monotonic()
+
+    def _abandon(self) -> None:
+        """Close and delete the work copy: the store stays as it was."""
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+        self.work.unlink(missing_ok=True)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
 
     # -- writing -----------------------------------------------------------------------------
     @property
@@ -248,6 +306,8 @@ class FaceStoreWriter:
             log[name][k] = value
         self._file.attrs["rows"] = self.rows
         self._file.flush()
+        if time.monotonic() - self._published_at >= self.publish_every:
+            self.publish()
 
     def done_videos(self) -> set[str]:
         """Videos already finished (written, or skipped with a recorded reason)."""
@@ -315,6 +375,15 @@ class FaceStoreWriter:
             for name in ("crops", *_COLUMNS):
                 h5[name].resize(rows, axis=0)
         h5.flush()
+
+
+def _fsync(path: Path) -> None:
+    """Force ``path`` (a file, or a folder after a rename in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engines.backends._pt2_check import check_pt2_archive
 from engines.backends._staging import HostStaging
 from engines.devices import resolve_torch_device
 from engines.errors import ManifestMismatchError, ModelLoadError, rebuild_hint
@@ -28,7 +29,8 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 def load_program(artifact: Path, *, device: str) -> torch.nn.Module:
-    """Load an ExportedProgram and return it as a callable module on ``device``."""
+    """Load an ExportedProgram and return it as a callable module on ``device``; pickled payloads are refused."""
+    check_pt2_archive(artifact)
     try:
         program = torch.export.load(str(artifact))
     except Exception as exc:  # torch raises many kinds for a bad archive

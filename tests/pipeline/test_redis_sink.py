@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,67 +12,18 @@ from pathlib import Path
 import pytest
 import redis
 
+from engines.urls import redact
 from pipeline.errors import SinkError
 from pipeline.messages import Face, Verdict, VerdictState
-from pipeline.sinks import ALERT_CHANNEL, STATE_KEY, STREAM_KEY, STREAMS_KEY, RedisSink, _redact, encode
+from pipeline.sinks import ALERT_CHANNEL, STATE_KEY, STREAM_KEY, STREAMS_KEY, RedisSink, encode
+from tests._redis import RedisServer, redis_server
 from tests._rtsp import free_port
-
-REDIS_SERVER = shutil.which("redis-server")
-
-
-class RedisServer:
-    """A throwaway redis-server (no persistence) that a test can kill and start again on the same address."""
-
-    def __init__(self, *, password: str | None = None, unix_socket: Path | None = None) -> None:
-        assert REDIS_SERVER, "redis-server is not on PATH (Debian: apt-get install redis-server)"
-        self.port = 0 if unix_socket else free_port()
-        self.password, self.unix_socket = password, unix_socket
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        if self.unix_socket:
-            return f"unix://{auth}{self.unix_socket}"
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5)
-
-    def start(self) -> None:
-        cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        cmd += ["--daemonize", "no"]
-        if self.password:
-            cmd += ["--requirepass", self.password]
-        if self.unix_socket:
-            cmd += ["--unixsocket", str(self.unix_socket)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with self.client() as c:
-                    c.ping()
-                return
-            except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start ({cmd}, exit {self.proc.poll()})") from None
-                time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        self.proc = None
 
 
 @pytest.fixture()
 def server() -> Iterator[RedisServer]:
-    s = RedisServer()
-    s.start()
-    try:
+    with redis_server() as s:
         yield s
-    finally:
-        s.kill()
 
 
 @pytest.fixture(autouse=True)
@@ -262,7 +210,7 @@ def test_refused_commands_are_counted_and_logged_not_retried(
     with server.client() as c:
         assert frames(c, "cam") == [0, 1, 2]  # the other commands of the batch went through, once
     refused = [r.getMessage() for r in sink_log.records if r.levelno == logging.WARNING]
-    assert len(refused) == 1 and "refused 1 of 5 commands" in refused[0] and "WRONGTYPE" in refused[0]
+    assert len(refused) == 1 and "refused 1 of 8 commands" in refused[0]  # XADD x3, HSET, EXPIRE x3, SADD and "WRONGTYPE" in refused[0]
 
 
 def test_close_gives_up_after_its_timeout_and_says_how_many(
@@ -297,7 +245,7 @@ def test_unix_socket_url(tmp_path: Path) -> None:
         with s.client() as c:
             assert frames(c, "cam") == [0]
     finally:
-        s.kill()
+        s.cleanup()
 
 
 def test_password_is_never_logged(sink_log: pytest.LogCaptureFixture) -> None:
@@ -324,7 +272,7 @@ def test_password_is_never_logged(sink_log: pytest.LogCaptureFixture) -> None:
             sink.close()
         assert sink.unflushed == 0 and sink.url == s.url.replace(secret, "***")
     finally:
-        s.kill()
+        s.cleanup()
     text = "\n".join(r.getMessage() for r in sink_log.records)
     assert "connection lost" in text and "connection back" in text and secret not in text
 
@@ -343,4 +291,4 @@ def test_password_is_never_logged(sink_log: pytest.LogCaptureFixture) -> None:
     ],
 )
 def test_redact(url: str, shown: str) -> None:
-    assert _redact(url) == shown
+    assert redact(url) == shown

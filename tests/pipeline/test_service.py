@@ -123,7 +123,7 @@ def test_rtsp_server_killed_and_restarted_the_stream_returns_and_others_never_st
 def test_streams_are_added_and_removed_through_the_redis_control_hash(service, demo_clip, redis_client, stream_id):
     value = json.dumps({"url": str(demo_clip.path), "loop": True, "pace": True})
     redis_client.hset(CONTROL_KEY, stream_id, value)
-    svc = service("--control", "--redis", REDIS_URL)
+    svc = service("--control", "--redis", REDIS_URL, "--allow-dir", str(demo_clip.path.parent))  # files: allowed
     try:
         svc.wait_for(lambda: len(svc.of(stream_id)) >= 10, 60, "verdicts of the stream added through Redis")
         redis_client.hdel(CONTROL_KEY, stream_id)

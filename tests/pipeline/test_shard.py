@@ -131,6 +131,7 @@ def test_control_hash_streams_are_taken_only_by_their_worker(fast_models: Path, 
     from engines import Classifier, Detector
     from pipeline.control import RedisControl
     from pipeline.metrics import Observer
+    from pipeline.policy import SourcePolicy
     from pipeline.runner import Runner
     from pipeline.stages import ClassifyStage, DetectStage
 
@@ -145,7 +146,8 @@ def test_control_hash_streams_are_taken_only_by_their_worker(fast_models: Path, 
         Observer(),
         until_stopped=True,
     )
-    control = RedisControl(redis_client, runner, key=key, owns=shard.owns)
+    control = RedisControl(redis_client, runner, key=key, epoch_key=f"{key}:epoch", owns=shard.owns,
+                           policy=SourcePolicy(allow_dirs=(tiny_clip.path.parent,)))  # local files: allowed here
     try:
         redis_client.hset(key, mapping={n: str(tiny_clip.path) for n in names})
         control.poll_once()
@@ -156,7 +158,7 @@ def test_control_hash_streams_are_taken_only_by_their_worker(fast_models: Path, 
         assert (added in runner.stream_ids) == shard.owns(added)
         assert sorted(control.managed) == sorted(shard.select([*names, added]))
     finally:
-        redis_client.delete(key)
+        redis_client.delete(key, f"{key}:epoch")
         runner.stop.set()
         for stream in list(runner.streams.values()):
             stream.stop.set()

@@ -135,7 +135,10 @@ def test_files_without_reconnect_fail_as_before(tmp_path: Path, clips: dict[str,
     [
         ({"loop": True}, "loop and pace apply to files only"),
         ({"backoff_initial": 5.0, "backoff_max": 1.0}, "backoff_max"),
-        ({"stall_seconds": 0}, "stall_seconds must be a positive"),
+        ({"stall_seconds": 0}, "stall_seconds must be a number of seconds above 0, at most 3600"),
+        ({"read_timeout": float("inf")}, "read_timeout must be a number of seconds above 0"),
+        ({"open_timeout": float("nan")}, "open_timeout must be a number"),
+        ({"backoff_max": 1e9}, "backoff_max must be a number of seconds above 0, at most 3600"),
         ({"rtsp_transport": "http"}, r"not one of \['tcp', 'udp'\]"),
     ],
 )

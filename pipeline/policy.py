@@ -1,0 +1,146 @@
+"""What a source may point at: the one allow-list and URL policy every stream passes, wherever it comes from.
+
+Streams come from the operator (command line, config file) and from whoever can write the Redis
+control hash. Before a stream starts, ``SourcePolicy.admit`` checks it:
+
+- the URL is at most ``max_url_length`` characters and holds no control characters;
+- a URL's scheme (``rtsp://``, or FFmpeg's ``proto:`` form such as ``concat:`` or ``pipe:``) is
+  one of ``allow_schemes`` (default rtsp, rtsps, http, https); ``listen`` options, which would
+  make FFmpeg open a listening socket, are refused;
+- anything else is a local path. With ``allow_dirs`` empty (the default) local files come only
+  from the operator, never from the control hash; with folders listed, a local file from any
+  origin must resolve (symlinks followed) to a file inside one of them. It must be a regular file
+  or a FIFO: devices (``/dev/zero``), directories and sockets are refused.
+
+When FFmpeg opens an admitted source, ``ffmpeg_options`` adds what FFmpeg itself must enforce: a
+``protocol_whitelist`` per scheme (an HLS playlist cannot send FFmpeg to ``file:``, ``tcp:`` or
+``udp:``; a local file opens only as ``file:``), certificate checks for ``https`` and ``rtsps``
+(``tls_verify``, the system's CAs or ``ca_file``), and ``max_pixels``, so a decoder refuses a
+frame larger than that before it allocates it (one 16000x16000 PNG took 1.15 GB).
+
+What this cannot do: an HLS playlist on an allowed host may still name segments on other http(s)
+hosts (FFmpeg fetches them without asking), and FFmpeg does not pass ``tls_verify`` on to those
+nested requests. Deploy with an egress policy (deploy/k8s/base/networkpolicy.yaml) so a worker
+cannot reach addresses inside the cluster other than Redis and DNS.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.sources import SourceSpec
+
+DEFAULT_SCHEMES = ("rtsp", "rtsps", "http", "https")
+# FFmpeg protocols each scheme may use, nested ones included (RTP under RTSP, TCP and TLS under HTTPS, the
+# segments and keys of an HLS playlist). A scheme an operator adds that is not listed gets itself, tcp, udp, tls.
+_PROTOCOLS = {
+    "rtsp": "rtsp,rtp,srtp,tcp,udp",
+    "rtsps": "rtsps,rtsp,rtp,srtp,tcp,udp,tls",
+    "http": "http,https,tcp,tls,crypto",
+    "https": "https,tcp,tls,crypto",  # no plain http below an https playlist
+    "file": "file,crypto",  # a local HLS playlist may name local segments, nothing else
+}
+_TLS_SCHEMES = ("https", "rtsps")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.,-]*):")  # FFmpeg's own test for "this names a protocol"
+_LISTEN = re.compile(r"(?:^|[?&])listen(?:=|&|$)", re.IGNORECASE)
+
+
+class Origin(str, Enum):
+    OPERATOR = "operator"  # the command line or the config file
+    CONTROL = "control"  # the Redis control hash: whoever can write Redis
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """``[sources]``: which sources a worker may open."""
+
+    allow_schemes: tuple[str, ...] = DEFAULT_SCHEMES  # URL schemes a stream may use; any other is refused
+    allow_dirs: tuple[Path, ...] = ()  # folders local files may come from; empty: only command line and config
+    max_url_length: int = 2048  # longer URLs (and paths) are refused
+    max_pixels: int = 3840 * 2160  # largest frame (width x height) a decoder accepts; memory per frame is 3x this
+    ca_file: Path | None = None  # PEM bundle of CAs for https/rtsps instead of the system's (self-signed cameras)
+
+    def __post_init__(self) -> None:
+        schemes = tuple(str(s).lower() for s in self.allow_schemes)
+        bad = [s for s in schemes if not re.fullmatch(r"[a-z][a-z0-9+.-]*", s)]
+        if bad:
+            raise ConfigError(f"[sources] allow_schemes: {bad} are not URL schemes (like {list(DEFAULT_SCHEMES)})")
+        if "file" in schemes:
+            raise ConfigError("[sources] allow_schemes: local files are allowed by allow_dirs, not the 'file' scheme")
+        object.__setattr__(self, "allow_schemes", schemes)
+        object.__setattr__(self, "allow_dirs", tuple(Path(os.path.realpath(d)) for d in self.allow_dirs))
+        if self.max_url_length < 16 or self.max_pixels < 64 * 64:
+            raise ConfigError(f"[sources] max_url_length must be at least 16 and max_pixels at least 4096, "
+                              f"got {self.max_url_length} and {self.max_pixels}")  # fmt: skip
+
+    def admit(self, spec: SourceSpec, *, origin: Origin) -> SourceSpec:
+        """``spec`` when it may be opened; ConfigError naming the stream and the rule otherwise."""
+        where = f"stream {spec.stream_id!r}"
+        url = spec.url
+        if len(url) > self.max_url_length:
+            raise ConfigError(f"{where}: its URL has {len(url)} characters, more than [sources] max_url_length = "
+                              f"{self.max_url_length}")  # fmt: skip
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+            raise ConfigError(f"{where}: its URL holds control characters")
+        scheme = url_scheme(url)
+        if scheme is not None:
+            if scheme not in self.allow_schemes:
+                raise ConfigError(f"{where}: scheme {scheme!r} is not allowed; allowed: {list(self.allow_schemes)} "
+                                  "([sources] allow_schemes)")  # fmt: skip
+            if _LISTEN.search(urlparse(url).query):
+                raise ConfigError(f"{where}: a 'listen' option would open a listening socket; dfwatch only connects")
+            return spec
+        if origin is Origin.CONTROL and not self.allow_dirs:
+            raise ConfigError(f"{where}: local files are not accepted from the control hash; an operator may allow "
+                              "folders with [sources] allow_dirs")  # fmt: skip
+        self.check_local(url, where=where)
+        return spec
+
+    def check_local(self, path: str, *, where: str) -> Path:
+        """The resolved path of a local source: inside ``allow_dirs`` (when set), a regular file or a FIFO.
+
+        Called at admission and again when the file is opened (it may have changed in between). A file that
+        does not exist passes: opening it then fails with "no such file".
+        """
+        try:
+            resolved = Path(os.path.realpath(path))
+            mode = resolved.stat().st_mode if resolved.exists() else None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{where}: cannot use {path[:80]!r} as a file: {getattr(exc, 'strerror', None) or exc}"
+                              ) from None  # fmt: skip
+        if self.allow_dirs and not any(resolved.is_relative_to(d) for d in self.allow_dirs):
+            raise ConfigError(f"{where}: {resolved} is outside the folders of [sources] allow_dirs "
+                              f"{[str(d) for d in self.allow_dirs]}")  # fmt: skip
+        if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a device or socket"
+            raise ConfigError(f"{where}: {resolved} is {kind}, not a video file")
+        return resolved
+
+    def ffmpeg_options(self, url: str) -> dict[str, str]:
+        """FFmpeg options that hold an admitted source to this policy (added to the source's own options)."""
+        scheme = url_scheme(url) or "file"
+        options = {
+            "protocol_whitelist": _PROTOCOLS.get(scheme, f"{scheme},tcp,udp,tls"),
+            "max_pixels": str(self.max_pixels),  # reaches the decoders that probe the stream while it opens
+        }
+        if scheme in _TLS_SCHEMES:
+            options["tls_verify"] = "1"
+            if self.ca_file is not None:
+                options["ca_file"] = str(self.ca_file)
+        return options
+
+
+def url_scheme(url: str) -> str | None:
+    """The lower-case scheme of ``url``, or None for a local path. ``proto:rest`` counts, as it does for FFmpeg."""
+    match = _SCHEME.match(url)
+    return match.group(1).split(",", 1)[0].lower() if match else None

@@ -1,0 +1,238 @@
+"""The source policy: what a stream may point at, checked before it starts and again by FFmpeg when it opens.
+
+Real FFmpeg (PyAV) throughout: devices, FIFOs, oversized frames, TLS with certificates made at test time
+(HTTPS, an HLS playlist, RTSPS in front of the real RTSP server).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.errors import ConfigError, SourceError
+from pipeline.policy import Origin, SourcePolicy
+from pipeline.sources import SourceSpec, read_frames
+from tests._rtsp import requires_rtsp, rtsp_server_process
+from tests._tls import https_server, self_signed, tls_front
+
+OPERATOR, CONTROL = Origin.OPERATOR, Origin.CONTROL
+
+
+def _admit(url: str, origin: Origin, policy: SourcePolicy | None = None) -> str | None:
+    """None when admitted, else the refusal's message."""
+    try:
+        (policy or SourcePolicy()).admit(SourceSpec("s", url), origin=origin)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize(
+    ("url", "origin", "refusal"),
+    [
+        ("rtsp://192.0.2.7/live", CONTROL, None),
+        ("rtsps://cam.example/live", CONTROL, None),
+        ("https://cdn.example/live/index.m3u8", CONTROL, None),
+        ("/etc/passwd", CONTROL, "local files are not accepted from the control hash"),
+        ("/srv/videos/clip.mp4", CONTROL, "local files are not accepted from the control hash"),
+        ("/dev/zero", OPERATOR, "/dev/zero is a device or socket, not a video file"),
+        ("/tmp", OPERATOR, "is a directory, not a video file"),
+        ("file:///etc/passwd", CONTROL, "scheme 'file' is not allowed"),
+        ("tcp://127.0.0.1:9999?listen=1", CONTROL, "scheme 'tcp' is not allowed"),
+        ("concat:/etc/passwd|/etc/shadow", OPERATOR, "scheme 'concat' is not allowed"),
+        ("subfile,,start,0,end,9,,:/etc/passwd", OPERATOR, "scheme 'subfile' is not allowed"),
+        ("pipe:0", OPERATOR, "scheme 'pipe' is not allowed"),
+        ("udp://0.0.0.0:5000", CONTROL, "scheme 'udp' is not allowed"),
+        ("rtsp://cam/" + "a" * 100_000, CONTROL, "its URL has 100011 characters, more than [sources] max_url_length"),
+        ("rtsp://cam/\x1b[2Jlive", CONTROL, "its URL holds control characters"),
+    ],
+)
+def test_admission_table(url: str, origin: Origin, refusal: str | None) -> None:
+    got = _admit(url, origin)
+    if refusal is None:
+        assert got is None
+    else:
+        assert got is not None and refusal in got
+        assert len(got) < 400  # the refusal names the rule, never repeats a 100,000-character URL
+
+
+def test_an_operator_may_allow_more_schemes_but_never_a_listening_socket() -> None:
+    policy = SourcePolicy(allow_schemes=("rtsp", "tcp", "srt"))
+    assert _admit("tcp://192.0.2.7:9000", CONTROL, policy) is None
+    assert "'listen' option would open a listening socket" in _admit("tcp://0.0.0.0:9000?listen=1", CONTROL, policy)
+    assert "'listen' option" in _admit("srt://0.0.0.0:9000?mode=x&listen", OPERATOR, policy)
+    assert "scheme 'https' is not allowed; allowed: ['rtsp', 'tcp', 'srt']" in _admit("https://x/y", CONTROL, policy)
+    with pytest.raises(ConfigError, match="local files are allowed by allow_dirs, not the 'file' scheme"):
+        SourcePolicy(allow_schemes=("rtsp", "file"))
+
+
+def test_allow_dirs_admit_files_inside_only_even_through_symlinks(tmp_path: Path) -> None:
+    videos, elsewhere = tmp_path / "videos", tmp_path / "elsewhere"
+    videos.mkdir()
+    elsewhere.mkdir()
+    (videos / "a.mp4").write_bytes(b"x")
+    (elsewhere / "secret.mp4").write_bytes(b"x")
+    (videos / "escape.mp4").symlink_to(elsewhere / "secret.mp4")
+    policy = SourcePolicy(allow_dirs=(videos,))
+    assert _admit(str(videos / "a.mp4"), CONTROL, policy) is None  # allow_dirs also opens the control hash to files
+    assert "is outside the folders of [sources] allow_dirs" in _admit(str(videos / "escape.mp4"), CONTROL, policy)
+    assert "outside the folders" in _admit(str(videos / ".." / "elsewhere" / "secret.mp4"), OPERATOR, policy)
+    assert "outside the folders" in _admit("/etc/passwd", OPERATOR, policy)  # set: for the operator's files too
+
+
+def test_a_device_swapped_in_after_admission_is_refused_when_opened(tmp_path: Path, demo_clip) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.symlink_to(demo_clip.path)
+    spec = SourcePolicy().admit(SourceSpec("s", str(clip)), origin=OPERATOR)
+    clip.unlink()
+    clip.symlink_to("/dev/zero")  # FFmpeg would read zeros for ever
+    with pytest.raises(SourceError, match="/dev/zero is a device or socket, not a video file"):
+        next(read_frames(spec))
+
+
+def test_a_fifo_without_a_writer_fails_within_its_open_timeout(tmp_path: Path) -> None:
+    """FFmpeg opens a FIFO with a blocking open(): it waited for a writer for ever, whatever --open-timeout said."""
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(SourceError, match=r"cannot open: no writer sent data for 1\.5 s \(FIFO\)"):
+        next(read_frames(SourceSpec("fifo", str(fifo), open_timeout=1.5)))
+    assert time.monotonic() - start < 4
+
+
+def test_a_fifo_whose_writer_stalls_fails_within_its_read_timeout(tmp_path: Path, demo_clip) -> None:
+    ts = tmp_path / "clip.ts"
+    with av.open(str(demo_clip.path)) as src, av.open(str(ts), "w", format="mpegts") as out:
+        video = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                out.mux(packet)
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    release = threading.Event()
+
+    def writer() -> None:
+        with open(fifo, "wb") as w:
+            data = ts.read_bytes()
+            w.write(data[: len(data) // 2])  # half the clip, then the writer hangs with the FIFO open
+            w.flush()
+            release.wait(30)
+
+    threading.Thread(target=writer, daemon=True).start()
+    frames, start = 0, time.monotonic()
+    try:
+        with pytest.raises(SourceError, match=r"stream broke after \d+ frames: no data for 1\.5 s \(FIFO\)"):
+            for _ in read_frames(SourceSpec("fifo", str(fifo), open_timeout=5, read_timeout=1.5)):
+                frames += 1
+    finally:
+        release.set()
+    assert 0 < frames < demo_clip.n_frames and time.monotonic() - start < 10
+
+
+def test_a_frame_larger_than_max_pixels_is_refused_before_it_is_allocated(tmp_path: Path) -> None:
+    """A 16000x16000 PNG of a few hundred kB took 1.15 GB for its one frame."""
+    import cv2
+
+    png = tmp_path / "huge.png"
+    cv2.imwrite(str(png), np.zeros((16000, 16000, 3), np.uint8))
+    assert png.stat().st_size < 2_000_000
+    script = (
+        "import resource, sys\n"
+        "from pipeline.errors import SourceError\n"
+        "from pipeline.sources import SourceSpec, read_frames\n"
+        "try:\n"
+        f"    n = sum(1 for _ in read_frames(SourceSpec('png', {str(png)!r})))\n"
+        "    print('decoded', n)\n"
+        "except SourceError as exc:\n"
+        "    print('refused:', exc.reason)\n"
+        "print('maxrss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("refused:") and "max_pixels" in lines[0], out.stdout
+    assert int(lines[-1].split()[1]) < 400, out.stdout  # the frame alone is 768 MB of RGB
+
+
+@pytest.fixture()
+def certs(tmp_path: Path):
+    return {"right": self_signed(tmp_path, "127.0.0.1"), "wrong": self_signed(tmp_path, "camera.example")}
+
+
+def _frames(url: str, policy: SourcePolicy, *, most: int = 10) -> int:
+    n = 0
+    for _ in read_frames(SourceSpec("s", url, open_timeout=5, read_timeout=5), policy=policy):
+        n += 1
+        if n == most:
+            break
+    return n
+
+
+def test_https_checks_the_certificate(tmp_path: Path, demo_clip, certs) -> None:
+    """A self-signed certificate for another name was accepted (FFmpeg's tls_verify is off by default)."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "clip.mp4").write_bytes(demo_clip.path.read_bytes())
+    with https_server(tmp_path / "www", certs["wrong"]) as base:
+        with pytest.raises(SourceError, match="cannot open"):
+            _frames(f"{base}/clip.mp4", SourcePolicy())
+        with pytest.raises(SourceError, match="cannot open"):  # trusting the certificate does not fix the name
+            _frames(f"{base}/clip.mp4", SourcePolicy(ca_file=certs["wrong"].cert))
+    with https_server(tmp_path / "www", certs["right"]) as base:
+        with pytest.raises(SourceError, match="cannot open"):  # the right name, but nobody vouches for it
+            _frames(f"{base}/clip.mp4", SourcePolicy())
+        assert _frames(f"{base}/clip.mp4", SourcePolicy(ca_file=certs["right"].cert)) == 10
+
+
+def test_an_https_playlist_cannot_send_ffmpeg_to_plain_http_or_local_files(tmp_path: Path, demo_clip, certs) -> None:
+    """HLS nested URLs are held to the playlist's protocol family: no https -> http downgrade, no file:."""
+    import functools
+    import http.server
+
+    www = tmp_path / "www"
+    www.mkdir()
+    options = {"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"}
+    with av.open(str(demo_clip.path)) as src, av.open(str(www / "index.m3u8"), "w", format="hls",
+                                                      options=options) as out:  # fmt: skip
+        video = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                out.mux(packet)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    header = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:1.0,\n"
+    (www / "downgrade.m3u8").write_text(f"{header}http://127.0.0.1:{plain.server_address[1]}/index0.ts\n"
+                                        "#EXT-X-ENDLIST\n")  # fmt: skip
+    (www / "local.m3u8").write_text(f"{header}file://{www / 'index0.ts'}\n#EXT-X-ENDLIST\n")
+    policy = SourcePolicy(ca_file=certs["right"].cert)
+    try:
+        with https_server(www, certs["right"]) as base:
+            assert _frames(f"{base}/index.m3u8", policy) == 10  # segments on the same https server: fine
+            for playlist in ("downgrade.m3u8", "local.m3u8"):
+                with pytest.raises(SourceError):
+                    _frames(f"{base}/{playlist}", policy)
+    finally:
+        plain.shutdown()
+        plain.server_close()
+
+
+@requires_rtsp
+def test_rtsps_checks_the_certificate(demo_clip, certs) -> None:
+    with rtsp_server_process({"cam": demo_clip.path}, loop=True) as server:
+        with tls_front(server.port, certs["wrong"]) as port:
+            with pytest.raises(SourceError, match="cannot open"):
+                _frames(f"rtsps://127.0.0.1:{port}/cam", SourcePolicy())
+        with tls_front(server.port, certs["right"]) as port:
+            with pytest.raises(SourceError, match="cannot open"):
+                _frames(f"rtsps://127.0.0.1:{port}/cam", SourcePolicy())
+            assert _frames(f"rtsps://127.0.0.1:{port}/cam", SourcePolicy(ca_file=certs["right"].cert)) == 10
