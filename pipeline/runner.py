@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 ADAPT_INTERVAL = 1.0  # seconds between changes of detect-every-k under load
 FLUSH_SECONDS = 5.0  # after the drain: readers, sinks and frame sinks together get this long to finish
+DRAIN_QUIET = 0.5  # seconds with every queue empty after which a drain ends, though some reader has not finished
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ class Runner:
 
     def _loop(self) -> None:
         drain_deadline: float | None = None
+        quiet_since: float | None = None  # draining: since when no queue held a frame
         while True:
             self.observer.beat()
             if self.stop.is_set() and drain_deadline is None:
@@ -253,9 +255,14 @@ class Runner:
             batch = self._next_batch()
             if batch:
                 self._process(batch)
+                quiet_since = None
                 continue
             if self._all_finished() and (not self.until_stopped or self.stop.is_set()):
                 break
+            if drain_deadline is not None:  # the queues are drained: a reader stuck in a read is not waited for
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > DRAIN_QUIET:
+                    break
             self.wake.wait(self.config.idle_wait)
             self.wake.clear()
 
@@ -282,6 +289,7 @@ class Runner:
                 stream.thread.join(timeout=max(0.0, deadline - time.monotonic()))
                 if stream.thread.is_alive():
                     logger.warning("stream %r: its reader is stuck in a read; not waiting", stream.spec.stream_id)
+            stream.queue.clear()  # a frame a reader put after the drain ended is dropped, and counted
             self.stats.streams[stream.spec.stream_id].dropped += stream.queue.dropped
         for worker in self._frame_sinks:
             lost = worker.close(timeout=max(0.5, deadline - time.monotonic()))

@@ -45,7 +45,7 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self, **options) -> redis.Redis:
-        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5, **options)
+        return redis.Redis.from_url(self.url, **{"decode_responses": True, "socket_timeout": 5, **options})
 
     def start(self) -> None:
         cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.dir)]

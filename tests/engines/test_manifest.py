@@ -83,6 +83,13 @@ def test_unreadable_manifests(models: Path, content: str, message: str):
         ({"schema": 99}, ManifestError, "has schema 99"),
         ({"colour": "rgb"}, ManifestError, r"unknown fields \['colour'\]"),
         ({"file": "other.onnx"}, ManifestMismatchError, "describes 'other.onnx'"),
+        # types are checked at load: a string batch_max failed later, with a raw TypeError deep in a backend
+        ({"batch_max": "8"}, ManifestError, r"field 'batch_max' must be int, got '8'"),
+        ({"placeholder": "no"}, ManifestError, r"field 'placeholder' must be bool, got 'no'"),
+        ({"thresholds": [0.5]}, ManifestError, r"field 'thresholds' must be dict, got \[0.5\]"),
+        ({"input_size": True}, ManifestError, r"field 'input_size' must be int, got True"),
+        ({"device": "cuda"}, ManifestError, r"field 'device' must be dict or null, got 'cuda'"),
+        ({"batch_min": 4, "batch_max": 2}, ManifestError, r"needs 1 <= batch_min <= batch_max"),
     ],
 )
 def test_manifest_fields_are_validated(models: Path, changes, error, message):

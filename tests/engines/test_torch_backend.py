@@ -132,3 +132,40 @@ def test_garbage_that_matches_its_manifest_fails_to_load(models_copy: Path):
     manifest_path(path).write_text(json.dumps(raw))
     with pytest.raises(ModelLoadError, match=r"torch cannot load .*face_detector\.pt2"):
         Detector(path)
+
+
+class _Marker:
+    """Unpickling this creates a file: what arbitrary code in a model file could do instead."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_a_pt2_that_would_unpickle_code_is_refused_before_torch_loads_it(models_copy: Path, tmp_path: Path):
+    """torch.export.load unpickles sample inputs with weights_only=False when the safe load fails: a model
+    file could run code, and the sha256 in its manifest only proves it is the file the manifest names."""
+    import io
+    import json
+    import zipfile
+
+    import torch
+
+    marker = tmp_path / "code-ran"
+    payload = io.BytesIO()
+    torch.save(_Marker(marker), payload)
+    artifact = models_copy / "deepfake_classifier.pt2"
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(artifact) as src, zipfile.ZipFile(evil, "w") as out:
+        for info in src.infolist():
+            data = payload.getvalue() if info.filename.endswith("sample_inputs/model.pt") else src.read(info)
+            out.writestr(info, data)
+    evil.replace(artifact)
+    raw = json.loads(manifest_path(artifact).read_text())
+    raw["sha256"] = sha256_file(artifact)  # an attacker replaces both files
+    manifest_path(artifact).write_text(json.dumps(raw))
+    with pytest.raises(ModelLoadError, match=r"sample_inputs/model.pt is a pickle that does not load as plain data"):
+        Classifier(artifact)
+    assert not marker.exists()

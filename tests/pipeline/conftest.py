@@ -57,3 +57,19 @@ def dfwatch(fast_models: Path):
         return Run(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+@pytest.fixture()
+def service(fast_models: Path, tmp_path: Path):
+    """Start `dfwatch watch ARGS...` in the background (tests/pipeline/_service.py); killed at the end."""
+    from tests.pipeline._service import Service
+
+    started: list[Service] = []
+
+    def start(*args: str) -> Service:
+        started.append(Service(list(args), fast_models, tmp_path))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.kill()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from engines import Classifier, Detector
-from pipeline.annotate import VERDICT_COLOURS, AnnotateConfig, banner_height, draw, score_colour
+from pipeline.annotate import VERDICT_COLOURS, AnnotateConfig, Annotator, banner_height, draw, score_colour
 from pipeline.messages import Face, Frame, Verdict, VerdictState
 from pipeline.metrics import Observer
 from pipeline.runner import Runner, RunnerConfig
@@ -290,3 +290,92 @@ def test_streams_whose_file_names_clash_each_get_a_file_of_their_own(tmp_path: P
     assert len(set(paths)) == len(paths) == 2 * len(ids)
     for video in annotator.videos.values():  # each stream's newest file holds its own last frame, intact
         assert len(_decode(video.path)) == 1
+
+
+_FULL_DISK_CHILD = r"""
+import sys, time
+from pathlib import Path
+import av, numpy as np
+import pipeline.annotate as annotate
+from pipeline.messages import Frame, Verdict, VerdictState
+
+annotate.RETRY_SECONDS = 0.0  # retry at once: many failures and recoveries in a short run
+out = Path(sys.argv[1])
+sink = annotate.Annotator(annotate.AnnotateConfig(dir=out, keyframe_every=5, max_mb=100))
+rng = np.random.default_rng(0)
+raised = 0
+for i in range(3000):
+    if i % 300 == 0:
+        (out / "filler").unlink(missing_ok=True)  # space comes back
+    if i % 300 == 150:  # and the disk fills up again, behind the muxer's back
+        with open(out / "filler", "wb") as fh:
+            try:
+                fh.write(b"\0" * 2_000_000)
+            except OSError:
+                pass
+    image = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)  # noise: every frame costs disk
+    frame = Frame("cam", i, i / 25, time.time(), image)
+    verdict = Verdict("cam", i, i / 25, frame.capture_time, (), None, VerdictState.UNKNOWN, False, True, {}, False)
+    try:
+        sink.publish_frames([(frame, verdict)])
+    except OSError:  # what the sink did before: raise, and its runner thread logged and counted it
+        raised += 1
+unwritten = getattr(sink, "unwritten", 0) + raised
+sink.close()
+with av.open(str(out / "cam.mp4")) as c:
+    decoded = sum(1 for _ in c.decode(video=0))
+print("unwritten", unwritten, "decoded", decoded)
+"""
+
+
+def test_a_full_disk_stops_the_video_not_the_process(tmp_path: Path):
+    """A full disk under --annotate segfaulted the process (rc 139, in the muxer after a write error): the service
+    crash-looped while the disk stayed full. A real 1 MiB tmpfs fills and frees under the annotator."""
+    import shutil
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare, "-rm", "true"], capture_output=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (no unshare -rm); the full-disk test needs a real small filesystem")
+    script = tmp_path / "child.py"
+    script.write_text(_FULL_DISK_CHILD)
+    cmd = [unshare, "-rm", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" "$3" "$1"', "sh",
+           str(disk), sys.executable, str(script)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, f"rc {proc.returncode}\n{proc.stderr[-3000:]}"
+    unwritten, decoded = (int(v) for v in proc.stdout.split()[1::2])
+    assert unwritten > 0 and decoded > 0  # frames were skipped while full, and the video went on once it was not
+    assert "No space left on device; its frames are skipped, a new file is tried" in proc.stderr
+
+
+def test_the_annotator_never_writes_through_a_symlink(tmp_path: Path, demo_clip):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    out = tmp_path / "annotated"
+    out.mkdir()
+    (out / "cam.mp4").symlink_to(target)  # planted where the annotator will write
+    sink = Annotator(AnnotateConfig(dir=out))
+    image = np.zeros((120, 160, 3), np.uint8)
+    for i in range(3):
+        frame = Frame("cam", i, i / 25, time.time(), image)
+        sink.publish_frames([(frame, Verdict("cam", i, i / 25, frame.capture_time, (), None, VerdictState.UNKNOWN,
+                                             False, True, {}, False))])  # fmt: skip
+    sink.close()
+    assert target.read_text() == "keep me" and (out / "cam.mp4").is_symlink()
+    assert sink.unwritten == 3
+
+
+def test_a_removed_stream_finishes_its_file_and_is_forgotten(tmp_path: Path):
+    sink = Annotator(AnnotateConfig(dir=tmp_path))
+    image = np.zeros((120, 160, 3), np.uint8)
+    for i in range(10):
+        frame = Frame("cam", i, i / 25, time.time(), image)
+        sink.publish_frames([(frame, Verdict("cam", i, i / 25, frame.capture_time, (), None, VerdictState.UNKNOWN,
+                                             False, True, {}, False))])  # fmt: skip
+    sink.forget_stream("cam")
+    assert sink.videos == {}  # its encoder and last frame are gone
+    with av.open(str(tmp_path / "cam.mp4")) as c:  # and its file was finished, whole
+        assert sum(1 for _ in c.decode(video=0)) == 10
+    sink.close()

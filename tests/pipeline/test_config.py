@@ -61,6 +61,15 @@ read_timeout = 3
         ({"streams": [{"id": "a", "url": "a.mp4"}, {"id": "a", "url": "b.mp4"}]}, r"\['a'\] appear more than once"),
         ({"streams": {"id": "a"}}, r"array of tables"),
         ({"camera": {}}, r"unknown section\(s\) \['camera'\]"),
+        # inf and nan are valid TOML (and JSON, in the control hash): max_wait_ms = inf and drain_seconds = nan
+        # crashed the stage loop, a negative idle_wait made it spin
+        ({"runner": {"max_wait_ms": float("inf")}}, r"\[runner\] max_wait_ms: expected a finite number, got inf"),
+        ({"runner": {"drain_seconds": float("nan")}}, r"drain_seconds: expected a finite number, got nan"),
+        ({"runner": {"idle_wait": -0.05}}, r"idle_wait must be a finite number of seconds above 0"),
+        ({"streams": [{"id": "a", "url": "rtsp://x/y", "read_timeout": float("inf")}]}, r"expected a finite number"),
+        ({"sinks": {"redis_ttl": -1.0}}, r"sinks.redis_ttl a finite number of seconds"),
+        ({"sources": {"allow_schemes": ["rtsp", "file"]}}, r"not the 'file' scheme"),
+        ({"sources": {"max_pixels": 10}}, r"max_pixels at least 4096"),
     ],
 )
 def test_bad_fields_are_named(raw, message):
@@ -75,3 +84,9 @@ def test_unreadable_files(tmp_path: Path):
     bad.write_text("[runner\nmax_batch = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_runner_flags_refuse_what_the_file_would(dfwatch, demo_clip):
+    for flag, value in (("--max-wait-ms", "inf"), ("--max-wait-ms", "nan"), ("--max-wait-ms", "-1")):
+        run = dfwatch("watch", str(demo_clip.path), flag, value)
+        assert run.returncode == 1 and "max_wait_ms must be a finite number, 0 or more" in run.stderr, run.stderr

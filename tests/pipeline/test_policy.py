@@ -229,9 +229,8 @@ def test_an_https_playlist_cannot_send_ffmpeg_to_plain_http_or_local_files(tmp_p
 @requires_rtsp
 def test_rtsps_checks_the_certificate(demo_clip, certs) -> None:
     with rtsp_server_process({"cam": demo_clip.path}, loop=True) as server:
-        with tls_front(server.port, certs["wrong"]) as port:
-            with pytest.raises(SourceError, match="cannot open"):
-                _frames(f"rtsps://127.0.0.1:{port}/cam", SourcePolicy())
+        with tls_front(server.port, certs["wrong"]) as port, pytest.raises(SourceError, match="cannot open"):
+            _frames(f"rtsps://127.0.0.1:{port}/cam", SourcePolicy())
         with tls_front(server.port, certs["right"]) as port:
             with pytest.raises(SourceError, match="cannot open"):
                 _frames(f"rtsps://127.0.0.1:{port}/cam", SourcePolicy())

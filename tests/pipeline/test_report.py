@@ -165,3 +165,10 @@ def test_timeline_table():
 )
 def test_clip_verdict_is_fake_if_ever_fake(verdicts, expected):
     assert clip_verdict([_record(i, v) for i, v in enumerate(verdicts)]) == expected
+
+
+def test_no_progress_bar_noise_when_stderr_is_a_log_file(dfwatch, fast_models: Path, demo_clip, tmp_path: Path):
+    """tqdm bars wrote carriage-return noise into log files when stderr was not a terminal."""
+    run = _report(dfwatch, fast_models, str(demo_clip.path), "--out", str(tmp_path / "r.png"))
+    assert run.returncode == 0, run.stderr
+    assert "\r" not in run.stderr and "frame/s" not in run.stderr

@@ -197,3 +197,27 @@ def test_rates_are_over_the_recent_window(redis_client, stream_id):
         assert sink._window(encode([verdict(stream_id, 99)]), 122.0)[stream_id][0] == ""
     finally:
         sink.close()
+
+
+def test_what_another_writer_left_in_redis_is_shown_not_fatal_and_never_drives_the_terminal():
+    """A non-UTF-8 stream id or faces="inf" made `dfwatch status` exit 1; escapes in a name cleared the screen."""
+    from tests._redis import redis_server
+
+    with redis_server() as server:
+        client = server.client(decode_responses=False)
+        evil = "evil\x1b[2J\x1b]0;owned\x07"
+        hashes = {
+            b"cam\xff": {b"verdict": b"REAL", b"score": b"0.2", b"updated": str(time.time()).encode()},
+            evil.encode(): {b"verdict": b"FAKE\x1b[31m", b"faces": b"inf", b"fps": b"nan", b"updated": b"-inf",
+                            b"worker": b"host\rX"},  # fmt: skip
+            b"plain": {b"verdict": b"REAL", b"faces": b"1e400", b"updated": str(time.time()).encode()},
+        }
+        for sid, fields in hashes.items():
+            client.sadd(STREAMS_KEY.encode(), sid)
+            client.hset(STATE_KEY.encode().replace(b"{stream}", sid), mapping=fields)
+        proc = _status("--redis", server.url, "--once")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out
+    assert "cam\\xff" in out and "evil\\x1b[2J\\x1b]0;owned\\x07" in out and "host\\x0dX" in out
+    assert "3 streams" in out

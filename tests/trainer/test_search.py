@@ -199,3 +199,42 @@ def test_storage_urls_are_checked(tmp_path):
         make_storage("postgresql://u:secret@127.0.0.1:1/optuna")
     storage = make_storage(tmp_path / "sub" / "s.db")  # a plain path is an SQLite file, folders made
     assert (tmp_path / "sub" / "s.db").is_file() and storage is not None
+
+
+def test_a_killed_workers_trial_is_failed_by_the_next_worker_not_left_running(tiny_store, tmp_path):
+    """A search worker killed with SIGKILL left its trial RUNNING for ever: no heartbeat. Real SQLite storage,
+    a real worker process killed mid-trial, then a second worker."""
+    import time
+
+    db = tmp_path / "study.db"
+    worker = (
+        "from trainer.fit import TrainConfig\n"
+        "from trainer.search import SearchSpace, run_search\n"
+        f"run_search(data={str(tiny_store)!r}, out={str(tmp_path / 'w')!r}, storage={str(db)!r}, n_trials={{n}},\n"
+        "           base=TrainConfig(epochs=500, batch_size=8),\n"
+        "           space=SearchSpace(families=('paper_cnn',), cnn_blocks=(2, 2), augments=('none',)),\n"
+        "           threads=1, progress=False, heartbeat=1)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", worker.format(n=1)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        storage = make_storage(db)
+        deadline = time.monotonic() + 120
+        while True:  # the trial has started (and beaten at least once)
+            running = [t for s in optuna.get_all_study_summaries(storage) for t in
+                       optuna.load_study(study_name=s.study_name, storage=storage).trials
+                       if t.state == optuna.trial.TrialState.RUNNING] if db.exists() else []  # fmt: skip
+            if running:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.5)
+        time.sleep(2)
+    finally:
+        proc.kill()  # SIGKILL: no cleanup, no last state write
+        proc.wait()
+    time.sleep(3)  # past the grace period of two heartbeats
+    second = subprocess.run([sys.executable, "-c", worker.format(n=0)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    study = optuna.load_study(study_name="dfwatch", storage=make_storage(db))
+    assert [t.state.name for t in study.trials] == ["FAIL"], second.stderr[-2000:]
+    # the second worker ran nothing (n_trials=0), so it reports the study has no complete trial: said, not hidden
+    assert "has no complete trial (states: ['FAIL'])" in second.stderr

@@ -262,3 +262,84 @@ def _drop_dataset(path: Path, name: str) -> None:
 def _set_attr(path: Path, name: str, value: object) -> None:
     with h5py.File(path, "a") as h5:
         h5.attrs[name] = value
+
+
+class _KilledAtWrite(__import__("io").FileIO):
+    """The store file as HDF5 writes it, through h5py's file-object driver: counts writes once ``armed``, and at
+    write ``kill_at`` the process dies by SIGKILL (the writes before it are in the file, as after a real kill)."""
+
+    armed, writes, kill_at = False, 0, 0
+
+    def write(self, data) -> int:  # noqa: ANN001
+        import os
+        import signal
+
+        if _KilledAtWrite.armed:
+            _KilledAtWrite.writes += 1
+            if _KilledAtWrite.writes == _KilledAtWrite.kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().write(data)
+
+
+def _commit_one_video_then_die(path: Path, kill_at: int, report: int) -> None:
+    """In a forked child: open the store, write and commit one more video with HDF5 killed at write ``kill_at``."""
+    import os
+
+    import trainer.store as store
+
+    real_file = h5py.File
+
+    def through_killer(name, mode="r", **kwargs):  # noqa: ANN001
+        fileobj = _KilledAtWrite(name, "r+" if Path(name).exists() else "w+")
+        return real_file(fileobj, mode, **kwargs)
+
+    store.h5py.File = through_killer  # type: ignore[assignment]
+    try:
+        with FaceStoreWriter(path, **BUILD) as w:
+            _KilledAtWrite.armed, _KilledAtWrite.kill_at = True, kill_at
+            _write_video(w, "late.mp4", n=20, label=1, split="val", seed=9)
+            _KilledAtWrite.armed = False
+            os.write(report, str(_KilledAtWrite.writes).encode())
+    finally:
+        os._exit(0)
+
+
+def test_a_kill_inside_an_hdf5_write_leaves_the_store_readable(tmp_path: Path):
+    """SIGKILL at every write of a commit in turn: a kill inside HDF5's flush left B-trees pointing past the end
+    of the file (unreadable, hours of crops lost). The published store must always read whole, and resume."""
+    import os
+
+    path = tmp_path / "faces.h5"
+    with FaceStoreWriter(path, **BUILD) as w:
+        for v in range(3):
+            _write_video(w, f"v{v}.mp4", n=20, label=0, split="train", seed=v)
+    published = path.read_bytes()
+
+    def run_child(kill_at: int) -> str:
+        path.write_bytes(published)
+        for leftover in tmp_path.glob("faces.h5.*"):
+            if not leftover.name.endswith(".lock"):
+                leftover.unlink()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            _commit_one_video_then_die(path, kill_at, write)
+        os.close(write)
+        os.waitpid(pid, 0)
+        with os.fdopen(read) as r:
+            return r.read()
+
+    writes = int(run_child(0))  # no kill: how many writes one commit takes
+    assert writes > 10
+    for kill_at in range(1, writes + 1):
+        run_child(kill_at)
+        try:
+            with FaceStore(path) as store:
+                rows = len(store)
+                assert rows == 60 and store.crops(np.arange(rows)).shape == (rows, S, S, 3)
+                store.fingerprint()
+            with FaceStoreWriter(path, **BUILD) as w:  # and a rerun resumes from it
+                assert w.done_videos() == {"v0.mp4", "v1.mp4", "v2.mp4"} and w.rows == 60
+        except (StoreError, OSError) as exc:
+            pytest.fail(f"killed at write {kill_at} of {writes}: the store is broken ({exc})")
