@@ -51,7 +51,8 @@ def test_a_removed_stream_is_released_everywhere(fast_models: Path, demo_clip, t
             for round_ in range(2):  # the same id comes back: it starts afresh and is released again
                 runner.add_stream(SourceSpec("cam", str(demo_clip.path), loop=True, pace=True))
                 runner.add_stream(SourceSpec("other", str(demo_clip.path), loop=True, pace=True))
-                _wait(lambda: client.xlen(STREAM_KEY.format(stream="cam")) >= 10 * (round_ + 1), 60, "verdicts")
+                want = 10 * (round_ + 1)
+                _wait(lambda: client.xlen(STREAM_KEY.format(stream="cam")) >= want, 60, "verdicts")  # noqa: B023
                 _wait(lambda: "cam" in annotator.videos and "cam" in sink._recent, 30, "state of the stream")
                 assert runner.stats.streams["cam"].latency_ms and "cam" in _labels(observer)
                 runner.remove_stream("cam")
