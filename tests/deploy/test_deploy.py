@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 import urllib.request
 from collections import Counter
@@ -336,8 +337,9 @@ def test_kustomize_renders(overlay):
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     kinds = Counter(d["kind"] for d in docs)
-    assert kinds["StatefulSet"] == kinds["ConfigMap"] == kinds["ServiceMonitor"] == kinds["PrometheusRule"] == 1
-    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    assert kinds["ConfigMap"] == kinds["ServiceMonitor"] == kinds["PrometheusRule"] == 1
+    assert kinds["StatefulSet"] == kinds["NetworkPolicy"] == 2  # the workers and Redis
+    sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "dfwatch")
     container = sts["spec"]["template"]["spec"]["containers"][0]
     assert int(_shards_env(container)) == sts["spec"]["replicas"]
     assert all(d["metadata"].get("namespace") == "dfwatch" for d in docs if d["kind"] != "Namespace")
@@ -346,6 +348,108 @@ def test_kustomize_renders(overlay):
         assert {e["name"] for e in container["env"]} >= {"DFWATCH_SHARDS", "DFWATCH_POD_NAME", "DFWATCH_BUILD_ENGINES"}
     else:
         assert container["image"] == "dfwatch:cpu" and "nvidia.com/gpu" not in json.dumps(sts)
+
+
+# -- security: passwords, persistence, memory, reachability (issue 15) ----------------------------------------------
+
+
+def _redis_command(script: str, *, conf: Path, port: int, data: Path) -> list[str]:
+    """The deploy file's redis-server start script, run here on a free port with its files under a temp folder."""
+    script = script.replace("/tmp/auth.conf", str(conf)).replace("/run/redis/auth.conf", str(conf))
+    script = script.replace("--dir /data", "")
+    return ["sh", "-c", f"{script} --port {port} --bind 127.0.0.1 --dir {data}"]
+
+
+def _compose_redis_script() -> str:
+    command = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["redis"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    return command[2].replace("$$", "$")  # compose's escape for a literal $
+
+
+def _k8s_redis_script() -> str:
+    container = _k8s(K8S / "base" / "redis.yaml", "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["sh", "-c"]
+    return container["args"][0]
+
+
+@pytest.mark.parametrize("where", ["compose", "kubernetes"])
+def test_the_deployed_redis_demands_its_password_keeps_it_off_ps_persists_and_bounds_memory(where, tmp_path):
+    """The compose and Kubernetes Redis ran without a password or persistence, with no maxmemory: run the deploy
+    file's own start script with a real redis-server and look at what it does."""
+    import redis as redis_py
+
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    script = _compose_redis_script() if where == "compose" else _k8s_redis_script()
+    password, port = "pw-Deploy-7f3a", free_port()
+    proc = subprocess.Popen(_redis_command(script, conf=tmp_path / "auth.conf", port=port, data=tmp_path),
+                            env=os.environ | {"REDIS_PASSWORD": password}, stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        client = redis_py.Redis(port=port, password=password, socket_timeout=5)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis_py.ConnectionError:
+                time.sleep(0.05)
+        with pytest.raises(redis_py.AuthenticationError):
+            redis_py.Redis(port=port, socket_timeout=5).ping()
+        config = {k: v for k, v in client.config_get("*").items()}
+        assert config["appendonly"] == "yes" and config["appendfsync"] == "everysec"
+        assert int(config["maxmemory"]) == 512 * 1024 * 1024 and config["maxmemory-policy"] == "volatile-lru"
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()  # exec: the shell became redis-server
+        assert b"redis-server" in cmdline and password.encode() not in cmdline
+        assert oct((tmp_path / "auth.conf").stat().st_mode & 0o777) == "0o600"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_compose_requires_every_password_and_grafana_is_not_anonymous():
+    text = (DEPLOY / "compose.yaml").read_text()
+    services = yaml.safe_load(text)["services"]
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")  # no default: refuse
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and "GF_AUTH_ANONYMOUS_ORG_ROLE" not in grafana
+    assert services["dfwatch"]["environment"]["DFWATCH_REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    assert ":-" not in text.split("environment", 1)[1]  # no ${VAR:-default} left for a secret
+    assert "change-me" not in text
+
+
+def test_kubernetes_redis_is_reachable_only_from_workers_and_workers_not_inside_the_cluster():
+    policies = {d["metadata"]["name"]: d for d in _yaml_docs(K8S / "base" / "networkpolicy.yaml")}
+    redis_sts = _k8s(K8S / "base" / "redis.yaml", "StatefulSet")
+    workers = _k8s(K8S / "base" / "statefulset.yaml", "StatefulSet")
+    worker_labels = workers["spec"]["template"]["metadata"]["labels"]
+    redis_labels = redis_sts["spec"]["template"]["metadata"]["labels"]
+    redis_policy = policies["redis"]["spec"]
+    assert redis_policy["podSelector"]["matchLabels"].items() <= redis_labels.items()
+    [rule] = redis_policy["ingress"]
+    assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [{k: worker_labels[k] for k in
+                                                                        rule["from"][0]["podSelector"]["matchLabels"]}]
+    assert set(redis_policy["policyTypes"]) == {"Ingress", "Egress"} and redis_policy["egress"] == []
+    worker_policy = policies["dfwatch-worker"]["spec"]
+    assert worker_policy["podSelector"]["matchLabels"].items() <= worker_labels.items()
+    [open_internet] = [r for r in worker_policy["egress"] if any(t.get("ipBlock", {}).get("cidr") == "0.0.0.0/0"
+                                                                 for t in r["to"])]  # fmt: skip
+    excluded = set(open_internet["to"][0]["ipBlock"]["except"])
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= excluded
+    assert [p["port"] for p in worker_policy["ingress"][0]["ports"]] == [9108]
+    kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    assert "networkpolicy.yaml" in kustomization["resources"]
+    assert redis_sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"  # persistence on a volume
+    container = workers["spec"]["template"]["spec"]["containers"][0]
+    secret = next(e for e in container["env"] if e["name"] == "DFWATCH_REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]
+    assert secret["name"] == "dfwatch-redis" and not secret.get("optional", False)  # no password-less fallback
+
+
+def test_liveness_checks_the_stage_loop_not_only_the_metrics_thread():
+    container = _k8s(K8S / "base" / "statefulset.yaml", "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["exec"]["command"][:2] == ["dfwatch", "health"]
+    for name in ("Dockerfile", "Dockerfile.gpu"):
+        assert "CMD dfwatch health --url" in (DEPLOY / name).read_text()
+    cfg = parse_config(tomllib.loads(_k8s(K8S / "base" / "configmap.yaml", "ConfigMap")["data"]["streams.toml"]))
+    assert cfg.sources.allow_dirs == () and cfg.sinks.redis_ttl > 0
 
 
 # -- the entry point: pod ordinal -> --shard, run for real -----------------------------------------------------------
