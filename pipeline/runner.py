@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,23 +81,26 @@ class _Stream:
 
 
 class _SourceEvents(LogEvents):
-    """Source supervisor callbacks -> logs and metrics."""
+    """Source supervisor callbacks -> logs and metrics; a removed stream's late reader touches no metric."""
 
-    def __init__(self, observer: Observer) -> None:
-        self.observer = observer
+    def __init__(self, observer: Observer, current: Callable[[SourceSpec], bool]) -> None:
+        self.observer, self.current = observer, current
 
     def on_up(self, spec: SourceSpec) -> None:
         super().on_up(spec)
-        self.observer.stream_up.labels(spec.stream_id).set(1)
+        if self.current(spec):
+            self.observer.stream_up.labels(spec.stream_id).set(1)
 
     def on_down(self, spec: SourceSpec, reason: str) -> None:
         super().on_down(spec, reason)
-        self.observer.stream_up.labels(spec.stream_id).set(0)
-        self.observer.stream_errors.labels(spec.stream_id).inc()
+        if self.current(spec):  # else a stale 0 for a removed stream would keep the stream-down alert firing
+            self.observer.stream_up.labels(spec.stream_id).set(0)
+            self.observer.stream_errors.labels(spec.stream_id).inc()
 
     def on_reconnect(self, spec: SourceSpec, attempt: int, delay: float) -> None:
         super().on_reconnect(spec, attempt, delay)
-        self.observer.reconnects.labels(spec.stream_id).inc()
+        if self.current(spec):
+            self.observer.reconnects.labels(spec.stream_id).inc()
 
 
 class Runner:
@@ -139,7 +142,7 @@ class Runner:
         self.abort = threading.Event()  # finish now: drop what is queued
         self._halt = threading.Event()  # the loop is over: readers stop (set by run() itself, not a request)
         self.wake = threading.Event()
-        self.events = _SourceEvents(observer)
+        self.events = _SourceEvents(observer, self._current)
         self.streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
         self._order: list[str] = []
@@ -188,6 +191,12 @@ class Runner:
         stream.queue.close()
         logger.info("stream %r removed", stream_id)
 
+    def _current(self, spec: SourceSpec) -> bool:
+        """Whether ``spec`` is a stream being watched now (not one removed, whose reader may still run)."""
+        with self._lock:
+            stream = self.streams.get(spec.stream_id)
+        return stream is not None and stream.spec is spec and not stream.stop.is_set()
+
     def _start(self, stream: _Stream) -> None:
         if stream.thread is not None:
             return
@@ -210,14 +219,20 @@ class Runner:
                 obs.queue_depth.labels(sid).set(len(stream.queue.frames))
             ended = not stop.is_set()
         except SourceError as exc:
+            if not self._current(spec):  # removed while stuck in a read: its end is no failure of the run
+                logger.info("stream %r: the reader of the removed stream ended (%s)", sid, exc.reason)
+                return
             logger.error("%s", exc, exc_info=logger.isEnabledFor(logging.DEBUG))
             obs.stream_errors.labels(sid).inc()
             self.stats.streams[sid].error = exc.reason
         except Exception as exc:  # a reader never takes the others down
             logger.exception("stream %r (%s): reader crashed", sid, spec.display)
-            self.stats.streams[sid].error = f"reader crashed: {exc}"
+            if self._current(spec):
+                self.stats.streams[sid].error = f"reader crashed: {exc}"
         finally:
-            if ended and not spec.reconnects:  # a file that ended is not a feed that is down: no stream-down alert
+            if not self._current(spec):
+                pass  # removed: _reap forgets its series; a late write would leave a stale one behind
+            elif ended and not spec.reconnects:  # a file that ended is not a feed that is down: no stream-down alert
                 obs.forget_stream_up(sid)
             else:
                 obs.stream_up.labels(sid).set(0)

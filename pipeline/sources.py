@@ -177,8 +177,10 @@ class _FifoReader:
     first waits at most the read timeout for data (open_timeout for the first): TimeoutError after.
     """
 
+    fd: int | None = None
+
     def __init__(self, spec: SourceSpec, path: Path) -> None:
-        self.fd: int | None = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # returns at once
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # returns at once, writer or not
         self.timeouts = (spec.open_timeout, _read_timeout(spec))
         self.first = True
 

@@ -9,8 +9,6 @@ TLS front for a plain TCP server (the RTSP test server becomes an rtsps:// one).
 
 from __future__ import annotations
 
-import functools
-import http.server
 import ipaddress
 import shutil
 import socket
@@ -57,18 +55,11 @@ def _server_context(cert: Cert) -> ssl.SSLContext:
 @contextmanager
 def https_server(folder: Path, cert: Cert) -> Iterator[str]:
     """Serve ``folder`` over HTTPS on 127.0.0.1; yield 'https://127.0.0.1:PORT'."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.socket = _server_context(cert).wrap_socket(server.socket, server_side=True)
-    server.handle_error = lambda *args: None  # type: ignore[method-assign]  # refused handshakes are the point
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    from tests._media import http_server
+
+    context = _server_context(cert)
+    with http_server(folder, wrap=lambda sock: context.wrap_socket(sock, server_side=True)) as base:
+        yield base
 
 
 @contextmanager

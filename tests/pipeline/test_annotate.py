@@ -350,18 +350,23 @@ def test_a_full_disk_stops_the_video_not_the_process(tmp_path: Path):
     assert "No space left on device; its frames are skipped, a new file is tried" in proc.stderr
 
 
-def test_the_annotator_never_writes_through_a_symlink(tmp_path: Path, demo_clip):
+def _blank_frames(sink: Annotator, n: int) -> None:
+    """``n`` black frames of stream "cam", each with an empty verdict."""
+    image = np.zeros((120, 160, 3), np.uint8)
+    for i in range(n):
+        frame = Frame("cam", i, i / 25, time.time(), image)
+        sink.publish_frames([(frame, Verdict("cam", i, i / 25, frame.capture_time, (), None, VerdictState.UNKNOWN,
+                                             False, True, {}, False))])  # fmt: skip
+
+
+def test_the_annotator_never_writes_through_a_symlink(tmp_path: Path):
     target = tmp_path / "precious.txt"
     target.write_text("keep me")
     out = tmp_path / "annotated"
     out.mkdir()
     (out / "cam.mp4").symlink_to(target)  # planted where the annotator will write
     sink = Annotator(AnnotateConfig(dir=out))
-    image = np.zeros((120, 160, 3), np.uint8)
-    for i in range(3):
-        frame = Frame("cam", i, i / 25, time.time(), image)
-        sink.publish_frames([(frame, Verdict("cam", i, i / 25, frame.capture_time, (), None, VerdictState.UNKNOWN,
-                                             False, True, {}, False))])  # fmt: skip
+    _blank_frames(sink, 3)
     sink.close()
     assert target.read_text() == "keep me" and (out / "cam.mp4").is_symlink()
     assert sink.unwritten == 3
@@ -369,11 +374,7 @@ def test_the_annotator_never_writes_through_a_symlink(tmp_path: Path, demo_clip)
 
 def test_a_removed_stream_finishes_its_file_and_is_forgotten(tmp_path: Path):
     sink = Annotator(AnnotateConfig(dir=tmp_path))
-    image = np.zeros((120, 160, 3), np.uint8)
-    for i in range(10):
-        frame = Frame("cam", i, i / 25, time.time(), image)
-        sink.publish_frames([(frame, Verdict("cam", i, i / 25, frame.capture_time, (), None, VerdictState.UNKNOWN,
-                                             False, True, {}, False))])  # fmt: skip
+    _blank_frames(sink, 10)
     sink.forget_stream("cam")
     assert sink.videos == {}  # its encoder and last frame are gone
     with av.open(str(tmp_path / "cam.mp4")) as c:  # and its file was finished, whole

@@ -6,6 +6,7 @@ Real FFmpeg (PyAV) throughout: devices, FIFOs, oversized frames, TLS with certif
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,13 +14,13 @@ import threading
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError, SourceError
 from pipeline.policy import Origin, SourcePolicy
 from pipeline.sources import SourceSpec, read_frames
+from tests._media import hls_playlist, http_server, remux
 from tests._rtsp import requires_rtsp, rtsp_server_process
 from tests._tls import https_server, self_signed, tls_front
 
@@ -109,13 +110,7 @@ def test_a_fifo_without_a_writer_fails_within_its_open_timeout(tmp_path: Path) -
 
 
 def test_a_fifo_whose_writer_stalls_fails_within_its_read_timeout(tmp_path: Path, demo_clip) -> None:
-    ts = tmp_path / "clip.ts"
-    with av.open(str(demo_clip.path)) as src, av.open(str(ts), "w", format="mpegts") as out:
-        video = out.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = video
-                out.mux(packet)
+    ts = remux(demo_clip.path, tmp_path / "clip.ts", format="mpegts")
     fifo = tmp_path / "feed"
     os.mkfifo(fifo)
     release = threading.Event()
@@ -193,26 +188,13 @@ def test_https_checks_the_certificate(tmp_path: Path, demo_clip, certs) -> None:
 
 def test_an_https_playlist_cannot_send_ffmpeg_to_plain_http_or_local_files(tmp_path: Path, demo_clip, certs) -> None:
     """HLS nested URLs are held to the playlist's protocol family: no https -> http downgrade, no file:."""
-    import functools
-    import http.server
-
     www = tmp_path / "www"
     www.mkdir()
-    options = {"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"}
-    with av.open(str(demo_clip.path)) as src, av.open(str(www / "index.m3u8"), "w", format="hls",
-                                                      options=options) as out:  # fmt: skip
-        video = out.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = video
-                out.mux(packet)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    hls_playlist(demo_clip.path, www)
+    plain = contextlib.ExitStack()
+    plain_base = plain.enter_context(http_server(www))
     header = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:1.0,\n"
-    (www / "downgrade.m3u8").write_text(f"{header}http://127.0.0.1:{plain.server_address[1]}/index0.ts\n"
-                                        "#EXT-X-ENDLIST\n")  # fmt: skip
+    (www / "downgrade.m3u8").write_text(f"{header}{plain_base}/index0.ts\n#EXT-X-ENDLIST\n")
     (www / "local.m3u8").write_text(f"{header}file://{www / 'index0.ts'}\n#EXT-X-ENDLIST\n")
     policy = SourcePolicy(ca_file=certs["right"].cert)
     try:
@@ -222,8 +204,7 @@ def test_an_https_playlist_cannot_send_ffmpeg_to_plain_http_or_local_files(tmp_p
                 with pytest.raises(SourceError):
                     _frames(f"{base}/{playlist}", policy)
     finally:
-        plain.shutdown()
-        plain.server_close()
+        plain.close()
 
 
 @requires_rtsp

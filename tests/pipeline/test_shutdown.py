@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.control import CONTROL_KEY
+from tests._media import remux
 from tests._redis import redis_server
 from tests._rtsp import free_port
 
@@ -86,16 +87,7 @@ def _stalled_fifo(path: Path, header: bytes, release: threading.Event) -> None:
 
 
 def _ts_bytes(demo_clip, tmp_path: Path) -> bytes:
-    import av
-
-    ts = tmp_path / "clip.ts"
-    with av.open(str(demo_clip.path)) as src, av.open(str(ts), "w", format="mpegts") as out:
-        video = out.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = video
-                out.mux(packet)
-    return ts.read_bytes()
+    return remux(demo_clip.path, tmp_path / "clip.ts", format="mpegts").read_bytes()
 
 
 def test_shutdown_is_bounded_with_four_stuck_readers(fast_models: Path, demo_clip, tmp_path: Path):
