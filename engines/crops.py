@@ -19,6 +19,15 @@ def square_box(xyxy: np.ndarray, margin: float) -> np.ndarray:
     return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
 
 
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """A square (s, s, 3) image resized to (size, size, 3) the way every crop is: area-averaged when it
+    shrinks, bilinear when it grows. The trainer's simulated captures resize with this too."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
 def crop_faces(frames: Sequence[np.ndarray], detections: Detections, *, size: int, margin: float) -> np.ndarray:
     """Cut one square crop per detection and resize it to (size, size).
 
@@ -38,6 +47,5 @@ def crop_faces(frames: Sequence[np.ndarray], detections: Detections, *, size: in
         canvas = np.zeros((side, side, 3), dtype=np.uint8)
         if cx2 > cx1 and cy2 > cy1:
             canvas[cy1 - y1 : cy2 - y1, cx1 - x1 : cx2 - x1] = frame[cy1:cy2, cx1:cx2]
-        interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-        crops[k] = cv2.resize(canvas, (size, size), interpolation=interp)
+        crops[k] = resize_square(canvas, size)
     return crops

@@ -597,11 +597,10 @@ class FaceDataset:
         """What ``image`` does to a stored crop: augmentation, then resizing to ``input_size``."""
         if self.augment is not None:
             img = self.augment(img)
-        if self.input_size is not None and img.shape[0] != self.input_size:
-            import cv2
+        if self.input_size is not None:
+            from engines.crops import resize_square
 
-            interp = cv2.INTER_AREA if img.shape[0] > self.input_size else cv2.INTER_LINEAR
-            img = cv2.resize(img, (self.input_size, self.input_size), interpolation=interp)
+            img = resize_square(img, self.input_size)
         return img
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
