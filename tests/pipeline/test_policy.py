@@ -140,8 +140,8 @@ def test_a_frame_larger_than_max_pixels_is_refused_before_it_is_allocated(tmp_pa
     png = tmp_path / "huge.png"
     cv2.imwrite(str(png), np.zeros((16000, 16000, 3), np.uint8))
     assert png.stat().st_size < 2_000_000
-    script = (
-        "import resource, sys\n"
+    script = (  # VmHWM: this process's peak RSS (ru_maxrss would carry pytest's, inherited through fork and exec)
+        "import sys\n"
         "from pipeline.errors import SourceError\n"
         "from pipeline.sources import SourceSpec, read_frames\n"
         "try:\n"
@@ -149,7 +149,8 @@ def test_a_frame_larger_than_max_pixels_is_refused_before_it_is_allocated(tmp_pa
         "    print('decoded', n)\n"
         "except SourceError as exc:\n"
         "    print('refused:', exc.reason)\n"
-        "print('maxrss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+        "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+        "print('peak_rss_mb', int(hwm.split()[1]) // 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     lines = out.stdout.splitlines()
