@@ -80,6 +80,7 @@ def real_frames(count: int) -> np.ndarray | None:
 def make_batch(kind: str, size: int, batch: int, frames: np.ndarray | None) -> np.ndarray:
     """A (batch, 3, size, size) float32 network input, as the Detector or Classifier would build it."""
     from engines import Detections, crop_faces
+    from engines.images import normalise
     from engines.letterbox import letterbox_batch
 
     if frames is None:
@@ -90,7 +91,7 @@ def make_batch(kind: str, size: int, batch: int, frames: np.ndarray | None) -> n
     h, w = picked[0].shape[:2]
     boxes = Detections([[w * 0.3, h * 0.2, w * 0.7, h * 0.8]] * batch, [1.0] * batch, list(range(batch)))
     crops = crop_faces(picked, boxes, size=size, margin=0.25)  # (batch, size, size, 3)
-    return crops.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return normalise(crops)  # (batch, 3, size, size)
 
 
 def open_backends(models: Path, kind: str, names: list[str], device: str) -> dict[str, object]:

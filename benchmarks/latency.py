@@ -182,7 +182,7 @@ def baseline_checkpoint(args: argparse.Namespace, tmp: Path, onnx_640: Path, env
 def run_baseline(pt: Path, clip: Path, *, size: int, batch: int, args: argparse.Namespace, env: dict,
                  tmp: Path) -> dict:  # fmt: skip
     """ultralytics' predict over the clip in a subprocess; per-frame times like timed_pass's."""
-    import numpy as np
+    from pipeline.summary import percentiles
 
     out = tmp / f"ultralytics-{size}-b{batch}.json"
     cmd = [sys.executable, str(BASELINE_SCRIPT), "latency", "--model", str(pt), "--source", str(clip),
@@ -196,9 +196,8 @@ def run_baseline(pt: Path, clip: Path, *, size: int, batch: int, args: argparse.
     ends = [rows[i]["t"] for i in range(batch - 1, len(rows), batch)]  # the last Result of each batch
     batch_ms = [(b - a) * 1000 for a, b in zip(ends, ends[1:])]  # the first batch warms up, as in timed_pass
 
-    def pct(values: list[float]) -> dict[str, float]:
-        p50, p95, p99 = np.percentile(values, [50, 95, 99])
-        return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
+    def pct(values: list[float]) -> dict[str, float | None]:
+        return {k: None if v is None else round(v, 3) for k, v in percentiles(values).items()}
 
     timed = rows[batch:]
     return {
@@ -217,23 +216,25 @@ def run_baseline(pt: Path, clip: Path, *, size: int, batch: int, args: argparse.
 # -- the run ----------------------------------------------------------------------------------------------------
 
 
-def configurations(args: argparse.Namespace, artifacts: dict) -> list[tuple[str, int, object]]:
-    """(backend name, detector size, Engines) for every backend and size, and any --detector-artifact."""
-    from benchmarks._latency_pass import artifact_engines
+def configurations(args: argparse.Namespace, artifacts: dict) -> list[tuple[str, int, tuple]]:
+    """(backend name, detector size, (Detector, Classifier)) for every backend and size, and --detector-artifact."""
     from engines import Classifier, Detector
+
+    def detector(path: Path) -> Detector:
+        return Detector(path, threads=args.threads, device=args.device, conf=args.det_conf, max_det=args.faces)
 
     out = []
     for paths in artifacts.values():
         classifier = Classifier(paths["classifier"], threads=args.threads, device=args.device)
         for size in args.sizes:
-            det = Detector(paths["detectors"][size], threads=args.threads, device=args.device)
-            out.append((det.backend_name, size, artifact_engines(det, classifier)))
+            det = detector(paths["detectors"][size])
+            out.append((det.backend_name, size, (det, classifier)))
     if args.detector_artifact:
         first = next(iter(artifacts.values()))
         classifier = Classifier(first["classifier"], threads=args.threads, device=args.device)
         for path in args.detector_artifact:
-            det = Detector(path, threads=args.threads, device=args.device)
-            out.append((f"{det.backend_name} ({path.name})", det.input_size, artifact_engines(det, classifier)))
+            det = detector(path)
+            out.append((f"{det.backend_name} ({path.name})", det.input_size, (det, classifier)))
     return out
 
 
@@ -241,7 +242,6 @@ def check_same_network(configs: list, clip: Path) -> dict:
     """Largest difference between backends' raw detector outputs on the clip's first frame, per size."""
     import numpy as np
 
-    from engines.letterbox import letterbox_batch
     from pipeline.sources import SourceSpec, read_frames
 
     frames = read_frames(SourceSpec.parse(f"check={clip}"))
@@ -249,9 +249,8 @@ def check_same_network(configs: list, clip: Path) -> dict:
     frames.close()
     ref: dict[int, tuple[str, np.ndarray]] = {}
     diffs: dict[str, float] = {}
-    for backend, size, eng in configs:
-        x, _ = letterbox_batch([image], size)  # (1, 3, S, S)
-        y = eng.detect_raw(x)  # (1, 4 + 1, anchors)
+    for backend, size, (detector, _) in configs:
+        y = detector.infer(detector.prepare([image])[0])  # (1, 4 + 1, anchors)
         if size not in ref:
             ref[size] = (backend, y)
             continue
@@ -269,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from benchmarks._floor import measured_peak
-    from benchmarks._latency_pass import RedisPublisher, timed_pass
+    from benchmarks._latency_pass import SyncRedis, timed_pass
     from benchmarks._latency_report import markdown_report, plot
     from benchmarks._machine import LoadWindow, machine_facts, wait_until_quiet
 
@@ -282,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_facts()
     started = time.monotonic()
     retry_left = args.retry_budget
-    publisher = RedisPublisher(None if args.redis == "none" else args.redis)
+    redis = None if args.redis == "none" else SyncRedis(args.redis)
     try:
         with tempfile.TemporaryDirectory(prefix="dfwatch-bench-latency-") as tmp_name:
             tmp = Path(tmp_name)
@@ -315,9 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                         if eng is None:
                             result = run_baseline(pt, clip.path, size=size, batch=batch, args=args, env=env, tmp=tmp)
                         else:
-                            eng.detect_raw(_warm_input(size, batch))
-                            result = timed_pass(clip.path, eng, publisher, batch=batch, frames=args.frames,
-                                                conf=args.det_conf, iou=0.45, max_faces=args.faces)  # fmt: skip
+                            eng[0].infer(_warm_input(size, batch))
+                            result = timed_pass(clip.path, *eng, redis, batch=batch, frames=args.frames)
                     disturbed = window.others_cpu_pct > BUSY_OTHERS_PCT
                     if not disturbed or attempt == args.retries or retry_left < window.seconds:
                         break
@@ -329,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                              "others_cpu_pct": window.others_cpu_pct, "disturbed": disturbed,
                              "attempts": attempt + 1})  # fmt: skip
     finally:
-        publisher.close()
+        if redis is not None:
+            redis.close()
     peak = max(peak, measured_peak(threads=threads), key=lambda p: p["gflops"])  # and a third, at the end
     elapsed = round(time.monotonic() - started, 1)
     machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -35,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,10 +299,9 @@ def _nth(n: int) -> str:
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "p99": round(float(p99), 1)}
+    from pipeline.summary import percentiles  # main() put the checkout on sys.path
+
+    return {k: None if v is None else round(v, 1) for k, v in percentiles(values).items()}
 
 
 def run_dfwatch(

@@ -21,6 +21,7 @@ import numpy as np
 
 from engines.devices import cuda_device
 from engines.errors import DeviceError, EngineBuildError
+from engines.images import normalise
 from engines.manifest import Manifest, load_manifest, sha256_file, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -28,11 +29,6 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
 TIMING_CACHE = "tensorrt.timing-cache"
 WORKSPACE_BYTES = 4 << 30
-
-
-def classifier_preprocess(images: np.ndarray) -> np.ndarray:
-    """(n, S, S, 3) uint8 RGB crops -> (n, 3, S, S) float32 in [0, 1], as engines.Classifier feeds them."""
-    return images.transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / 255.0)
 
 
 def detector_preprocess(size: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -169,7 +165,7 @@ def build_engine(
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 layers fall back to FP16, not FP32, where INT8 does not pay
     if precision == "int8":
-        preprocess = classifier_preprocess if source.kind == "classifier" else detector_preprocess(size)
+        preprocess = normalise if source.kind == "classifier" else detector_preprocess(size)
         batches = calibration_batches(
             calibration, batch=calibration_batch, preprocess=preprocess, limit=calibration_limit
         )

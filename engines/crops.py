@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
-import cv2
 import numpy as np
 
-from engines.detections import Detections
+from engines.images import resize
+
+
+class Boxes(Protocol):
+    """Boxes of a batch of frames: ``engines.Detections``, or the pipeline's tracked faces."""
+
+    xyxy: np.ndarray  # (n, 4) float32 in frame pixels
+    frame_index: np.ndarray  # (n,) position of each box's frame in the batch
 
 
 def square_box(xyxy: np.ndarray, margin: float) -> np.ndarray:
@@ -19,7 +26,7 @@ def square_box(xyxy: np.ndarray, margin: float) -> np.ndarray:
     return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
 
 
-def crop_faces(frames: Sequence[np.ndarray], detections: Detections, *, size: int, margin: float) -> np.ndarray:
+def crop_faces(frames: Sequence[np.ndarray], detections: Boxes, *, size: int, margin: float) -> np.ndarray:
     """Cut one square crop per detection and resize it to (size, size).
 
     The square is centred on the box with ``margin`` of the box's longer side added on every
@@ -38,6 +45,5 @@ def crop_faces(frames: Sequence[np.ndarray], detections: Detections, *, size: in
         canvas = np.zeros((side, side, 3), dtype=np.uint8)
         if cx2 > cx1 and cy2 > cy1:
             canvas[cy1 - y1 : cy2 - y1, cx1 - x1 : cx2 - x1] = frame[cy1:cy2, cx1:cx2]
-        interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-        crops[k] = cv2.resize(canvas, (size, size), interpolation=interp)
+        crops[k] = resize(canvas, size, size)
     return crops

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from engines.images import resize
 from trainer.errors import TrainerError
 from trainer.metrics import binary_metrics
 
@@ -34,8 +34,7 @@ logger = logging.getLogger(__name__)
 def _resize(crops: np.ndarray, size: int) -> np.ndarray:
     if crops.shape[1] == size:
         return crops
-    interp = cv2.INTER_AREA if crops.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
+    return np.stack([resize(c, size, size) for c in crops])
 
 
 def _score(classifier: Any, crops: np.ndarray, batch: int = 64) -> np.ndarray:

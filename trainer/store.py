@@ -529,10 +529,9 @@ class FaceDataset:
         if self.augment is not None:
             img = self.augment(img)
         if self.input_size is not None and img.shape[0] != self.input_size:
-            import cv2
+            from engines.images import resize
 
-            interp = cv2.INTER_AREA if img.shape[0] > self.input_size else cv2.INTER_LINEAR
-            img = cv2.resize(img, (self.input_size, self.input_size), interpolation=interp)
+            img = resize(img, self.input_size, self.input_size)
         return img
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
