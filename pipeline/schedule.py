@@ -48,14 +48,25 @@ class Schedule:
         self.cfg, self.observer = cfg, observer
         self.detect_every, self.classify_every = cfg.detect_every, cfg.classify_every
         self._seen: dict[str, int] = {}  # frames of each stream through the stages, for every-k-th
+        self._phase: dict[str, int] = {}  # where each stream's count of k starts
+        self._next_phase = 0
         self._recent: collections.deque[float] = collections.deque(maxlen=RECENT_BATCHES)
         self._warm = False
 
     def process(self, frames: Sequence[Frame], *, taken: float | None = None) -> Batch:
+        """Mark every k-th frame of each stream for detection (and a stream's first).
+
+        Each stream counts from its own phase (the order in which the streams first came), so with many
+        streams about 1/k of every batch is detected, rather than all streams in one batch every k-th.
+        """
         detect = np.zeros(len(frames), bool)
         for i, frame in enumerate(frames):
-            seen = self._seen.get(frame.stream_id, 0)
-            detect[i] = seen % self.detect_every == 0
+            seen = self._seen.get(frame.stream_id)
+            if seen is None:
+                seen = self._seen[frame.stream_id] = 0
+                self._phase[frame.stream_id] = self._next_phase
+                self._next_phase += 1
+            detect[i] = seen == 0 or (seen + self._phase[frame.stream_id]) % self.detect_every == 0
             self._seen[frame.stream_id] = seen + 1
         return Batch(tuple(frames), time.time() if taken is None else taken, detect, self.classify_every)
 
@@ -102,3 +113,4 @@ class Schedule:
 
     def forget(self, stream_id: str) -> None:
         self._seen.pop(stream_id, None)
+        self._phase.pop(stream_id, None)
