@@ -63,7 +63,8 @@ class OrtBackend:
             if device == "cuda":
                 raise DeviceError(f"ONNX Runtime could not start {CUDA} for {artifact} (see its log above)")
             _log_fallback_once(artifact)
-        self.name = "onnxruntime-" + ("cuda" if self.cuda else "cpu")
+        self.name = "onnxruntime-" + ("cuda" if self.cuda else "cpu") + ("" if manifest.precision == "fp32" else
+                                                                         f"-{manifest.precision}")  # fmt: skip
         logger.debug("%s: %s on %s", manifest.kind, artifact, self.name)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
