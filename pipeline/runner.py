@@ -57,7 +57,9 @@ class _Stream:
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     shed: int = 0  # live frames shed for their latency budget
+    taken: int = 0  # live frames taken for processing
     lost_reported: int = 0  # drops + sheds already reported to the schedule
+    taken_reported: int = 0
 
 
 class _SourceEvents(LogEvents):
@@ -292,6 +294,8 @@ class Runner:
             if frame is None or not stream.spec.is_live or not len(stream.queue) or not late(frame, now=time.time()):
                 break
             shed += 1
+        if frame is not None and stream.spec.is_live:
+            stream.taken += 1
         if shed:
             sid = stream.spec.stream_id
             stream.shed += shed
@@ -306,14 +310,16 @@ class Runner:
         elapsed = now - self._adapted_at
         if elapsed < ADAPT_INTERVAL:
             return
-        live = [s for s in self.streams.values() if s.queue.policy is DropPolicy.DROP_OLDEST]
-        fill, lost = 0.0, 0
+        with self._lock:  # add_stream may register one meanwhile (the control thread)
+            live = [s for s in self.streams.values() if s.queue.policy is DropPolicy.DROP_OLDEST]
+        fill, lost, taken = 0.0, 0, 0
         for s in live:
             fill = max(fill, s.queue.fill)
             lost += s.queue.dropped + s.shed - s.lost_reported
-            s.lost_reported = s.queue.dropped + s.shed
+            taken += s.taken - s.taken_reported
+            s.lost_reported, s.taken_reported = s.queue.dropped + s.shed, s.taken
         if live:
-            self.processor.schedule.adapt(fill=fill, lost=lost, busy=min(1.0, self._busy / elapsed))
+            self.processor.schedule.adapt(fill=fill, lost=lost, taken=taken, busy=min(1.0, self._busy / elapsed))
         self._adapted_at, self._busy = now, 0.0
 
 

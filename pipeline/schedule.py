@@ -85,21 +85,24 @@ class Schedule:
         """True for a live frame whose verdict, published after the next batch, would miss its latency budget."""
         return now + self.expected_seconds > frame.capture_time + self.cfg.latency_budget
 
-    def adapt(self, *, fill: float, lost: int, busy: float) -> None:
+    def adapt(self, *, fill: float, lost: int, busy: float, taken: int = 0) -> None:
         """One step of detecting less often, then classifying less often, under load; back once there is room.
 
-        ``fill``: the fullest live queue (0..1); ``lost``: live frames dropped or shed since the last call;
-        ``busy``: the share of time the stages worked since then. Under load (fill over half, or frames
-        lost) k grows by one, up to max_detect_every, then m up to max_classify_every; with room again
-        (queues nearly empty, nothing lost, stages busy less than RELIEF_BUSY) m comes back first, then k.
-        The runner calls it about once a second.
+        ``fill``: the fullest live queue (0..1); ``lost``: live frames dropped or shed since the last call,
+        ``taken``: live frames processed since then; ``busy``: the share of time the stages worked. Under
+        load (fill over half, or frames lost) k grows by one, up to max_detect_every, then m up to
+        max_classify_every; when more frames were lost than processed, by doubling, so that a box that
+        starts far behind catches up within seconds. With room again (queues nearly empty, nothing lost,
+        stages busy less than RELIEF_BUSY) m comes back first, then k, one at a time. The runner calls it
+        about once a second.
         """
         cfg, before = self.cfg, (self.detect_every, self.classify_every)
         if fill > 0.5 or lost > 0:
+            grow = (lambda v: v * 2) if lost > taken else (lambda v: v + 1)
             if self.detect_every < cfg.max_detect_every:
-                self.detect_every += 1
+                self.detect_every = min(cfg.max_detect_every, grow(self.detect_every))
             elif self.classify_every < cfg.max_classify_every:
-                self.classify_every += 1
+                self.classify_every = min(cfg.max_classify_every, grow(self.classify_every))
         elif fill < 0.1 and busy < RELIEF_BUSY:
             if self.classify_every > cfg.classify_every:
                 self.classify_every -= 1

@@ -90,9 +90,15 @@ def swap_auc(classifier_path: Path, media: Path) -> float:
 def acceptance(media: Path):
     """The held-out check for ``engines.build_cpu.gate_int8``: (kind, fp32 path, INT8 path) -> (metric, fp32, int8)."""
 
+    measured: dict[Path, float] = {}  # the fp32 artifact is measured once for its INT8 twins
+
+    def measure(kind: str, path: Path) -> float:
+        if path not in measured:
+            measured[path] = face_recall(path, media) if kind == "detector" else swap_auc(path, media)
+        return measured[path]
+
     def accept(kind: str, fp32: Path, int8: Path) -> tuple[str, float, float]:
-        if kind == "detector":
-            return "WIDER val face recall", face_recall(fp32, media), face_recall(int8, media)
-        return "inswapper ROC AUC", swap_auc(fp32, media), swap_auc(int8, media)
+        metric = "WIDER val face recall" if kind == "detector" else "inswapper ROC AUC"
+        return metric, measure(kind, fp32), measure(kind, int8)
 
     return accept

@@ -85,6 +85,17 @@ def test_the_shed_threshold_follows_how_long_batches_take():
     assert schedule.expected_seconds == pytest.approx(0.35 + PUBLISH_MARGIN) and schedule.late(frame, now=now)
 
 
+def test_a_box_far_behind_doubles_k_then_m():
+    schedule = Schedule(ScheduleConfig(max_detect_every=8, max_classify_every=4), RecordingObserver())
+    steps = []
+    for _ in range(5):
+        schedule.adapt(fill=1.0, lost=90, taken=10, busy=1.0)  # nine frames in ten lost
+        steps.append((schedule.detect_every, schedule.classify_every))
+    assert steps == [(2, 1), (4, 1), (8, 1), (8, 2), (8, 4)]
+    schedule.adapt(fill=0.0, lost=0, taken=25, busy=0.2)
+    assert (schedule.detect_every, schedule.classify_every) == (8, 3)  # relief: one step at a time
+
+
 def test_lost_frames_thin_detection_and_relief_waits_for_idle_stages():
     schedule = Schedule(ScheduleConfig(max_detect_every=3), RecordingObserver())
     schedule.adapt(fill=0.0, lost=5, busy=1.0)  # queues empty, but frames were shed: load
