@@ -11,8 +11,9 @@ Redis), timed per stage (benchmarks/_latency_pass.py). Then, in the same run on 
 ultralytics' ``YOLO(pt).predict(source=clip, stream=True, batch=B)`` on the same network
 (benchmarks/_ultralytics_baseline.py latency), detector only.
 
-The models are untrained placeholders (``yolov8n.yaml`` unless --weights PATH.pt; the paper's CNN at
-256), whose face count per frame is noise. The detector threshold is fixed (--det-conf 0.001) and at
+The models are a pack given by --models (``make bench``: the shipped one, its detector at its own size),
+or else untrained placeholders (``yolov8n.yaml`` unless --weights PATH.pt; the paper's CNN at 256), whose
+face count per frame is noise. The detector threshold is fixed (--det-conf 0.001) and at
 most --faces boxes are kept (1), so every frame has exactly one face to crop and classify, as with one
 real face on screen (the JSON records the count per frame). Writes benchmarks/results/latency-<machine>
 .json, .md and .png and prints the table.
@@ -74,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--detector-artifact", type=Path, action="append", default=[], metavar="PATH",
                    help="also time this detector artifact (any backend; at its manifest's input size)")  # fmt: skip
     p.add_argument("--frames", type=int, default=120, help="frames per configuration; the first batch warms up")
+    p.add_argument("--models", type=Path, default=None,
+                   help="a model pack (e.g. models: the shipped one) instead of exported placeholders")  # fmt: skip
     p.add_argument("--weights", default="yolov8n.yaml", help="yolov8n.yaml (untrained, default) or a face .pt")
     p.add_argument("--classifier", default="paper_cnn", help="registered classifier architecture (untrained)")
     p.add_argument("--classifier-size", type=int, default=256)
@@ -106,6 +109,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # -- models -----------------------------------------------------------------------------------------------------
+
+
+def pack_models(args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """The model pack of --models (the shipped one by default): its ONNX artifacts and torch references, at the
+    detector's own size; FLOPs from the references. Same return as build_models."""
+    import torch
+
+    from benchmarks._floor import model_flops
+    from engines import load_manifest
+
+    det, cls = args.models / "face_detector.onnx", args.models / "deepfake_classifier.onnx"
+    size, cls_size = load_manifest(det).input_size, load_manifest(cls).input_size
+    if args.sizes != [size]:
+        logger.info("--models: the detector runs at its own size %d (--sizes %s left aside)", size, args.sizes)
+        args.sizes = [size]
+    artifacts: dict = {"onnxruntime": {"detectors": {size: det}, "classifier": cls}}
+    if "torch" in args.backends:
+        artifacts["torch"] = {"detectors": {size: det.with_suffix(".pt2")}, "classifier": cls.with_suffix(".pt2")}
+    flops = {f"detector_{size}": model_flops(torch.export.load(str(det.with_suffix(".pt2"))).module(), size),
+             f"classifier_{cls_size}": model_flops(torch.export.load(str(cls.with_suffix(".pt2"))).module(), cls_size)}
+    args.classifier_size = cls_size
+    return artifacts, flops, {} if "tensorrt" not in args.backends else {"tensorrt": "not built for --models"}
 
 
 def build_models(args: argparse.Namespace, tmp: Path) -> tuple[dict, dict, dict]:
@@ -292,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = args.frames / 25 / 2 + 0.2  # a little more than --frames frames at 25 fps
             clip = make_demo_clip(tmp / "clip.mp4", fps=25, real_seconds=seconds, fake_seconds=seconds)
             logger.info("clip %s: %d frames, %dx%d", clip.path.name, clip.n_frames, *clip.size)
-            artifacts, flops, skipped = build_models(args, tmp)
+            artifacts, flops, skipped = pack_models(args) if args.models else build_models(args, tmp)
             import torch
 
             torch.set_num_threads(threads)
@@ -301,8 +326,11 @@ def main(argv: list[str] | None = None) -> int:
             configs = configurations(args, artifacts)
             same = check_same_network(configs, clip.path)
             onnx_640 = tmp / f"face_detector-{max(args.sizes)}.onnx"
-            pt, pt_check = (baseline_checkpoint(args, tmp, onnx_640, env)
-                            if args.baseline else (None, None))  # fmt: skip
+            if args.models:  # ultralytics runs the pack's own ONNX detector (its ONNX Runtime backend)
+                pt, pt_check = args.models / "face_detector.onnx", None
+            else:
+                pt, pt_check = (baseline_checkpoint(args, tmp, onnx_640, env)
+                                if args.baseline else (None, None))  # fmt: skip
             jobs = [(b, s, e, batch) for b, s, e in configs for batch in args.batches]
             if args.baseline:
                 jobs += [("ultralytics", s, None, batch) for s in args.sizes for batch in args.batches]
@@ -343,11 +371,12 @@ def main(argv: list[str] | None = None) -> int:
             "clip": f"pipeline.demo.make_demo_clip: {clip.n_frames} frames, {clip.size[0]}x{clip.size[1]}, 25 fps, "
             "H.264, one real face",
             "frames_per_config": args.frames,
-            "weights": str(args.weights),
-            "placeholder": not str(args.weights).endswith(".pt"),
-            "classifier": f"{args.classifier} at {args.classifier_size} (untrained)",
+            "weights": str(args.models) if args.models else str(args.weights),
+            "placeholder": not args.models and not str(args.weights).endswith(".pt"),
+            "classifier": (f"the pack's, at {args.classifier_size}" if args.models
+                           else f"{args.classifier} at {args.classifier_size} (untrained)"),  # fmt: skip
             "faces_per_frame": f"detector threshold fixed at {args.det_conf}, at most {args.faces} kept: the classify "
-            "stage sees that many faces a frame whatever the untrained detector scores",
+            "stage sees that many faces a frame whatever the detector scores",
             "threads": threads,
             "redis": None if args.redis == "none" else args.redis,
             "batching": "a batch of B consecutive frames spread round-robin over B streams (one tracker and "
