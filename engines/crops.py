@@ -26,6 +26,12 @@ def square_box(xyxy: np.ndarray, margin: float) -> np.ndarray:
     return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
 
 
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """A square (s, s, 3) image resized to (size, size, 3) the way every crop is (``engines.images.resize``:
+    area-averaged when it shrinks, bilinear when it grows). The trainer's simulated captures resize with this too."""
+    return resize(image, size, size)
+
+
 def crop_faces(frames: Sequence[np.ndarray], detections: Boxes, *, size: int, margin: float) -> np.ndarray:
     """Cut one square crop per detection and resize it to (size, size).
 
@@ -45,5 +51,5 @@ def crop_faces(frames: Sequence[np.ndarray], detections: Boxes, *, size: int, ma
         canvas = np.zeros((side, side, 3), dtype=np.uint8)
         if cx2 > cx1 and cy2 > cy1:
             canvas[cy1 - y1 : cy2 - y1, cx1 - x1 : cx2 - x1] = frame[cy1:cy2, cx1:cx2]
-        crops[k] = resize(canvas, size, size)
+        crops[k] = resize_square(canvas, size)
     return crops

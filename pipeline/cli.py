@@ -19,6 +19,7 @@ from pipeline.sources import SourceKind, SourceSpec
 
 if TYPE_CHECKING:
     from engines import Classifier, Detector
+    from pipeline.verdict import VerdictConfig
 
 logger = logging.getLogger("dfwatch")
 
@@ -173,6 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_args(r)
     r.set_defaults(func=cmd_report)
     _name_metavars(r)
+
+    c = sub.add_parser(
+        "calibrate", help="set the verdict thresholds in the classifier's manifest from recorded verdict lines",
+        description="Replays verdict JSON lines that `dfwatch watch` printed (every stream of a --real file is real "
+        "footage, of a --fake file a manipulated one) with candidate thresholds: FAKE is entered only above what "
+        "every real stream reaches, plus --margin; the frames-in-a-row choice that catches the most fakes wins.",
+    )  # fmt: skip
+    c.add_argument("--real", type=Path, nargs="+", required=True, metavar="FILE", help="verdict lines of real footage")
+    c.add_argument("--fake", type=Path, nargs="*", default=[], metavar="FILE", help="verdict lines of fakes")
+    c.add_argument("--classifier", type=Path, default=Path("models/deepfake_classifier.onnx"),
+                   help="classifier artifact whose manifest gets the thresholds (default: the bundled)")  # fmt: skip
+    c.add_argument("--margin", type=float, default=0.05, help="added above the reals' highest quiet threshold")
+    c.add_argument("--dry-run", action="store_true", help="print the thresholds, leave the manifest alone")
+    c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
+    c.set_defaults(func=cmd_calibrate)
     return parser
 
 
@@ -260,6 +276,15 @@ def load_models(m: ModelsConfig) -> tuple[Detector, Classifier]:
     return detector, classifier
 
 
+def resolve_verdict(verdict: VerdictConfig, classifier: Classifier) -> VerdictConfig:
+    """``verdict`` with its unset thresholds from the classifier's calibration (manifest), logged once."""
+    calibrated = classifier.manifest.thresholds
+    resolved = verdict.resolved(calibrated)
+    logger.info("verdict: FAKE at %.3f for %d frames in a row, back to REAL at %.3f (from %s)", resolved.enter_fake,
+                resolved.confirm_frames, resolved.leave_fake, verdict.source(calibrated))  # fmt: skip
+    return resolved
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from pipeline.metrics import PrometheusObserver
     from pipeline.processor import BatchProcessor
@@ -296,7 +321,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
             frame_sinks.append(Annotator(cfg.annotate))  # an unwritable directory fails here, before any work
         observer = PrometheusObserver()
-        processor = BatchProcessor(*load_models(cfg.models), observer, schedule=cfg.schedule, verdict=cfg.verdict)
+        detector, classifier = load_models(cfg.models)
+        processor = BatchProcessor(detector, classifier, observer, schedule=cfg.schedule,
+                                   verdict=resolve_verdict(cfg.verdict, classifier))  # fmt: skip
         sinks: list = [JsonLinesSink(sys.stdout)]
         password = os.environ.get("DFWATCH_REDIS_PASSWORD")  # never on the command line, where ps shows it
         redis_sink = None
@@ -373,12 +400,44 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"clip {args.clip}: " + ("is a directory" if args.clip.is_dir() else "no such file"))
     cfg = apply_flags(load_config(args.config) if args.config else WatchConfig(), args)
     detector, classifier = load_models(cfg.models)
-    report = make_report(args.clip, detector, classifier, out=out, verdicts_out=args.verdicts, verdict=cfg.verdict,
-                         schedule=cfg.schedule, runner=cfg.runner)  # fmt: skip
+    report = make_report(args.clip, detector, classifier, out=out, verdicts_out=args.verdicts,
+                         verdict=resolve_verdict(cfg.verdict, classifier), schedule=cfg.schedule,
+                         runner=cfg.runner)  # fmt: skip
     print(report.summary)
     if report.error:
         return EXIT_FAILED  # the clip broke off: the report covers the frames that decoded
     return EXIT_OK if report.faces else EXIT_NO_FACE
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pipeline.calibrate import calibrate, read_series, write_calibration
+
+    def streams(paths: list[Path]) -> list[list[float | None]]:
+        out = []
+        for path in paths:
+            try:
+                with open(path) as f:
+                    out += list(read_series(f, where=str(path)).values())
+            except OSError as exc:
+                raise ConfigError(f"cannot read verdict lines {path}: {exc}") from exc
+        return out
+
+    real, fake = streams(args.real), streams(args.fake)
+    if not real:
+        raise ConfigError(f"no verdict lines in {[str(p) for p in args.real]}: calibration needs real footage")
+    result = calibrate(real, fake, margin=args.margin)
+    for c in result.candidates:
+        print(f"confirm_frames {c['confirm_frames']:2d}: reals stay quiet from {c['quiet_enter']:.3f}; enter "
+              f"{c['enter_fake']:.3f} catches {c['fakes_caught']} of {len(fake)} fakes", file=sys.stderr)  # fmt: skip
+    print(f"calibrate: FAKE at {result.enter_fake:.3f} for {result.confirm_frames} frames in a row, REAL again at "
+          f"{result.leave_fake:.3f}: {len(real)} real streams stay quiet, {result.fakes_caught} of {len(fake)} fake "
+          "streams caught", file=sys.stderr)  # fmt: skip
+    if not args.dry_run:
+        provenance = {"real": [str(p) for p in args.real], "fake": [str(p) for p in args.fake], "margin": args.margin}
+        write_calibration(args.classifier, result, provenance=provenance)
+        print(f"calibrate: wrote verdict_enter, verdict_leave, verdict_frames into {args.classifier}.json",
+              file=sys.stderr)  # fmt: skip
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

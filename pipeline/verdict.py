@@ -4,38 +4,77 @@ Scores are smoothed per face track (pipeline/tracker.py); the stream's frame sco
 highest smoothed score on screen. The verdict switches between REAL and FAKE only when that
 score stays past the enter (or leave) threshold for ``confirm_frames`` frames in a row, so it
 does not flicker.
+
+The thresholds belong to the classifier whose scores they cut: ``dfwatch-train calibrate``
+measures them for a model pack and writes them into the classifier's manifest
+(``thresholds``: ``verdict_enter``, ``verdict_leave``, ``verdict_frames``). A field left unset
+here takes that calibrated value (``VerdictConfig.resolved``), else ``FALLBACK``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from pipeline.messages import VerdictState
+
+FALLBACK = {"enter_fake": 0.6, "leave_fake": 0.4, "confirm_frames": 5}  # for a classifier with no calibration
+MANIFEST_KEYS = {"enter_fake": "verdict_enter", "leave_fake": "verdict_leave", "confirm_frames": "verdict_frames"}
 
 
 @dataclass(frozen=True)
 class VerdictConfig:
-    enter_fake: float = 0.6  # frame score at or above which a stream starts turning FAKE
-    leave_fake: float = 0.4  # frame score at or below which a FAKE stream starts turning REAL
-    confirm_frames: int = 5  # frames in a row past a threshold before the verdict switches
+    enter_fake: float | None = None  # frame score at or above which a stream starts turning FAKE; None = calibrated
+    leave_fake: float | None = None  # frame score at or below which a FAKE stream turns back REAL; None = calibrated
+    confirm_frames: int | None = None  # frames in a row past a threshold before the verdict switches; None = calibrated
     min_face_frames: int = 3  # frames with faces needed before leaving UNKNOWN / NO_FACE
     no_face_frames: int = 10  # frames in a row without a face before NO_FACE
 
     def __post_init__(self) -> None:
-        if not 0 <= self.leave_fake <= self.enter_fake <= 1:
+        for name in ("enter_fake", "leave_fake"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1):
+                raise ValueError(f"{name} must be a score in [0, 1], got {value!r}")
+        if self.enter_fake is not None and self.leave_fake is not None and self.leave_fake > self.enter_fake:
             raise ValueError(
                 f"need 0 <= leave_fake <= enter_fake <= 1, got leave {self.leave_fake}, enter {self.enter_fake}"
             )
         for name in ("confirm_frames", "min_face_frames", "no_face_frames"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
+    def resolved(self, calibrated: Mapping[str, float] | None = None) -> VerdictConfig:
+        """Every unset threshold filled: from ``calibrated`` (a classifier manifest's ``thresholds``), else
+        ``FALLBACK``. A calibrated leave threshold above a set enter threshold is capped at it."""
+        calibrated = calibrated or {}
+        fill = {}
+        for name, key in MANIFEST_KEYS.items():
+            if getattr(self, name) is None:
+                value = calibrated.get(key, FALLBACK[name])
+                fill[name] = int(value) if name == "confirm_frames" else float(value)
+        if "leave_fake" in fill and self.enter_fake is not None:
+            fill["leave_fake"] = min(fill["leave_fake"], self.enter_fake)
+        if "enter_fake" in fill and self.leave_fake is not None:
+            fill["enter_fake"] = max(fill["enter_fake"], self.leave_fake)
+        return replace(self, **fill)
+
+    def source(self, calibrated: Mapping[str, float] | None) -> str:
+        """Where the unset thresholds come from, for the start-up log line."""
+        unset = [n for n in MANIFEST_KEYS if getattr(self, n) is None]
+        if not unset:
+            return "the configuration"
+        if calibrated and all(MANIFEST_KEYS[n] in calibrated for n in unset):
+            return "the classifier's calibration"
+        return "the fallback (the classifier manifest has no calibration: run dfwatch-train calibrate)"
 
 
 class StreamVerdict:
     """State machine of one stream: UNKNOWN -> REAL / FAKE / NO_FACE."""
 
     def __init__(self, cfg: VerdictConfig) -> None:
-        self.cfg = cfg
+        self.cfg = cfg.resolved()  # unset thresholds: FALLBACK (callers resolve against the classifier first)
         self.state = VerdictState.UNKNOWN
         self.score: float | None = None  # the latest frame score
         self._face_frames = 0  # frames with a scored face since the last faceless stretch

@@ -1,14 +1,15 @@
-"""Validate an exported deepfake classifier on what its training never saw.
+"""Validate a model pack on what its training never saw (behind `dfwatch-train validate`).
 
-- ``self_blend_auc``: pristine crops of the held-out ``test`` clips (people no training row
-  shows) against self-blended fakes made from the same crops (fixed seed): does it see the
-  blending boundary on new faces?
-- ``labelled_auc``: the held-out half of the labelled DFDC face crops (real face swaps).
-- ``pipeline_videos``: whole videos through the full service (``dfwatch watch`` in a child
-  process: decode, detect, track, classify, smooth), e.g. the DeeperForensics clips; per video
-  the mean of every face score and the verdicts it reached.
+Two views of the labelled sets of ``../shared/data`` (trainer.realval):
 
-Scores are P(fake) from the ONNX artifact through ``engines.Classifier``, as served.
+- ``face_sets``: every held-out set as served crops (shipped detector, ``engines.crop_faces`` at the
+  classifier's input size), scored by the ONNX artifact through ``engines.Classifier``: face-level
+  and clip-level ROC AUC;
+- ``video_sets``: whole videos through the full service (``dfwatch watch`` in a child process:
+  decode, detect, track, classify, smooth, verdict at the shipped thresholds): per clip the mean
+  raw face score and whether the verdict ever turned FAKE; per set the clip-level AUC of the
+  mean score, the share of real clips that ever alerted and the share of fakes caught. The
+  held-out real clips (``real_videos`` of the ``test`` split) join them, to count false alerts.
 """
 
 from __future__ import annotations
@@ -18,100 +19,202 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engines.images import resize
+from trainer import realmedia, realval
 from trainer.errors import TrainerError
-from trainer.metrics import binary_metrics
+from trainer.metrics import roc_auc
 
 logger = logging.getLogger(__name__)
 
-
-def _resize(crops: np.ndarray, size: int) -> np.ndarray:
-    if crops.shape[1] == size:
-        return crops
-    return np.stack([resize(c, size, size) for c in crops])
+VIDEO_SETS = ("celebdf_hard", "deeperforensics", "lipsync", "deepfacelive", "real_clips")
 
 
-def _score(classifier: Any, crops: np.ndarray, batch: int = 64) -> np.ndarray:
-    crops = _resize(crops, classifier.input_size)
-    return np.concatenate([classifier(crops[i : i + batch]) for i in range(0, len(crops), batch)] or [np.zeros(0)])
+@dataclass(frozen=True)
+class Clip:
+    path: Path  # a video file the service can open
+    label: int  # 1 = fake
+    name: str  # for reports: the file relative to the data folder (":left" / ":right" for DeepFaceLive halves)
 
 
-def _rows(store_path: Path, *, split: str, prefix: str, originals: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
-    """(crops (n, S, S, 3), labels (n,), the store's crop margin) of the rows in ``split`` whose identity
-    starts with ``prefix``."""
-    from trainer.store import FaceStore
-
-    with FaceStore(store_path) as store:
-        idx = store.indices(split, originals_only=originals)
-        ident = store.meta("identity")[idx]
-        keep = idx[np.array([str(i).startswith(prefix) for i in ident], dtype=bool)]
-        if len(keep) == 0:
-            raise TrainerError(f"{store_path}: no {split} rows of {prefix!r} identities")
-        crops = np.stack([store.crops(int(r)) for r in keep])
-        return crops, store.meta("label")[keep].astype(np.int64), float(store.attrs["crop_margin"])
-
-
-def self_blend_auc(classifier: Any, store_path: Path, *, split: str = "test", seed: int = 1234) -> dict[str, Any]:
-    """AUC of pristine held-out clip crops (label 0) against their self-blended versions (label 1)."""
-    from trainer.selfblend import self_blend
-
-    crops, labels, margin = _rows(store_path, split=split, prefix="clip:")
-    crops = crops[labels == 0]
-    fakes = np.stack([self_blend(c, np.random.default_rng(seed + k), margin=margin) for k, c in enumerate(crops)])
-    scores = np.concatenate([_score(classifier, crops), _score(classifier, fakes)])
-    truth = np.r_[np.zeros(len(crops)), np.ones(len(fakes))]
-    return {"pairs": len(crops), **_summary(truth, scores, classifier.threshold)}
+def face_sets(classifier: Any, detector: Any, media: Path, *, cache: Path | None,
+              sets: Sequence[str] = realval.SET_NAMES) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Face- and clip-level AUC of every held-out set, scored as served (``classifier`` an engines.Classifier)."""
+    out = {}
+    for name in sets:
+        face_set = realval.load_set(name, media, detector, detector_sha=detector.manifest.sha256,
+                                    size=classifier.input_size, margin=classifier.crop_margin, cache=cache)  # fmt: skip
+        scores = np.concatenate([classifier(face_set.images[i : i + 64]) for i in range(0, len(face_set), 64)])
+        role = next(s for s in realval.SETS if s.name == name)
+        out[name] = {"what": role.what, "role": role.role, "missed_faces": face_set.missed,
+                     **realval.measure(face_set, scores.astype(np.float64))}  # fmt: skip
+    return out
 
 
-def labelled_auc(classifier: Any, store_path: Path, *, prefix: str = "dfdc:", split: str = "test") -> dict[str, Any]:
-    """AUC on held-out labelled crops (e.g. DFDC) of the store."""
-    crops, labels, _ = _rows(store_path, split=split, prefix=prefix)
-    return {"crops": len(crops), "fakes": int(labels.sum()), **_summary(labels, _score(classifier, crops),
-                                                                        classifier.threshold)}  # fmt: skip
+def clips(name: str, media: Path, work: Path, *, split: str = "test") -> list[Clip]:
+    """The videos of video set ``name``; DeepFaceLive side-by-side clips are cut into halves under ``work``.
+    ``real_clips`` are the ``real_videos`` clips of ``split`` (all real)."""
+    if name == "real_clips":
+        return [Clip(s.path, 0, s.rel) for s in realmedia.real_videos(media) if s.split == split]
+    if name not in VIDEO_SETS:
+        raise TrainerError(f"unknown video set {name!r}; valid: {list(VIDEO_SETS)}")
+    out = []
+    for item in realval.items(name, media):
+        rel = item.path.relative_to(media).as_posix()
+        if item.half:
+            half = work / f"{item.path.stem}_{item.half}.mp4"
+            if not half.is_file():
+                _write_half(item.path, half, item.half)
+            out.append(Clip(half, item.label, f"{rel}:{item.half}"))
+        else:
+            out.append(Clip(item.path, item.label, rel))
+    return out
 
 
-def _summary(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
-    m = binary_metrics(labels, scores, threshold=threshold)
-    return {"roc_auc": None if m.roc_auc is None else round(m.roc_auc, 4), "accuracy": round(m.accuracy, 4),
-            "eer": None if m.eer is None else round(m.eer, 4), "threshold": threshold,
-            "mean_p_fake_real": round(float(scores[labels == 0].mean()), 4),
-            "mean_p_fake_fake": round(float(scores[labels == 1].mean()), 4)}  # fmt: skip
+def calibration_clips(media: Path) -> tuple[list[Path], list[Path]]:
+    """(real, fake) videos that set the verdict thresholds (`dfwatch-train calibrate`), apart from what
+    ``video_sets`` reports alerts on: the ``val`` real_videos clips and the Celeb-DF hard segments' fakes."""
+    real = [s.path for s in realmedia.real_videos(media) if s.split == "val"]
+    fake = [i.path for i in realval.items("celebdf_hard", media) if i.label == 1]
+    return real, fake
 
 
-def pipeline_videos(
-    models: Path, videos: Sequence[Path], *, extra_args: Sequence[str] = ()
-) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """Run ``dfwatch watch`` on whole files.
+def _write_half(src: Path, dst: Path, half: str) -> None:
+    """The left or right half of every frame of ``src``, as an H.264 file at the same rate (near-lossless)."""
+    import av
 
-    Returns per video (its path) a summary (frames, face scores, their mean, verdicts reached
-    and the last one) and every raw face score (``p_fake_last`` of each face on each frame).
-    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        rate = vin.average_rate or 25
+        stream = None
+        for frame in inp.decode(vin):
+            img = frame.to_ndarray(format="rgb24")
+            w = img.shape[1] // 2 // 2 * 2  # even sides for yuv420p
+            part = np.ascontiguousarray(img[: img.shape[0] // 2 * 2, :w] if half == "left" else
+                                        img[: img.shape[0] // 2 * 2, img.shape[1] - w :])  # fmt: skip
+            if stream is None:
+                stream = out.add_stream("libx264", rate=rate)
+                stream.width, stream.height, stream.pix_fmt = part.shape[1], part.shape[0], "yuv420p"
+                stream.options = {"crf": "12", "preset": "veryfast"}
+            for packet in stream.encode(av.VideoFrame.from_ndarray(part, format="rgb24")):
+                out.mux(packet)
+        if stream is not None:
+            for packet in stream.encode():
+                out.mux(packet)
+
+
+@dataclass(frozen=True)
+class ServiceRun:
+    """``dfwatch watch`` on whole files, per video (its path)."""
+
+    summary: dict[str, dict[str, Any]]  # frames, face scores, their mean, verdicts, last, ever FAKE, first FAKE frame
+    face_scores: dict[str, np.ndarray]  # every raw face score (``p_fake_last`` of each face on each frame)
+    frame_scores: dict[str, list[float | None]]  # the stream score of each frame (None: no scored face)
+
+
+def pipeline_videos(models: Path, videos: Sequence[Path], *, extra_args: Sequence[str] = (),
+                    save: Path | None = None) -> ServiceRun:  # fmt: skip
+    """Run ``dfwatch watch`` on whole files (a child process: decode, detect, track, classify, verdict);
+    ``save`` keeps its verdict lines (what `dfwatch calibrate` reads)."""
     names = {f"v{i}": Path(v) for i, v in enumerate(videos)}
     cmd = [sys.executable, "-m", "pipeline.cli", "watch", "--models", str(models), "--metrics-port", "0",
            *extra_args, *(f"{n}={p}" for n, p in names.items())]  # fmt: skip
-    logger.info("running %s", " ".join(cmd))
+    logger.info("running dfwatch watch on %d video(s)", len(names))
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if proc.returncode != 0:
         raise TrainerError(f"dfwatch watch exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
-    per: dict[str, dict[str, Any]] = {n: {"scores": [], "frames": 0, "verdicts": {}, "last": None} for n in names}
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(proc.stdout)
+    per: dict[str, dict[str, Any]] = {n: {"scores": [], "frames": 0, "verdicts": {}, "last": None, "first_fake": None,
+                                          "max_score": None, "series": []} for n in names}  # fmt: skip
     for line in proc.stdout.splitlines():
         msg = json.loads(line)
         rec = per[msg["stream"]]
         rec["frames"] += 1
+        rec["series"].append(msg.get("score"))
         rec["scores"] += [f["p_fake_last"] for f in msg["faces"] if f.get("p_fake_last") is not None]
         rec["verdicts"][msg["verdict"]] = rec["verdicts"].get(msg["verdict"], 0) + 1
         rec["last"] = msg["verdict"]
-    out, raw = {}, {}
+        if msg["verdict"] == "FAKE" and rec["first_fake"] is None:
+            rec["first_fake"] = msg["frame"]
+        if msg.get("score") is not None:
+            rec["max_score"] = max(rec["max_score"] or 0.0, float(msg["score"]))
+    out, raw, series = {}, {}, {}
     for n, rec in per.items():
+        series[str(names[n])] = rec["series"]
         s = np.asarray(rec["scores"], np.float64)
         raw[str(names[n])] = s
         out[str(names[n])] = {"frames": rec["frames"], "face_scores": len(s),
                               "mean_p_fake": round(float(s.mean()), 4) if len(s) else None,
-                              "verdicts": rec["verdicts"], "last_verdict": rec["last"]}  # fmt: skip
-    return out, raw
+                              "max_stream_score": None if rec["max_score"] is None else round(rec["max_score"], 4),
+                              "verdicts": rec["verdicts"], "last_verdict": rec["last"],
+                              "ever_fake": rec["first_fake"] is not None,
+                              "first_fake_frame": rec["first_fake"]}  # fmt: skip
+    return ServiceRun(out, raw, series)
+
+
+def video_sets(models: Path, media: Path, *, sets: Sequence[str] = VIDEO_SETS, split: str = "test",
+               extra_args: Sequence[str] = ()) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Every video set through the service in one ``dfwatch watch`` run; see the module docstring."""
+    with tempfile.TemporaryDirectory(prefix="dfwatch-validate-") as tmp:
+        listed = {name: clips(name, media, Path(tmp), split=split) for name in sets}
+        summary = pipeline_videos(models, [c.path for cs in listed.values() for c in cs], extra_args=extra_args).summary
+    out = {}
+    for name, members in listed.items():
+        rows = [{"clip": c.name, "label": c.label, **summary[str(c.path)]} for c in members]
+        labels = np.array([r["label"] for r in rows])
+        means = np.array([r["mean_p_fake"] if r["mean_p_fake"] is not None else 0.0 for r in rows])
+        ever = np.array([r["ever_fake"] for r in rows], bool)
+        both = 0 < labels.sum() < len(labels)
+        out[name] = {"clips": len(rows), "fake_clips": int(labels.sum()),
+                     "clip_auc": roc_auc(labels, means) if both else None,
+                     "real_alert_rate": float(ever[labels == 0].mean()) if (labels == 0).any() else None,
+                     "fake_catch_rate": float(ever[labels == 1].mean()) if labels.any() else None,
+                     "verdicts_right": int(((ever == (labels == 1))).sum()), "rows": rows}  # fmt: skip
+    return out
+
+
+def alert_summary(videos: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Over every video set: real clips that ever turned FAKE, fake clips caught."""
+    rows = [r for s in videos.values() for r in s["rows"]]
+    real = [r for r in rows if r["label"] == 0]
+    fake = [r for r in rows if r["label"] == 1]
+    return {"real_clips": len(real), "real_alerted": sum(r["ever_fake"] for r in real),
+            "fake_clips": len(fake), "fake_caught": sum(r["ever_fake"] for r in fake),
+            "real_alerted_clips": [r["clip"] for r in real if r["ever_fake"]],
+            "fake_missed_clips": [r["clip"] for r in fake if not r["ever_fake"]]}  # fmt: skip
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The validate report as markdown tables (the model card quotes them)."""
+    lines = ["| held-out set (faces as served) | role | faces | clips | face AUC | clip AUC |",
+             "|---|---|--:|--:|--:|--:|"]  # fmt: skip
+    for name, m in report["face_sets"].items():
+        lines.append(f"| {name}: {m['what']} | {m['role']} | {m['faces']} | {m['clips']} | {_fmt(m['face_auc'])} | "
+                     f"{_fmt(m['clip_auc'])} |")  # fmt: skip
+    lines += ["", "| videos through `dfwatch watch` | real / fake clips | clip AUC (mean score) | real clips alerted | "
+              "fakes caught |", "|---|--:|--:|--:|--:|"]  # fmt: skip
+    for name, m in report["video_sets"].items():
+        reals = m["clips"] - m["fake_clips"]
+        alerted = "–" if m["real_alert_rate"] is None else f"{round(m['real_alert_rate'] * reals)} of {reals}"
+        caught = "–" if m["fake_catch_rate"] is None else f"{round(m['fake_catch_rate'] * m['fake_clips'])} of " \
+                                                           f"{m['fake_clips']}"  # fmt: skip
+        lines.append(f"| {name} | {reals} / {m['fake_clips']} | {_fmt(m['clip_auc'])} | {alerted} | {caught} |")
+    a = report["alerts"]
+    lines += ["", f"All video sets: {a['real_alerted']} of {a['real_clips']} real clips ever turned FAKE; "
+              f"{a['fake_caught']} of {a['fake_clips']} fake clips were caught."]  # fmt: skip
+    return "\n".join(lines) + "\n"

@@ -3,20 +3,24 @@
 Rows (crops through ``engines.crop_faces``, as serving cuts them):
 
 - real faces (label 0) from the ``real_videos/`` clips (split per clip, trainer.realmedia), the
-  ``face_images/`` photos (train), and the large faces of WIDER FACE (its own train / val
-  folders, human boxes);
-- the labelled DFDC face crops (label 0 or 1; half of the DFDC videos held out as test).
+  ``face_images/`` photos (train), the ``utkface/`` photos (one person each, split by file), and
+  the large faces of WIDER FACE (its own train / val folders, human boxes);
+- optionally (``dfdc``) the labelled DFDC face crops (label 0 or 1; half of the DFDC videos held
+  out as test). The default pack leaves them out: they are validation material (trainer.realval).
 
-Boxes of clips, photos and DFDC crops come from the MTCNN teacher (trainer.teacher); only
-faces the teacher is sure of and at least ``min_face`` px high are kept. Fakes for training
-are made on the fly from the real rows by self-blending (trainer.selfblend, ``--self-blend``).
-A rerun resumes: sources already in the store are skipped.
+Boxes of clips and photos come from the shipped face detector (``boxes="detector"``: the serving
+crop, the paper's YOLOv8n face crops) or from the MTCNN teacher (``boxes="teacher"``); only
+faces at least ``min_face`` px high are kept (detector: the most confident ``max_faces`` of them
+per frame; teacher: the faces it is sure of). Fakes for training are made on the fly from the
+real rows by self-blending (trainer.selfblend, ``--self-blend``). A rerun resumes: sources
+already in the store are skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,12 +36,14 @@ from trainer.store import FaceStoreWriter
 logger = logging.getLogger(__name__)
 
 SOURCE = "shared-data-real-faces"
+BOXES = ("detector", "teacher")
+DETECT_BATCH = 16  # photos per detector call
 
 
 @dataclass
 class RealFacesSummary:
     rows: dict[str, int] = field(default_factory=dict)  # "<split>/<real|fake>" -> crops
-    sources: dict[str, int] = field(default_factory=dict)  # "clips" / "photos" / "wider" / "dfdc" -> crops
+    sources: dict[str, int] = field(default_factory=dict)  # "clips" / "photos" / "utkface" / "wider" / "dfdc" -> crops
     skipped: list[str] = field(default_factory=list)
 
 
@@ -64,26 +70,37 @@ def build_real_faces(
     frames_per_clip: int = 24,
     min_face: int = 64,
     max_faces: int = 4,
+    boxes: str = "detector",
+    detector: str | Path = Path("models/face_detector.onnx"),
+    utkface: int | None = None,
+    dfdc: bool = False,
     progress: bool = True,
 ) -> RealFacesSummary:
-    """Write (or resume) the store ``out``; see the module docstring."""
+    """Write (or resume) the store ``out``; see the module docstring.
+
+    ``utkface``: how many UTKFace photos (None: all, 0: none); ``detector``: the face detector
+    artifact used with ``boxes="detector"``.
+    """
     from tqdm import tqdm
 
     from trainer.frames import sample_frames
-    from trainer.teacher import Teacher
 
-    teacher = Teacher()
-    clips, photos, dfdc = realmedia.real_videos(media), realmedia.photos(media), realmedia.dfdc_crops(media)
+    if boxes not in BOXES:
+        raise TrainerError(f"unknown box source {boxes!r}; valid: {list(BOXES)}")
+    find, box_source = _box_finder(boxes, detector)
+    clips, photos = realmedia.real_videos(media), realmedia.photos(media)
+    utk = realmedia.utkface(media, limit=utkface) if utkface != 0 else []
+    dfdc_rows = realmedia.dfdc_crops(media) if dfdc else []
     wider = [(img, split) for split in ("train", "val")
              for img in sorted((media / "widerface" / split / "images").glob("*.jpg"))]  # fmt: skip
     summary = RealFacesSummary()
     writer = FaceStoreWriter(out, crop_size=crop_size, crop_margin=margin, whole_frames=False, source=SOURCE,
-                             frames_per_video=frames_per_clip, detector_sha256="mtcnn-teacher",
+                             frames_per_video=frames_per_clip, detector_sha256=box_source,
                              split_protocol="identity", extra_attrs={"min_face": min_face})  # fmt: skip
     with writer:
         done = writer.done_videos()
-        jobs = [("clips", s) for s in clips] + [("photos", s) for s in photos] + [("dfdc", s) for s in dfdc]
-        jobs += [("wider", w) for w in wider]
+        jobs = [("clips", s) for s in clips] + [("photos", s) for s in photos] + [("dfdc", s) for s in dfdc_rows]
+        jobs += [("utkface", s) for s in utk] + [("wider", w) for w in wider]
         for kind, job in tqdm(jobs, desc="real faces", unit="src", file=sys.stderr, disable=not progress):
             name = f"widerface/{job[1]}/{job[0].name}" if kind == "wider" else job.rel
             if name in done:
@@ -111,8 +128,8 @@ def build_real_faces(
                         if img is None:
                             raise TrainerError("unreadable image")
                         frames, index = [img], np.zeros(1, np.int64)
-                    dets = _teacher_faces(teacher, frames, min_face=min_face if kind != "dfdc" else 32,
-                                          max_faces=1 if kind == "dfdc" else max_faces)  # fmt: skip
+                    dets = find(frames, min_face=min_face if kind != "dfdc" else 32,
+                                max_faces=1 if kind in ("dfdc", "utkface") else max_faces)  # fmt: skip
             except TrainerError as exc:
                 writer.finish_video(name, status="unreadable", detail=str(exc))
                 summary.skipped.append(f"{name}: {exc}")
@@ -131,12 +148,44 @@ def build_real_faces(
     return summary
 
 
-def _teacher_faces(teacher, frames: list[np.ndarray], *, min_face: int, max_faces: int) -> Detections:  # noqa: ANN001
-    parts = []
-    for i, frame in enumerate(frames):
-        faces = teacher.sure_faces(teacher(frame))
-        keep = faces.xyxy[:, 3] - faces.xyxy[:, 1] >= min_face
-        xyxy, score = faces.xyxy[keep], faces.score[keep]
-        order = np.argsort(-(xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]))[:max_faces]  # largest first
-        parts.append(Detections(xyxy[order], score[order], np.full(len(order), i)))
-    return Detections.concatenate(parts)
+def _box_finder(boxes: str, detector: str | Path) -> tuple[Callable[..., Detections], str]:
+    """``find(frames, *, min_face, max_faces) -> Detections`` for the box source, and what to record
+    as the store's ``detector_sha256``."""
+    if boxes == "teacher":
+        from trainer.teacher import Teacher
+
+        teacher = Teacher()
+
+        def find_teacher(frames: list[np.ndarray], *, min_face: int, max_faces: int) -> Detections:
+            parts = []
+            for i, frame in enumerate(frames):
+                faces = teacher.sure_faces(teacher(frame))
+                parts.append(_keep(faces.xyxy, faces.score, i, min_face=min_face, max_faces=max_faces, largest=True))
+            return Detections.concatenate(parts)
+
+        return find_teacher, "mtcnn-teacher"
+    from engines import Detector
+
+    det = Detector(detector)
+
+    def find_detector(frames: list[np.ndarray], *, min_face: int, max_faces: int) -> Detections:
+        parts = []
+        for start in range(0, len(frames), DETECT_BATCH):
+            found = det(frames[start : start + DETECT_BATCH])
+            for i in range(min(DETECT_BATCH, len(frames) - start)):
+                mine = found.frame_index == i
+                parts.append(_keep(found.xyxy[mine], found.score[mine], start + i, min_face=min_face,
+                                   max_faces=max_faces, largest=False))  # fmt: skip
+        return Detections.concatenate(parts)
+
+    return find_detector, det.manifest.sha256
+
+
+def _keep(xyxy: np.ndarray, score: np.ndarray, frame: int, *, min_face: int, max_faces: int,
+          largest: bool) -> Detections:  # fmt: skip
+    """Faces at least ``min_face`` px high, the ``max_faces`` largest (or most confident) first."""
+    keep = xyxy[:, 3] - xyxy[:, 1] >= min_face
+    xyxy, score = xyxy[keep], score[keep]
+    key = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]) if largest else score
+    order = np.argsort(-key, kind="stable")[:max_faces]
+    return Detections(xyxy[order], score[order], np.full(len(order), frame))

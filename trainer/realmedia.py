@@ -103,6 +103,22 @@ def dfdc_crops(root: Path) -> list[Source]:
     return out
 
 
+def utkface(root: Path, *, limit: int | None = None) -> list[Source]:
+    """The aligned UTKFace photos under ``utkface/``: each file its own person (the data set does not
+    name people); about 1 in 20 each for ``test`` and ``val`` by a hash of the file name.
+
+    ``limit`` keeps the first ``limit`` files in hash order (an even, repeatable subsample).
+    """
+    out = []
+    for p in _files(_require(root, "utkface"), IMAGE_SUFFIXES):
+        bucket = int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 20
+        split = "test" if bucket == 0 else "val" if bucket == 1 else "train"
+        out.append(Source(p, p.relative_to(root).as_posix(), "image", f"utk:{p.stem}", split))
+    if limit is not None:
+        out = sorted(out, key=lambda s: hashlib.sha1(s.rel.encode()).hexdigest())[:limit]
+    return out
+
+
 def deeperforensics(root: Path) -> list[Source]:
     """The labelled DeeperForensics videos (all ``test``), labels from ``local_test_groundtruth.json``."""
     base = _require(root, "labelled/deeperforensics")

@@ -1,10 +1,14 @@
 """Architecture search with Optuna: ``suggest_config(trial)`` draws a TrainConfig (family, its
-hyper-parameters, learning rate, augmentation) and the objective trains it with the normal
-``trainer.fit.fit`` on the store's train split, minimising the validation loss.
+hyper-parameters, input size, learning rate, augmentation) and the objective trains it with the
+normal ``trainer.fit.fit`` on the store's train split, minimising the validation loss, or, with
+a ``select`` callable (trainer.realval: AUC on real manipulated faces), maximising its score.
 
-Pruning (median or Hyperband) sees the validation loss after every epoch. With ``latency``
-the study has a second objective, the candidate's measured inference time on this machine,
-and the result is a Pareto front. Storage: an SQLite file by default; a ``redis://`` URL uses
+Pruning (median or Hyperband) sees the objective after every epoch. Every candidate's inference
+time is measured on this machine as served (ONNX Runtime, batch 8, ms per face); candidates
+over ``max_latency_ms`` are pruned before they train (a hardware-aware bound). With
+``latency`` the study has that time as a second objective, and the result is a Pareto front.
+
+Storage: an SQLite file by default; a ``redis://`` URL uses
 Optuna's journal storage on Redis and a ``postgresql://`` URL its RDB storage, so several
 processes or machines can run trials of one study (``study_name``).
 """
@@ -20,6 +24,7 @@ import socket
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,12 +34,15 @@ from trainer.fit import FitError, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("paper_cnn", "efficientnet")
+FAMILIES = ("paper_cnn", "efficientnet", "rescnn")
 # = trainer.models.efficientnet.VARIANTS, repeated so that building the CLI parser never imports torch
 EFFICIENTNET_VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
 PRUNERS = ("median", "hyperband", "none")
 CNN_FILTERS = (16, 32, 64, 128)
 CNN_DENSE = (0, 64, 128, 256)
+RES_STEM = (16, 24, 32)
+RES_WIDTH = (16, 24, 32)  # first stage's width; each later stage doubles it
+LATENCY_BATCH = 8
 DEFAULT_REDIS_PREFIX = "dfwatch:optuna"
 RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -50,6 +58,8 @@ class SearchSpace:
     cnn_batch_norm: tuple[bool, ...] = (False, True)  # BatchNorm in the paper's CNN: searched when both are given
     augments: tuple[str, ...] | None = None  # on-the-fly augmentation presets; None = every preset
     lr: tuple[float, float] = (1e-5, 1e-2)  # Adam learning rate range (log scale)
+    input_sizes: tuple[int, ...] | None = None  # network input sides to choose from; None = the base config's
+    res_stages: tuple[int, int] = (3, 4)  # fewest and most residual stages of the rescnn family
 
     def __post_init__(self) -> None:
         bad = [f for f in self.families if f not in FAMILIES]
@@ -68,6 +78,11 @@ class SearchSpace:
         lo, hi = self.cnn_blocks
         if not 1 <= lo <= hi:
             raise SearchError(f"cnn_blocks must be (fewest, most) with 1 <= fewest <= most, got {self.cnn_blocks}")
+        lo, hi = self.res_stages
+        if not 1 <= lo <= hi:
+            raise SearchError(f"res_stages must be (fewest, most) with 1 <= fewest <= most, got {self.res_stages}")
+        if self.input_sizes is not None and (not self.input_sizes or min(self.input_sizes) < 8):
+            raise SearchError(f"input_sizes must be one or more sides >= 8, got {self.input_sizes}")
 
 
 def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: TrainConfig = TrainConfig()) -> TrainConfig:
@@ -77,7 +92,9 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
     ``cnn_kernel``, ``cnn_pool_type``, ``cnn_pool_every`` (only with 2 blocks; deeper stacks pool
     after every block), ``cnn_dense_units`` (only with 3+ blocks, to bound the dense layer),
     ``cnn_dropout_conv``, ``cnn_dropout_dense``, ``cnn_batch_norm`` (when the space allows both);
-    efficientnet: ``efficientnet_variant``, ``efficientnet_dropout``; both: ``lr``, ``augment``.
+    efficientnet: ``efficientnet_variant``, ``efficientnet_dropout``; rescnn: ``res_stages``,
+    ``res_stem``, ``res_width``, ``res_blocks``, ``res_srm``, ``res_dropout``; all: ``lr``,
+    ``augment``, and ``input_size`` when the space lists sizes.
     """
     from trainer.fit import augment_choices
 
@@ -103,10 +120,25 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
                 ),
             },
         )
+    elif family == "rescnn":
+        stages = trial.suggest_int("res_stages", *space.res_stages)
+        width = trial.suggest_categorical("res_width", list(RES_WIDTH))
+        model, args = (
+            "rescnn",
+            {
+                "stem": trial.suggest_categorical("res_stem", list(RES_STEM)),
+                "widths": [width * 2**i for i in range(stages)],
+                "blocks": [trial.suggest_int("res_blocks", 1, 2)] * stages,
+                "srm": bool(trial.suggest_categorical("res_srm", [False, True])),
+                "dropout": trial.suggest_float("res_dropout", 0.0, 0.5),
+            },
+        )
     else:
         variant = trial.suggest_categorical("efficientnet_variant", list(space.efficientnet_variants))
         model, args = f"efficientnet_{variant}", {"dropout": trial.suggest_float("efficientnet_dropout", 0.1, 0.5)}
     augments = list(space.augments) if space.augments is not None else augment_choices()
+    if space.input_sizes is not None:
+        base = replace(base, input_size=int(trial.suggest_categorical("input_size", list(space.input_sizes))))
     return replace(
         base,
         model=model,
@@ -116,23 +148,33 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
     )
 
 
-def measure_latency_ms(cfg: TrainConfig, *, device: str, runs: int = 20, warmup: int = 3) -> float:
-    """Median wall time (ms) of one forward pass of an untrained ``cfg`` model on one crop (batch 1)."""
+def measure_latency_ms(cfg: TrainConfig, *, threads: int | None = None, runs: int = 20, warmup: int = 3) -> float:
+    """Median ms per face of an untrained ``cfg`` model as served: exported to ONNX, ONNX Runtime on this
+    CPU, batches of ``LATENCY_BATCH`` (the cost does not depend on the weights)."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
     import torch
 
-    model = cfg.build_model().to(device).eval()
-    x = torch.rand(1, 3, cfg.input_size, cfg.input_size, device=device)  # (1, 3, S, S)
+    from engines.export import export_onnx
+
+    model = cfg.build_model().eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "candidate.onnx"
+        export_onnx(torch.nn.Sequential(model, torch.nn.Sigmoid()).eval(), path, input_size=cfg.input_size,
+                    input_name="crops", output_name="p_fake")  # fmt: skip
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((LATENCY_BATCH, 3, cfg.input_size, cfg.input_size), dtype=np.float32)
     times = []
-    with torch.inference_mode():
-        for i in range(warmup + runs):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(x)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1000.0)
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        session.run(None, {"crops": x})
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000.0 / LATENCY_BATCH)
     return float(sorted(times)[len(times) // 2])
 
 
@@ -220,13 +262,16 @@ def run_search(
     workers: int = 0,
     progress: bool = True,
     redis_prefix: str = DEFAULT_REDIS_PREFIX,
+    select: Callable[[int], Callable[[Any], dict[str, float]]] | None = None,
 ) -> SearchResult:
     """Run ``n_trials`` trials of the study (this process's share), then write best_config.json,
     trials.csv and trials.md (and pareto.json with ``latency``) into ``out``.
 
     ``total_trials`` caps the finished (complete or pruned) trials of the study over all workers
     and reruns, so an interrupted search resumed with the same cap runs only what is missing.
-    ``pruner`` is a name of PRUNERS or an Optuna pruner object.
+    ``pruner`` is a name of PRUNERS or an Optuna pruner object. ``select(input_size)`` gives the
+    ``fit(select=...)`` callable for a candidate's input size; the study then maximises its
+    ``"select"`` score. ``max_latency_ms`` prunes slower candidates before they train.
     """
     import optuna
     from tqdm import tqdm
@@ -248,7 +293,8 @@ def run_search(
         base = replace(base, input_size=info["crop_size"])
     dev = resolve_device(device)
     storage_text = str(storage) if storage is not None else str(out / "study.db")
-    directions = ["minimize", "minimize"] if latency else ["minimize"]
+    goal = "maximize" if select is not None else "minimize"
+    directions = [goal, "minimize"] if latency else [goal]
     pruner_obj = make_pruner(pruner, epochs=base.epochs) if isinstance(pruner, str) else pruner
     if latency and pruner != "none":
         logger.info("pruning is off: Optuna prunes single-objective studies only (here: loss and latency)")
@@ -260,9 +306,11 @@ def run_search(
     except ValueError as exc:
         raise SearchError(f"study {study_name!r} in {redact(storage_text)}: {exc}") from exc
     if [d.name.lower() for d in study.directions] != directions:
+        theirs = [d.name.lower() for d in study.directions]
         raise SearchError(
-            f"study {study_name!r} in {redact(storage_text)} has {len(study.directions)} objective(s), this search "
-            f"{len(directions)} ({'with' if latency else 'without'} --latency); use another --study-name"
+            f"study {study_name!r} in {redact(storage_text)} has {len(theirs)} objective(s) ({', '.join(theirs)}), "
+            f"this search {len(directions)} ({', '.join(directions)}: {'with' if latency else 'without'} --latency, "
+            f"{'with' if select else 'without'} --select-media); use another --study-name"
         )
     finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     callbacks = []
@@ -288,26 +336,34 @@ def run_search(
         trial.set_user_attr("parameters", n_params)
         if max_params is not None and n_params > max_params:
             raise optuna.TrialPruned(f"{n_params:,} parameters > --max-params {max_params:,}")
-        latency_ms = None
-        if latency:
-            latency_ms = measure_latency_ms(cfg, device=dev)
-            trial.set_user_attr("latency_ms", latency_ms)
+        latency_ms = measure_latency_ms(cfg, threads=threads)
+        trial.set_user_attr("latency_ms", latency_ms)
+        if max_latency_ms is not None and latency_ms > max_latency_ms:
+            raise optuna.TrialPruned(f"{latency_ms:.2f} ms per face > --max-latency-ms {max_latency_ms}")
+        key = "select" if select is not None else "val_loss"
 
         def report(record: dict[str, float]) -> None:
             trial.set_user_attr("epochs_run", int(record["epoch"]))
             if latency:
                 return
-            trial.report(record["val_loss"], step=int(record["epoch"]))
+            trial.report(record[key], step=int(record["epoch"]))
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}: val loss {record['val_loss']:.4f}")
+                raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}: {key} {record[key]:.4f}")
 
-        logger.info("trial %d: %s %s lr %.2g augment %s (%s parameters)", trial.number, cfg.model,
-                    json.dumps(cfg.model_args), cfg.lr, cfg.augment, f"{n_params:,}")  # fmt: skip
-        result = fit(cfg, data=data, out=None, device=dev, workers=workers, progress=progress, on_epoch=report)
+        logger.info("trial %d: %s %s input %d lr %.2g augment %s (%s parameters, %.2f ms per face)", trial.number,
+                    cfg.model, json.dumps(cfg.model_args), cfg.input_size, cfg.lr, cfg.augment, f"{n_params:,}",
+                    latency_ms)  # fmt: skip
+        result = fit(cfg, data=data, out=None, device=dev, workers=workers, progress=progress, on_epoch=report,
+                     select=select(cfg.input_size) if select is not None else None)  # fmt: skip
         best = result.history[result.best_epoch - 1]
         trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("val_loss", best["val_loss"])
         trial.set_user_attr("val_acc", best["val_acc"])
-        return (result.best_val_loss, latency_ms) if latency else result.best_val_loss
+        if select is not None:
+            trial.set_user_attr("select", best["select"])
+            trial.set_user_attr("measures", {k: v for k, v in best.items() if k.endswith("_auc")})
+        value = best[key]
+        return (value, latency_ms) if latency else value
 
     def tick(study: Any, trial: Any) -> None:
         bar.update(1)
@@ -333,8 +389,10 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
         rows.append({
             "trial": t.number,
             "state": t.state.name,
-            "val_loss": values[0] if values else None,
+            "val_loss": t.user_attrs.get("val_loss", values[0] if values and "select" not in t.user_attrs else None),
+            "select": t.user_attrs.get("select"),
             "latency_ms": t.user_attrs.get("latency_ms"),
+            "input_size": cfg.get("input_size"),
             "val_acc": t.user_attrs.get("val_acc"),
             "epochs_run": t.user_attrs.get("epochs_run", 0),
             "model": cfg.get("model"),
@@ -355,15 +413,20 @@ def _cell(v: Any) -> str:
 
 
 def trials_markdown(rows: list[dict[str, Any]]) -> str:
-    keys = ["trial", "state", "val_loss", "latency_ms", "val_acc", "epochs_run", "model", "parameters", "lr", "augment"]
+    keys = ["trial", "state", "val_loss", "select", "latency_ms", "val_acc", "epochs_run", "model", "input_size",
+            "parameters", "lr", "augment"]  # fmt: skip
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(_cell(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def _trial_summary(t: Any) -> dict[str, Any]:
-    return {"trial": t.number, "val_loss": t.values[0], "latency_ms": t.user_attrs.get("latency_ms"),
-            "val_acc": t.user_attrs.get("val_acc"), "config": t.user_attrs["config"], "params": t.params}  # fmt: skip
+    out = {"trial": t.number, "val_loss": t.user_attrs.get("val_loss", t.values[0]),
+           "latency_ms": t.user_attrs.get("latency_ms"), "val_acc": t.user_attrs.get("val_acc"),
+           "config": t.user_attrs["config"], "params": t.params}  # fmt: skip
+    if "select" in t.user_attrs:
+        out.update(select=t.user_attrs["select"], measures=t.user_attrs.get("measures", {}))
+    return out
 
 
 def write_results(study: Any, out: Path, *, latency: bool, max_latency_ms: float | None, storage: str) -> SearchResult:
@@ -386,7 +449,8 @@ def write_results(study: Any, out: Path, *, latency: bool, max_latency_ms: float
         )
     pareto: list[dict[str, Any]] = []
     if latency:
-        front = sorted(study.best_trials, key=lambda t: t.values[0])
+        sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+        front = sorted(study.best_trials, key=lambda t: sign * t.values[0])
         pareto = [_trial_summary(t) for t in front]
         pick = front
         if max_latency_ms is not None:
@@ -399,8 +463,11 @@ def write_results(study: Any, out: Path, *, latency: bool, max_latency_ms: float
         paths["pareto"].write_text(json.dumps(pareto, indent=2) + "\n")
     else:
         chosen = study.best_trial
-    best = {**_trial_summary(chosen), "study": study.study_name, "storage": redact(storage),
-            "objective": "validation loss" + (" and latency (ms, batch 1)" if latency else "")}  # fmt: skip
+    maximise = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    objective = "selection score (AUC on real manipulated faces)" if maximise else "validation loss"
+    if latency:
+        objective += " and latency (ms per face, ONNX Runtime, batch 8)"
+    best = {**_trial_summary(chosen), "study": study.study_name, "storage": redact(storage), "objective": objective}
     paths["best_config"] = out / "best_config.json"
     tmp = paths["best_config"].with_suffix(".json.tmp")
     tmp.write_text(json.dumps(best, indent=2) + "\n")

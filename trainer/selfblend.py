@@ -17,11 +17,13 @@ same fake). ``SelfBlendDataset`` adds one self-blended fake per real crop of a `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import cv2
 import numpy as np
 
+from trainer.capture import CaptureConfig, simulate_capture
 from trainer.store import FaceDataset
 
 REF_SIDE = 256  # pixel sizes below (blur kernels, morphology) are for a 256 crop and scale with the side
@@ -39,6 +41,10 @@ _SCALE = (0.95, 1.05)
 _BOX_W = 0.8  # assumed face-box width / height
 _ELASTIC_GRID = 4  # low-res displacement field, cells per side
 _ELASTIC_AMP = (0.02, 0.06)  # displacement amplitude, fraction of the face-box side
+_DOWN = (0.3, 1.0)  # source resolution: down to this fraction of the side and back up
+_P_SMOOTH = 0.3  # probability of an edge-preserving smoothing of the source (a generated face's clean skin)
+MASK_SHAPES = ("face", "lower", "hull")  # inner face ellipse; mouth and jaw (lip-sync, reenactment); a random hull
+_MASK_P = (0.55, 0.2, 0.25)
 
 
 def _odd(pixels_at_ref: float, size: int, *, least: int) -> int:
@@ -83,8 +89,12 @@ def source_transform(img: np.ndarray, rng: np.random.Generator, *, margin: float
         sigma = max(rng.uniform(0.5, 1.5) * s / REF_SIDE, 0.4)
         x = cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
 
-    # resolution mismatch: down to 50-100 % of the side and back up
-    small = max(int(round(s * rng.uniform(0.5, 1.0))), 4)
+    # a generated face's clean skin: the frame's noise and fine texture gone inside the blend
+    if rng.random() < _P_SMOOTH:
+        x = cv2.bilateralFilter(x, 5, float(rng.uniform(20, 60)), float(rng.uniform(2, 6) * s / REF_SIDE))
+
+    # resolution mismatch: down to 30-100 % of the side and back up
+    small = max(int(round(s * rng.uniform(*_DOWN))), 4)
     down = (cv2.INTER_AREA, cv2.INTER_LINEAR)[int(rng.integers(2))]
     up = (cv2.INTER_LINEAR, cv2.INTER_CUBIC)[int(rng.integers(2))]
     if small < s:
@@ -106,18 +116,32 @@ def _lut(table: np.ndarray) -> np.ndarray:
 def blend_mask(size: int, rng: np.random.Generator, *, margin: float) -> np.ndarray:
     """The soft blend mask (S, S, 1) float32 in [0, 1]: 0 outside the face, up to the blend ratio inside.
 
-    An ellipse in the face box (centre jitter +-5 % of the box side, semi-axes 0.35-0.5 x box
-    width and 0.45-0.6 x box height, rotated +-15 degrees), deformed by a smooth random
-    displacement field, optionally eroded or dilated, blurred with an odd 5-31 px kernel (at a
-    256 crop), times a ratio of ``BLEND_RATIOS``.
+    One of ``MASK_SHAPES``: ``face``, an ellipse in the face box (centre jitter +-5 % of the box
+    side, semi-axes 0.35-0.5 x box width and 0.45-0.6 x box height, rotated +-15 degrees);
+    ``lower``, a smaller ellipse over mouth and jaw, where lip-sync and reenactment paste;
+    ``hull``, the convex hull of 8-12 points around the face centre. Then deformed by a smooth
+    random displacement field, optionally eroded or dilated, blurred with an odd 5-31 px kernel
+    (at a 256 crop), times a ratio of ``BLEND_RATIOS``.
     """
     face = size / (1 + 2 * margin)
     c = (size - 1) / 2
-    cx, cy = c + rng.uniform(-0.05, 0.05, 2) * face
-    ax, ay = rng.uniform(0.35, 0.5) * _BOX_W * face, rng.uniform(0.45, 0.6) * face  # semi-axes
-    angle = rng.uniform(-15.0, 15.0)
     mask = np.zeros((size, size), np.uint8)
-    cv2.ellipse(mask, ((float(cx), float(cy)), (float(2 * ax), float(2 * ay)), float(angle)), 255, -1, cv2.LINE_AA)
+    shape = MASK_SHAPES[int(rng.choice(len(MASK_SHAPES), p=_MASK_P))]
+    if shape == "hull":
+        n = int(rng.integers(8, 13))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radius = rng.uniform(0.3, 0.5, n) * face  # (n,)
+        pts = np.stack([c + radius * np.cos(angles) * _BOX_W, c + 0.05 * face + radius * np.sin(angles)], axis=1)
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 255, cv2.LINE_AA)
+    else:
+        if shape == "face":
+            cx, cy = c + rng.uniform(-0.05, 0.05, 2) * face
+            ax, ay = rng.uniform(0.35, 0.5) * _BOX_W * face, rng.uniform(0.45, 0.6) * face  # semi-axes
+        else:  # lower face: centre between nose tip and chin
+            cx, cy = c + rng.uniform(-0.04, 0.04) * face, c + rng.uniform(0.15, 0.25) * face
+            ax, ay = rng.uniform(0.3, 0.45) * _BOX_W * face, rng.uniform(0.2, 0.32) * face
+        angle = rng.uniform(-15.0, 15.0)
+        cv2.ellipse(mask, ((float(cx), float(cy)), (float(2 * ax), float(2 * ay)), float(angle)), 255, -1, cv2.LINE_AA)
 
     # elastic: a coarse random displacement field, upsampled smooth, pulls the outline around
     g = _ELASTIC_GRID
@@ -160,22 +184,39 @@ class SelfBlendDataset:
     """A ``FaceDataset`` plus one self-blended fake (label 1) per real row of it.
 
     Items ``0 .. len(base) - 1`` are the base's own (real 0, store fakes 1); item ``len(base) + k``
-    is a fake made from the k-th real row: the raw crop is blended, then the base's augmentation
-    and resize run on it, as on any crop. ``labels`` lists every item's label in index order.
+    is a fake made from the k-th real row. Without ``capture`` the raw crop is blended, then the
+    base's augmentation and resize run on it, as on any crop. With ``capture``
+    (trainer.capture) every item, real or fake, is shown at a drawn native size and codec and
+    resized once to ``size``, the fakes blended at the native size; then ``augment`` runs (the
+    base must then neither augment nor resize). ``labels`` lists every item's label in index order.
 
-    ``fixed`` (default: every split but "train") makes fake k the same on every read (seeded by
-    ``FIXED_SEED`` and k), so validation loss compares across epochs; otherwise fake ``i`` is
+    ``fixed`` (default: every split but "train") makes item k the same on every read (seeded by
+    ``FIXED_SEED`` and k), so validation loss compares across epochs; otherwise item ``i`` is
     drawn from ``seed`` and i (make_loader passes a seed per epoch, so a resumed run draws what
     an uninterrupted one would, with or without DataLoader workers).
     """
 
-    def __init__(self, base: FaceDataset, *, margin: float, seed: int = 0, fixed: bool | None = None) -> None:
+    def __init__(
+        self,
+        base: FaceDataset,
+        *,
+        margin: float,
+        seed: int = 0,
+        fixed: bool | None = None,
+        capture: CaptureConfig | None = None,
+        size: int | None = None,
+        augment: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         if not margin >= 0:
             raise ValueError(f"margin must be >= 0 (the store's crop_margin), got {margin}")
+        if capture is not None and (size is None or base.augment is not None or base.input_size is not None):
+            raise ValueError("with capture, give the input size here and leave augmentation and resizing to this "
+                             "dataset (the base must have augment=None, input_size=None)")  # fmt: skip
         self.base = base
         self.margin = float(margin)
         self.seed = int(seed)
         self.fixed = base.split != "train" if fixed is None else fixed
+        self.capture, self.size, self.augment = capture, size, augment
         self.real = np.flatnonzero(base.labels == 0)  # (n_real,) positions in base
         self.labels = np.concatenate([base.labels, np.ones(len(self.real), np.float32)])  # (n + n_real,)
 
@@ -183,20 +224,28 @@ class SelfBlendDataset:
         return len(self.labels)
 
     def _rng(self, i: int) -> np.random.Generator:
-        k = i - len(self.base)
-        key = [FIXED_SEED, k] if self.fixed else [self.seed % 2**64, i]
+        k = i - len(self.base)  # fake number; negative for the base's own rows (drawn only with capture)
+        key = ([FIXED_SEED, k] if k >= 0 else [FIXED_SEED, 0, i]) if self.fixed else [self.seed % 2**64, i]
         return np.random.default_rng(key)
 
+    def _swap(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self_blend(img, rng, margin=self.margin)
+
     def image(self, i: int) -> np.ndarray:
-        """Item i as uint8 (S', S', 3) RGB after blending (fakes), augmentation and resizing."""
+        """Item i as uint8 (S', S', 3) RGB after blending (fakes), capture, augmentation and resizing."""
         i = int(i)
         if not 0 <= i < len(self):
             raise IndexError(f"item {i} out of range 0..{len(self) - 1}")
         n = len(self.base)
-        if i < n:
-            return self.base.image(i)
-        fake = self_blend(self.base.raw_crop(int(self.real[i - n])), self._rng(i), margin=self.margin)
-        return self.base.finish(fake)
+        if self.capture is None:
+            if i < n:
+                return self.base.image(i)
+            fake = self_blend(self.base.raw_crop(int(self.real[i - n])), self._rng(i), margin=self.margin)
+            return self.base.finish(fake)
+        raw = self.base.raw_crop(i if i < n else int(self.real[i - n]))
+        img = simulate_capture(raw, self._rng(i), size=self.size, cfg=self.capture,
+                               swap=None if i < n else self._swap)  # fmt: skip
+        return img if self.augment is None else self.augment(img)
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
         import torch

@@ -528,10 +528,10 @@ class FaceDataset:
         """What ``image`` does to a stored crop: augmentation, then resizing to ``input_size``."""
         if self.augment is not None:
             img = self.augment(img)
-        if self.input_size is not None and img.shape[0] != self.input_size:
-            from engines.images import resize
+        if self.input_size is not None:
+            from engines.crops import resize_square
 
-            img = resize(img, self.input_size, self.input_size)
+            img = resize_square(img, self.input_size)
         return img
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:

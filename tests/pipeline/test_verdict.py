@@ -50,9 +50,30 @@ def test_no_face_after_enough_faceless_frames_and_evidence_restarts():
     "cfg, message",
     [
         ({"enter_fake": 0.3, "leave_fake": 0.5}, "leave_fake <= enter_fake"),
+        ({"leave_fake": float("nan")}, r"leave_fake must be a score in \[0, 1\], got nan"),
         ({"confirm_frames": 0}, "confirm_frames must be at least 1"),
     ],
 )
 def test_invalid_config_names_the_field(cfg, message):
     with pytest.raises(ValueError, match=message):
         VerdictConfig(**cfg)
+
+
+def test_unset_thresholds_come_from_the_classifiers_calibration_else_the_fallback():
+    from pipeline.verdict import FALLBACK
+
+    calibrated = {"fake": 0.5, "verdict_enter": 0.82, "verdict_leave": 0.55, "verdict_frames": 8.0}
+    cfg = VerdictConfig().resolved(calibrated)
+    assert (cfg.enter_fake, cfg.leave_fake, cfg.confirm_frames) == (0.82, 0.55, 8)
+    assert isinstance(cfg.confirm_frames, int)
+    assert VerdictConfig().source(calibrated) == "the classifier's calibration"
+    own = VerdictConfig(enter_fake=0.7, confirm_frames=3)
+    assert own.resolved(calibrated) == VerdictConfig(enter_fake=0.7, leave_fake=0.55, confirm_frames=3)
+    assert VerdictConfig(enter_fake=0.5).resolved(calibrated).leave_fake == 0.5  # capped: leave <= enter
+    assert VerdictConfig(leave_fake=0.9).resolved(calibrated).enter_fake == 0.9
+    bare = VerdictConfig().resolved({"fake": 0.5})  # an uncalibrated classifier
+    assert (bare.enter_fake, bare.leave_fake, bare.confirm_frames) == tuple(FALLBACK.values())
+    assert "run dfwatch-train calibrate" in VerdictConfig().source({"fake": 0.5})
+    assert VerdictConfig(enter_fake=0.6, leave_fake=0.4, confirm_frames=5).source(None) == "the configuration"
+    # a stream built from an unresolved config runs on the fallback
+    assert StreamVerdict(VerdictConfig()).cfg.enter_fake == FALLBACK["enter_fake"]

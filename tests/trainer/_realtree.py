@@ -46,6 +46,10 @@ DFDC = {  # rel path -> (label, split by realmedia.dfdc_crops): real and fake cr
 }
 
 
+UTKFACE = ("utkface/13_0_0_20170103200856687.jpg", "utkface/27_1_2_20170116170004947.jpg",
+           "utkface/68_0_2_20170111205006920.jpg")  # fmt: skip
+
+
 def _link(root: Path, rel: str) -> None:
     dst = root / rel
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +58,7 @@ def _link(root: Path, rel: str) -> None:
 
 def make_real_tree(root: Path) -> Path:
     """Link the files above under ``root`` (WIDER images with their label files); returns ``root``."""
-    rels = [*CLIPS, *PHOTOS, *DFDC]
+    rels = [*CLIPS, *PHOTOS, *DFDC, *UTKFACE]
     for split, names in (("train", WIDER_TRAIN), ("val", WIDER_VAL)):
         for name in names:
             rels.append(f"widerface/{split}/images/{name}")

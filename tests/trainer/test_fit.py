@@ -98,3 +98,71 @@ def test_fit_command_takes_the_search_config_and_flags(tiny_store, tmp_path):
     assert main([*argv, "--epochs", "2", "--resume", "--lr", "0.1"]) == 1  # another config: refused
     assert main([*argv, "--epochs", "2", "--resume"]) == 0
     assert len(load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["history"]) == 2
+
+
+def test_select_picks_the_best_epoch_by_its_score_and_records_the_measures(tiny_store, tmp_path):
+    scores = iter([0.6, 0.9, 0.7, 0.9])  # epoch 2 and 4 tie: the lower validation loss wins; here epoch 2 then
+
+    def select(model):
+        assert not model.training  # measured in eval mode
+        return {"select": next(scores), "celebdf_hard_face_auc": 0.5}
+
+    result = fit(CFG, data=tiny_store, out=tmp_path, progress=False, threads=1, select=select)
+    assert [r["select"] for r in result.history] == [0.6, 0.9, 0.7, 0.9]
+    assert all(r["celebdf_hard_face_auc"] == 0.5 for r in result.history)
+    losses = {r["epoch"]: r["val_loss"] for r in result.history}
+    assert result.best_epoch == (4 if losses[4] < losses[2] else 2)
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert ckpt["best"]["epoch"] == result.best_epoch and ckpt["best"]["select"] == 0.9
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from trainer.fit import lr_factor
+
+    assert lr_factor("constant", 3.3, epochs=5) == 1.0
+    assert lr_factor("cosine", 0.0, epochs=5) == pytest.approx(0.01)  # warm-up starts low
+    assert lr_factor("cosine", 0.5, epochs=5) == pytest.approx(0.5)
+    assert lr_factor("cosine", 1.0, epochs=5) == pytest.approx(1.0)  # peak after the first epoch
+    assert lr_factor("cosine", 3.0, epochs=5) == pytest.approx(0.5)  # halfway through the decay
+    assert lr_factor("cosine", 5.0, epochs=5) == pytest.approx(0.0, abs=1e-12)
+    factors = [lr_factor("cosine", t / 10, epochs=5) for t in range(10, 51)]
+    assert all(a >= b for a, b in zip(factors, factors[1:]))  # monotone after warm-up
+    with pytest.raises(FitError, match=r"unknown schedule 'step'; valid: \['constant', 'cosine'\]"):
+        TrainConfig(schedule="step")
+
+
+def test_cosine_fit_sets_the_learning_rate_per_step_and_an_interrupted_run_resumes_exactly(tiny_store, tmp_path):
+    from trainer.fit import lr_factor
+
+    cfg = replace(CFG, schedule="cosine", epochs=3)
+    whole = fit(cfg, data=tiny_store, out=None, progress=False, threads=1)
+
+    def stop_after_first(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt  # after epoch 1's checkpoint, as Ctrl-C would
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, data=tiny_store, out=tmp_path, progress=False, threads=1, on_epoch=stop_after_first)
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    steps = 24 * 1 // 8  # 24 train crops, batch 8: the warm-up's last step set lr * 2/3
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(cfg.lr * lr_factor("cosine", 2 / steps,
+                                                                                           epochs=3))  # fmt: skip
+    resumed = fit(cfg, data=tiny_store, out=tmp_path, resume=True, progress=False, threads=1)
+    for a, b in zip(whole.history, resumed.history):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    with pytest.raises(FitError, match=r"another config \(schedule: checkpoint 'cosine', now 'constant'\)"):
+        fit(replace(CFG, epochs=3), data=tiny_store, out=tmp_path, resume=True, progress=False, threads=1)
+
+
+def test_epoch_samples_draws_a_new_subset_each_epoch(tiny_store):
+    from trainer.fit import make_loader
+
+    def order(seed: int) -> list[float]:
+        loader = make_loader(tiny_store, "train", input_size=32, batch_size=4, shuffle=True, seed=seed, samples=10)
+        labels = [y for _, ys in loader for y in ys.tolist()]
+        assert len(labels) == 10
+        return [float(x.sum()) for x, _ in loader]
+
+    assert order(1) == order(1) and order(1) != order(2)
+    with pytest.raises(FitError, match="epoch_samples must be >= 1"):
+        TrainConfig(epoch_samples=0)

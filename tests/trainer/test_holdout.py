@@ -1,73 +1,92 @@
-"""trainer.holdout (behind `dfwatch-train validate`): held-out AUCs from a face store, and whole videos
-through the real `dfwatch watch` with the committed model pack."""
+"""trainer.holdout (behind `dfwatch-train validate`): held-out real-fake sets scored as served, and whole videos
+through the real `dfwatch watch` with the committed model pack: clip AUC, alerts and catches per set."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.trainer._realtree import NEEDS_SHARED_DATA, make_real_tree
-from trainer import holdout
-from trainer.realfaces import build_real_faces
-from trainer.store import FaceStore
+from tests.conftest import ROOT, SHARED_DATA
+from tests.trainer._realtree import NEEDS_SHARED_DATA
+from trainer import holdout, realmedia, realval
 
 pytestmark = NEEDS_SHARED_DATA
-
-
-class _Scorer:
-    """A classifier stand-in with the engines.Classifier surface: P(fake) = mean brightness of the centre."""
-
-    input_size, threshold = 32, 0.5
-
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
-        assert crops.dtype == np.uint8 and crops.shape[1:] == (32, 32, 3)  # resized to the input size
-        return crops[:, 8:24, 8:24].mean(axis=(1, 2, 3)).astype(np.float32) / 255.0
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("holdout")
-    out = root / "faces.h5"
-    build_real_faces(make_real_tree(root / "media"), out, crop_size=64, frames_per_clip=2, progress=False)
-    return out
-
-
-def test_self_blend_auc_pairs_every_pristine_test_clip_crop_with_its_blend(store: Path):
-    with FaceStore(store) as s:
-        test = s.indices("test")
-        n_clip = sum(str(i).startswith("clip:") for i in s.meta("identity")[test])
-    result = holdout.self_blend_auc(_Scorer(), store)
-    assert result["pairs"] == n_clip and n_clip > 0
-    assert 0.0 <= result["roc_auc"] <= 1.0 and result["threshold"] == 0.5
-    assert result == holdout.self_blend_auc(_Scorer(), store)  # fixed seed: the same blends every time
-
-
-def test_labelled_auc_scores_the_held_out_dfdc_crops_with_their_labels(store: Path):
-    with FaceStore(store) as s:
-        test = s.indices("test")
-        dfdc = [r for r, i in zip(test, s.meta("identity")[test]) if str(i).startswith("dfdc:")]
-        labels = s.meta("label")[dfdc]
-    result = holdout.labelled_auc(_Scorer(), store)
-    assert (result["crops"], result["fakes"]) == (len(dfdc), int(labels.sum()))
-
-
-def test_labelled_auc_names_a_missing_group(store: Path):
-    with pytest.raises(Exception, match="no test rows of 'nobody:' identities"):
-        holdout.labelled_auc(_Scorer(), store, prefix="nobody:")
+MODELS = ROOT / "models"
 
 
 def test_pipeline_videos_runs_the_service_on_whole_files(demo_clip):
-    summary, raw = holdout.pipeline_videos(ROOT / "models", [demo_clip.path])
+    run = holdout.pipeline_videos(MODELS, [demo_clip.path])
+    summary, raw = run.summary, run.face_scores
     video = summary[str(demo_clip.path)]
+    series = run.frame_scores[str(demo_clip.path)]
+    assert len(series) == demo_clip.n_frames and max(s for s in series if s is not None) == video["max_stream_score"]
     assert video["frames"] == demo_clip.n_frames  # files: nothing dropped
     assert sum(video["verdicts"].values()) == video["frames"]
     assert video["face_scores"] == len(raw[str(demo_clip.path)]) > 0
     assert video["mean_p_fake"] == round(float(raw[str(demo_clip.path)].mean()), 4)
+    assert video["ever_fake"] == ("FAKE" in video["verdicts"])
+    assert (video["first_fake_frame"] is not None) == video["ever_fake"]
+    assert 0.0 <= video["max_stream_score"] <= 1.0
     json.dumps(summary)  # the report is plain JSON
+
+
+def test_deepfacelive_clips_are_cut_into_real_and_swapped_halves(tmp_path):
+    halves = holdout.clips("deepfacelive", SHARED_DATA, tmp_path)
+    assert len(halves) == 8 and sorted(c.label for c in halves) == [0] * 4 + [1] * 4
+    src = realval.items("deepfacelive", SHARED_DATA)[0].path
+    with av.open(str(src)) as c:
+        width, frames = c.streams.video[0].codec_context.width, sum(1 for _ in c.decode(video=0))
+    left = next(c for c in halves if c.name.endswith(f"{src.name}:left"))
+    assert left.label == 0
+    with av.open(str(left.path)) as c:
+        assert c.streams.video[0].codec_context.width == width // 2 // 2 * 2
+        assert sum(1 for _ in c.decode(video=0)) == frames
+
+
+def test_real_clips_are_the_held_out_split_only(tmp_path):
+    test = holdout.clips("real_clips", SHARED_DATA, tmp_path)
+    expected = {s.rel for s in realmedia.real_videos(SHARED_DATA) if s.split == "test"}
+    assert {c.name for c in test} == expected and all(c.label == 0 for c in test)
+    with pytest.raises(Exception, match=r"unknown video set 'ff'; valid: \['celebdf_hard'"):
+        holdout.clips("ff", SHARED_DATA, tmp_path)
+
+
+def test_calibration_clips_stay_apart_from_the_reported_real_clips(tmp_path):
+    real, fake = holdout.calibration_clips(SHARED_DATA)
+    reported = {c.path for c in holdout.clips("real_clips", SHARED_DATA, tmp_path)}
+    assert real and reported and not reported & set(real)
+    assert {realmedia.clip_split(p.relative_to(SHARED_DATA).as_posix()) for p in real} == {"val"}
+    assert len(fake) == 7 and all(p.parent.name == "fake" for p in fake)
+
+
+def test_face_sets_score_the_served_crops(tmp_path):
+    from engines import Classifier, Detector
+
+    classifier, detector = Classifier(MODELS / "deepfake_classifier.onnx"), Detector(MODELS / "face_detector.onnx")
+    result = holdout.face_sets(classifier, detector, SHARED_DATA, cache=tmp_path, sets=("dfdc_test",))
+    m = result["dfdc_test"]
+    face_set = realval.load_set("dfdc_test", SHARED_DATA, detector, detector_sha=detector.manifest.sha256,
+                                size=classifier.input_size, margin=classifier.crop_margin, cache=tmp_path)  # fmt: skip
+    expected = realval.measure(face_set, classifier(face_set.images).astype(np.float64))
+    assert m["face_auc"] == pytest.approx(expected["face_auc"]) and m["faces"] == len(face_set)
+    assert m["role"] == "report" and m["missed_faces"] == face_set.missed
+
+
+def test_video_sets_count_alerts_and_catches_per_clip():
+    result = holdout.video_sets(MODELS, SHARED_DATA, sets=("celebdf_hard",))
+    m = result["celebdf_hard"]
+    assert (m["clips"], m["fake_clips"]) == (14, 7)
+    rows = m["rows"]
+    assert all(r["frames"] == 24 for r in rows)  # every frame of every segment got a verdict
+    reals, fakes = [r for r in rows if r["label"] == 0], [r for r in rows if r["label"] == 1]
+    assert m["real_alert_rate"] == pytest.approx(np.mean([r["ever_fake"] for r in reals]))
+    assert m["fake_catch_rate"] == pytest.approx(np.mean([r["ever_fake"] for r in fakes]))
+    assert m["verdicts_right"] == sum(not r["ever_fake"] for r in reals) + sum(r["ever_fake"] for r in fakes)
+    summary = holdout.alert_summary(result)
+    assert summary["real_clips"] == 7 and summary["real_alerted"] == len(summary["real_alerted_clips"])
+    markdown = holdout.report_markdown({"face_sets": {}, "video_sets": result, "alerts": summary})
+    assert "| celebdf_hard | 7 / 7 |" in markdown
+    assert f"{summary['real_alerted']} of {summary['real_clips']} real clips ever turned FAKE" in markdown

@@ -1,4 +1,4 @@
-"""The architecture registry: the paper's CNN family and EfficientNet B0-B7, one interface."""
+"""The architecture registry: the paper's CNN family, EfficientNet B0-B7 and the residual CNN, one interface."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_every_registered_model_answers_the_same_interface(name):
     assert count_parameters(name, input_size=64) == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", ["paper_cnn", "paper_cnn_deep", "efficientnet_b0"])
+@pytest.mark.parametrize("name", ["paper_cnn", "paper_cnn_deep", "efficientnet_b0", "rescnn"])
 def test_real_forward_of_each_family(name):
     torch.manual_seed(0)
     model = create_model(name, input_size=64).eval()
@@ -70,8 +70,31 @@ def test_efficientnet_family_is_torchvisions_untrained_with_one_logit():
     assert not torch.equal(other.net.features[0][0].weight, b0.net.features[0][0].weight)
 
 
+def test_rescnn_stages_halve_the_side_and_pool_globally():
+    model = create_model("rescnn", input_size=64, stem=8, widths=[8, 16, 32], blocks=[1, 2, 1], srm=False).eval()
+    feats = model.stages(model.stem(model.srm(torch.rand(2, 3, 64, 64))))
+    assert feats.shape == (2, 32, 4, 4)  # stem stride 2: 32, then three stages: 16, 8, 4
+    assert sum(isinstance(m, torch.nn.Linear) for m in model.modules()) == 1  # pooled head: one dense layer
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].in_channels == 3 and create_model("rescnn", input_size=64).stem[0].in_channels == 6
+
+
+def test_rescnn_srm_front_end_is_fixed_high_pass_of_the_grey_image():
+    model = create_model("rescnn", input_size=32).eval()
+    assert not [n for n, p in model.named_parameters() if n.startswith("srm")]  # fixed: nothing to train
+    flat = torch.full((1, 3, 32, 32), 0.7)
+    out = model.srm(flat)  # (1, 6, 32, 32)
+    assert torch.equal(out[:, :3], flat)
+    assert out[:, 3:, 2:-2, 2:-2].abs().max() < 1e-6  # a flat image has no residual away from the border
+    ramp = torch.linspace(0, 1, 32).repeat(1, 3, 32, 1)  # linear in x: first and second differences
+    residual = model.srm(ramp)[:, 3:, 4:-4, 4:-4]
+    assert residual.abs().max() < 1e-5  # second-order kernels annihilate a linear ramp
+    noise = model.srm(torch.rand(1, 3, 32, 32))[:, 3:, 2:-2, 2:-2]
+    assert noise.abs().mean() > 0.05  # while noise passes
+
+
 def test_unknown_model_lists_the_valid_ones():
-    assert {"paper_cnn", "paper_cnn_deep"} | {f"efficientnet_b{i}" for i in range(8)} == set(list_models())
+    assert {"paper_cnn", "paper_cnn_deep", "rescnn"} | {f"efficientnet_b{i}" for i in range(8)} == set(list_models())
     with pytest.raises(ModelConfigError, match=r"unknown model 'resnet9'; valid: \['efficientnet_b0'.*'paper_cnn'"):
         create_model("resnet9")
 
@@ -86,6 +109,9 @@ def test_unknown_model_lists_the_valid_ones():
         ("paper_cnn", {"width": 3}, r"unexpected keyword argument 'width'; valid fields: \['input_size', 'filters'"),
         ("efficientnet_b0", {"variant": "b9"}, r"variant 'b9' is not one of \['b0', 'b1'"),
         ("efficientnet_b2", {"input_size": 16}, r"input_size must be >= 32"),
+        ("rescnn", {"widths": (8, 16), "blocks": (1,)}, r"need one entry per stage"),
+        ("rescnn", {"stem_stride": 3}, r"stem_stride 1 or 2"),
+        ("rescnn", {"input_size": 8}, r"input_size 8 is too small for 3 stages"),
     ],
 )
 def test_bad_configs_name_the_value_and_the_valid_options(name, overrides, message):
@@ -93,7 +119,9 @@ def test_bad_configs_name_the_value_and_the_valid_options(name, overrides, messa
         create_model(name, **overrides)
 
 
-@pytest.mark.parametrize(("name", "size"), [("paper_cnn", 48), ("paper_cnn_deep", 64), ("efficientnet_b0", 64)])
+@pytest.mark.parametrize(
+    ("name", "size"), [("paper_cnn", 48), ("paper_cnn_deep", 64), ("efficientnet_b0", 64), ("rescnn", 64)]
+)
 def test_registered_models_export_to_onnx_and_score_through_engines(tmp_path, name, size):
     from engines import Classifier
     from engines.export import export_classifier

@@ -1,7 +1,9 @@
-"""realfaces: the classifier's face store from a miniature real-media tree, with the real teacher.
+"""realfaces: the classifier's face store from a miniature real-media tree, with the real teacher and with
+the shipped face detector.
 
 Splits follow trainer.realmedia (the test clip's rows are test), DFDC rows carry their folder's
-label, WIDER FACE rows are its human boxes of at least ``min_face`` px, and a rerun adds nothing.
+label, WIDER FACE rows are its human boxes of at least ``min_face`` px, UTKFace photos are one
+person each, and a rerun adds nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +14,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.trainer._realtree import CLIPS, DFDC, NEEDS_SHARED_DATA, PHOTOS, WIDER_TRAIN, WIDER_VAL, make_real_tree
+from tests.conftest import ROOT
+from tests.trainer._realtree import (
+    CLIPS,
+    DFDC,
+    NEEDS_SHARED_DATA,
+    PHOTOS,
+    UTKFACE,
+    WIDER_TRAIN,
+    WIDER_VAL,
+    make_real_tree,
+)
+from trainer import realmedia
 from trainer.realfaces import SOURCE, RealFacesSummary, build_real_faces, wider_boxes
 from trainer.store import FaceStore, split_code
 
 pytestmark = NEEDS_SHARED_DATA
 
 CROP, FRAMES, MIN_FACE = 64, 2, 64
+TEACHER = {"boxes": "teacher", "dfdc": True, "utkface": 0}  # the previous pack's recipe
+DETECTOR = ROOT / "models" / "face_detector.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +44,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, RealFac
     root = tmp_path_factory.mktemp("realfaces")
     media = make_real_tree(root / "media")
     out = root / "real_faces.h5"
-    summary = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False)
+    summary = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False,
+                               **TEACHER)  # fmt: skip
     return media, out, summary
 
 
@@ -113,7 +129,34 @@ def test_a_second_run_adds_nothing(built):
     media, out, _ = built
     with FaceStore(out) as store:
         rows, fingerprint = len(store), store.fingerprint()
-    again = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False)
+    again = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False,
+                             **TEACHER)  # fmt: skip
     assert again.rows == {} and again.sources == {} and again.skipped == []
     with FaceStore(out) as store:
         assert len(store) == rows and store.fingerprint() == fingerprint
+
+
+def test_detector_boxes_cut_the_serving_crop_and_utkface_photos_are_one_person_each(built, tmp_path):
+    from engines import Detector, crop_faces
+
+    media, _, _ = built
+    out = tmp_path / "faces.h5"
+    summary = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False,
+                               detector=DETECTOR)  # fmt: skip
+    assert "dfdc" not in summary.sources and summary.sources["utkface"] == len(UTKFACE)  # DFDC stays for validation
+    detector = Detector(DETECTOR)
+    splits = {s.rel: s.split for s in realmedia.utkface(media)}
+    with FaceStore(out) as store:
+        assert store.attrs["detector_sha256"] == detector.manifest.sha256
+        video, identity, split = store.meta("video"), store.meta("identity"), store.meta("split")
+        for rel in UTKFACE:
+            (row,) = np.flatnonzero(video == rel)  # one face per photo, the most confident
+            assert identity[row] == f"utk:{Path(rel).stem}" and split[row] == split_code(splits[rel])
+            import cv2
+
+            img = cv2.cvtColor(cv2.imread(str(media / rel)), cv2.COLOR_BGR2RGB)
+            found = detector([img])
+            best = found[np.array([int(np.argmax(found.score))])]
+            np.testing.assert_array_equal(store.crops(int(row)), crop_faces([img], best, size=CROP, margin=0.25)[0])
+        clip_scores = store.meta("det_score")[np.char.startswith(video, "real_videos/")]
+        assert len(clip_scores) and (clip_scores < 1).all() and (clip_scores >= detector.conf).all()

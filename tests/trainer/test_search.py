@@ -62,8 +62,25 @@ def test_suggest_config_efficientnet_family():
         suggest_config(trial, space=SearchSpace(efficientnet_variants=("b0",)))
 
 
+def test_suggest_config_builds_the_residual_family_and_draws_the_input_size():
+    trial = optuna.trial.FixedTrial({
+        "family": "rescnn", "res_stages": 4, "res_width": 16, "res_stem": 24, "res_blocks": 2, "res_srm": True,
+        "res_dropout": 0.3, "lr": 1e-3, "augment": "paper", "input_size": 192,
+    })  # fmt: skip
+    space = SearchSpace(input_sizes=(128, 192, 256))
+    cfg = suggest_config(trial, space=space, base=TrainConfig(epochs=3, input_size=64))
+    assert (cfg.model, cfg.input_size, cfg.epochs) == ("rescnn", 192, 3)
+    assert cfg.model_args == {"stem": 24, "widths": [16, 32, 64, 128], "blocks": [2, 2, 2, 2], "srm": True,
+                              "dropout": 0.3}  # fmt: skip
+    assert cfg.build_model().cfg.widths == (16, 32, 64, 128)
+    with pytest.raises(SearchError, match="input_sizes must be one or more sides >= 8"):
+        SearchSpace(input_sizes=(4,))
+
+
 def test_search_space_names_bad_choices():
-    with pytest.raises(SearchError, match=r"unknown families \['vit'\]; valid: \['paper_cnn', 'efficientnet'\]"):
+    with pytest.raises(
+        SearchError, match=r"unknown families \['vit'\]; valid: \['paper_cnn', 'efficientnet', 'rescnn'\]"
+    ):
         SearchSpace(families=("vit",))
     with pytest.raises(SearchError, match=r"unknown EfficientNet variants \['b8'\]; valid: \['b0'"):
         SearchSpace(efficientnet_variants=("b8",))
@@ -127,7 +144,36 @@ def test_latency_objective_reports_a_pareto_front(tiny_store, tmp_path):
     with pytest.raises(SearchError, match=r"no Pareto-optimal trial runs within 1e-06 ms"):
         run_search(data=tiny_store, out=tmp_path, n_trials=0, base=TrainConfig(**FAST), space=SMALL, latency=True,
                    max_latency_ms=1e-6, progress=False)  # fmt: skip
-    with pytest.raises(SearchError, match=r"has 2 objective\(s\), this search 1 \(without --latency\)"):
+    with pytest.raises(SearchError, match=r"\(minimize, minimize\), this search 1 \(minimize: without --latency"):
+        run_search(data=tiny_store, out=tmp_path, n_trials=1, base=TrainConfig(**FAST), space=SMALL, progress=False)
+
+
+def test_candidates_over_the_latency_bound_are_pruned_before_training(tiny_store, tmp_path):
+    with pytest.raises(SearchError, match=r"has no complete trial \(states: \['PRUNED'\]\)"):
+        run_search(data=tiny_store, out=tmp_path, n_trials=1, base=TrainConfig(**FAST), space=SMALL,
+                   max_latency_ms=1e-6, progress=False, seed=0)  # fmt: skip
+    (trial,) = optuna.load_study(study_name="dfwatch", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    assert trial.state.name == "PRUNED" and trial.user_attrs["latency_ms"] > 1e-6
+    assert "epochs_run" not in trial.user_attrs  # pruned before any training
+
+
+def test_select_makes_the_study_maximise_the_real_fake_score(tiny_store, tmp_path):
+    calls: list[int] = []
+
+    def select(size):
+        calls.append(size)
+        return lambda model: {"select": 0.5 + 0.1 * len(calls), "celebdf_hard_face_auc": 0.7}
+
+    result = run_search(data=tiny_store, out=tmp_path, n_trials=2, base=TrainConfig(**FAST), space=SMALL,
+                        select=select, progress=False, seed=0)  # fmt: skip
+    assert calls == [32, 32]  # one validator per trial, at the trial's input size
+    study = optuna.load_study(study_name="dfwatch", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert result.best["trial"] == 1 and result.best["select"] == pytest.approx(0.7)
+    assert result.best["measures"] == {"celebdf_hard_face_auc": 0.7}
+    assert result.best["objective"].startswith("selection score")
+    assert all(r["latency_ms"] > 0 and r["select"] is not None for r in result.trials)
+    with pytest.raises(SearchError, match=r"\(maximize\), this search 1 \(minimize: without --latency, without --sel"):
         run_search(data=tiny_store, out=tmp_path, n_trials=1, base=TrainConfig(**FAST), space=SMALL, progress=False)
 
 

@@ -16,5 +16,6 @@ COMMANDS = (
     "detector",
     "realfaces",
     "validate",
+    "calibrate",
     "placeholders",
 )

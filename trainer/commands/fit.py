@@ -13,7 +13,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 # The fields a --config file (the search's best_config.json) decides; epochs, batch and seed are fit's own.
-CONFIG_FIELDS = ("model", "model_args", "input_size", "lr", "weight_decay", "augment", "self_blend")
+CONFIG_FIELDS = ("model", "model_args", "input_size", "lr", "weight_decay", "augment", "self_blend", "capture",
+                 "schedule", "epoch_samples")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -49,7 +50,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
         cfg = replace(cfg, **{k: getattr(loaded, k) for k in CONFIG_FIELDS})
     if args.model is not None and args.model != cfg.model:
         cfg = replace(cfg, model=args.model, model_args={})  # the config's args belong to its own model
-    flags = ("input_size", "lr", "augment", "self_blend")
+    flags = ("input_size", "lr", "augment", "self_blend", "capture", "schedule", "epoch_samples")
     overrides = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     model_args = {**cfg.model_args, **parse_model_args(args.model_arg)}
     return replace(
@@ -57,11 +58,39 @@ def resolve_config(args: argparse.Namespace) -> Any:
     )
 
 
+def add_select_options(p: argparse.ArgumentParser) -> None:
+    """Model selection on real manipulated faces (trainer.realval): shared by fit and search."""
+    p.add_argument("--select-media", type=Path, default=None, metavar="DIR",
+                   help="the shared data folder (../shared/data): pick the best epoch (and trial) by AUC on its "
+                   "real manipulated faces (Celeb-DF hard segments, DFDC), never trained on; other labelled "
+                   "sets are measured alongside. Default: pick by validation loss")  # fmt: skip
+    p.add_argument("--select-detector", type=Path, default=Path("models/face_detector.onnx"),
+                   help="face detector that cuts the held-out faces (default: the shipped one)")  # fmt: skip
+    p.add_argument("--select-cache", type=Path, default=Path("runs/realval-cache"),
+                   help="where the detector's boxes of the held-out sets are cached")  # fmt: skip
+
+
+def make_selector(args: argparse.Namespace, *, size: int, margin: float, device: str) -> Any:
+    """The ``fit(select=...)`` callable for --select-media, or None."""
+    if args.select_media is None:
+        return None
+    from trainer.realval import RealFakeValidator
+
+    return RealFakeValidator(args.select_media, args.select_detector, size=size, margin=margin,
+                             cache=args.select_cache, device=device)  # fmt: skip
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI at import otherwise
-    from trainer.fit import fit
+    from dataclasses import replace
+
+    from trainer.fit import dataset_info, fit, resolve_device
 
     cfg = resolve_config(args)
+    info = dataset_info(args.data)
+    if cfg.input_size is None:
+        cfg = replace(cfg, input_size=info["crop_size"])
+    select = make_selector(args, size=cfg.input_size, margin=info["crop_margin"], device=resolve_device(args.device))
     try:
         result = fit(
             cfg,
@@ -71,15 +100,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
             device=args.device,
             threads=args.threads,
             workers=args.workers,
+            select=select,
         )
     except KeyboardInterrupt:
         print(f"fit: interrupted; finished epochs are in {args.out}: rerun with --resume", file=sys.stderr)
         return 130
     best = result.history[result.best_epoch - 1]
     last = result.history[-1]
+    picked = f", select {best['select']:.4f}" if "select" in best else ""
     print(
         f"fit: {cfg.model}, {len(result.history)} epochs; best epoch {result.best_epoch}: val loss "
-        f"{best['val_loss']:.4f}, acc {best['val_acc']:.4f} (last: {last['val_loss']:.4f}, {last['val_acc']:.4f}); "
+        f"{best['val_loss']:.4f}, acc {best['val_acc']:.4f}{picked} (last: {last['val_loss']:.4f}, "
+        f"{last['val_acc']:.4f}); "
         f"checkpoint {result.checkpoint}\nnext: dfwatch-train evaluate --checkpoint {result.checkpoint} "
         f"--out {Path(args.out).parent / 'eval'}",
         file=sys.stderr,
@@ -118,6 +150,17 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         help="add one self-blended fake (SBI) per real crop of train and val, made on the fly "
         "(default: off, or the config's)",
     )
+    p.add_argument(
+        "--capture",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show every crop as a feed would (native size, JPEG / H.264) with the blends made at the native size "
+        "(trainer.capture; needs --self-blend; default: off, or the config's)",
+    )
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
+                   help="learning rate schedule (default: constant, or the config's)")  # fmt: skip
+    p.add_argument("--epoch-samples", type=int, default=None, metavar="N",
+                   help="train items per epoch, a new random subset each (default: all, or the config's)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=20, help="epochs in total (default: 20)")
     p.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and dropout (default: 0)")
@@ -133,6 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="face store (HDF5) from `dfwatch-train dataset`")
     p.add_argument("--out", type=Path, required=True, help="run directory for checkpoint.pt")
     add_fit_options(p)
+    add_select_options(p)
     p.add_argument(
         "--resume", action="store_true", help="continue --out/checkpoint.pt (same store and config; --epochs may grow)"
     )

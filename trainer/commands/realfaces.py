@@ -14,7 +14,8 @@ def cmd_realfaces(args: argparse.Namespace) -> int:
     from trainer.realfaces import build_real_faces
 
     summary = build_real_faces(args.media, args.out, crop_size=args.crop_size, margin=args.crop_margin,
-                               frames_per_clip=args.frames_per_clip, min_face=args.min_face)  # fmt: skip
+                               frames_per_clip=args.frames_per_clip, min_face=args.min_face, boxes=args.boxes,
+                               detector=args.detector, utkface=args.utkface, dfdc=args.dfdc)  # fmt: skip
     for line in summary.skipped:
         logger.info("skipped %s", line)
     rows = ", ".join(f"{k} {v}" for k, v in sorted(summary.rows.items())) or "nothing new"
@@ -25,7 +26,7 @@ def cmd_realfaces(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "realfaces", help="face-crop store of the real media (teacher boxes; fakes come from --self-blend)"
+        "realfaces", help="face-crop store of the real media (detector boxes; fakes come from --self-blend)"
     )
     p.add_argument("--media", type=Path, default=Path("../shared/data"), help="the shared real-media folder")
     p.add_argument("--out", type=Path, default=Path("runs/real_faces.h5"), help="HDF5 store to write or resume")
@@ -33,4 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop-margin", type=float, default=0.25, help="crop margin, fraction of the box side")
     p.add_argument("--frames-per-clip", type=int, default=24, help="frames sampled from each clip")
     p.add_argument("--min-face", type=int, default=64, help="smallest face height kept, px")
+    p.add_argument("--boxes", choices=["detector", "teacher"], default="detector",
+                   help="face boxes from the shipped detector (the serving crop) or the MTCNN teacher")  # fmt: skip
+    p.add_argument("--detector", type=Path, default=Path("models/face_detector.onnx"),
+                   help="face detector artifact for --boxes detector")  # fmt: skip
+    p.add_argument("--utkface", type=int, default=None, metavar="N",
+                   help="UTKFace photos to include (default: all; 0: none)")  # fmt: skip
+    p.add_argument("--dfdc", action="store_true",
+                   help="also store the labelled DFDC crops (the default pack keeps them for validation)")  # fmt: skip
     p.set_defaults(func=cmd_realfaces)

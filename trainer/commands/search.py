@@ -1,4 +1,5 @@
-"""dfwatch-train search: Optuna architecture search over the paper's CNN family and EfficientNet B0-B7."""
+"""dfwatch-train search: Optuna architecture search over the paper's CNN family, EfficientNet B0-B7 and a
+residual CNN with a high-pass front end, with input size, under a measured latency bound."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from trainer.commands.fit import add_runtime_options
+from trainer.commands.fit import add_runtime_options, add_select_options, make_selector
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +28,18 @@ def _blocks(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected FEWEST-MOST, e.g. 2-4, got {text!r}") from None
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sides like 128,192,256, got {text!r}") from None
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI at import otherwise
-    from trainer.fit import TrainConfig
+    from functools import cache
+
+    from trainer.fit import TrainConfig, dataset_info, resolve_device
     from trainer.search import SearchSpace, redact, run_search, trials_markdown
 
     space = SearchSpace(
@@ -38,9 +48,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         cnn_blocks=args.cnn_blocks,
         cnn_batch_norm={"search": (False, True), "on": (True,), "off": (False,)}[args.cnn_batch_norm],
         augments=args.augments,
+        input_sizes=args.input_sizes,
+        res_stages=args.res_stages,
     )
     base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, input_size=args.input_size, seed=args.seed,
-                       self_blend=args.self_blend)  # fmt: skip
+                       self_blend=args.self_blend, capture=args.capture, schedule=args.schedule,
+                       epoch_samples=args.epoch_samples)  # fmt: skip
+    select = None
+    if args.select_media is not None:
+        margin, device = dataset_info(args.data)["crop_margin"], resolve_device(args.device)
+        select = cache(lambda size: make_selector(args, size=size, margin=margin, device=device))
     storage = args.storage or os.environ.get(STORAGE_ENV) or None
     try:
         result = run_search(
@@ -61,6 +78,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             threads=args.threads,
             workers=args.workers,
             redis_prefix=args.redis_prefix,
+            select=select,
         )
     except KeyboardInterrupt:
         print("search: interrupted; finished trials are kept in the study: rerun to go on", file=sys.stderr)
@@ -68,11 +86,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(trials_markdown(result.trials), end="")
     best = result.best
     states = [r["state"] for r in result.trials]
-    latency = f", latency {best['latency_ms']:.2f} ms" if best.get("latency_ms") is not None else ""
+    latency = f", {best['latency_ms']:.2f} ms per face" if best.get("latency_ms") is not None else ""
+    score = f"select {best['select']:.4f}, " if best.get("select") is not None else ""
     print(
         f"search: study {result.study_name!r} ({redact(str(storage or Path(args.out) / 'study.db'))}): "
         f"{len(states)} trials ({states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
-        f"{states.count('FAIL')} failed); best trial {best['trial']}: {best['config']['model']}, val loss "
+        f"{states.count('FAIL')} failed); best trial {best['trial']}: {best['config']['model']}, {score}val loss "
         f"{best['val_loss']:.4f}{latency}\nwrote {result.paths['best_config']}, {result.paths['trials_csv']}"
         + (f", {result.paths['pareto']} (Pareto front: {len(result.pareto)} trials)" if result.pareto else "")
         + f"\nnext: dfwatch-train fit --data {args.data} --config {result.paths['best_config']} --out RUN_DIR",
@@ -95,23 +114,31 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=10, help="epochs per trial (default: 10)")
     p.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")
     p.add_argument("--input-size", type=int, default=None, help="network input side (default: the store's crop size)")
+    p.add_argument("--input-sizes", type=_sizes, default=None, metavar="S1,S2",
+                   help="input sides to search, e.g. 128,192,256 (default: --input-size only)")  # fmt: skip
     p.add_argument(
         "--self-blend",
         action="store_true",
         help="every trial adds one self-blended fake (SBI) per real crop of train and val, made on the fly",
     )
+    p.add_argument("--capture", action="store_true",
+                   help="trials show crops as a feed would, blends at the native size (trainer.capture)")  # fmt: skip
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant", help="learning rate schedule")
+    p.add_argument("--epoch-samples", type=int, default=None, metavar="N",
+                   help="train items per epoch and trial, a new random subset each epoch (default: all)")  # fmt: skip
     p.add_argument("--pruner", default="median", choices=PRUNERS, help="prune trials per epoch (default: median)")
     p.add_argument(
         "--latency",
         action="store_true",
-        help="second objective: measured inference latency (torch, batch 1) on this machine; "
+        help="second objective: measured inference latency (ONNX Runtime, batch 8, ms per face) on this machine; "
         "reports the Pareto front (no pruning: Optuna prunes single-objective studies only)",
     )
     p.add_argument(
         "--max-latency-ms",
         type=float,
         default=None,
-        help="with --latency: pick the lowest-loss Pareto trial within this latency",
+        help="prune candidates slower than this (ms per face, ONNX Runtime, batch 8) before they train; with "
+        "--latency also pick the best Pareto trial within it",
     )
     p.add_argument("--max-params", type=int, default=None, help="prune candidates with more parameters than this")
     p.add_argument(
@@ -135,6 +162,8 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         metavar="FEWEST-MOST",
         help="conv blocks of the paper's CNN family (default: 2-4)",
     )
+    p.add_argument("--res-stages", type=_blocks, default=(3, 4), metavar="FEWEST-MOST",
+                   help="residual stages of the rescnn family (default: 3-4)")  # fmt: skip
     p.add_argument(
         "--cnn-batch-norm",
         choices=("search", "on", "off"),
@@ -160,13 +189,15 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sampler-seed", type=int, default=None, help="TPE sampler seed (default: random; give each worker its own)"
     )
+    add_select_options(p)
     add_runtime_options(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
-        help="Optuna architecture search (paper's CNN family, EfficientNet B0-B7), objective validation loss",
+        help="Optuna architecture search (paper's CNN, EfficientNet B0-B7, residual CNN), objective validation "
+        "loss or AUC on real manipulated faces (--select-media)",
         description="Trials train with `fit`'s own training loop on the train split, scored on val. Writes "
         "OUT/best_config.json (feed it to `fit --config`), OUT/trials.csv and trials.md; the trials table "
         "goes to stdout. Several processes (machines) with one --storage URL and --study-name share the trials.",

@@ -1,0 +1,118 @@
+"""Simulated capture: native sizes and codecs as drawn, real codecs, one resize to the input, fakes blended at
+the native size, and reals and fakes through the same steps in the training dataset."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engines.crops import resize_square
+from tests.trainer._tiny import write_tiny_store
+from trainer.capture import Capture, CaptureConfig, draw_capture, encode, simulate_capture
+from trainer.fit import make_loader
+from trainer.selfblend import SelfBlendDataset
+from trainer.store import FaceDataset
+
+
+def _scene(size: int, seed: int = 0) -> np.ndarray:
+    """(size, size, 3) uint8 with smooth shading and fine texture (what codecs and resizes act on)."""
+    rng = np.random.default_rng(seed)
+    low = rng.uniform(40, 220, (8, 8, 3)).astype(np.float32)
+    img = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC) + rng.normal(0, 10, (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_draws_cover_native_sizes_and_codecs_in_their_shares():
+    cfg = CaptureConfig()
+    rng = np.random.default_rng(0)
+    draws = [draw_capture(rng, 256, cfg) for _ in range(4000)]
+    natives = np.array([d.native for d in draws])
+    assert natives.min() >= cfg.min_native and natives.max() == 256 and (natives % 2 == 0).all()
+    assert abs((natives == 256).mean() - cfg.p_full) < 0.04  # shown at the stored side
+    assert (natives < 100).mean() > 0.15  # small faces are common: log-uniform down to min_native
+    codecs = Counter(d.codec for d in draws)
+    assert abs(codecs["jpeg"] / 4000 - cfg.p_jpeg) < 0.04 and abs(codecs["h264"] / 4000 - cfg.p_h264) < 0.04
+    jpeg = [d.quality for d in draws if d.codec == "jpeg"]
+    assert min(jpeg) >= cfg.jpeg_quality[0] and max(jpeg) <= cfg.jpeg_quality[1]
+    assert draw_capture(rng, 48, cfg).native == 48  # a crop smaller than min_native keeps its size
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "h264"])
+def test_codecs_are_real_and_lossier_at_lower_quality(codec):
+    img = _scene(96)
+    good, bad = (Capture(96, codec, 95), Capture(96, codec, 30)) if codec == "jpeg" else (
+        Capture(96, codec, 18), Capture(96, codec, 40))  # fmt: skip
+    out_good, out_bad = encode(img, good), encode(img, bad)
+    assert out_good.shape == img.shape and out_good.dtype == np.uint8
+    err_good = np.abs(out_good.astype(int) - img).mean()
+    err_bad = np.abs(out_bad.astype(int) - img).mean()
+    assert 0 < err_good < err_bad < 40
+    assert encode(img, Capture(96, "none")) is img
+    with pytest.raises(ValueError, match=r"unknown codec 'vp9'; valid: \['none', 'jpeg', 'h264'\]"):
+        encode(img, Capture(96, "vp9"))
+
+
+def test_h264_keeps_odd_sides():
+    img = _scene(64)[:63, :61]
+    assert encode(np.ascontiguousarray(img), Capture(64, "h264", 23)).shape == (63, 61, 3)
+
+
+def test_simulated_capture_blends_at_the_native_size_and_resizes_once():
+    seen: list[int] = []
+
+    def swap(native: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        seen.append(native.shape[0])
+        return native
+
+    img = _scene(256)
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        capture = draw_capture(np.random.default_rng(seed), 256)
+        out = simulate_capture(img, rng, size=96, swap=swap)
+        assert out.shape == (96, 96, 3) and out.dtype == np.uint8
+        assert seen[-1] == capture.native  # the swap saw the crop at the drawn native side
+        if capture.codec == "none":  # no codec: exactly the two resizes, native then input, nothing else
+            np.testing.assert_array_equal(out, resize_square(resize_square(img, capture.native), 96))
+
+
+def test_capture_config_is_checked():
+    with pytest.raises(ValueError, match="min_native must be >= 8"):
+        CaptureConfig(min_native=4)
+    with pytest.raises(ValueError, match="p_jpeg \\+ p_h264 <= 1"):
+        CaptureConfig(p_jpeg=0.8, p_h264=0.4)
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_store(tmp_path_factory.mktemp("capture") / "faces.h5", size=64)
+
+
+def test_dataset_shows_reals_and_fakes_through_the_same_capture(tiny_store):
+    loader = make_loader(tiny_store, "val", input_size=48, batch_size=8, shuffle=False, self_blend=True, capture=True)
+    ds = loader.dataset
+    assert isinstance(ds, SelfBlendDataset) and ds.capture is not None and ds.size == 48
+    assert ds.base.input_size is None and ds.base.augment is None  # the capture resizes, once
+    n = len(ds.base)
+    for i in (0, n - 1, n, len(ds) - 1):  # reals and fakes alike arrive at the input size
+        x, y = ds[i]
+        assert x.shape == (3, 48, 48) and x.dtype == torch.float32 and float(y) == ds.labels[i]
+    np.testing.assert_array_equal(ds.image(3), ds.image(3))  # val: fixed draws
+    # a real item is its stored crop through a capture (no blend): the same as simulate_capture with its rng
+    expected = simulate_capture(ds.base.raw_crop(3), ds._rng(3), size=48)
+    np.testing.assert_array_equal(ds.image(3), expected)
+    train = make_loader(tiny_store, "train", input_size=48, batch_size=8, shuffle=True, seed=1, self_blend=True,
+                        capture=True, augment="paper")  # fmt: skip
+    assert train.dataset.augment is not None  # the augmentation runs after the capture, at the input size
+    x, y = next(iter(train))
+    assert x.shape == (8, 3, 48, 48)
+
+
+def test_capture_needs_the_base_to_leave_resizing_to_it(tiny_store):
+    base = FaceDataset(tiny_store, "val", input_size=48)
+    with pytest.raises(ValueError, match="with capture, give the input size here"):
+        SelfBlendDataset(base, margin=0.25, capture=CaptureConfig(), size=48)

@@ -1,0 +1,119 @@
+"""How a face reaches the classifier in a broadcast feed, simulated on a stored crop: ``simulate_capture``.
+
+A stored crop (the store's side, 256) stands for the scene. A feed shows the face at some
+*native* size (a face 60 px high in a wide shot, 400 px in a close-up), compressed by a codec
+(JPEG stills, H.264 video); serving then cuts the crop and resizes it once to the classifier's
+input (``engines.crops.resize_square``). A face swap happens *in* the feed, before the codec:
+its blend is made at the native size. So a fake is made here as swaps are:
+
+    stored crop -> native size -> [blend, fakes only] -> codec -> input size
+
+and a real crop goes through the same steps without the blend, so that size, sharpness and
+compression say nothing about the label; only the blend does.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from engines.crops import resize_square
+
+CODECS = ("none", "jpeg", "h264")
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    min_native: int = 64  # smallest native crop side, px (log-uniform between this and the stored side)
+    p_full: float = 0.25  # probability that the face is shown at the stored side (no downscale)
+    p_jpeg: float = 0.55  # probability of JPEG compression
+    p_h264: float = 0.2  # probability of one H.264 intra frame (the rest: no codec)
+    jpeg_quality: tuple[int, int] = (35, 95)
+    h264_crf: tuple[int, int] = (18, 36)
+
+    def __post_init__(self) -> None:
+        if self.min_native < 8:
+            raise ValueError(f"min_native must be >= 8, got {self.min_native}")
+        if min(self.p_full, self.p_jpeg, self.p_h264) < 0 or self.p_jpeg + self.p_h264 > 1 or self.p_full > 1:
+            raise ValueError("capture probabilities must be >= 0, p_full <= 1 and p_jpeg + p_h264 <= 1")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One drawn capture: the native crop side and the codec with its quality (JPEG) or CRF (H.264)."""
+
+    native: int
+    codec: str
+    quality: int = 0
+
+
+def draw_capture(rng: np.random.Generator, stored: int, cfg: CaptureConfig = CaptureConfig()) -> Capture:
+    """A random capture of a crop stored at side ``stored``."""
+    if rng.random() < cfg.p_full or stored <= cfg.min_native:
+        native = stored
+    else:
+        native = int(round(np.exp(rng.uniform(np.log(cfg.min_native), np.log(stored)))))
+    native += native % 2  # H.264 wants even sides
+    u = rng.random()
+    if u < cfg.p_jpeg:
+        return Capture(native, "jpeg", int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
+    if u < cfg.p_jpeg + cfg.p_h264:
+        return Capture(native, "h264", int(rng.integers(cfg.h264_crf[0], cfg.h264_crf[1] + 1)))
+    return Capture(native, "none")
+
+
+def encode(image: np.ndarray, capture: Capture) -> np.ndarray:
+    """``image`` (S, S, 3) uint8 RGB after the capture's codec (a new array; "none" returns it as is)."""
+    if capture.codec == "none":
+        return image
+    if capture.codec == "jpeg":
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, capture.quality])
+        if not ok:
+            raise ValueError(f"JPEG encoding failed for a {image.shape} image")
+        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    if capture.codec == "h264":
+        return _h264(image, capture.quality)
+    raise ValueError(f"unknown codec {capture.codec!r}; valid: {list(CODECS)}")
+
+
+def _h264(image: np.ndarray, crf: int) -> np.ndarray:
+    """One frame through libx264 (yuv420p, intra) and back: H.264's blocking, ringing and deblocking."""
+    import av
+
+    h, w = image.shape[:2]
+    src = image if h % 2 == 0 and w % 2 == 0 else cv2.resize(image, (w + w % 2, h + h % 2))
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = src.shape[1], src.shape[0], "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(src), format="rgb24")):
+            out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    buf.seek(0)
+    with av.open(buf, "r", format="h264") as inp:
+        frame = next(inp.decode(video=0)).to_ndarray(format="rgb24")
+    return frame if frame.shape[:2] == (h, w) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def simulate_capture(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    size: int,
+    cfg: CaptureConfig = CaptureConfig(),
+    swap: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+) -> np.ndarray:
+    """A stored crop (S, S, 3) uint8 as the classifier would see it at input ``size``: scaled to a drawn
+    native side, ``swap``-ed there (fakes: ``swap(native_crop, rng)``), encoded, resized to ``size``."""
+    capture = draw_capture(rng, image.shape[0], cfg)
+    x = resize_square(image, capture.native)  # (n, n, 3)
+    if swap is not None:
+        x = swap(x, rng)
+    return resize_square(encode(x, capture), size)  # (size, size, 3)
