@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+import cv2
 import numpy as np
 
 StreamId = str
@@ -30,8 +31,21 @@ class Frame:
     index: int  # 0-based frame number in the stream, counted by the decoder
     pts: float | None  # presentation time in seconds, from the container
     capture_time: float  # wall-clock time (time.time()) when the frame was decoded
-    image: np.ndarray = field(repr=False)  # (H, W, 3) uint8 RGB
+    image: np.ndarray = field(repr=False)  # (H, W, 3) uint8 RGB; with pixel_format "i420": (H * 3/2, W) planes
     decode_seconds: float = 0.0  # seconds decoding and converting this frame, not waiting for data
+    pixel_format: str = "rgb24"  # "rgb24", or "i420": the decoder's planes, converted only when processed
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        h = self.image.shape[0] * 2 // 3 if self.pixel_format == "i420" else self.image.shape[0]
+        return self.image.shape[1], h
+
+    def rgb(self) -> Frame:
+        """This frame with an RGB image: itself, or its I420 planes converted once (OpenCV, BT.601 limited range)."""
+        if self.pixel_format == "rgb24":
+            return self
+        return replace(self, image=cv2.cvtColor(self.image, cv2.COLOR_YUV2RGB_I420), pixel_format="rgb24")
 
 
 _DTYPES = {"xyxy": np.float32, "det_score": np.float32, "frame_index": np.int64, "track_id": np.int64,

@@ -160,7 +160,7 @@ class Runner:
         spec, sid, obs = stream.spec, stream.spec.stream_id, self.observer
         stop = _AnyEvent(self.stop, stream.stop)
         try:
-            for frame in stream_frames(spec, stop, self.events):
+            for frame in stream_frames(spec, stop, self.events, rgb=False):  # converted only if processed
                 if stop.is_set():
                     break
                 obs.frame_decoded(sid, frame.decode_seconds)

@@ -21,7 +21,8 @@ from pipeline.observer import Observer
 logger = logging.getLogger(__name__)
 
 RELIEF_BUSY = 0.7  # k and m come back only when the stages were busy less than this share of the time
-RECENT_BATCHES = 10  # batch durations behind the estimate of how long the next batch takes
+RECENT_BATCHES = 30  # batch durations behind the estimate of how long the next batch takes (a few seconds)
+SAFETY = 1.5  # the next batch is expected to take up to this many times the slowest recent one (a shared CPU)
 PUBLISH_MARGIN = 0.02  # seconds added to that estimate for publishing the batch
 
 
@@ -72,8 +73,12 @@ class Schedule:
 
     @property
     def expected_seconds(self) -> float:
-        """How long the next batch will probably take to publish: the slowest of the recent ones, and a margin."""
-        return (max(self._recent) if self._recent else 0.0) + PUBLISH_MARGIN
+        """How long the next batch may take to publish: SAFETY times the slowest of the recent ones, and a margin.
+
+        Conservative on purpose: a frame shed a little early costs nothing under overload (a newer one of its
+        stream is waiting), a frame published late counts against the budget.
+        """
+        return SAFETY * (max(self._recent) if self._recent else 0.0) + PUBLISH_MARGIN
 
     def took(self, seconds: float) -> None:
         """A batch took ``seconds`` through the stages (the first, which warms the runtimes up, does not count)."""

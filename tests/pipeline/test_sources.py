@@ -325,6 +325,22 @@ def test_fast_rgb_conversion_matches_swscale_on_real_footage(real_video: Path):
         assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 4, (diff.mean(), np.percentile(diff, 99))
 
 
+def test_frames_left_in_i420_convert_to_the_same_rgb_when_processed(real_video: Path):
+    """The runner's readers keep the decoder's planes; a frame that is processed converts once, identically."""
+    import numpy as np
+
+    from pipeline.sources import read_frames
+
+    spec = SourceSpec("clip", str(real_video))
+    planes, converted = list(read_frames(spec, rgb=False))[:4], list(read_frames(spec))[:4]
+    for lazy, eager in zip(planes, converted):
+        assert lazy.pixel_format == "i420" and eager.pixel_format == "rgb24" and lazy.size == eager.size
+        assert lazy.image.shape == (eager.image.shape[0] * 3 // 2, eager.image.shape[1])
+        rgb = lazy.rgb()
+        assert rgb.pixel_format == "rgb24" and rgb.rgb() is rgb and (rgb.index, rgb.pts) == (eager.index, eager.pts)
+        np.testing.assert_array_equal(rgb.image, eager.image)
+
+
 def test_other_pixel_formats_take_swscale_and_say_so_once(tmp_path: Path, caplog):
     import logging
     from fractions import Fraction
