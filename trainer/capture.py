@@ -28,12 +28,12 @@ CODECS = ("none", "jpeg", "h264")
 
 @dataclass(frozen=True)
 class CaptureConfig:
-    min_native: int = 64  # smallest native crop side, px (log-uniform between this and the stored side)
-    p_full: float = 0.25  # probability that the face is shown at the stored side (no downscale)
+    min_native: int = 96  # smallest native crop side, px (log-uniform between this and the stored side)
+    p_full: float = 0.3  # probability that the face is shown at the stored side (no downscale)
     p_jpeg: float = 0.55  # probability of JPEG compression
     p_h264: float = 0.2  # probability of one H.264 intra frame (the rest: no codec)
-    jpeg_quality: tuple[int, int] = (35, 95)
-    h264_crf: tuple[int, int] = (18, 36)
+    jpeg_quality: tuple[int, int] = (50, 95)  # broadcast-grade to heavily compressed stills
+    h264_crf: tuple[int, int] = (20, 32)  # from near-transparent to a busy low-bitrate feed
 
     def __post_init__(self) -> None:
         if self.min_native < 8:
@@ -109,10 +109,13 @@ def simulate_capture(
     size: int,
     cfg: CaptureConfig = CaptureConfig(),
     swap: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    capture: Capture | None = None,
 ) -> np.ndarray:
-    """A stored crop (S, S, 3) uint8 as the classifier would see it at input ``size``: scaled to a drawn
-    native side, ``swap``-ed there (fakes: ``swap(native_crop, rng)``), encoded, resized to ``size``."""
-    capture = draw_capture(rng, image.shape[0], cfg)
+    """A stored crop (S, S, 3) uint8 as the classifier would see it at input ``size``: scaled to a native side,
+    ``swap``-ed there (fakes: ``swap(native_crop, rng)``), encoded, resized to ``size``. ``capture`` fixes the
+    native side and codec (a fake shown as its real twin is); by default they are drawn from ``rng``."""
+    if capture is None:
+        capture = draw_capture(rng, image.shape[0], cfg)
     x = resize_square(image, capture.native)  # (n, n, 3)
     if swap is not None:
         x = swap(x, rng)

@@ -155,8 +155,9 @@ def make_loader(
 
     ``self_blend`` adds one self-blended fake per real crop (trainer.selfblend): drawn from ``seed``
     on "train", the same on every read on the other splits. ``capture`` shows every crop as a feed
-    would (trainer.capture), fakes blended at the native size. ``samples`` (with ``shuffle``) draws
-    that many items without replacement, a new subset for each ``seed``.
+    would (trainer.capture), fakes blended at the native size; shuffled, each real crop then comes
+    in one batch with its fake (``PairSampler``). ``samples`` (with ``shuffle``) draws that many
+    items without replacement, a new subset for each ``seed``.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -165,6 +166,9 @@ def make_loader(
 
     # seeded per epoch in-process, so a resumed run draws what an uninterrupted one would; worker
     # processes draw their own (a shared seed would repeat one sequence in every worker)
+    if capture and not self_blend:
+        raise FitError("capture simulates how the self-blended fakes and the reals reach the classifier: it needs "
+                       "self_blend")  # fmt: skip
     fn = make_augment(augment, seed=seed if workers == 0 else None) if split == "train" else None
     dataset: Any = FaceDataset(data, split, augment=None if capture else fn, input_size=None if capture else input_size)
     if len(dataset) == 0:
@@ -179,7 +183,12 @@ def make_loader(
                                    size=input_size if capture else None, augment=fn if capture else None)  # fmt: skip
     generator = torch.Generator().manual_seed(seed)
     sampler = None
-    if shuffle and samples is not None and samples < len(dataset):
+    if shuffle and capture:
+        from trainer.selfblend import PairSampler
+
+        sampler = PairSampler(dataset, pairs=None if samples is None else samples // 2, generator=generator)
+        shuffle = False
+    elif shuffle and samples is not None and samples < len(dataset):
         from torch.utils.data import RandomSampler
 
         sampler, shuffle = RandomSampler(dataset, num_samples=samples, generator=generator), False

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from trainer.capture import CaptureConfig, simulate_capture
+from trainer.capture import CaptureConfig, draw_capture, simulate_capture
 from trainer.store import FaceDataset
 
 REF_SIDE = 256  # pixel sizes below (blur kernels, morphology) are for a 256 crop and scale with the side
@@ -187,8 +187,10 @@ class SelfBlendDataset:
     is a fake made from the k-th real row. Without ``capture`` the raw crop is blended, then the
     base's augmentation and resize run on it, as on any crop. With ``capture``
     (trainer.capture) every item, real or fake, is shown at a drawn native size and codec and
-    resized once to ``size``, the fakes blended at the native size; then ``augment`` runs (the
-    base must then neither augment nor resize). ``labels`` lists every item's label in index order.
+    resized once to ``size``, the fakes blended at the native size; a fake is shown exactly as
+    its real twin (same native size and codec), so the blend is all that tells them apart
+    (``PairSampler`` puts the two in one batch). Then ``augment`` runs (the base must then
+    neither augment nor resize). ``labels`` lists every item's label in index order.
 
     ``fixed`` (default: every split but "train") makes item k the same on every read (seeded by
     ``FIXED_SEED`` and k), so validation loss compares across epochs; otherwise item ``i`` is
@@ -242,9 +244,11 @@ class SelfBlendDataset:
                 return self.base.image(i)
             fake = self_blend(self.base.raw_crop(int(self.real[i - n])), self._rng(i), margin=self.margin)
             return self.base.finish(fake)
-        raw = self.base.raw_crop(i if i < n else int(self.real[i - n]))
+        row = i if i < n else int(self.real[i - n])
+        raw = self.base.raw_crop(row)
+        twin = draw_capture(self._rng(row), raw.shape[0], self.capture)  # the real row's capture, for both
         img = simulate_capture(raw, self._rng(i), size=self.size, cfg=self.capture,
-                               swap=None if i < n else self._swap)  # fmt: skip
+                               swap=None if i < n else self._swap, capture=twin)  # fmt: skip
         return img if self.augment is None else self.augment(img)
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
@@ -253,3 +257,32 @@ class SelfBlendDataset:
         img = self.image(i)
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)  # (3, S, S)
         return x, torch.tensor(self.labels[i], dtype=torch.float32)
+
+
+class PairSampler:
+    """Indices of a ``SelfBlendDataset`` as (real, its fake) pairs in random order: ``pairs`` of them (None:
+    every real row once), drawn without replacement from ``generator``. Rows with no fake of their own (the
+    store's fakes; only when ``pairs`` is None) travel two by two, an odd one last, so with an even batch
+    size each pair lands in one batch."""
+
+    def __init__(self, dataset: SelfBlendDataset, *, pairs: int | None = None, generator: Any = None) -> None:
+        self.dataset, self.generator = dataset, generator
+        n_real = len(dataset.real)
+        self.pairs = n_real if pairs is None else min(int(pairs), n_real)
+        self.alone = np.flatnonzero(dataset.base.labels != 0) if pairs is None else np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return 2 * self.pairs + len(self.alone)
+
+    def __iter__(self) -> Any:
+        import torch
+
+        n = len(self.dataset.base)
+        units = [[int(self.dataset.real[k]), n + k] for k in range(len(self.dataset.real))]
+        units = [units[int(j)] for j in torch.randperm(len(units), generator=self.generator)[: self.pairs]]
+        alone = [int(a) for a in self.alone[torch.randperm(len(self.alone), generator=self.generator).numpy()]]
+        units += [alone[j : j + 2] for j in range(0, len(alone) - len(alone) % 2, 2)]
+        for j in torch.randperm(len(units), generator=self.generator).tolist():
+            yield from units[j]
+        if len(alone) % 2:
+            yield alone[-1]
