@@ -144,13 +144,16 @@ class Pacer:
         return self._fps
 
 
-def stream_frames(spec: SourceSpec, stop: StopSignal, events: SourceEvents | None = None) -> Iterator[Frame]:
+def stream_frames(
+    spec: SourceSpec, stop: StopSignal, events: SourceEvents | None = None, *, rgb: bool = True
+) -> Iterator[Frame]:
     """Frames of ``spec`` until it ends for good or ``stop`` is set; indices count on across reconnects and loops.
 
     With ``spec.reconnects`` an error, a stall or the end of a live feed calls ``on_down`` and
     ``on_reconnect``, waits the backoff and connects again, until ``stop``. Without it the
     stream ends as ``read_frames`` does: SourceError propagates, a live feed that ends just ends.
-    Files loop with ``spec.loop`` and are held to their frame rate with ``spec.pace``.
+    Files loop with ``spec.loop`` and are held to their frame rate with ``spec.pace``. ``rgb``: as
+    ``read_frames``'s (False: yuv420p frames stay I420 until processed).
     """
     events = events or LogEvents()
     backoff = Backoff(spec.backoff_initial, spec.backoff_max)
@@ -159,7 +162,7 @@ def stream_frames(spec: SourceSpec, stop: StopSignal, events: SourceEvents | Non
     while not stop.is_set():
         connected, decoded = 0.0, 0
         try:
-            with closing(read_frames(spec, first_index=next_index)) as frames:
+            with closing(read_frames(spec, first_index=next_index, rgb=rgb)) as frames:
                 for frame in frames:
                     if decoded == 0:
                         connected = time.monotonic()
@@ -168,7 +171,7 @@ def stream_frames(spec: SourceSpec, stop: StopSignal, events: SourceEvents | Non
                             events.on_up(spec)
                     elif backoff.attempt and time.monotonic() - connected >= HEALTHY_SECONDS:
                         backoff.reset()
-                    new = (frame.image.shape[1], frame.image.shape[0])  # (W, H)
+                    new = frame.size  # (W, H)
                     if size is not None and new != size:
                         events.on_format_change(spec, size, new)
                     size, next_index, decoded = new, frame.index + 1, decoded + 1
