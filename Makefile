@@ -10,7 +10,7 @@ STAMP := $(VENV)/.dfwatch-installed
 # This machine's pip config lists local package folders that do not all exist; hide that noise.
 QUIET_PIP := { grep -v '^WARNING: Location .* is ignored' || true; }
 
-.PHONY: setup models run test bench lint clean
+.PHONY: setup models run test bench bench-streams bench-backends lint clean
 
 setup: $(STAMP)
 
@@ -49,11 +49,29 @@ run: $(STAMP) models
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Per-frame latency per stage, backend, detector size and batch, against the paper's 6.4 ms and ultralytics'
-# predict (benchmarks/latency.py; needs Redis on 127.0.0.1:6379): about 5 minutes on a quiet 2-core VM. Writes
-# benchmarks/results/latency-<machine>.{json,md,png}. BENCH_ARGS="--sizes 320 --frames 48" for a quick look.
+# Per-frame latency per stage and batch of the shipped pack (the same BatchProcessor as `dfwatch watch`), ONNX
+# Runtime and torch, against the paper's 6.4 ms and ultralytics' predict on the same detector (benchmarks/latency.py;
+# needs Redis on 127.0.0.1:6379): about 3 minutes on a quiet 2-core VM. Writes
+# benchmarks/results/latency-<machine>.{json,md,png}. BENCH_ARGS="--frames 48" for a quick look.
 bench: $(STAMP)
-	$(PY) benchmarks/latency.py $(BENCH_ARGS)
+	$(PY) benchmarks/latency.py --models models $(BENCH_ARGS)
+
+# Live feeds per box (benchmarks/streams.py): a real clip at 720p and 480p over RTSP, N = 1, 2, 4, 8, 16, the shipped
+# pack next to ultralytics' predict(stream=True) in the same run, and a file-throughput row. Needs the GStreamer
+# RTSP server (system python3 with gi). About 25 minutes on a quiet 2-core VM (it first waits up to 10 min for a
+# load average below 1). Writes benchmarks/results/streams-<machine>.{json,md}.
+bench-streams: $(STAMP)
+	$(PY) benchmarks/streams.py $(BENCH_ARGS)
+
+# CPU backends per model: ONNX Runtime fp32/INT8 and OpenVINO fp32/INT8 of the shipped pack, built in a temporary
+# copy by `dfwatch-train engines --openvino --int8` (INT8 kept only within 0.01 of fp32 on held-out data), then
+# timed by benchmarks/engines.py: about 10 minutes. Writes benchmarks/results/engines-<machine>-cpu-backends.{json,md}.
+bench-backends: $(STAMP)
+	@tmp=$$(mktemp -d /tmp/dfwatch-backends.XXXX); cp models/*.onnx models/*.onnx.json models/*.pt2 models/*.pt2.json $$tmp/; \
+	$(VENV)/bin/dfwatch-train engines --models $$tmp --openvino --int8 --no-tensorrt --no-progress && \
+	$(PY) benchmarks/engines.py --models $$tmp --tag cpu-backends \
+	  --backends onnxruntime-cpu,onnxruntime-int8,openvino-fp32,openvino-int8 --batches 1,8 $(BENCH_ARGS); \
+	rc=$$?; rm -rf $$tmp; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engines pipeline trainer tests benchmarks

@@ -174,7 +174,8 @@ def plot(doc: dict, path: Path) -> None:
             legend.setdefault(name, handle)
     fig.legend(legend.values(), legend.keys(), fontsize=7, loc="center right")
     fig.suptitle(f"dfwatch per-frame latency by stage vs ultralytics predict (hatched), {doc['machine']['slug']}; "
-                 "untrained placeholder models; * = busy box", fontsize=9)  # fmt: skip
+                 f"{'untrained placeholder' if doc['setup']['placeholder'] else 'trained'} models; * = busy box",
+                 fontsize=9)  # fmt: skip
     fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,15 +1,18 @@
 """The baseline a user would otherwise pick: ultralytics' own streaming predict. Run as a subprocess by streams.py.
 
     python benchmarks/_ultralytics_baseline.py checkpoint --onnx models/face_detector.onnx --out det.pt --imgsz 640
-    python benchmarks/_ultralytics_baseline.py predict --model det.pt --source feeds.streams --imgsz 640 --out ev.txt
+    python benchmarks/_ultralytics_baseline.py predict --model models/face_detector.onnx --source feeds.streams \
+        --imgsz 416 --out ev.txt
 
 ``checkpoint`` saves the same untrained one-class YOLOv8n that ``dfwatch-train placeholders`` exports
 (``DetectionModel("yolov8n.yaml", nc=1)`` right after ``torch.manual_seed(0)``) as an ultralytics
 checkpoint, loads it back with ``YOLO(path)`` and checks its raw output against the ONNX artifact
 dfwatch runs; it prints the largest difference (pixels) as JSON on stdout.
 
-``predict`` runs ``YOLO(pt).predict(source=streams_file, stream=True, ...)`` until SIGTERM and writes one
-line ``<stream> <time.time()>`` per Result (one per stream per iteration) to ``--out``.
+``predict`` runs ``YOLO(model).predict(source=..., stream=True, ...)`` (a .streams file of URLs, or a folder
+of clips) until SIGTERM or the end, and writes one line ``<stream> <time.time()>`` per Result to ``--out``.
+The model is a .pt, or an ONNX file (ultralytics then runs it with ONNX Runtime): streams.py passes the
+detector dfwatch serves.
 
 ``latency`` (for latency.py) runs ``YOLO(pt).predict(source=clip.mp4, stream=True, batch=B, ...)`` over a video
 file and writes JSON to ``--out``: per Result the time it arrived (``time.perf_counter()``), its boxes, and
@@ -28,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 RTSP_OPTIONS = "rtsp_transport;tcp"  # the transport dfwatch uses by default; FFmpeg's default tries UDP first
 
@@ -57,6 +61,22 @@ def _live_capture() -> None:
             return 0.0 if prop == cv2.CAP_PROP_FRAME_COUNT else super().get(prop)
 
     cv2.VideoCapture = LiveCapture  # ultralytics.data.loaders calls cv2.VideoCapture(...) through the module
+
+
+def _exit_now() -> NoReturn:
+    """Exit 0 without interpreter teardown, once every result is written and flushed: with an ONNX model,
+    ultralytics (torch, OpenCV and ONNX Runtime in one process) segfaulted at exit here after all 200 frames."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _square(model: Path) -> dict[str, bool]:
+    """An ONNX detector takes only its square input (dfwatch letterboxes to it too): no rectangular batches.
+
+    ultralytics sees the dynamic batch axis and would letterbox a 854x480 frame to 416x256.
+    """
+    return {"rect": False} if str(model).endswith(".onnx") else {}
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
@@ -94,35 +114,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from ultralytics import YOLO
 
-    model = YOLO(str(args.model))
+    model = YOLO(str(args.model), task="detect")  # a .pt, or the ONNX artifact dfwatch serves
     first = True
     with open(args.out, "w", buffering=1) as out:  # line-buffered: the parent watches the file grow
         for result in model.predict(source=str(args.source), stream=True, imgsz=args.imgsz, conf=args.conf,
-                                    max_det=args.max_det, device="cpu", verbose=False):  # fmt: skip
+                                    max_det=args.max_det, device="cpu", verbose=False,
+                                    **_square(args.model)):  # fmt: skip
             # result.path is the cleaned source URL, e.g. rtsp___127.0.0.1_8554_cam3: the mount name is last
             out.write(f"{result.path.rsplit('_', 1)[-1]} {time.time():.6f}\n")
             if first:  # ultralytics sets torch's threads when predict starts (select_device): say how many
                 print(f"torch_threads={torch.get_num_threads()}", file=sys.stderr, flush=True)
                 first = False
-    return 0  # only when every stream ended; the benchmark stops this process with SIGTERM
+    _exit_now()  # every stream ended (a folder of files); live feeds are stopped with SIGTERM
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
     import torch
     from ultralytics import YOLO
 
-    model = YOLO(str(args.model))
+    model = YOLO(str(args.model), task="detect")
     rows = []
     start = time.perf_counter()
     for result in model.predict(source=str(args.source), stream=True, imgsz=args.imgsz, conf=args.conf,
-                                max_det=args.max_det, batch=args.batch, device=args.device, verbose=False):  # fmt: skip
+                                max_det=args.max_det, batch=args.batch, device=args.device, verbose=False,
+                                **_square(args.model)):  # fmt: skip
         s = result.speed  # ms per image of this Result's batch
         rows.append({"t": time.perf_counter(), "boxes": len(result.boxes), "preprocess": s["preprocess"],
                      "inference": s["inference"], "postprocess": s["postprocess"]})  # fmt: skip
     doc = {"start": start, "torch_threads": torch.get_num_threads(), "batch": args.batch, "imgsz": args.imgsz,
            "results": rows}  # fmt: skip
     Path(args.out).write_text(json.dumps(doc))
-    return 0
+    _exit_now()
 
 
 def main(argv: list[str] | None = None) -> int:

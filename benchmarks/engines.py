@@ -47,8 +47,13 @@ BACKENDS = (
     "torch-compiled-fp16",  # built by build_torch_variant: reduce-overhead (CUDA graphs) on CUDA
     "torch-compiled-bf16",
     "tensorrt-fp16",
+    "onnxruntime-int8",  # NAME.int8.onnx, built and accepted by `dfwatch-train engines --int8` beforehand
+    "openvino-fp32",  # NAME.fp32.xml (`dfwatch-train engines --openvino`)
+    "openvino-int8",  # NAME.int8.xml (`--int8`)
 )
-PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "triton", "numpy", "psutil")
+PREBUILT = {"onnxruntime-int8": "{stem}.int8.onnx", "openvino-fp32": "{stem}.fp32.xml",
+            "openvino-int8": "{stem}.int8.xml"}  # fmt: skip
+PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "tensorrt", "triton", "numpy", "psutil")
 
 
 def log(msg: str) -> None:
@@ -80,6 +85,7 @@ def real_frames(count: int) -> np.ndarray | None:
 def make_batch(kind: str, size: int, batch: int, frames: np.ndarray | None) -> np.ndarray:
     """A (batch, 3, size, size) float32 network input, as the Detector or Classifier would build it."""
     from engines import Detections, crop_faces
+    from engines.images import normalise
     from engines.letterbox import letterbox_batch
 
     if frames is None:
@@ -90,7 +96,7 @@ def make_batch(kind: str, size: int, batch: int, frames: np.ndarray | None) -> n
     h, w = picked[0].shape[:2]
     boxes = Detections([[w * 0.3, h * 0.2, w * 0.7, h * 0.8]] * batch, [1.0] * batch, list(range(batch)))
     crops = crop_faces(picked, boxes, size=size, margin=0.25)  # (batch, size, size, 3)
-    return crops.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return normalise(crops)  # (batch, 3, size, size)
 
 
 def open_backends(models: Path, kind: str, names: list[str], device: str) -> dict[str, object]:
@@ -104,6 +110,11 @@ def open_backends(models: Path, kind: str, names: list[str], device: str) -> dic
         try:
             if name in ("onnxruntime", "onnxruntime-cpu"):
                 path = models / f"{stem}.onnx"
+            elif name in PREBUILT:
+                path = models / PREBUILT[name].format(stem=stem)
+                if not path.is_file():
+                    raise FileNotFoundError(f"{path} is not there: build it with dfwatch-train engines --models "
+                                            f"{models} --openvino --int8 (an INT8 refused by its check is not kept)")
             elif name == "torch-eager":
                 path = models / f"{stem}.pt2"
             elif name.startswith("torch-compiled-"):
@@ -126,7 +137,7 @@ def open_backends(models: Path, kind: str, names: list[str], device: str) -> dic
                 raise ValueError(f"unknown backend {name!r}; valid: {list(BACKENDS)}")
             manifest = load_manifest(path)
             backend_device = None if name == "tensorrt-fp16" or name.startswith("torch-compiled-") else device
-            backend_device = "cpu" if name == "onnxruntime-cpu" else backend_device
+            backend_device = "cpu" if name in ("onnxruntime-cpu", *PREBUILT) else backend_device
             opened[name] = open_backend(path, manifest, device=backend_device)
         except Exception as exc:  # a backend missing here (TensorRT, CUDA onnxruntime) is reported, not fatal
             log(f"{kind}: {name} left out: {type(exc).__name__}: {exc}")

@@ -11,8 +11,9 @@ Redis), timed per stage (benchmarks/_latency_pass.py). Then, in the same run on 
 ultralytics' ``YOLO(pt).predict(source=clip, stream=True, batch=B)`` on the same network
 (benchmarks/_ultralytics_baseline.py latency), detector only.
 
-The models are untrained placeholders (``yolov8n.yaml`` unless --weights PATH.pt; the paper's CNN at
-256), whose face count per frame is noise. The detector threshold is fixed (--det-conf 0.001) and at
+The models are a pack given by --models (``make bench``: the shipped one, its detector at its own size),
+or else untrained placeholders (``yolov8n.yaml`` unless --weights PATH.pt; the paper's CNN at 256), whose
+face count per frame is noise. The detector threshold is fixed (--det-conf 0.001) and at
 most --faces boxes are kept (1), so every frame has exactly one face to crop and classify, as with one
 real face on screen (the JSON records the count per frame). Writes benchmarks/results/latency-<machine>
 .json, .md and .png and prints the table.
@@ -74,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--detector-artifact", type=Path, action="append", default=[], metavar="PATH",
                    help="also time this detector artifact (any backend; at its manifest's input size)")  # fmt: skip
     p.add_argument("--frames", type=int, default=120, help="frames per configuration; the first batch warms up")
+    p.add_argument("--models", type=Path, default=None,
+                   help="a model pack (e.g. models: the shipped one) instead of exported placeholders")  # fmt: skip
     p.add_argument("--weights", default="yolov8n.yaml", help="yolov8n.yaml (untrained, default) or a face .pt")
     p.add_argument("--classifier", default="paper_cnn", help="registered classifier architecture (untrained)")
     p.add_argument("--classifier-size", type=int, default=256)
@@ -106,6 +109,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # -- models -----------------------------------------------------------------------------------------------------
+
+
+def pack_models(args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """The model pack of --models (the shipped one by default): its ONNX artifacts and torch references, at the
+    detector's own size; FLOPs from the references. Same return as build_models."""
+    import torch
+
+    from benchmarks._floor import model_flops
+    from engines import load_manifest
+
+    det, cls = args.models / "face_detector.onnx", args.models / "deepfake_classifier.onnx"
+    size, cls_size = load_manifest(det).input_size, load_manifest(cls).input_size
+    if args.sizes != [size]:
+        logger.info("--models: the detector runs at its own size %d (--sizes %s left aside)", size, args.sizes)
+        args.sizes = [size]
+    artifacts: dict = {"onnxruntime": {"detectors": {size: det}, "classifier": cls}}
+    if "torch" in args.backends:
+        artifacts["torch"] = {"detectors": {size: det.with_suffix(".pt2")}, "classifier": cls.with_suffix(".pt2")}
+    flops = {f"detector_{size}": model_flops(torch.export.load(str(det.with_suffix(".pt2"))).module(), size),
+             f"classifier_{cls_size}": model_flops(torch.export.load(str(cls.with_suffix(".pt2"))).module(), cls_size)}
+    args.classifier_size = cls_size
+    return artifacts, flops, {} if "tensorrt" not in args.backends else {"tensorrt": "not built for --models"}
 
 
 def build_models(args: argparse.Namespace, tmp: Path) -> tuple[dict, dict, dict]:
@@ -182,7 +207,7 @@ def baseline_checkpoint(args: argparse.Namespace, tmp: Path, onnx_640: Path, env
 def run_baseline(pt: Path, clip: Path, *, size: int, batch: int, args: argparse.Namespace, env: dict,
                  tmp: Path) -> dict:  # fmt: skip
     """ultralytics' predict over the clip in a subprocess; per-frame times like timed_pass's."""
-    import numpy as np
+    from pipeline.summary import percentiles
 
     out = tmp / f"ultralytics-{size}-b{batch}.json"
     cmd = [sys.executable, str(BASELINE_SCRIPT), "latency", "--model", str(pt), "--source", str(clip),
@@ -196,9 +221,8 @@ def run_baseline(pt: Path, clip: Path, *, size: int, batch: int, args: argparse.
     ends = [rows[i]["t"] for i in range(batch - 1, len(rows), batch)]  # the last Result of each batch
     batch_ms = [(b - a) * 1000 for a, b in zip(ends, ends[1:])]  # the first batch warms up, as in timed_pass
 
-    def pct(values: list[float]) -> dict[str, float]:
-        p50, p95, p99 = np.percentile(values, [50, 95, 99])
-        return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
+    def pct(values: list[float]) -> dict[str, float | None]:
+        return {k: None if v is None else round(v, 3) for k, v in percentiles(values).items()}
 
     timed = rows[batch:]
     return {
@@ -217,23 +241,25 @@ def run_baseline(pt: Path, clip: Path, *, size: int, batch: int, args: argparse.
 # -- the run ----------------------------------------------------------------------------------------------------
 
 
-def configurations(args: argparse.Namespace, artifacts: dict) -> list[tuple[str, int, object]]:
-    """(backend name, detector size, Engines) for every backend and size, and any --detector-artifact."""
-    from benchmarks._latency_pass import artifact_engines
+def configurations(args: argparse.Namespace, artifacts: dict) -> list[tuple[str, int, tuple]]:
+    """(backend name, detector size, (Detector, Classifier)) for every backend and size, and --detector-artifact."""
     from engines import Classifier, Detector
+
+    def detector(path: Path) -> Detector:
+        return Detector(path, threads=args.threads, device=args.device, conf=args.det_conf, max_det=args.faces)
 
     out = []
     for paths in artifacts.values():
         classifier = Classifier(paths["classifier"], threads=args.threads, device=args.device)
         for size in args.sizes:
-            det = Detector(paths["detectors"][size], threads=args.threads, device=args.device)
-            out.append((det.backend_name, size, artifact_engines(det, classifier)))
+            det = detector(paths["detectors"][size])
+            out.append((det.backend_name, size, (det, classifier)))
     if args.detector_artifact:
         first = next(iter(artifacts.values()))
         classifier = Classifier(first["classifier"], threads=args.threads, device=args.device)
         for path in args.detector_artifact:
-            det = Detector(path, threads=args.threads, device=args.device)
-            out.append((f"{det.backend_name} ({path.name})", det.input_size, artifact_engines(det, classifier)))
+            det = detector(path)
+            out.append((f"{det.backend_name} ({path.name})", det.input_size, (det, classifier)))
     return out
 
 
@@ -241,7 +267,6 @@ def check_same_network(configs: list, clip: Path) -> dict:
     """Largest difference between backends' raw detector outputs on the clip's first frame, per size."""
     import numpy as np
 
-    from engines.letterbox import letterbox_batch
     from pipeline.sources import SourceSpec, read_frames
 
     frames = read_frames(SourceSpec.parse(f"check={clip}"))
@@ -249,9 +274,8 @@ def check_same_network(configs: list, clip: Path) -> dict:
     frames.close()
     ref: dict[int, tuple[str, np.ndarray]] = {}
     diffs: dict[str, float] = {}
-    for backend, size, eng in configs:
-        x, _ = letterbox_batch([image], size)  # (1, 3, S, S)
-        y = eng.detect_raw(x)  # (1, 4 + 1, anchors)
+    for backend, size, (detector, _) in configs:
+        y = detector.infer(detector.prepare([image])[0])  # (1, 4 + 1, anchors)
         if size not in ref:
             ref[size] = (backend, y)
             continue
@@ -269,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from benchmarks._floor import measured_peak
-    from benchmarks._latency_pass import RedisPublisher, timed_pass
+    from benchmarks._latency_pass import SyncRedis, timed_pass
     from benchmarks._latency_report import markdown_report, plot
     from benchmarks._machine import LoadWindow, machine_facts, wait_until_quiet
 
@@ -282,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_facts()
     started = time.monotonic()
     retry_left = args.retry_budget
-    publisher = RedisPublisher(None if args.redis == "none" else args.redis)
+    redis = None if args.redis == "none" else SyncRedis(args.redis)
     try:
         with tempfile.TemporaryDirectory(prefix="dfwatch-bench-latency-") as tmp_name:
             tmp = Path(tmp_name)
@@ -293,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = args.frames / 25 / 2 + 0.2  # a little more than --frames frames at 25 fps
             clip = make_demo_clip(tmp / "clip.mp4", fps=25, real_seconds=seconds, fake_seconds=seconds)
             logger.info("clip %s: %d frames, %dx%d", clip.path.name, clip.n_frames, *clip.size)
-            artifacts, flops, skipped = build_models(args, tmp)
+            artifacts, flops, skipped = pack_models(args) if args.models else build_models(args, tmp)
             import torch
 
             torch.set_num_threads(threads)
@@ -302,8 +326,11 @@ def main(argv: list[str] | None = None) -> int:
             configs = configurations(args, artifacts)
             same = check_same_network(configs, clip.path)
             onnx_640 = tmp / f"face_detector-{max(args.sizes)}.onnx"
-            pt, pt_check = (baseline_checkpoint(args, tmp, onnx_640, env)
-                            if args.baseline else (None, None))  # fmt: skip
+            if args.models:  # ultralytics runs the pack's own ONNX detector (its ONNX Runtime backend)
+                pt, pt_check = args.models / "face_detector.onnx", None
+            else:
+                pt, pt_check = (baseline_checkpoint(args, tmp, onnx_640, env)
+                                if args.baseline else (None, None))  # fmt: skip
             jobs = [(b, s, e, batch) for b, s, e in configs for batch in args.batches]
             if args.baseline:
                 jobs += [("ultralytics", s, None, batch) for s in args.sizes for batch in args.batches]
@@ -315,9 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                         if eng is None:
                             result = run_baseline(pt, clip.path, size=size, batch=batch, args=args, env=env, tmp=tmp)
                         else:
-                            eng.detect_raw(_warm_input(size, batch))
-                            result = timed_pass(clip.path, eng, publisher, batch=batch, frames=args.frames,
-                                                conf=args.det_conf, iou=0.45, max_faces=args.faces)  # fmt: skip
+                            eng[0].infer(_warm_input(size, batch))
+                            result = timed_pass(clip.path, *eng, redis, batch=batch, frames=args.frames)
                     disturbed = window.others_cpu_pct > BUSY_OTHERS_PCT
                     if not disturbed or attempt == args.retries or retry_left < window.seconds:
                         break
@@ -329,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                              "others_cpu_pct": window.others_cpu_pct, "disturbed": disturbed,
                              "attempts": attempt + 1})  # fmt: skip
     finally:
-        publisher.close()
+        if redis is not None:
+            redis.close()
     peak = max(peak, measured_peak(threads=threads), key=lambda p: p["gflops"])  # and a third, at the end
     elapsed = round(time.monotonic() - started, 1)
     machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -344,11 +371,12 @@ def main(argv: list[str] | None = None) -> int:
             "clip": f"pipeline.demo.make_demo_clip: {clip.n_frames} frames, {clip.size[0]}x{clip.size[1]}, 25 fps, "
             "H.264, one real face",
             "frames_per_config": args.frames,
-            "weights": str(args.weights),
-            "placeholder": not str(args.weights).endswith(".pt"),
-            "classifier": f"{args.classifier} at {args.classifier_size} (untrained)",
+            "weights": str(args.models) if args.models else str(args.weights),
+            "placeholder": not args.models and not str(args.weights).endswith(".pt"),
+            "classifier": (f"the pack's, at {args.classifier_size}" if args.models
+                           else f"{args.classifier} at {args.classifier_size} (untrained)"),  # fmt: skip
             "faces_per_frame": f"detector threshold fixed at {args.det_conf}, at most {args.faces} kept: the classify "
-            "stage sees that many faces a frame whatever the untrained detector scores",
+            "stage sees that many faces a frame whatever the detector scores",
             "threads": threads,
             "redis": None if args.redis == "none" else args.redis,
             "batching": "a batch of B consecutive frames spread round-robin over B streams (one tracker and "

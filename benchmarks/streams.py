@@ -1,21 +1,25 @@
 """How many live feeds does one box keep in real time? dfwatch next to ultralytics' streaming predict.
 
-    .venv/bin/python benchmarks/streams.py                              # N = 1, 2, 4, 8 feeds, 20 s a run
-    .venv/bin/python benchmarks/streams.py --streams 1,2 --seconds 6    # a quick look
+    make bench-streams                                                   # the full run (see benchmarks/README.md)
+    .venv/bin/python benchmarks/streams.py --streams 1,2 --resolutions 480 --seconds 8 --files 2   # a quick look
 
-For each N, one GStreamer RTSP test server (tests/_rtsp.py) serves N looped copies of the demo clip
-(640x480, 25 fps, H.264, a keyframe a second) as live feeds. On the same feeds, one after the other:
+A real face clip from ../shared/data/real_videos (``--clip``) is transcoded at run time to each of
+``--resolutions`` (720 and 480 lines, 25 fps, H.264, a keyframe a second; nothing is written into the
+repository). For each resolution and each N (1, 2, 4, 8, 16), one GStreamer RTSP test server
+(tests/_rtsp.py) serves N looped copies as live feeds. On the same feeds, one after the other:
 
-- dfwatch: ``python -m pipeline.cli watch cam0=rtsp://... --det-conf 0.001 --max-faces 1`` with the
-  placeholder models. They are untrained: the low threshold makes the detector emit one box a frame,
-  so the classifier runs once a frame, as with one real face on screen.
-- ultralytics: ``YOLO(pt).predict(source=feeds.streams, stream=True, conf=0.001, max_det=1)`` with the
-  same untrained YOLOv8n saved as a .pt (benchmarks/_ultralytics_baseline.py). Detector only: no
-  classifier, tracker or verdicts, and no capture timestamp, so no latency.
+- dfwatch: ``python -m pipeline.cli watch cam0=rtsp://... --models models`` with the shipped pack, its
+  defaults otherwise; the load adaptation (k, m) and the frames shed are read from its Prometheus
+  endpoint during the run;
+- ultralytics: ``YOLO(models/face_detector.onnx).predict(source=feeds.streams, stream=True)`` on the same
+  detector network at the same size and threshold (benchmarks/_ultralytics_baseline.py). Detector only:
+  no classifier, tracker or verdicts, and no capture timestamp, so no latency.
 
 Each run lasts --seconds after every stream has produced a result; the first --warmup seconds are
 skipped. Real time = every stream's p95 capture-to-publish below 1 s and its drop rate below 5 %.
-Writes benchmarks/results/streams-<machine>.json and .md and prints the table.
+Then a file-throughput row: ``--files`` clips of real_videos (files, nothing dropped) through
+``dfwatch watch`` and through ultralytics' ``predict(source=folder, stream=True)``: frames per second.
+Writes benchmarks/results/streams-<machine>.json and .md and prints the tables.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,12 +48,15 @@ SYSTEMS = ("dfwatch", "ultralytics")
 REAL_TIME_P95_MS = 1000.0
 REAL_TIME_DROP = 0.05
 DECODE_LAG_LIMIT_S = 0.5  # decoding may fall this far behind the feed over a window and still count as real time
+MAX_FACES = 20  # dfwatch's default --max-faces, given to ultralytics as max_det
 BUSY_OTHERS_PCT = 25.0  # a run during which other processes took more CPU than this (% of a core) is redone
 READY_TIMEOUT_S = 90.0  # spawn -> every stream has a first result (model load, N RTSP connects)
 STOP_TIMEOUT_S = 25.0  # SIGTERM -> exit (dfwatch drains for at most 10 s)
 RSS_EVERY_S = 0.5
-_ADAPT = re.compile(
-    r"(\d\d:\d\d:\d\d) .*live queues (\d+)% full, detecting every (\d+) frames(?:, classifying faces every (\d+))?"
+DEFAULT_CLIP = ROOT.parent / "shared" / "data" / "real_videos" / "liveportrait_examples" / "source_s18.mp4"
+FILE_CLIPS = ROOT.parent / "shared" / "data" / "real_videos" / "hdtf_sadtalker"  # for the file-throughput row
+_METRIC = re.compile(
+    r'^dfwatch_(detect_every|classify_every|frames_shed_total)(?:\{stream="([^"]*)"\})? ([0-9.eE+-]+)$', re.MULTILINE
 )
 
 
@@ -63,66 +69,90 @@ def log(msg: str) -> None:
 
 @dataclass(frozen=True)
 class Setup:
-    clip: Path  # the feed clip every mount serves, looped
+    clips: dict[int, Path]  # lines (720, 480) -> the feed clip every mount serves, looped
     clip_frames: int
-    models: Path  # placeholder face_detector.onnx + deepfake_classifier.onnx
-    checkpoint: Path | None  # the same detector as an ultralytics .pt (None: baseline not run)
-    checkpoint_check: dict | None  # what _ultralytics_baseline.py checkpoint printed (max diff vs ONNX)
+    source: Path  # the real clip they were transcoded from
+    models: Path  # the shipped pack: face_detector.onnx + deepfake_classifier.onnx
+    detector_size: int  # from the detector's manifest: also ultralytics' imgsz
+    conf: float  # the detector's threshold (manifest): also ultralytics' conf
 
 
-def _run_checked(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stderr[-3000:]}")
-    return proc.stdout
+def transcode(source: Path, out: Path, *, height: int, fps: int) -> int:
+    """``source`` as H.264 at ``height`` lines (width to match, even) and ``fps``, a keyframe a second; frames."""
+    from fractions import Fraction
+
+    import av
+
+    n = 0
+    with av.open(str(source)) as src, av.open(str(out), "w") as dst:
+        video = src.streams.video[0]
+        width = round(video.codec_context.width * height / video.codec_context.height / 2) * 2
+        stream = dst.add_stream("libx264", rate=fps, options={"g": str(fps), "crf": "23", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt, stream.time_base = width, height, "yuv420p", Fraction(1, fps)
+        for frame in src.decode(video):
+            frame = frame.reformat(width=width, height=height, format="yuv420p")
+            frame.pts, frame.time_base = n, Fraction(1, fps)
+            dst.mux(stream.encode(frame))
+            n += 1
+        dst.mux(stream.encode(None))
+    return n
 
 
-def prepare(tmp: Path, *, fps: int, detector_size: int, baseline: bool, env: dict[str, str]) -> Setup:
-    """The feed clip, the placeholder models and (for the baseline) the same detector as a .pt."""
-    from pipeline.demo import make_demo_clip
+def prepare(tmp: Path, args: argparse.Namespace) -> Setup:
+    """The feed clips (the real clip transcoded per resolution) and the shipped pack's facts."""
+    from engines import load_manifest
 
-    clip = make_demo_clip(tmp / "feed.mp4", fps=fps, real_seconds=2, fake_seconds=2)
-    log(f"feed clip {clip.path}: {clip.n_frames} frames, {clip.size[0]}x{clip.size[1]} at {clip.fps} fps")
-    models = tmp / "models"
-    _run_checked(
-        [
-            sys.executable,
-            "-m",
-            "trainer.cli",
-            "placeholders",
-            "--out",
-            str(models),
-            "--detector-size",
-            str(detector_size),
-        ],
-        "dfwatch-train placeholders",
-        env,
-    )
-    log(f"placeholder models in {models} (detector {detector_size}, classifier 256)")
-    checkpoint = check = None
-    if baseline:
-        checkpoint = tmp / "yolov8n-face-placeholder.pt"
-        out = _run_checked(
-            [
-                sys.executable,
-                str(BASELINE_SCRIPT),
-                "checkpoint",
-                "--onnx",
-                str(models / "face_detector.onnx"),
-                "--out",
-                str(checkpoint),
-                "--imgsz",
-                str(detector_size),
-            ],
-            "ultralytics checkpoint",
-            env,
-        )
-        check = json.loads(out.strip().splitlines()[-1])
-        log(
-            f"ultralytics checkpoint {checkpoint}: loads with YOLO(), max |pt - onnx| = "
-            f"{check['max_abs_diff_vs_onnx']:.2g} px (the same network)"
-        )
-    return Setup(clip.path, clip.n_frames, models, checkpoint, check)
+    if not args.clip.is_file():
+        raise SystemExit(f"streams: no clip {args.clip} (--clip: a real face clip, e.g. from ../shared/data)")
+    clips, frames = {}, 0
+    for height in args.resolutions:
+        clips[height] = tmp / f"feed-{height}p.mp4"
+        frames = transcode(args.clip, clips[height], height=height, fps=args.fps)
+        log(f"feed clip {clips[height].name}: {frames} frames of {args.clip.name}, {height} lines, {args.fps} fps")
+    detector = load_manifest(args.models / "face_detector.onnx")
+    classifier = load_manifest(args.models / "deepfake_classifier.onnx")
+    log(f"models {args.models}: detector {detector.name} at {detector.input_size}, classifier {classifier.name} at "
+        f"{classifier.input_size}{' (PLACEHOLDERS)' if detector.placeholder or classifier.placeholder else ''}")
+    return Setup(clips, frames, args.clip, args.models, detector.input_size,
+                 float(detector.thresholds["confidence"]))  # fmt: skip
+
+
+class MetricsProbe(threading.Thread):
+    """Reads dfwatch's /metrics once a second: detect_every, classify_every, frames shed per stream."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.url, self.samples, self._stop_event = f"http://127.0.0.1:{port}/metrics", [], threading.Event()
+
+    def run(self) -> None:
+        import urllib.request
+
+        while not self._stop_event.wait(1.0):
+            try:
+                text = urllib.request.urlopen(self.url, timeout=2).read().decode()
+            except OSError:
+                continue  # not serving yet, or gone
+            sample: dict = {"t": time.time(), "shed": {}}
+            for name, stream, value in _METRIC.findall(text):
+                if name == "frames_shed_total":
+                    sample["shed"][stream] = float(value)
+                else:
+                    sample[name] = int(float(value))
+            self.samples.append(sample)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+    def during(self, window: Window) -> dict:
+        """k and m at most, and frames shed per stream, within the window."""
+        inside = [s for s in self.samples if window.start <= s["t"] <= window.end]
+        if not inside:
+            return {"detect_every_max": None, "classify_every_max": None, "shed": {}}
+        first, last = inside[0]["shed"], inside[-1]["shed"]
+        return {"detect_every_max": max(s.get("detect_every", 1) for s in inside),
+                "classify_every_max": max(s.get("classify_every", 1) for s in inside),
+                "shed": {k: int(v - first.get(k, 0.0)) for k, v in last.items()}}  # fmt: skip
 
 
 # -- steps 3 and 4: one system on the feeds, measured from outside --------------------------------
@@ -300,10 +330,9 @@ def _nth(n: int) -> str:
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "p99": round(float(p99), 1)}
+    from pipeline.summary import percentiles  # main() put the checkout on sys.path
+
+    return {k: None if v is None else round(v, 1) for k, v in percentiles(values).items()}
 
 
 def run_dfwatch(
@@ -315,31 +344,19 @@ def run_dfwatch(
     run_dir: Path,
     server: psutil.Process,
 ) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "watch",
-        *(f"{name}={url}" for name, url in urls.items()),
-        "--models",
-        str(setup.models),
-        "--metrics-port",
-        "0",
-        "--max-faces",
-        "1",
-        "--det-conf",
-        "0.001",
-    ]
-    window, lines = drive(
-        cmd,
-        env=env,
-        run_dir=run_dir,
-        names=list(urls),
-        server=server,
-        stream_of=lambda line: json.loads(line).get("stream"),
-        seconds=args.seconds,
-        warmup=args.warmup,
-    )
+    from tests._rtsp import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "pipeline.cli", "watch", *(f"{name}={url}" for name, url in urls.items()),
+           "--models", str(setup.models), "--metrics-port", str(port)]  # fmt: skip
+    probe = MetricsProbe(port)
+    probe.start()
+    try:
+        window, lines = drive(cmd, env=env, run_dir=run_dir, names=list(urls), server=server,
+                              stream_of=lambda line: json.loads(line).get("stream"), seconds=args.seconds,
+                              warmup=args.warmup)  # fmt: skip
+    finally:
+        probe.stop()
     records = [json.loads(line) for line in lines]
     streams = {}
     for name in urls:
@@ -351,19 +368,17 @@ def run_dfwatch(
                 if window.start <= published <= window.end:
                     rows.append((r["frame"], r["pts"], r["capture_time"], c2p, len(r["faces"])))
         streams[name] = _dfwatch_stream(rows, window)
+    load = probe.during(window)
+    for name, shed in load.pop("shed").items():
+        if name in streams:
+            streams[name]["shed"] = shed
     stderr = (run_dir / "stderr").read_text(errors="replace")
-    changes = [
-        {"time": t, "queue_fill_pct": int(f), "detect_every": int(k), "classify_every": int(m or 1)}
-        for t, f, k, m in _ADAPT.findall(stderr)
-    ]
     summary = stderr[stderr.rfind("dfwatch summary") :].strip() if "dfwatch summary" in stderr else None
     return {
         "command": shlex.join(cmd),
         "window": asdict(window) | {"seconds": round(window.seconds, 2)},
         "streams": streams,
-        "detect_every_changes": changes,
-        "detect_every_max": max([1] + [c["detect_every"] for c in changes]),
-        "classify_every_max": max([1] + [c["classify_every"] for c in changes]),
+        **load,
         "service_summary": summary,
     }
 
@@ -413,15 +428,15 @@ def run_ultralytics(
         str(BASELINE_SCRIPT),
         "predict",
         "--model",
-        str(setup.checkpoint),
+        str(setup.models / "face_detector.onnx"),
         "--source",
         str(source),
         "--imgsz",
-        str(args.detector_size),
+        str(setup.detector_size),
         "--conf",
-        "0.001",
+        str(setup.conf),
         "--max-det",
-        "1",
+        str(MAX_FACES),
         "--out",
         str(results),
     ]
@@ -480,12 +495,15 @@ def summarise(n: int, system: str, run: dict) -> dict:
     real_time = drop < REAL_TIME_DROP and (system != "dfwatch" or (measured and worst["p95"] < REAL_TIME_P95_MS))
     notes = []
     if system == "dfwatch":
-        k, m = run["detect_every_max"], run.get("classify_every_max", 1)
+        k, m = run.get("detect_every_max") or 1, run.get("classify_every_max") or 1
         notes.append(
             f"load-adaptive: detector every {_nth(k)} frame, classifier every {_nth(m)} at most, tracker between"
             if k > 1
             else "detector and classifier on every frame"
         )
+        shed = sum(st.get("shed", 0) for st in streams)
+        if shed:
+            notes.append(f"{shed} late frames shed")
         lags = [s["decode_lag_growth_s"] for s in streams if s.get("decode_lag_growth_s") is not None]
         if lags and max(lags) > DECODE_LAG_LIMIT_S:
             notes.append(f"decoding fell {max(lags):.1f} s behind the feed")
@@ -517,11 +535,12 @@ def largest_real_time(rows: list[dict], system: str) -> int | None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| N | system | fps/stream | drop % | p50 / p95 / p99 ms | CPU % | RSS MiB | real time | notes |"
-    lines = [head, "|--:|---|--:|--:|--:|--:|--:|:-:|---|"]
+    head = "| feed | N | system | fps/stream | drop % | p50 / p95 / p99 ms | CPU % | RSS MiB | real time | notes |"
+    lines = [head, "|--:|--:|---|--:|--:|--:|--:|--:|:-:|---|"]
     for r in rows:
+        feed = f"{r.get('lines', '?')}p"
         if "error" in r:
-            lines.append(f"| {r['n']} | {r['system']} | - | - | - | - | - | failed | {r['error'][:120]} |")
+            lines.append(f"| {feed} | {r['n']} | {r['system']} | - | - | - | - | - | failed | {r['error'][:120]} |")
             continue
         fps = f"{r['fps_per_stream_mean']:.1f}"
         if r["n"] > 1:
@@ -529,9 +548,24 @@ def markdown_table(rows: list[dict]) -> str:
         lat = r["latency_ms_worst_stream"]
         lat_s = " / ".join(f"{lat[k]:.0f}" for k in ("p50", "p95", "p99")) if lat["p95"] is not None else "n/a"
         lines.append(
-            f"| {r['n']} | {r['system']} | {fps} | {100 * r['drop_rate_worst']:.1f} | {lat_s} | {r['cpu_pct']:.0f} | "
+            f"| {feed} | {r['n']} | {r['system']} | {fps} | {100 * r['drop_rate_worst']:.1f} | {lat_s} | "
+            f"{r['cpu_pct']:.0f} | "
             f"{r['peak_rss_mib']:.0f} | {'yes' if r['real_time'] else 'no'} | {r['notes']} |"
         )
+    return "\n".join(lines)
+
+
+def files_table(rows: list[dict]) -> str:
+    """The file-throughput row: frames per second over a folder of clips."""
+    if not rows:
+        return "File throughput: not measured (--files 0)."
+    lines = ["File throughput (a folder of real clips, nothing dropped):", "",
+             "| system | clips | frames | seconds | frames/s |", "|---|--:|--:|--:|--:|"]  # fmt: skip
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['system']} | {r['clips']} | - | - | failed |")
+        else:
+            lines.append(f"| {r['system']} | {r['clips']} | {r['frames']} | {r['seconds']:.1f} | {r['fps']:.1f} |")
     return "\n".join(lines)
 
 
@@ -547,15 +581,16 @@ def markdown_report(result: dict) -> str:
         "",
         f"Command: `{result['command']}`",
         "",
-        f"Feeds: N looped copies of the demo clip ({s['clip']}) served live over RTSP (TCP) by the GStreamer "
+        f"Feeds: N looped copies of a real face clip ({s['clip']}) served live over RTSP (TCP) by the GStreamer "
         f"test server on the same box. Each run: {s['seconds']:.0f} s after every stream's first result, the first "
-        f"{s['warmup']:.0f} s skipped. Models: untrained placeholders (detector {s['detector_size']}, classifier 256); "
-        "dfwatch runs with `--det-conf 0.001 --max-faces 1`, so the detector emits one box a frame and the "
-        "classifier runs once a frame, as with one real face on screen. The ultralytics baseline is "
-        "`YOLO(pt).predict(source=feeds.streams, stream=True)` on the same network: detector only (no classifier, "
-        "tracker or verdicts) and no latency (it keeps no capture time).",
+        f"{s['warmup']:.0f} s skipped. Models: {s['models']} (detector at {s['detector_size']}, threshold "
+        f"{s['detector_conf']}), `dfwatch watch` defaults. The ultralytics baseline is "
+        "`YOLO(face_detector.onnx).predict(source=feeds.streams, stream=True)` on the same network at the same size "
+        "and threshold: detector only (no classifier, tracker or verdicts) and no latency (it keeps no capture time).",
         "",
         markdown_table(result["rows"]),
+        "",
+        files_table(result.get("files", [])),
         "",
         "fps/stream: results per stream per second (mean; min over streams). drop %: worst stream; dfwatch "
         "1 - published / frames decoded in the window, ultralytics 1 - fps / feed fps (it keeps only each feed's "
@@ -574,17 +609,14 @@ def markdown_report(result: dict) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--streams", default="1,2,4,8", help="numbers of feeds, comma-separated (default 1,2,4,8)")
+    p.add_argument("--streams", default="1,2,4,8,16", help="numbers of feeds, comma-separated (default 1,2,4,8,16)")
+    p.add_argument("--resolutions", default="720,480", help="feed heights in lines, comma-separated (default 720,480)")
+    p.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help=f"real face clip to serve (default {DEFAULT_CLIP})")
+    p.add_argument("--models", type=Path, default=ROOT / "models", help="model pack (default: the shipped models/)")
+    p.add_argument("--files", type=int, default=6, help="clips in the file-throughput row (default 6; 0 skips it)")
     p.add_argument("--seconds", type=float, default=20.0, help="seconds per run after every stream's first result")
     p.add_argument("--warmup", type=float, default=3.0, help="first seconds of a run left out (default 3)")
     p.add_argument("--fps", type=int, default=25, help="frame rate of the feeds (default 25)")
-    p.add_argument(
-        "--detector-size",
-        type=int,
-        default=640,
-        choices=(320, 416, 640),
-        help="placeholder detector input side, also the baseline's imgsz (default 640)",
-    )
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
     p.add_argument("--machine", help="name in the result file names (default: e.g. xeon-2c-24g)")
     p.add_argument("--out-dir", type=Path, default=BENCH / "results", help="default benchmarks/results")
@@ -594,8 +626,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     try:
         args.streams = sorted({int(x) for x in args.streams.split(",") if x.strip()})
+        args.resolutions = [int(x) for x in args.resolutions.split(",") if x.strip()]
     except ValueError:
-        p.error(f"--streams takes comma-separated counts like 1,2,4,8; got {args.streams!r}")
+        p.error(f"--streams and --resolutions take comma-separated numbers like 1,2,4,8; got {args.streams!r}")
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     bad = [s for s in args.systems if s not in SYSTEMS]
     if bad or not args.systems:
@@ -639,32 +672,77 @@ def measure(args: argparse.Namespace, setup: Setup, env: dict[str, str], tmp: Pa
     from tests._rtsp import rtsp_server_process
 
     rows, runs = [], []
-    for n in args.streams:
-        mounts = {f"cam{i}": setup.clip for i in range(n)}
-        with rtsp_server_process(mounts, loop=True, timeout=30) as server:  # always stopped, even on errors
-            urls = {name: f"{server.url}/{name}" for name in mounts}
-            for system in args.systems:
-                run_dir = tmp / f"n{n}-{system}"
-                log(f"N={n} {system}: {args.seconds:.0f} s on {n} live feed(s) at {args.fps} fps ...")
-                try:
-                    run = _run_quietly(system, urls, setup, args, env, run_dir, server.proc.pid)
-                except (RuntimeError, OSError, subprocess.SubprocessError, psutil.Error) as exc:
-                    log(f"N={n} {system}: FAILED: {exc}")
-                    rows.append({"n": n, "system": system, "error": str(exc).splitlines()[0]})
-                    runs.append({"n": n, "system": system, "error": str(exc)})
-                    continue
-                row = summarise(n, system, run)
-                rows.append(row)
-                runs.append({"n": n, "system": system, **run})
-                p95 = row["latency_ms_worst_stream"]["p95"]
-                log(
-                    f"N={n} {system}: {row['fps_per_stream_mean']:.1f} fps/stream, drop "
-                    f"{100 * row['drop_rate_worst']:.1f}%, p95 {'n/a' if p95 is None else f'{p95:.0f} ms'}, "
-                    f"CPU {row['cpu_pct']:.0f}%, RSS {row['peak_rss_mib']:.0f} MiB, "
-                    f"real time: {'yes' if row['real_time'] else 'no'}"
-                )
-                time.sleep(1.0)  # let the previous system's sockets and threads go before the next one starts
+    for height, clip in setup.clips.items():
+        for n in args.streams:
+            mounts = {f"cam{i}": clip for i in range(n)}
+            with rtsp_server_process(mounts, loop=True, timeout=30) as server:  # always stopped, even on errors
+                urls = {name: f"{server.url}/{name}" for name in mounts}
+                for system in args.systems:
+                    run_dir = tmp / f"{height}p-n{n}-{system}"
+                    what = f"{height}p N={n} {system}"
+                    log(f"{what}: {args.seconds:.0f} s on {n} live feed(s) at {args.fps} fps ...")
+                    try:
+                        run = _run_quietly(system, urls, setup, args, env, run_dir, server.proc.pid)
+                    except (RuntimeError, OSError, subprocess.SubprocessError, psutil.Error) as exc:
+                        log(f"{what}: FAILED: {exc}")
+                        rows.append({"lines": height, "n": n, "system": system, "error": str(exc).splitlines()[0]})
+                        runs.append({"lines": height, "n": n, "system": system, "error": str(exc)})
+                        continue
+                    row = {"lines": height, **summarise(n, system, run)}
+                    rows.append(row)
+                    runs.append({"lines": height, "n": n, "system": system, **run})
+                    p95 = row["latency_ms_worst_stream"]["p95"]
+                    drop, real = 100 * row["drop_rate_worst"], "yes" if row["real_time"] else "no"
+                    log(f"{what}: {row['fps_per_stream_mean']:.1f} fps/stream, drop {drop:.1f}%, p95 "
+                        f"{'n/a' if p95 is None else f'{p95:.0f} ms'}, CPU {row['cpu_pct']:.0f}%, "
+                        f"RSS {row['peak_rss_mib']:.0f} MiB, real time: {real}")  # fmt: skip
+                    time.sleep(1.0)  # let the previous system's sockets and threads go before the next one starts
     return rows, runs
+
+
+def measure_files(args: argparse.Namespace, setup: Setup, env: dict[str, str], tmp: Path) -> list[dict]:
+    """Frames per second over a folder of ``--files`` real clips: dfwatch watch (files: nothing dropped) and
+    ultralytics' predict(source=folder, stream=True). From the first result to the last, so loading is left out."""
+    from benchmarks._machine import LoadWindow  # main() put the checkout on sys.path
+
+    clips = sorted(FILE_CLIPS.glob("*.mp4"))[: args.files]
+    if not clips:
+        log(f"file throughput skipped: no clips in {FILE_CLIPS}")
+        return []
+    folder = tmp / "files"
+    folder.mkdir()
+    for clip in clips:
+        (folder / clip.name).symlink_to(clip)  # read in place, never copied
+    out = []
+    for system in args.systems:
+        results = tmp / f"files-{system}.txt"
+        if system == "dfwatch":
+            cmd = [sys.executable, "-m", "pipeline.cli", "watch", *(str(c) for c in sorted(folder.iterdir())),
+                   "--models", str(setup.models), "--metrics-port", "0"]  # fmt: skip
+        else:
+            cmd = [sys.executable, str(BASELINE_SCRIPT), "predict", "--model", str(setup.models / "face_detector.onnx"),
+                   "--source", str(folder), "--imgsz", str(setup.detector_size), "--conf", str(setup.conf),
+                   "--max-det", str(MAX_FACES), "--out", str(results)]  # fmt: skip
+        log(f"files {system}: {len(clips)} clips ...")
+        with LoadWindow() as window, open(results if system == "dfwatch" else os.devnull, "w") as stdout:
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                                  timeout=1800)  # fmt: skip
+        if proc.returncode != 0:
+            log(f"files {system}: FAILED ({proc.returncode}): {proc.stderr[-500:]}")
+            out.append({"system": system, "clips": len(clips), "error": proc.stderr[-500:]})
+            continue
+        lines = results.read_text().splitlines()
+        if system == "dfwatch":
+            times = [json.loads(line)["capture_time"] + json.loads(line)["latency_ms"]["capture_to_publish"] / 1000
+                     for line in lines]  # fmt: skip
+        else:
+            times = [float(line.split()[1]) for line in lines]
+        span = max(times) - min(times) if len(times) > 1 else 0.0
+        fps = (len(times) - 1) / span if span > 0 else 0.0
+        out.append({"system": system, "clips": len(clips), "frames": len(times), "seconds": round(span, 2),
+                    "fps": round(fps, 1), "others_cpu_pct": window.others_cpu_pct})  # fmt: skip
+        log(f"files {system}: {len(times)} frames in {span:.1f} s: {fps:.1f} frames/s")
+    return out
 
 
 def result_document(args: argparse.Namespace, setup: Setup, rows: list[dict], runs: list[dict], **facts) -> dict:
@@ -682,11 +760,13 @@ def result_document(args: argparse.Namespace, setup: Setup, rows: list[dict], ru
             "seconds": args.seconds,
             "warmup": args.warmup,
             "fps": args.fps,
-            "detector_size": args.detector_size,
-            "classifier_size": 256,
+            "resolutions": args.resolutions,
+            "models": str(setup.models),
+            "detector_size": setup.detector_size,
+            "detector_conf": setup.conf,
             "systems": args.systems,
-            "clip": f"pipeline.demo.make_demo_clip(real_seconds=2, fake_seconds=2): {setup.clip_frames} frames, "
-            f"640x480, {args.fps} fps, H.264, a keyframe a second, looped",
+            "clip": f"{setup.source} transcoded at run time to each resolution: {setup.clip_frames} frames, "
+            f"{args.fps} fps, H.264, a keyframe a second, looped",
             "real_time": {
                 "p95_capture_to_publish_ms_below": REAL_TIME_P95_MS,
                 "drop_rate_below": REAL_TIME_DROP,
@@ -694,14 +774,13 @@ def result_document(args: argparse.Namespace, setup: Setup, rows: list[dict], ru
             },
         },
         "systems": {
-            "dfwatch": "python -m pipeline.cli watch camI=URL... --models PLACEHOLDERS --metrics-port 0 --max-faces 1 "
-            "--det-conf 0.001; untrained placeholder models: the low threshold makes the detector emit "
-            "one box a frame, so the classifier runs once a frame, as with one real face on screen",
-            "ultralytics": "YOLO(pt).predict(source=feeds.streams, stream=True, imgsz=S, conf=0.001, max_det=1, "
-            "device='cpu', verbose=False): the same untrained YOLOv8n (checked against the ONNX); "
-            "detector only, no classifier, tracker or verdicts; no capture time, so no latency",
+            "dfwatch": "python -m pipeline.cli watch camI=URL... --models MODELS --metrics-port PORT: the shipped "
+            "pack, defaults otherwise; k, m and frames shed read from /metrics once a second",
+            "ultralytics": "YOLO(MODELS/face_detector.onnx).predict(source=feeds.streams, stream=True, imgsz=S, "
+            f"conf=the manifest's, max_det={MAX_FACES}, device='cpu', verbose=False): the same detector network "
+            "through ultralytics' own pipeline (its ONNX Runtime backend); detector only, no classifier, tracker "
+            "or verdicts; no capture time, so no latency",
         },
-        "baseline_checkpoint_check": setup.checkpoint_check,
         "baseline_adjustments": [
             "OPENCV_FFMPEG_CAPTURE_OPTIONS=rtsp_transport;tcp: the transport dfwatch uses by default",
             "cv2.VideoCapture reports CAP_PROP_FRAME_COUNT 0 for the feeds: the test server announces each looped "
@@ -709,7 +788,9 @@ def result_document(args: argparse.Namespace, setup: Setup, rows: list[dict], ru
             "stops reading after 99 of them (predict ended after 4 s); a live camera announces an open range",
         ],
         "rows": rows,
-        "largest_real_time_n": {s: largest_real_time(rows, s) for s in args.systems},
+        "largest_real_time_n": {f"{h}p {s}": largest_real_time([r for r in rows if r.get("lines") == h], s)
+                                for h in args.resolutions for s in args.systems},  # fmt: skip
+        "files": facts.get("files", []),
         "runs": runs,
     }
 
@@ -745,15 +826,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dfwatch-bench-streams-") as tmp_name:
         tmp = Path(tmp_name)
         env = os.environ | {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(tmp / "ultralytics")}
-        baseline = "ultralytics" in args.systems
-        setup = prepare(tmp, fps=args.fps, detector_size=args.detector_size, baseline=baseline, env=env)
+        setup = prepare(tmp, args)
         rows, runs = measure(args, setup, env, tmp)
+        files = measure_files(args, setup, env, tmp) if args.files else []
     elapsed = round(time.monotonic() - started, 1)
-    result = result_document(args, setup, rows, runs, command=command, machine=machine, quiet=quiet, elapsed_s=elapsed)
+    result = result_document(args, setup, rows, runs, command=command, machine=machine, quiet=quiet, elapsed_s=elapsed,
+                             files=files)  # fmt: skip
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"streams-{args.machine or machine['slug']}" + (
-        "" if args.detector_size == 640 else f"-det{args.detector_size}"
-    )
+    stem = f"streams-{args.machine or machine['slug']}"
     json_path, md_path = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
     json_path.write_text(json.dumps(result, indent=1) + "\n")
     md_path.write_text(markdown_report(result))

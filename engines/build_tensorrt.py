@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from engines.calibration import calibration_batches, preprocess_for
 from engines.devices import cuda_device
 from engines.errors import DeviceError, EngineBuildError
 from engines.manifest import Manifest, load_manifest, sha256_file, write_manifest
@@ -28,41 +29,6 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
 TIMING_CACHE = "tensorrt.timing-cache"
 WORKSPACE_BYTES = 4 << 30
-
-
-def classifier_preprocess(images: np.ndarray) -> np.ndarray:
-    """(n, S, S, 3) uint8 RGB crops -> (n, 3, S, S) float32 in [0, 1], as engines.Classifier feeds them."""
-    return images.transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / 255.0)
-
-
-def detector_preprocess(size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """(n, H, W, 3) uint8 RGB images -> letterboxed (n, 3, size, size) float32, as engines.Detector feeds them."""
-    from engines.letterbox import letterbox_batch
-
-    return lambda images: letterbox_batch(list(images), size)[0]
-
-
-def calibration_batches(
-    images: Iterable[np.ndarray], *, batch: int, preprocess: Callable[[np.ndarray], np.ndarray], limit: int
-) -> Iterator[np.ndarray]:
-    """Group uint8 images (each (H, W, 3) or a block (n, H, W, 3)) into preprocessed full batches.
-
-    Stops after ``limit`` images; a last partial batch is dropped (the calibrator's batch is fixed).
-    """
-    pending: list[np.ndarray] = []
-    seen = 0
-    for block in images:
-        block = block[None] if block.ndim == 3 else block  # (n, H, W, 3)
-        for image in block:
-            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise EngineBuildError(f"calibration images must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
-            pending.append(image)
-            seen += 1
-            if len(pending) == batch:
-                yield np.ascontiguousarray(preprocess(np.stack(pending)), dtype=np.float32)  # (batch, 3, S, S)
-                pending = []
-            if seen >= limit:
-                return
 
 
 def make_calibrator(trt: Any, batches: Iterator[np.ndarray], *, batch: int, cache: Path) -> Any:
@@ -118,7 +84,8 @@ def build_engine(
     ``calibration`` (INT8 only, required then) yields uint8 RGB images, single or in blocks: face
     crops for a classifier, frames for a detector; they are preprocessed the way the Detector or
     Classifier would. Batch range defaults to the ONNX manifest's; ``batch_opt`` to the middle
-    power of two. The timing cache ``tensorrt.timing-cache`` beside the plan is read and updated.
+    power of two (INT8: the calibration batch, the shape TensorRT calibrates at). The timing cache
+    ``tensorrt.timing-cache`` beside the plan is read and updated.
     """
     from engines.backends.trt_backend import import_tensorrt
     from engines.export import framework_versions
@@ -135,13 +102,17 @@ def build_engine(
     if source.format != "onnx":
         raise EngineBuildError(f"{onnx_path} is a {source.format} artifact; TensorRT plans are built from ONNX")
     batch_max = batch_max or source.batch_max
+    if precision == "int8":
+        if not 1 <= calibration_batch <= batch_max:
+            raise EngineBuildError(f"calibration batch {calibration_batch} must lie in 1..{batch_max}")
+        # TensorRT calibrates at the opt shape of the first optimisation profile (a separate calibration profile,
+        # set_calibration_profile, is deprecated since TensorRT 10.1): opt is the calibration batch.
+        batch_opt = calibration_batch
     batch_opt = batch_opt or min(batch_max, max(batch_min, 1 << (batch_max.bit_length() // 2)))
     if not 1 <= batch_min <= batch_opt <= batch_max:
         raise EngineBuildError(
             f"batch sizes must satisfy 1 <= min <= opt <= max, got {batch_min}, {batch_opt}, {batch_max}"
         )
-    if precision == "int8" and not 1 <= calibration_batch <= batch_max:
-        raise EngineBuildError(f"calibration batch {calibration_batch} must lie in 1..{batch_max}")
     out = plan_path(onnx_path, precision)
     cache_path = onnx_path.with_name(TIMING_CACHE)
     start = time.perf_counter()
@@ -169,13 +140,9 @@ def build_engine(
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 layers fall back to FP16, not FP32, where INT8 does not pay
     if precision == "int8":
-        preprocess = classifier_preprocess if source.kind == "classifier" else detector_preprocess(size)
-        batches = calibration_batches(
-            calibration, batch=calibration_batch, preprocess=preprocess, limit=calibration_limit
-        )
-        calib_profile = builder.create_optimization_profile()
-        shape = (calibration_batch, 3, size, size)
-        calib_profile.set_shape(input_name, shape, shape, shape)
+        preprocess = preprocess_for(source.kind, size)
+        batches = calibration_batches(calibration, batch=calibration_batch, preprocess=preprocess,
+                                      limit=calibration_limit)  # fmt: skip
         config.set_flag(trt.BuilderFlag.INT8)
         calib_cache = out.with_name(out.name + ".calib-cache")
         # A cache from an earlier build would skip calibration: stale after a re-export or for other images.
@@ -183,7 +150,6 @@ def build_engine(
         # Held in a local too: the config's reference alone does not keep the Python object alive.
         calibrator = make_calibrator(trt, batches, batch=calibration_batch, cache=calib_cache)
         config.int8_calibrator = calibrator
-        config.set_calibration_profile(calib_profile)
 
     plan = builder.build_serialized_network(network, config)
     if plan is None:

@@ -70,9 +70,13 @@ def sample_inputs(input_size: int, batch: int = 2, *, seed: int = 0) -> np.ndarr
 
 
 def verify_against_onnx(
-    artifact: Path, onnx_path: Path, *, device: str | None = None, inputs: np.ndarray | None = None
+    artifact: Path, onnx_path: Path, *, device: str | None = None, inputs: np.ndarray | None = None,
+    enforce: bool = True,
 ) -> float:
-    """Run ``artifact`` through its backend and the source ONNX on the same batch; fail beyond tolerance."""
+    """Run ``artifact`` through its backend and the source ONNX on the same batch; fail beyond tolerance.
+
+    ``enforce=False`` only measures (INT8: raw outputs of unlikely anchors move far; an accuracy check decides).
+    """
     from engines.backends import open_backend
 
     manifest = load_manifest(artifact)
@@ -83,7 +87,7 @@ def verify_against_onnx(
         raise EngineBuildError(f"{artifact}: output shape {got.shape} differs from the ONNX's {expected.shape}")
     diff = float(np.abs(got - expected).max())
     allowed = tolerance(manifest.precision, expected)
-    if not diff <= allowed:
+    if enforce and not diff <= allowed:
         raise EngineBuildError(
             f"{artifact} ({manifest.precision}) differs from {onnx_path.name} by {diff:.3g} (tolerance {allowed:.3g})"
         )

@@ -8,6 +8,7 @@ import numpy as np
 
 from engines._artifact import Artifact
 from engines.errors import InputError
+from engines.images import normalise
 
 
 class Classifier:
@@ -35,6 +36,5 @@ class Classifier:
             raise InputError(f"Classifier expects uint8 RGB crops (n, {s}, {s}, 3), got {got}")
         if len(crops) == 0:
             return np.zeros(0, dtype=np.float32)
-        batch = crops.transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / 255.0)  # (n, 3, S, S)
-        prob = self.artifact.run(batch)[0]  # (n, 1)
+        prob = self.artifact.run(normalise(crops))[0]  # (n, 1)
         return prob.reshape(-1).astype(np.float32)

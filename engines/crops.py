@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
-import cv2
 import numpy as np
 
-from engines.detections import Detections
+from engines.images import resize
+
+
+class Boxes(Protocol):
+    """Boxes of a batch of frames: ``engines.Detections``, or the pipeline's tracked faces."""
+
+    xyxy: np.ndarray  # (n, 4) float32 in frame pixels
+    frame_index: np.ndarray  # (n,) position of each box's frame in the batch
 
 
 def square_box(xyxy: np.ndarray, margin: float) -> np.ndarray:
@@ -20,15 +27,12 @@ def square_box(xyxy: np.ndarray, margin: float) -> np.ndarray:
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """A square (s, s, 3) image resized to (size, size, 3) the way every crop is: area-averaged when it
-    shrinks, bilinear when it grows. The trainer's simulated captures resize with this too."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
+    """A square (s, s, 3) image resized to (size, size, 3) the way every crop is (``engines.images.resize``:
+    area-averaged when it shrinks, bilinear when it grows). The trainer's simulated captures resize with this too."""
+    return resize(image, size, size)
 
 
-def crop_faces(frames: Sequence[np.ndarray], detections: Detections, *, size: int, margin: float) -> np.ndarray:
+def crop_faces(frames: Sequence[np.ndarray], detections: Boxes, *, size: int, margin: float) -> np.ndarray:
     """Cut one square crop per detection and resize it to (size, size).
 
     The square is centred on the box with ``margin`` of the box's longer side added on every

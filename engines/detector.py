@@ -10,7 +10,7 @@ import numpy as np
 from engines._artifact import Artifact
 from engines.detections import Detections
 from engines.errors import InputError
-from engines.letterbox import letterbox_batch, unletterbox_boxes
+from engines.letterbox import LetterboxInfo, letterbox_batch, unletterbox_boxes
 from engines.yolo import decode_yolov8
 
 
@@ -47,14 +47,26 @@ class Detector:
         _check_frames(frames)
         if len(frames) == 0:
             return Detections.empty()
-        batch, infos = letterbox_batch(frames, self.input_size)  # (N, 3, S, S)
-        output = self.artifact.run(batch)[0]  # (N, 4 + 1, anchors)
-        parts = []
-        for i, ((xyxy, score), info) in enumerate(
-            zip(decode_yolov8(output, conf=self.conf, iou=self.iou, max_det=self.max_det), infos)
-        ):
-            parts.append(Detections(unletterbox_boxes(xyxy, info), score, np.full(len(score), i)))
-        return Detections.concatenate(parts)
+        batch, infos = self.prepare(frames)
+        return self.boxes(self.infer(batch), infos)
+
+    # The three steps of a call, apart so that each can be timed (the pipeline's stage timings, benchmarks).
+
+    def prepare(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxInfo]]:
+        """Letterbox frames into the network input (N, 3, S, S) float32, with how each was placed."""
+        return letterbox_batch(frames, self.input_size)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """The raw network output (N, 4 + 1, anchors) for a prepared batch."""
+        return self.artifact.run(batch)[0]
+
+    def boxes(self, output: np.ndarray, infos: Sequence[LetterboxInfo]) -> Detections:
+        """Box decode, NMS and boxes back in frame pixels; ``frame_index`` is the position in the batch."""
+        decoded = decode_yolov8(output, conf=self.conf, iou=self.iou, max_det=self.max_det)
+        return Detections.concatenate(
+            [Detections(unletterbox_boxes(xyxy, info), score, np.full(len(score), i))
+             for i, ((xyxy, score), info) in enumerate(zip(decoded, infos))]
+        )  # fmt: skip
 
 
 def _check_frames(frames: np.ndarray | Sequence[np.ndarray]) -> None:

@@ -16,13 +16,14 @@ ENGINES_HINT = "rebuild the artifacts for this machine with `dfwatch-train engin
 def rebuild_hint(artifact: str | Path, fmt: str | None = None) -> str:
     """How to get a good copy of ``artifact``.
 
-    ONNX files and the fp32 torch reference ``NAME.pt2`` are exported from the torch model:
-    re-export. Everything built from them (``NAME.<variant>.pt2``, ``.engine``): ``dfwatch-train engines``.
+    ``NAME.onnx`` and the fp32 torch reference ``NAME.pt2`` are exported from the torch model: re-export.
+    Everything built from them (``NAME.<variant>.pt2``, ``.engine``, ``.xml``, ``NAME.int8.onnx``):
+    ``dfwatch-train engines``.
     """
     path = Path(artifact)
-    exported = path.suffix == ".onnx" or (path.suffix == ".pt2" and path.name.count(".") == 1)  # NAME.pt2
+    exported = path.suffix in (".onnx", ".pt2") and path.name.count(".") == 1  # NAME.onnx, NAME.pt2
     if fmt is not None:
-        exported = fmt == "onnx" or (fmt == "torch" and exported)
+        exported = fmt in ("onnx", "torch") and exported
     return REBUILD_HINT if exported else ENGINES_HINT.replace("DIR", str(path.parent))
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+from engines.images import normalise, resize
 
 PAD_VALUE = 114  # grey, as the YOLOv8 detector was trained with
 
@@ -27,9 +28,7 @@ def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, LetterboxInfo]:
     h, w = frame.shape[:2]
     scale = min(size / h, size / w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        frame = cv2.resize(frame, (new_w, new_h), interpolation=interp)
+    frame = resize(frame, new_w, new_h)
     pad_x, pad_y = (size - new_w) / 2, (size - new_h) / 2
     top, left = int(round(pad_y - 0.1)), int(round(pad_x - 0.1))
     out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
@@ -39,14 +38,12 @@ def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, LetterboxInfo]:
 
 def letterbox_batch(frames: Sequence[np.ndarray], size: int) -> tuple[np.ndarray, list[LetterboxInfo]]:
     """Letterbox each frame and stack into the network input (N, 3, size, size) float32 in [0, 1]."""
-    batch = np.empty((len(frames), 3, size, size), dtype=np.float32)
+    boxed = np.empty((len(frames), size, size, 3), dtype=np.uint8)
     infos = []
     for i, frame in enumerate(frames):
-        boxed, info = letterbox(frame, size)  # (size, size, 3)
-        batch[i] = boxed.transpose(2, 0, 1)  # (3, size, size)
+        boxed[i], info = letterbox(frame, size)  # (size, size, 3)
         infos.append(info)
-    batch *= 1.0 / 255.0
-    return batch, infos
+    return normalise(boxed), infos  # (N, 3, size, size)
 
 
 def unletterbox_boxes(xyxy: np.ndarray, info: LetterboxInfo) -> np.ndarray:

@@ -25,14 +25,14 @@ from engines.errors import ManifestError, ManifestMismatchError, ModelNotFoundEr
 
 SCHEMA = 1
 KINDS = ("detector", "classifier")
-FORMATS = ("onnx", "tensorrt", "torch")
+FORMATS = ("onnx", "openvino", "tensorrt", "torch")
 
 
 @dataclass(frozen=True)
 class Manifest:
     kind: str  # "detector" or "classifier"
     name: str  # architecture name, e.g. "yolov8n-face", "paper_cnn"
-    format: str  # "onnx", "tensorrt" or "torch": selects the backend
+    format: str  # "onnx", "openvino", "tensorrt" or "torch": selects the backend
     file: str  # artifact file name, beside the manifest
     sha256: str  # of the artifact file
     input_size: int  # square network input side in pixels

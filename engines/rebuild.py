@@ -6,12 +6,15 @@ For each ``NAME.onnx`` (with its manifest) in the directory:
    reference ``NAME.pt2`` when it is there (always).
 2. TensorRT ``NAME.<precision>.engine``: where TensorRT and a GPU are (or when demanded).
 3. torch ``NAME.<precision>.pt2`` with a torch.compile mode: where asked.
+4. CPU: OpenVINO ``NAME.fp32.xml`` and, with calibration images, INT8 ``NAME.int8.xml`` (NNCF) and
+   ``NAME.int8.onnx`` (ONNX Runtime), each INT8 one kept only if it passes its accuracy check.
 
 Every built artifact is compared with ONNX Runtime on the same batch (engines/build_torch.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -22,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engines.errors import BackendUnavailableError, EngineError
-from engines.manifest import Manifest, check_source_onnx, load_manifest, manifest_path
+from engines.manifest import Manifest, check_source_onnx, load_manifest, manifest_path, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,14 @@ class TensorRTPlan:
 
 
 @dataclass(frozen=True)
+class CpuPlan:
+    openvino: bool  # build NAME.fp32.xml
+    calibration: Callable[[Manifest], Iterable[np.ndarray]] | None = None  # uint8 images per model: INT8 builds
+    accept: Callable[[str, Path, Path], tuple[str, float, float]] | None = None  # held-out metric, fp32 vs INT8
+    calibration_limit: int = 256  # images calibration reads, at most
+
+
+@dataclass(frozen=True)
 class BuildRow:
     """One line of the summary table."""
 
@@ -60,7 +71,7 @@ def model_files(models: Path) -> list[Path]:
     """The ONNX artifacts (with manifests) in ``models``; EngineError when there are none."""
     if not models.is_dir():
         raise EngineError(f"model directory {models} does not exist")
-    found = sorted(p for p in models.glob("*.onnx") if manifest_path(p).is_file())
+    found = sorted(p for p in models.glob("*.onnx") if manifest_path(p).is_file() and p.name.count(".") == 1)
     if not found:
         raise EngineError(f"{models} holds no ONNX artifact with a manifest (NAME.onnx + NAME.onnx.json)")
     return found
@@ -83,6 +94,7 @@ def rebuild(
     *,
     tensorrt: TensorRTPlan | None,
     torch: TorchPlan | None,
+    cpu: CpuPlan | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> list[BuildRow]:
@@ -101,6 +113,10 @@ def rebuild(
         jobs += [("tensorrt", p) for p in onnx_files]
     if torch is not None:
         jobs += [("torch", p) for p in onnx_files]
+    if cpu is not None and cpu.openvino:
+        jobs += [("openvino", p) for p in onnx_files]
+    if cpu is not None and cpu.calibration is not None:
+        jobs += [(f, p) for p in onnx_files for f in ("openvino-int8", "onnxruntime-int8")]
     rows = []
     bar = tqdm(jobs, desc="engines", unit="artifact", disable=None if progress else True)
     for fmt, onnx_path in bar:
@@ -109,8 +125,10 @@ def rebuild(
             rows.append(_verify_onnx(onnx_path))
         elif fmt == "tensorrt":
             rows.append(_build_tensorrt(onnx_path, tensorrt, force=force))
-        else:
+        elif fmt == "torch":
             rows.append(_build_torch(onnx_path, torch, force=force))
+        else:
+            rows.append(_build_cpu(fmt, onnx_path, cpu))
     bar.close()
     if tensorrt is not None and trt_missing is not None:
         rows.append(BuildRow("(tensorrt)", "tensorrt", "-", "-", None, 0.0, None, f"skipped: {trt_missing}"))
@@ -119,9 +137,8 @@ def rebuild(
 
 def _row(path: Path, build_s: float, diff: float | None, note: str = "") -> BuildRow:
     m = load_manifest(path, verify=False)
-    return BuildRow(
-        path.name, m.format, m.precision, f"{m.batch_min}-{m.batch_max}", path.stat().st_size, build_s, diff, note
-    )
+    size = path.stat().st_size + sum(p.stat().st_size for p in [path.with_suffix(".bin")] if path.suffix == ".xml")
+    return BuildRow(path.name, m.format, m.precision, f"{m.batch_min}-{m.batch_max}", size, build_s, diff, note)
 
 
 def _verify_onnx(onnx_path: Path) -> BuildRow:
@@ -207,6 +224,45 @@ def _build_torch(onnx_path: Path, plan: TorchPlan, *, force: bool) -> BuildRow:
         reference, precision=plan.precision, compile_mode=plan.compile_mode, device=plan.device
     )
     return _row(out, time.perf_counter() - start, diff, f"{plan.device}, {mode}")
+
+
+def _build_cpu(fmt: str, onnx_path: Path, plan: CpuPlan) -> BuildRow:
+    """One CPU artifact: built, compared with ONNX Runtime on real inputs, INT8 put through its accuracy check."""
+    from engines.build_cpu import _batches, build_openvino, build_ort_int8, gate_int8, remove_artifact
+    from engines.build_torch import verify_against_onnx
+
+    source = load_manifest(onnx_path)
+    start = time.perf_counter()
+    if fmt == "openvino":
+        out, check = build_openvino(onnx_path, precision="fp32"), None
+    else:
+        images = list(plan.calibration(source))
+        check = _batches(source, images, plan.calibration_limit)[0]  # a real batch: INT8 is calibrated on such
+        if fmt == "openvino-int8":
+            out = build_openvino(onnx_path, precision="int8", calibration=images, limit=plan.calibration_limit)
+        else:
+            out = build_ort_int8(onnx_path, calibration=images, limit=plan.calibration_limit)
+    build_s = time.perf_counter() - start
+    manifest = load_manifest(out)
+    if manifest.precision != "int8":
+        return _row(out, build_s, verify_against_onnx(out, onnx_path, device="cpu"))
+    if plan.accept is None:
+        raise EngineError("INT8 artifacts need an accuracy check (accept) before they may serve")
+    # The backends refuse INT8 without an accepted check; while it is measured the manifest says "pending", and
+    # the artifact is removed unless the check accepts it.
+    pending = {"accepted": True, "metric": "pending: being measured by dfwatch-train engines"}
+    write_manifest(out, dataclasses.replace(manifest, runtime=manifest.runtime | {"accuracy": pending}))
+    try:
+        diff = verify_against_onnx(out, onnx_path, device="cpu", inputs=check, enforce=False)
+        result = gate_int8(out, onnx_path, plan.accept)
+    except BaseException:
+        remove_artifact(out)
+        raise
+    note = f"{result['metric']} {result['int8']:.4f} vs fp32 {result['fp32']:.4f}: "
+    note += "accepted" if result["accepted"] else f"REFUSED (more than {result['tolerance']} lower), removed"
+    if not result["accepted"]:
+        return BuildRow(out.name, manifest.format, "int8", "-", None, build_s, diff, note)
+    return _row(out, build_s, diff, note)
 
 
 def format_table(rows: list[BuildRow]) -> str:

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from engines.boxes import iou_matrix
+
 
 def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, highest score first."""
     order = np.argsort(-score, kind="stable")
-    x1, y1, x2, y2 = xyxy.T
-    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     keep = []
     while order.size:
         i = order[0]
         keep.append(i)
         rest = order[1:]
-        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        inter = w * h
-        iou = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
+        iou = iou_matrix(xyxy[i : i + 1], xyxy[rest])[0]  # (len(rest),)
         order = rest[iou <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 

@@ -96,11 +96,13 @@ def draw(image: np.ndarray, verdict: Verdict) -> np.ndarray:
     h, w = out.shape[:2]
     thick, top = line_width(h, w), banner_height(h)
     font_scale = max(0.4, h / 960)
-    for face in verdict.faces:
-        colour = score_colour(face.p_fake)
-        x1, y1, x2, y2 = (round(v) for v in face.box)
+    faces = verdict.faces
+    for track, box, p in zip(faces.track_id.tolist(), faces.xyxy.tolist(), faces.p_fake.tolist()):
+        p_fake = None if p != p else p  # NaN: not scored yet
+        colour = score_colour(p_fake)
+        x1, y1, x2, y2 = (round(v) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
-        label = f"#{face.track_id} " + ("--" if face.p_fake is None else f"{face.p_fake:.2f}")
+        label = f"#{track} " + ("--" if p_fake is None else f"{p_fake:.2f}")
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         ty = y1 - thick  # above the box, else inside it below the banner
         if ty - th - base < top:

@@ -22,7 +22,7 @@ from pipeline.shard import Shard
 from pipeline.sources import SourceKind, SourceSpec
 
 if TYPE_CHECKING:
-    from pipeline.stages import ClassifyStage, DetectStage
+    from engines import Classifier, Detector
     from pipeline.verdict import VerdictConfig
 
 logger = logging.getLogger("dfwatch")
@@ -54,6 +54,22 @@ def add_models_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-faces", type=int, dest="models.max_faces", help="most faces scored per frame (default 20)")
 
 
+def add_schedule_args(parser: argparse.ArgumentParser) -> None:
+    """The schedule flags (override [schedule])."""
+    g = parser.add_argument_group("schedule (override [schedule])")
+    g.add_argument("--detect-every", type=int, dest="schedule.detect_every",
+                   help="detect on every k-th frame per stream, track in between (default 1)")  # fmt: skip
+    g.add_argument("--max-detect-every", type=int, dest="schedule.max_detect_every",
+                   help="k may grow up to this under load (default 8)")  # fmt: skip
+    g.add_argument("--classify-every", type=int, dest="schedule.classify_every",
+                   help="classify each tracked face every m-th frame (default 1)")  # fmt: skip
+    g.add_argument("--max-classify-every", type=int, dest="schedule.max_classify_every",
+                   help="once k is at its maximum, m may grow up to this under load (default 4)")  # fmt: skip
+    g.add_argument("--latency-budget", type=float, dest="schedule.latency_budget",
+                   help="seconds from capture: a live frame that cannot be published within it is shed before "
+                   "inference (default 1)")  # fmt: skip
+
+
 def _name_metavars(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:  # "--threads N", not "--threads MODELS.THREADS"
         if "." in action.dest and action.metavar is None:
@@ -73,33 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="video file, rtsp://, rtsps://, http(s):// or HLS URL; NAME=URL names the stream",
     )
     w.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and tracebacks")
-    w.add_argument("--config", type=Path, help="TOML file with streams, models, runner, verdict, sinks, metrics")
+    w.add_argument("--config", type=Path,
+                   help="TOML file with streams, models, runner, schedule, verdict, sinks, metrics")  # fmt: skip
     add_models_args(w)
-    g = w.add_argument_group("stages (override [runner])")
+    g = w.add_argument_group("batches (override [runner])")
     g.add_argument("--max-batch", type=int, dest="runner.max_batch", help="frames per detector batch (default 8)")
     g.add_argument("--max-wait-ms", type=float, dest="runner.max_wait_ms", help="wait to fill a batch (default 5)")
-    g.add_argument(
-        "--detect-every",
-        type=int,
-        dest="runner.detect_every",
-        help="detect on every k-th frame per stream, track in between (default 1)",
-    )
-    g.add_argument(
-        "--max-detect-every",
-        type=int,
-        dest="runner.max_detect_every",
-        help="k may grow up to this under load (default 4)",
-    )
-    g.add_argument(
-        "--classify-every",
-        type=int,
-        dest="runner.classify_every",
-        help="classify each tracked face every m-th frame (default 1)",
-    )
-    g.add_argument(
-        "--max-classify-every", type=int, dest="runner.max_classify_every",
-        help="once k is at its maximum, m may grow up to this under load (default 3)",
-    )  # fmt: skip
+    add_schedule_args(w)
     g = w.add_argument_group("sources (override every stream)")
     g.add_argument("--rtsp-transport", choices=("tcp", "udp"), help="RTSP transport (default tcp)")
     g.add_argument("--open-timeout", type=float, help="seconds to open a stream (default 10)")
@@ -192,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
     r.add_argument("--out", type=Path, help="report.png or report.html (default: CLIP's name + .report.png)")
     r.add_argument("--verdicts", type=Path, metavar="FILE", help="also write the verdict JSON lines to FILE")
-    r.add_argument("--config", type=Path, help="TOML file; its [models], [runner] and [verdict] apply")
+    r.add_argument("--config", type=Path, help="TOML file; its [models], [runner], [schedule] and [verdict] apply")
     add_models_args(r)
     r.set_defaults(func=cmd_report)
     _name_metavars(r)
@@ -273,10 +269,9 @@ def resolve_config(args: argparse.Namespace) -> WatchConfig:
     return dataclasses.replace(cfg, streams=tuple(streams), shard=shard or cfg.shard)
 
 
-def load_stages(m: ModelsConfig) -> tuple[DetectStage, ClassifyStage, bool]:
-    """The detect and classify stages of ``m``'s artifacts, and whether either is a placeholder (logged)."""
+def load_models(m: ModelsConfig) -> tuple[Detector, Classifier]:
+    """The detector and classifier of ``m``'s artifacts; a placeholder among them is logged."""
     from engines import Classifier, Detector
-    from pipeline.stages import ClassifyStage, DetectStage
 
     detector = Detector(m.detector_path, threads=m.threads, conf=m.det_conf, max_det=m.max_faces)
     classifier = Classifier(m.classifier_path, threads=m.threads)
@@ -296,12 +291,12 @@ def load_stages(m: ModelsConfig) -> tuple[DetectStage, ClassifyStage, bool]:
         classifier.backend_name,
         classifier.input_size,
     )
-    return DetectStage(detector), ClassifyStage(classifier), placeholder
+    return detector, classifier
 
 
-def resolve_verdict(verdict: VerdictConfig, classify: ClassifyStage) -> VerdictConfig:
+def resolve_verdict(verdict: VerdictConfig, classifier: Classifier) -> VerdictConfig:
     """``verdict`` with its unset thresholds from the classifier's calibration (manifest), logged once."""
-    calibrated = classify.classifier.manifest.thresholds
+    calibrated = classifier.manifest.thresholds
     resolved = verdict.resolved(calibrated)
     logger.info("verdict: FAKE at %.3f for %d frames in a row, back to REAL at %.3f (from %s)", resolved.enter_fake,
                 resolved.confirm_frames, resolved.leave_fake, verdict.source(calibrated))  # fmt: skip
@@ -309,7 +304,8 @@ def resolve_verdict(verdict: VerdictConfig, classify: ClassifyStage) -> VerdictC
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from pipeline.metrics import Observer
+    from pipeline.metrics import PrometheusObserver
+    from pipeline.processor import BatchProcessor
     from pipeline.redis_conn import RedisTarget
     from pipeline.runner import Runner
     from pipeline.sinks import RedisSink
@@ -346,15 +342,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
             from pipeline.annotate import Annotator
 
             frame_sinks.append(Annotator(cfg.annotate))  # an unwritable directory fails here, before any work
-        detect, classify, placeholder = load_stages(cfg.models)
-        observer = Observer()
+        observer = PrometheusObserver()
+        detector, classifier = load_models(cfg.models)
+        processor = BatchProcessor(detector, classifier, observer, schedule=cfg.schedule,
+                                   verdict=resolve_verdict(cfg.verdict, classifier))  # fmt: skip
         sinks: list = [_stdout_sink()]
         password = os.environ.get("DFWATCH_REDIS_PASSWORD")  # never on the command line, where ps shows it
         redis_sink = None
         if cfg.sinks.redis:
             redis_sink = RedisSink(cfg.sinks.redis, maxlen=cfg.sinks.redis_maxlen, password=password,
                                    ttl=cfg.sinks.redis_ttl,
-                                   on_error=lambda kind: observer.sink_errors.labels("redis").inc())  # fmt: skip
+                                   on_error=lambda kind: observer.sink_errors("redis", 1))  # fmt: skip
             sinks.append(redis_sink)
         elif args.control:
             raise ConfigError("--control needs a Redis URL (--redis or [sinks] redis)")
@@ -366,19 +364,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     f"cannot serve metrics on {cfg.metrics.host}:{cfg.metrics.port} ({exc}); "
                     "pass --metrics-port N, or 0 to disable"
                 ) from exc
-        runner = Runner(
-            cfg.streams,
-            detect,
-            classify,
-            sinks,
-            observer,
-            verdict=resolve_verdict(cfg.verdict, classify),
-            config=cfg.runner,
-            placeholder_models=placeholder,
-            until_stopped=args.control,
-            frame_sinks=frame_sinks,
-            policy=policy,
-        )
+        runner = Runner(cfg.streams, processor, sinks, observer, config=cfg.runner, until_stopped=args.control,
+                        frame_sinks=frame_sinks, policy=policy)  # fmt: skip
         control = None
         if args.control:
             from pipeline.control import RedisControl
@@ -408,7 +395,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             if control is not None:
                 control.close()
             observer.close()
-    print(stats.format(placeholder_models=placeholder), file=sys.stderr)
+    print(stats.format(placeholder_models=processor.placeholder_models), file=sys.stderr)
     if runner.stop.is_set():
         return EXIT_OK  # stopped on request: what failed was logged, and the operator asked to stop
     return EXIT_FAILED if stats.failed else EXIT_OK
@@ -466,10 +453,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.clip.is_file():
         raise ConfigError(f"clip {args.clip}: " + ("is a directory" if args.clip.is_dir() else "no such file"))
     cfg = apply_flags(load_config(args.config) if args.config else WatchConfig(), args)
-    detect, classify, placeholder = load_stages(cfg.models)
-    report = make_report(args.clip, detect, classify, out=out, verdicts_out=args.verdicts,
-                         verdict=resolve_verdict(cfg.verdict, classify), runner=cfg.runner,
-                         placeholder_models=placeholder)  # fmt: skip
+    detector, classifier = load_models(cfg.models)
+    report = make_report(args.clip, detector, classifier, out=out, verdicts_out=args.verdicts,
+                         verdict=resolve_verdict(cfg.verdict, classifier), schedule=cfg.schedule,
+                         runner=cfg.runner)  # fmt: skip
     print(report.summary)
     if report.error:
         return EXIT_FAILED  # the clip broke off: the report covers the frames that decoded

@@ -20,6 +20,7 @@ from pipeline.annotate import AnnotateConfig
 from pipeline.errors import ConfigError
 from pipeline.policy import SourcePolicy
 from pipeline.runner import RunnerConfig
+from pipeline.schedule import ScheduleConfig
 from pipeline.shard import Shard
 from pipeline.sources import SourceSpec
 from pipeline.verdict import VerdictConfig
@@ -70,6 +71,7 @@ class WatchConfig:
     streams: tuple[SourceSpec, ...] = ()
     models: ModelsConfig = field(default_factory=ModelsConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -78,8 +80,9 @@ class WatchConfig:
     shard: Shard | None = None  # top-level `shard = "i/N"`: keep only the streams rendezvous hashing gives worker i
 
 
-_SECTIONS = {"models": ModelsConfig, "runner": RunnerConfig, "verdict": VerdictConfig, "sinks": SinksConfig,
-             "metrics": MetricsConfig, "annotate": AnnotateConfig, "sources": SourcePolicy}  # fmt: skip
+_SECTIONS = {"models": ModelsConfig, "runner": RunnerConfig, "schedule": ScheduleConfig, "verdict": VerdictConfig,
+             "sinks": SinksConfig, "metrics": MetricsConfig, "annotate": AnnotateConfig,
+             "sources": SourcePolicy}  # fmt: skip
 
 
 def load_config(path: str | Path) -> WatchConfig:

@@ -1,74 +1,110 @@
-"""Bounded per-stream frame queues with an explicit policy for when they are full."""
+"""The one bounded queue between threads, with an explicit policy for when it is full."""
 
 from __future__ import annotations
 
 import collections
 import threading
 from enum import Enum
+from typing import Generic, Protocol, TypeVar
 
-from pipeline.messages import Frame
+T = TypeVar("T")
 
 
 class DropPolicy(str, Enum):
-    DROP_OLDEST = "drop_oldest"  # live feeds: a full queue drops its oldest frame, lag never grows
-    WAIT = "wait"  # files: the reader waits, nothing is dropped
+    DROP_OLDEST = "drop_oldest"  # live feeds: a full queue drops its oldest item, lag never grows
+    WAIT = "wait"  # files: the producer waits for room, nothing is dropped
+    SKIP = "skip"  # a full queue refuses the new item (a live frame for a busy frame sink)
 
 
-class FrameQueue:
-    """A bounded per-stream queue with an explicit policy for when it is full."""
+class StopSignal(Protocol):
+    def is_set(self) -> bool: ...
 
-    def __init__(self, size: int, policy: DropPolicy, wake: threading.Event) -> None:
-        self.frames: collections.deque[Frame] = collections.deque()
+
+class BoundedQueue(Generic[T]):
+    """A FIFO of at most ``size`` items between threads; ``put`` follows ``policy`` when it is full.
+
+    ``wake`` (optional) is set after every put, for a consumer that watches several queues.
+    ``dropped`` counts the items lost to the policy (and to ``clear``).
+    """
+
+    def __init__(self, size: int, policy: DropPolicy, *, wake: threading.Event | None = None) -> None:
+        if size < 1:
+            raise ValueError(f"a queue holds at least 1 item, got size {size}")
+        self.items: collections.deque[T] = collections.deque()
         self.size, self.policy, self.wake = size, policy, wake
         self.cond = threading.Condition()
-        self.closed = False  # the reader has finished (end of stream, error or removal)
+        self.closed = False  # the producer has finished
         self.dropped = 0
 
-    def put(self, frame: Frame, stop: threading.Event) -> bool:
-        """Queue ``frame``; returns True when the oldest frame was dropped to make room.
+    def put(self, item: T, stop: StopSignal | None = None, *, policy: DropPolicy | None = None) -> int:
+        """Queue ``item`` under ``policy`` (default: the queue's); returns the items lost (0 or 1).
 
-        A closed queue (its stream was removed while the reader was stuck in a read) takes nothing more.
+        WAIT blocks until there is room or ``stop`` is set; then the item is queued beyond the bound. A closed
+        queue takes nothing more (its stream was removed while the reader was stuck in a read): the item is lost.
         """
-        dropped = False
+        policy = policy or self.policy
+        lost = 0
         with self.cond:
             if self.closed:
-                return False
-            if self.policy is DropPolicy.WAIT:
-                while len(self.frames) >= self.size and not stop.is_set():
-                    self.cond.wait(0.1)
-            elif len(self.frames) >= self.size:
-                self.frames.popleft()
                 self.dropped += 1
-                dropped = True
-            self.frames.append(frame)
-        self.wake.set()
-        return dropped
+                return 1
+            if policy is DropPolicy.WAIT:
+                while len(self.items) >= self.size and not (stop is not None and stop.is_set()):
+                    self.cond.wait(0.1)
+            elif len(self.items) >= self.size:
+                lost = 1
+                if policy is DropPolicy.SKIP:
+                    self.dropped += 1
+                    return lost
+                self.items.popleft()
+            self.dropped += lost
+            self.items.append(item)
+            self.cond.notify_all()
+        if self.wake is not None:
+            self.wake.set()
+        return lost
 
-    def get(self) -> Frame | None:
+    def get(self) -> T | None:
+        """The oldest item, or None at once when there is none."""
         with self.cond:
-            frame = self.frames.popleft() if self.frames else None
-            self.cond.notify()
-            return frame
+            item = self.items.popleft() if self.items else None
+            self.cond.notify_all()
+            return item
+
+    def get_all(self, timeout: float | None = None) -> list[T]:
+        """Every queued item, waiting (up to ``timeout`` s) for one while the queue is open; [] once closed."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.items or self.closed, timeout)
+            items = list(self.items)
+            self.items.clear()
+            self.cond.notify_all()
+            return items
 
     def clear(self) -> int:
-        """Drop everything queued (shutdown past its bound); returns how many frames were dropped."""
+        """Drop everything queued; returns how many items were dropped (counted in ``dropped``)."""
         with self.cond:
-            n = len(self.frames)
-            self.frames.clear()
+            n = len(self.items)
+            self.items.clear()
             self.dropped += n
             self.cond.notify_all()
             return n
 
     def close(self) -> None:
+        """The producer is done: consumers take what is left, then see ``finished``."""
         with self.cond:
             self.closed = True
-        self.wake.set()
+            self.cond.notify_all()
+        if self.wake is not None:
+            self.wake.set()
 
     @property
     def finished(self) -> bool:
         with self.cond:
-            return self.closed and not self.frames
+            return self.closed and not self.items
 
     @property
     def fill(self) -> float:
-        return len(self.frames) / self.size
+        return len(self.items) / self.size
+
+    def __len__(self) -> int:
+        return len(self.items)

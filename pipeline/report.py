@@ -1,6 +1,6 @@
 """`dfwatch report CLIP`: run one clip through the pipeline and chart what it said about the clip's faces.
 
-The same Runner, stages and verdict as `dfwatch watch`; the chart is drawn only from the verdict
+The same Runner and BatchProcessor as `dfwatch watch`; the chart is drawn only from the verdict
 messages the run published (and, for the thumbnails, the frames they came with):
 
 - the smoothed fake probability of each face track over time, with the verdict's enter and leave
@@ -34,15 +34,16 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from engines import Detections, crop_faces
+from engines import Classifier, Detector, crop_faces
 from pipeline.annotate import VERDICT_COLOURS, check_writable, score_colour
 from pipeline.errors import PipelineError
-from pipeline.messages import Frame, Verdict, VerdictState
-from pipeline.metrics import Observer
+from pipeline.messages import Frame, Publication, Verdict, VerdictState
+from pipeline.observer import NullObserver
+from pipeline.processor import BatchProcessor
 from pipeline.runner import Runner, RunnerConfig
+from pipeline.schedule import ScheduleConfig
 from pipeline.sinks import JsonLinesSink
 from pipeline.sources import SourceSpec
-from pipeline.stages import ClassifyStage, DetectStage
 from pipeline.verdict import VerdictConfig
 
 logger = logging.getLogger(__name__)
@@ -84,9 +85,9 @@ class _Collector:
         self.records: list[dict] = []
         self.bar = tqdm(total=total, unit="frame", desc="report", file=sys.stderr, leave=False, disable=None)
 
-    def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None:
-        self.records.extend(record for _, record in records)
-        self.bar.update(len(records))
+    def publish(self, publications: Sequence[Publication]) -> None:
+        self.records.extend(p.record for p in publications)
+        self.bar.update(len(publications))
 
     def close(self) -> None:
         self.bar.close()
@@ -103,19 +104,19 @@ class _TopFaces:
 
     def publish_frames(self, pairs: Sequence[tuple[Frame, Verdict]]) -> None:
         for frame, verdict in pairs:
-            for face in verdict.faces:
-                if face.p_fake is None:
+            faces = verdict.faces  # a one-frame batch: frame_index 0 is ``frame``
+            for row, (track, p_fake) in enumerate(zip(faces.track_id.tolist(), faces.p_fake.tolist())):
+                if p_fake != p_fake:  # NaN: not scored yet
                     continue
                 t = frame.pts if frame.pts is not None else float(frame.index)
-                key = (face.track_id, math.floor(t))
+                key = (track, math.floor(t))
                 held = self.best.get(key)
-                if held is not None and held.p_fake >= face.p_fake:
+                if held is not None and held.p_fake >= p_fake:
                     continue
-                if held is None and len(self.best) >= self.k and self._lowest().p_fake >= face.p_fake:
+                if held is None and len(self.best) >= self.k and self._lowest().p_fake >= p_fake:
                     continue
-                box = Detections([face.box], [face.det_score], [0])
-                crop = crop_faces([frame.image], box, size=THUMB_SIZE, margin=self.margin)[0]  # (S, S, 3)
-                self.best[key] = Thumb(face.track_id, frame.index, t, face.p_fake, crop)
+                crop = crop_faces([frame.image], faces[[row]], size=THUMB_SIZE, margin=self.margin)[0]  # (S, S, 3)
+                self.best[key] = Thumb(track, frame.index, t, p_fake, crop)
                 if len(self.best) > self.k:
                     lowest = self._lowest()
                     del self.best[(lowest.track, math.floor(lowest.t))]
@@ -181,14 +182,14 @@ def clip_verdict(records: Sequence[dict]) -> str:
 
 def make_report(
     clip: Path,
-    detect: DetectStage,
-    classify: ClassifyStage,
+    detector: Detector,
+    classifier: Classifier,
     *,
     out: Path,
     verdicts_out: Path | None = None,
     verdict: VerdictConfig = VerdictConfig(),
+    schedule: ScheduleConfig = ScheduleConfig(),
     runner: RunnerConfig = RunnerConfig(),
-    placeholder_models: bool = False,
 ) -> Report:
     """Run ``clip`` through the pipeline and write the chart to ``out`` (.png or .html) and its series as JSON.
 
@@ -200,7 +201,7 @@ def make_report(
     check_writable(out.parent, what=f"the report {out.name}")  # before the run, not after it
     spec = SourceSpec(re.sub(r"[^A-Za-z0-9_.-]+", "_", clip.stem) or "clip", str(clip))  # a path, even with '='
     collector = _Collector(_declared_frames(clip))
-    thumbs = _TopFaces(k=THUMBNAILS, margin=classify.classifier.crop_margin)
+    thumbs = _TopFaces(k=THUMBNAILS, margin=classifier.crop_margin)
     sinks: list = [collector]
     verdict_file = None
     if verdicts_out is not None:
@@ -209,9 +210,11 @@ def make_report(
         except OSError as exc:
             raise PipelineError(f"cannot write the verdicts to {verdicts_out}: {exc.strerror or exc}") from exc
         sinks.append(JsonLinesSink(verdict_file))
+    observer = NullObserver()
+    processor = BatchProcessor(detector, classifier, observer, schedule=schedule, verdict=verdict)
+    placeholder_models = processor.placeholder_models
     try:
-        stats = Runner([spec], detect, classify, sinks, Observer(), verdict=verdict, config=runner,
-                       placeholder_models=placeholder_models, frame_sinks=[thumbs]).run()  # fmt: skip
+        stats = Runner([spec], processor, sinks, observer, config=runner, frame_sinks=[thumbs]).run()
     finally:
         if verdict_file is not None:
             verdict_file.close()

@@ -1,15 +1,14 @@
-"""Wires sources, stages, trackers, verdicts, sinks and the observer together: the only module with threads.
+"""Threads, queues and lifecycle: the only module that starts threads.
 
-One reader thread per stream fills a bounded queue (DROP_OLDEST for live feeds, WAIT for
-files). The stage loop takes frames round-robin across streams into batches, runs the
-detector on every k-th frame of each stream (k adapts under load), carries faces between
-detections with a per-stream IoU tracker, classifies tracked faces every m-th frame, turns the
-highest smoothed score on screen into the stream verdict, and publishes to every sink.
+One reader thread per stream fills a bounded queue (DROP_OLDEST for live feeds, WAIT for files).
+The stage loop takes frames round-robin across streams into batches (a live frame too late for its
+latency budget is shed on the way, before any inference, unless it is its stream's newest), hands
+each batch to the BatchProcessor, publishes its verdicts, and feeds the frame sinks from threads of
+their own. Once a second it tells the schedule how loaded the queues are.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import threading
@@ -17,26 +16,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from engines import Detections
-from pipeline.errors import SinkError, SourceError
-from pipeline.messages import Face, Frame, Verdict, VerdictState
-from pipeline.metrics import Observer
+from pipeline.errors import SourceError
+from pipeline.messages import Frame, Verdict
+from pipeline.observer import Observer
 from pipeline.policy import SourcePolicy
-from pipeline.queues import DropPolicy, FrameQueue
-from pipeline.sinks import FrameSink, Sink, encode
+from pipeline.processor import BatchProcessor
+from pipeline.publish import Publisher
+from pipeline.queues import BoundedQueue, DropPolicy
+from pipeline.sinks import FrameSink, Sink
 from pipeline.sources import SourceSpec
-from pipeline.stages import ClassifyStage, DetectStage
 from pipeline.summary import RunStats
 from pipeline.supervisor import LogEvents, stream_frames
-from pipeline.tracker import FaceTracker, TrackerConfig
-from pipeline.verdict import StreamVerdict, VerdictConfig
 
 logger = logging.getLogger(__name__)
 
-ADAPT_INTERVAL = 1.0  # seconds between changes of detect-every-k under load
-FLUSH_SECONDS = 5.0  # after the drain: readers, sinks and frame sinks together get this long to finish
+ADAPT_INTERVAL = 1.0  # seconds between load reports to the schedule (each may change k or m by one step)
+FLUSH_SECONDS = 5.0  # after the drain: readers and frame sinks together get this long to finish
 DRAIN_QUIET = 0.5  # seconds with every queue empty after which a drain ends, though some reader has not finished
 
 
@@ -45,16 +40,12 @@ class RunnerConfig:
     max_batch: int = 8  # frames per detector call, taken round-robin across streams
     max_wait_ms: float = 5.0  # how long a batch that is not full waits for more frames
     queue_size: int = 16  # frames buffered per stream between its reader and the stages
-    detect_every: int = 1  # run the detector on every k-th frame of a stream; the tracker carries faces between
-    max_detect_every: int = 4  # under load (live queues filling up) k grows up to this; detect_every: fixed
-    classify_every: int = 1  # classify each tracked face every m-th frame it is on screen
-    max_classify_every: int = 3  # once k is at its maximum, m grows up to this under load; classify_every: fixed
     drain_seconds: float = 10.0  # on shutdown, frames still queued after this long are dropped (and counted)
     idle_wait: float = 0.05  # seconds the stages sleep when no stream has a frame
     frame_sink_queue: int = 32  # (frame, verdict) pairs queued per frame sink; live frames skip a full queue
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "queue_size", "detect_every", "classify_every", "frame_sink_queue"):
+        for name in ("max_batch", "queue_size", "frame_sink_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_wait_ms", "drain_seconds"):
@@ -70,18 +61,17 @@ class _Stream:
     """Everything the runner keeps for one stream."""
 
     spec: SourceSpec
-    queue: FrameQueue
-    tracker: FaceTracker
-    verdict: StreamVerdict
+    queue: BoundedQueue[Frame]
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
-    processed: int = 0  # frames through the stages, for detect-every-k
-    publish_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
-    exported_state: str | None = None  # the verdict state dfwatch_verdict shows, set again only when it changes
+    shed: int = 0  # live frames shed for their latency budget
+    taken: int = 0  # live frames taken for processing
+    lost_reported: int = 0  # drops + sheds already reported to the schedule
+    taken_reported: int = 0
 
 
 class _SourceEvents(LogEvents):
-    """Source supervisor callbacks -> logs and metrics; a removed stream's late reader touches no metric."""
+    """Source supervisor callbacks -> logs and the observer; a removed stream's late reader touches no metric."""
 
     def __init__(self, observer: Observer, current: Callable[[SourceSpec], bool]) -> None:
         self.observer, self.current = observer, current
@@ -89,33 +79,29 @@ class _SourceEvents(LogEvents):
     def on_up(self, spec: SourceSpec) -> None:
         super().on_up(spec)
         if self.current(spec):
-            self.observer.stream_up.labels(spec.stream_id).set(1)
+            self.observer.stream_up(spec.stream_id, True)
 
     def on_down(self, spec: SourceSpec, reason: str) -> None:
         super().on_down(spec, reason)
         if self.current(spec):  # else a stale 0 for a removed stream would keep the stream-down alert firing
-            self.observer.stream_up.labels(spec.stream_id).set(0)
-            self.observer.stream_errors.labels(spec.stream_id).inc()
+            self.observer.stream_up(spec.stream_id, False)
+            self.observer.stream_error(spec.stream_id)
 
     def on_reconnect(self, spec: SourceSpec, attempt: int, delay: float) -> None:
         super().on_reconnect(spec, attempt, delay)
         if self.current(spec):
-            self.observer.reconnects.labels(spec.stream_id).inc()
+            self.observer.reconnect(spec.stream_id)
 
 
 class Runner:
     def __init__(
         self,
         specs: Sequence[SourceSpec],
-        detect: DetectStage,
-        classify: ClassifyStage,
+        processor: BatchProcessor,
         sinks: Sequence[Sink],
         observer: Observer,
         *,
-        verdict: VerdictConfig = VerdictConfig(),
-        tracker: TrackerConfig = TrackerConfig(),
         config: RunnerConfig = RunnerConfig(),
-        placeholder_models: bool = False,
         until_stopped: bool = False,
         frame_sinks: Sequence[FrameSink] = (),
         policy: SourcePolicy | None = None,
@@ -124,20 +110,16 @@ class Runner:
 
         ``policy``: what FFmpeg may open for the streams (pipeline.policy); admitting them is the caller's job.
 
-        ``frame_sinks`` get each published verdict with its frame (e.g. the annotated video), each from a thread
-        of its own behind a bounded queue: frames of files wait for room, frames of live streams skip a full
-        queue and are counted, so drawing never holds up a live feed.
+        ``observer`` should be the processor's own. ``frame_sinks`` get each published verdict with its frame
+        (e.g. the annotated video), each from a thread of its own behind a bounded queue: frames of files wait
+        for room, frames of live streams skip a full queue and are counted, so drawing never holds up a feed.
         """
         ids = [s.stream_id for s in specs]
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             raise ValueError(f"stream ids must be unique, {dup} appear twice; name them with NAME=URL")
-        self.detect, self.classify = detect, classify
-        self.sinks, self.observer, self.config = list(sinks), observer, config
-        self.verdict_config, self.tracker_config = verdict, tracker
-        self.placeholder_models = placeholder_models
-        self.until_stopped = until_stopped
-        self.policy = policy
+        self.processor, self.observer, self.config = processor, observer, config
+        self.until_stopped, self.policy = until_stopped, policy
         self.stop = threading.Event()  # finish: stop sources, drain queues, flush sinks
         self.abort = threading.Event()  # finish now: drop what is queued
         self._halt = threading.Event()  # the loop is over: readers stop (set by run() itself, not a request)
@@ -147,21 +129,17 @@ class Runner:
         self._lock = threading.Lock()
         self._order: list[str] = []
         self.stats = RunStats([])
-        self._sink_failed: set[str] = set()
-        self.detect_every = config.detect_every  # current k and m: they adapt under load
-        self.classify_every = config.classify_every
-        self._adapted_at = 0.0
+        self.publisher = Publisher(sinks, observer, self.stats)
         self._frame_sinks = [_FrameSinkWorker(sink, config.frame_sink_queue, self.abort) for sink in frame_sinks]
+        self._adapted_at = time.monotonic()
+        self._busy = 0.0  # seconds the stages worked since the last load report
         for spec in specs:
             self._register(spec)
 
     # -- streams -----------------------------------------------------------------------------
     def _register(self, spec: SourceSpec) -> _Stream:
         policy = DropPolicy.DROP_OLDEST if spec.is_live else DropPolicy.WAIT
-        stream = _Stream(
-            spec, FrameQueue(self.config.queue_size, policy, self.wake), FaceTracker(self.tracker_config),
-            StreamVerdict(self.verdict_config),
-        )  # fmt: skip
+        stream = _Stream(spec, BoundedQueue(self.config.queue_size, policy, wake=self.wake))
         with self._lock:
             self.streams[spec.stream_id] = stream
             self._order.append(spec.stream_id)
@@ -209,21 +187,22 @@ class Runner:
         stop = _AnyEvent(self.stop, self._halt, stream.stop)
         ended = False
         try:
-            for frame in stream_frames(spec, stop, self.events, policy=self.policy):
+            frames = stream_frames(spec, stop, self.events, policy=self.policy, rgb=False)  # converted if processed
+            for frame in frames:
                 if stop.is_set():
                     break
-                obs.frames_decoded.labels(sid).inc()
-                obs.observe_stage("decode", frame.decode_seconds)
-                if stream.queue.put(frame, stop):
-                    obs.frames_dropped.labels(sid).inc()
-                obs.queue_depth.labels(sid).set(len(stream.queue.frames))
+                obs.frame_decoded(sid, frame.decode_seconds)
+                lost = stream.queue.put(frame, stop)
+                if lost:
+                    obs.frames_dropped(sid, lost)
+                obs.queue_depth(sid, len(stream.queue))
             ended = not stop.is_set()
         except SourceError as exc:
             if not self._current(spec):  # removed while stuck in a read: its end is no failure of the run
                 logger.info("stream %r: the reader of the removed stream ended (%s)", sid, exc.reason)
                 return
             logger.error("%s", exc, exc_info=logger.isEnabledFor(logging.DEBUG))
-            obs.stream_errors.labels(sid).inc()
+            obs.stream_error(sid)
             self.stats.streams[sid].error = exc.reason
         except Exception as exc:  # a reader never takes the others down
             logger.exception("stream %r (%s): reader crashed", sid, spec.display)
@@ -233,17 +212,18 @@ class Runner:
             if not self._current(spec):
                 pass  # removed: _reap forgets its series; a late write would leave a stale one behind
             elif ended and not spec.reconnects:  # a file that ended is not a feed that is down: no stream-down alert
-                obs.forget_stream_up(sid)
+                obs.stream_ended(sid)
             else:
-                obs.stream_up.labels(sid).set(0)
+                obs.stream_up(sid, False)
             stream.queue.close()
 
     # -- the stage loop ------------------------------------------------------------------------
     def run(self) -> RunStats:
         """Process until every stream ended (or, with until_stopped, until ``stop``); then drain and flush.
 
-        Whatever happens in the loop, the readers are stopped and the sinks flushed and closed, within
-        drain_seconds + FLUSH_SECONDS of ``stop`` (a reader stuck in a read is left behind, not waited for).
+        Whatever happens in the loop, the readers are stopped and the sinks flushed and closed: within
+        drain_seconds + FLUSH_SECONDS of ``stop`` plus the sinks' own close bounds (a reader stuck in a read
+        is left behind, not waited for).
         """
         for worker in self._frame_sinks:
             worker.start()
@@ -266,10 +246,10 @@ class Runner:
                 self._drop_queued()
                 break
             self._reap()
-            self._adapt_to_load()  # before taking frames: the queues' fill is the load signal
-            batch = self._next_batch()
-            if batch:
-                self._process(batch)
+            self._report_load()  # before taking frames: the queues' fill is the load signal
+            frames = self._next_batch()
+            if frames:
+                self._process(frames)
                 quiet_since = None
                 continue
             if self._all_finished() and (not self.until_stopped or self.stop.is_set()):
@@ -291,14 +271,7 @@ class Runner:
         for worker in self._frame_sinks:  # they finish their queues while the sinks close
             worker.finish()
         deadline = time.monotonic() + FLUSH_SECONDS
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception:  # one sink's failure never keeps the others from flushing
-                logger.exception("%s sink: close failed", sink.name)
-            lost = getattr(sink, "dropped", 0) + getattr(sink, "unflushed", 0)
-            if lost:
-                self.stats.sink_failures[sink.name] = self.stats.sink_failures.get(sink.name, 0) + lost
+        self.publisher.close()
         for stream in list(self.streams.values()):
             if stream.thread is not None:
                 stream.thread.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -309,7 +282,19 @@ class Runner:
         for worker in self._frame_sinks:
             lost = worker.close(timeout=max(0.5, deadline - time.monotonic()))
             if lost:
-                self.stats.sink_failures[worker.sink.name] = self.stats.sink_failures.get(worker.sink.name, 0) + lost
+                self.stats.sink_failed(worker.sink.name, lost)
+
+    def _process(self, frames: list[Frame]) -> None:
+        start = time.perf_counter()
+        batch = self.processor.process(frames, taken=time.time())
+        self.publisher.publish(batch.verdicts)
+        self._busy += time.perf_counter() - start
+        waits = [self.streams[f.stream_id].queue.policy is DropPolicy.WAIT for f in batch.frames]
+        for worker in self._frame_sinks:
+            skipped = worker.put(batch.frames, batch.verdicts, wait=waits)
+            if skipped:
+                self.observer.sink_errors(worker.sink.name, skipped)
+            self.observer.sink_state(worker.sink.name, buffered=len(worker.queue))
 
     def _reap(self) -> None:
         """Forget streams that were removed and have nothing left to process."""
@@ -320,12 +305,10 @@ class Runner:
                 self._order.remove(sid)
                 self.stats.streams[sid].dropped += stream.queue.dropped  # a re-added stream adds its own
         for sid in gone:  # release what the stream held everywhere: a service whose feeds come and go stays flat
+            self.processor.forget(sid)
+            self.publisher.forget(sid)
             self.observer.forget_stream(sid)
             self.stats.retire(sid)
-            for sink in self.sinks:
-                forget = getattr(sink, "forget_stream", None)
-                if forget is not None:
-                    forget(sid)
             for worker in self._frame_sinks:
                 worker.forget_stream(sid)
 
@@ -343,7 +326,7 @@ class Runner:
         for stream in list(self.streams.values()):
             n = stream.queue.clear()
             if n:
-                self.observer.frames_dropped.labels(stream.spec.stream_id).inc(n)
+                self.observer.frames_dropped(stream.spec.stream_id, n)
                 logger.warning("stream %r: %d queued frames dropped at shutdown", stream.spec.stream_id, n)
 
     def _next_batch(self) -> list[Frame]:
@@ -357,7 +340,7 @@ class Runner:
         while len(batch) < self.config.max_batch:
             took = False
             for sid in order:
-                frame = self.streams[sid].queue.get()
+                frame = self._take(self.streams[sid])
                 if frame is not None:
                     batch.append(frame)
                     took = True
@@ -375,165 +358,51 @@ class Runner:
             self.wake.clear()
         return batch
 
-    def _adapt_to_load(self) -> None:
-        """Under load (live queues filling up) detect less often, then classify less often; undo once they empty.
+    def _take(self, stream: _Stream) -> Frame | None:
+        """The stream's next frame worth processing: a live frame too late for its latency budget is shed when a
+        newer one of its stream waits (the newest is always processed, so every feed keeps getting verdicts)."""
+        shed = 0
+        late = self.processor.schedule.late
+        while True:
+            frame = stream.queue.get()
+            if frame is None or not stream.spec.is_live or not len(stream.queue) or not late(frame, now=time.time()):
+                break
+            shed += 1
+        if frame is not None and stream.spec.is_live:
+            stream.taken += 1
+        if shed:
+            sid = stream.spec.stream_id
+            stream.shed += shed
+            self.stats.streams[sid].shed += shed
+            self.stats.streams[sid].dropped += shed
+            self.observer.frames_shed(sid, shed)
+        return frame
 
-        One step a second at most: k (detect every k-th frame) grows first, up to max_detect_every,
-        then m (classify each face every m-th frame) up to max_classify_every; relief undoes m first.
-        """
-        cfg, now = self.config, time.monotonic()
-        if now - self._adapted_at < ADAPT_INTERVAL:
+    def _report_load(self) -> None:
+        """Once every ADAPT_INTERVAL: the live queues' fill, frames they lost, how busy the stages were."""
+        now = time.monotonic()
+        elapsed = now - self._adapted_at
+        if elapsed < ADAPT_INTERVAL:
             return
-        self._adapted_at = now
-        live = [s.queue.fill for s in self.streams.values() if s.queue.policy is DropPolicy.DROP_OLDEST]
-        if not live:
-            return
-        fill, before = max(live), (self.detect_every, self.classify_every)
-        if fill > 0.5:
-            if self.detect_every < cfg.max_detect_every:
-                self.detect_every += 1
-            elif self.classify_every < cfg.max_classify_every:
-                self.classify_every += 1
-        elif fill < 0.1:
-            if self.classify_every > cfg.classify_every:
-                self.classify_every -= 1
-            elif self.detect_every > cfg.detect_every:
-                self.detect_every -= 1
-        if (self.detect_every, self.classify_every) != before:
-            self.observer.detect_every.set(self.detect_every)
-            self.observer.classify_every.set(self.classify_every)
-            logger.info("load: live queues %.0f%% full, detecting every %d frames, classifying faces every %d",
-                        fill * 100, self.detect_every, self.classify_every)  # fmt: skip
-
-    def _process(self, batch: list[Frame]) -> None:
-        obs = self.observer
-        dequeued = time.time()
-        streams = [self.streams[f.stream_id] for f in batch]
-        detect_rows = []  # positions in ``batch`` that run the detector
-        for i, stream in enumerate(streams):
-            if stream.processed % self.detect_every == 0:
-                detect_rows.append(i)
-            stream.processed += 1
-        t0 = time.perf_counter()
-        dets = self.detect.process([batch[i] for i in detect_rows]) if detect_rows else Detections.empty()
-        detect_seconds = time.perf_counter() - t0
-        if detect_rows:
-            obs.observe_stage("detect", detect_seconds)
-        det_of = {row: j for j, row in enumerate(detect_rows)}
-        faces: dict[int, tuple[Face, ...]] = {}
-        classify_seconds = 0.0
-        for rnd in _rounds(batch):  # each stream at most once: tracks advance frame by frame
-            due: list[tuple[int, int, tuple[float, float, float, float]]] = []  # (batch row, track id, box)
-            for i in rnd:
-                tracker = streams[i].tracker
-                if i in det_of:
-                    d = dets.for_frame(det_of[i])
-                    tracker.update(d.xyxy, d.score)
-                else:
-                    tracker.carry()
-                boxes = {t.track_id: t.box for t in tracker.visible}
-                due += [(i, tid, boxes[tid]) for tid in tracker.due_for_classification(self.classify_every)]
-            if due:
-                t1 = time.perf_counter()
-                rows = sorted({i for i, _, _ in due})
-                local = {row: j for j, row in enumerate(rows)}
-                crops = Detections([b for _, _, b in due], np.ones(len(due)), [local[i] for i, _, _ in due])
-                p_fake = self.classify.process([batch[r] for r in rows], crops)
-                for (i, tid, _), p in zip(due, p_fake.tolist()):
-                    streams[i].tracker.add_scores([tid], np.array([p]))
-                classify_seconds += time.perf_counter() - t1
-            for i in rnd:
-                faces[i] = tuple(
-                    Face(t.track_id, t.box, t.det_score, t.score, t.last_score) for t in streams[i].tracker.visible
-                )
-        if classify_seconds:
-            obs.observe_stage("classify", classify_seconds)
-        verdicts = []
-        for i, frame in enumerate(batch):
-            stream = streams[i]
-            score = max((f.p_fake for f in faces[i] if f.p_fake is not None), default=None)
-            state, changed = stream.verdict.update(score)
-            if state.value != stream.exported_state:
-                obs.set_verdict(frame.stream_id, state.value, _STATES)
-                stream.exported_state = state.value
-            if changed and state is VerdictState.FAKE:
-                logger.warning("ALERT stream %r turned FAKE at frame %d (pts %s, score %.2f)",
-                               frame.stream_id, frame.index, frame.pts, score or 0.0)  # fmt: skip
-                obs.alerts.labels(frame.stream_id).inc()
-            queue_wait = max(0.0, dequeued - frame.capture_time)  # capture_time is stamped after decoding
-            obs.observe_stage("queue", queue_wait)
-            obs.faces.labels(frame.stream_id).inc(len(faces[i]) if i in det_of else 0)
-            if score is not None:
-                obs.fake_score.labels(frame.stream_id).set(score)
-            verdicts.append(
-                Verdict(
-                    stream_id=frame.stream_id, frame_index=frame.index, pts=frame.pts,
-                    capture_time=frame.capture_time, faces=faces[i], score=score, state=state, changed=changed,
-                    detected=i in det_of,
-                    latency={"decode": frame.decode_seconds, "queue": queue_wait,
-                             "detect": detect_seconds if i in det_of else 0.0, "classify": classify_seconds},
-                    placeholder_models=self.placeholder_models,
-                )
-            )  # fmt: skip
-        self._publish(verdicts)
-        for worker in self._frame_sinks:
-            skipped = worker.put(batch, verdicts, wait=[s.queue.policy is DropPolicy.WAIT for s in streams])
-            if skipped:
-                obs.sink_errors.labels(worker.sink.name).inc(skipped)
-            obs.sink_buffered.labels(worker.sink.name).set(worker.buffered)
-
-    def _publish(self, verdicts: list[Verdict]) -> None:
-        start = time.perf_counter()
-        records = encode(verdicts)
-        for sink in self.sinks:
-            try:
-                sink.publish(records)
-            except SinkError as exc:
-                self.observer.sink_errors.labels(sink.name).inc()
-                if sink.name not in self._sink_failed:
-                    logger.error("%s (further failures of this sink are counted, not logged)", exc)
-                    self._sink_failed.add(sink.name)
-                self.stats.sink_failures[sink.name] = self.stats.sink_failures.get(sink.name, 0) + len(records)
-        self.observer.observe_stage("publish", time.perf_counter() - start)
-        for sink in self.sinks:
-            if hasattr(sink, "buffered"):
-                self.observer.sink_buffered.labels(sink.name).set(sink.buffered)
-                self.observer.sink_connected.labels(sink.name).set(1 if sink.connected else 0)
-        published = time.time()
-        for verdict, _ in records:
-            stream = self.streams[verdict.stream_id]
-            stream.publish_times.append(published)
-            times = stream.publish_times
-            if len(times) > 1 and times[-1] > times[0]:
-                self.observer.fps.labels(verdict.stream_id).set((len(times) - 1) / (times[-1] - times[0]))
-            self.observer.capture_to_publish.labels(verdict.stream_id).observe(published - verdict.capture_time)
-            self.stats.record(verdict, published)
-
-
-def _rounds(batch: Sequence[Frame]) -> list[list[int]]:
-    """Split batch positions into rounds where each stream appears at most once, keeping frame order."""
-    rounds: list[list[int]] = []
-    seen: dict[str, int] = {}  # stream -> rounds it already has
-    for i, frame in enumerate(batch):
-        r = seen.get(frame.stream_id, 0)
-        if r == len(rounds):
-            rounds.append([])
-        rounds[r].append(i)
-        seen[frame.stream_id] = r + 1
-    return rounds
-
-
-_STATES = tuple(s.value for s in VerdictState)
+        with self._lock:  # add_stream may register one meanwhile (the control thread)
+            live = [s for s in self.streams.values() if s.queue.policy is DropPolicy.DROP_OLDEST]
+        fill, lost, taken = 0.0, 0, 0
+        for s in live:
+            fill = max(fill, s.queue.fill)
+            lost += s.queue.dropped + s.shed - s.lost_reported
+            taken += s.taken - s.taken_reported
+            s.lost_reported, s.taken_reported = s.queue.dropped + s.shed, s.taken
+        if live:
+            self.processor.schedule.adapt(fill=fill, lost=lost, taken=taken, busy=min(1.0, self._busy / elapsed))
+        self._adapted_at, self._busy = now, 0.0
 
 
 class _FrameSinkWorker:
     """Feeds one FrameSink from a thread of its own through a bounded queue of (frame, verdict) pairs."""
 
     def __init__(self, sink: FrameSink, size: int, abort: threading.Event) -> None:
-        self.sink, self.size, self.abort = sink, size, abort
-        self.pairs: collections.deque[tuple[Frame, Verdict] | _Forget] = collections.deque()
-        self.cond = threading.Condition()
-        self.closed = False
+        self.sink, self.abort = sink, abort
+        self.queue: BoundedQueue[tuple[Frame, Verdict] | _Forget] = BoundedQueue(size, DropPolicy.SKIP)
         self.skipped = 0  # pairs of live streams that found the queue full
         self.failed = 0  # pairs the sink raised on
         self.thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
@@ -541,41 +410,25 @@ class _FrameSinkWorker:
     def start(self) -> None:
         self.thread.start()
 
-    @property
-    def buffered(self) -> int:
-        with self.cond:
-            return len(self.pairs)
-
     def put(self, frames: Sequence[Frame], verdicts: Sequence[Verdict], *, wait: Sequence[bool]) -> int:
         """Queue the pairs; a pair whose ``wait`` is False is skipped when the queue is full. Returns skips."""
         skipped = 0
-        with self.cond:
-            for frame, verdict, may_wait in zip(frames, verdicts, wait):
-                while may_wait and len(self.pairs) >= self.size and not self.abort.is_set():
-                    self.cond.wait(0.1)
-                if len(self.pairs) >= self.size:
-                    skipped += 1
-                    continue
-                self.pairs.append((frame, verdict))
-                self.cond.notify_all()  # now: the next pair may wait for room, which only the thread makes
+        for pair, may_wait in zip(zip(frames, verdicts), wait):
+            skipped += self.queue.put(pair, self.abort, policy=DropPolicy.WAIT if may_wait else DropPolicy.SKIP)
         if skipped and not self.skipped:
             logger.warning("%s sink is behind: frames of live streams skip it while its queue (%d) is full; "
-                           "counted in the summary", self.sink.name, self.size)  # fmt: skip
+                           "counted in the summary", self.sink.name, self.queue.size)  # fmt: skip
         self.skipped += skipped
         return skipped
 
     def forget_stream(self, stream_id: str) -> None:
         """After the pairs queued so far, let the sink release the stream (FrameSink.forget_stream, if it has one)."""
         if hasattr(self.sink, "forget_stream"):
-            with self.cond:
-                self.pairs.append(_Forget(stream_id))
-                self.cond.notify_all()
+            self.queue.put(_Forget(stream_id), self.abort, policy=DropPolicy.WAIT)
 
     def finish(self) -> None:
         """No more pairs will come: the thread writes what is queued and stops (close() waits for it)."""
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
+        self.queue.close()
 
     def close(self, *, timeout: float) -> int:
         """Let the thread finish the queue (at most ``timeout`` s), close the sink; returns pairs not written."""
@@ -584,10 +437,8 @@ class _FrameSinkWorker:
             self.thread.join(timeout)
         if self.thread.is_alive():
             logger.error("%s sink: still busy after %.0f s at shutdown; %d frames not written",
-                         self.sink.name, timeout, self.buffered)  # fmt: skip
-            with self.cond:
-                self.failed += sum(not isinstance(p, _Forget) for p in self.pairs)
-                self.pairs.clear()
+                         self.sink.name, timeout, len(self.queue))  # fmt: skip
+            self.failed += sum(not isinstance(p, _Forget) for p in self.queue.get_all(timeout=0))
         else:
             try:
                 self.sink.close()
@@ -597,14 +448,9 @@ class _FrameSinkWorker:
 
     def _run(self) -> None:
         while True:
-            with self.cond:
-                while not self.pairs and not self.closed:
-                    self.cond.wait()
-                if not self.pairs:
-                    return
-                chunk = list(self.pairs)
-                self.pairs.clear()
-                self.cond.notify_all()
+            chunk = self.queue.get_all()
+            if not chunk:  # closed and empty
+                return
             while chunk:  # runs of pairs, each followed by at most one stream to forget
                 cut = next((i for i, p in enumerate(chunk) if isinstance(p, _Forget)), len(chunk))
                 pairs, forget, chunk = chunk[:cut], chunk[cut] if cut < len(chunk) else None, chunk[cut + 1 :]

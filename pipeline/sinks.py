@@ -20,8 +20,9 @@ import redis
 
 from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
-from pipeline.messages import Frame, Verdict, VerdictState
+from pipeline.messages import Frame, Publication, Verdict, VerdictState
 from pipeline.redis_conn import RedisTarget
+from pipeline.summary import percentiles
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Sink(Protocol):
 
     name: str
 
-    def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None: ...
+    def publish(self, publications: Sequence[Publication]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -68,12 +69,6 @@ class FrameSink(Protocol):
     def close(self) -> None: ...
 
 
-def encode(verdicts: Sequence[Verdict]) -> list[tuple[Verdict, dict]]:
-    """Stamp each verdict with the publish time and turn it into the JSON-ready record all sinks share."""
-    now = time.time()
-    return [(v, v.to_dict(publish_time=now)) for v in verdicts]
-
-
 def _dumps(obj: object) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
@@ -86,9 +81,9 @@ class JsonLinesSink:
     def __init__(self, out: TextIO) -> None:
         self.out = out
 
-    def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None:
-        for _, record in records:
-            self.out.write(_dumps(record) + "\n")
+    def publish(self, publications: Sequence[Publication]) -> None:
+        for p in publications:
+            self.out.write(p.line + "\n")
         self.out.flush()
 
     def close(self) -> None:
@@ -133,8 +128,8 @@ class StdoutSink:
         """False once the descriptor failed (its reader went away)."""
         return self._broken is None
 
-    def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None:
-        lines = [_dumps(record) + "\n" for _, record in records]
+    def publish(self, publications: Sequence[Publication]) -> None:
+        lines = [p.line + "\n" for p in publications]
         with self._cond:
             if self._broken is not None or self._closed:
                 self.dropped += len(lines)
@@ -210,9 +205,6 @@ class StdoutSink:
         return done
 
 
-_Item = tuple[Verdict, dict, float]  # verdict, its record, time.time() when publish() took it
-
-
 class RedisSink:
     """Publish verdicts to Redis from a background writer; publish() never waits for Redis.
 
@@ -284,7 +276,7 @@ class RedisSink:
         # no retries inside redis-py: the writer retries, with its own backoff and bookkeeping
         self.client = self.target.connect(timeout=socket_timeout, retry=False)
         self.sent = self.dropped = self.failures = self.rejected = self.unflushed = 0
-        self._queue: collections.deque[_Item | _Forget] = collections.deque()
+        self._queue: collections.deque[Publication | _Forget] = collections.deque()
         self._inflight = 0  # records taken by the writer, not yet confirmed
         self._cond = threading.Condition()
         self._closed = False  # publish() refuses records
@@ -309,17 +301,16 @@ class RedisSink:
     def connected(self) -> bool:
         return self._down_since is None
 
-    def publish(self, records: Sequence[tuple[Verdict, dict]]) -> None:
-        """Queue the records for the writer and return at once; SinkError only when closed or crashed."""
-        now = time.time()
-        rates = self._window(records, now)
+    def publish(self, publications: Sequence[Publication]) -> None:
+        """Queue the publications for the writer and return at once; SinkError only when closed or crashed."""
+        rates = self._window(publications)
         with self._cond:
             self._rates.update(rates)
             if self._crashed is not None:
                 raise SinkError(f"Redis at {self.url}: the writer stopped ({self._crashed}); verdicts not sent")
             if self._closed:
                 raise SinkError(f"Redis at {self.url}: publish() after close()")
-            self._queue.extend((verdict, record, now) for verdict, record in records)
+            self._queue.extend(publications)
             self._trim()
             self._cond.notify()
 
@@ -364,13 +355,14 @@ class RedisSink:
             logger.error("Redis at %s: the writer thread did not stop", self.url)
         self.client.close()
 
-    def _window(self, records: Sequence[tuple[Verdict, dict]], now: float) -> dict[str, tuple[str, str]]:
-        """Add the records to their streams' recent window; the (fps, p95_ms) of each stream they touch."""
+    def _window(self, publications: Sequence[Publication]) -> dict[str, tuple[str, str]]:
+        """Add the publications to their streams' recent window; the (fps, p95_ms) of each stream they touch."""
         touched = set()
-        for verdict, record in records:
-            recent = self._recent.setdefault(verdict.stream_id, collections.deque(maxlen=4096))
-            recent.append((now, float(record["latency_ms"]["capture_to_publish"])))
-            touched.add(verdict.stream_id)
+        now = max((p.published for p in publications), default=time.time())
+        for p in publications:
+            recent = self._recent.setdefault(p.verdict.stream_id, collections.deque(maxlen=4096))
+            recent.append((p.published, float(p.record["latency_ms"]["capture_to_publish"])))
+            touched.add(p.verdict.stream_id)
         rates = {}
         for stream_id in touched:
             recent = self._recent[stream_id]
@@ -379,8 +371,7 @@ class RedisSink:
             first = recent[0][0]
             later = sum(1 for t, _ in recent if t > first)  # verdicts published after the first publish call
             fps = later / (now - first) if now > first else None
-            latencies = sorted(ms for _, ms in recent)
-            p95 = latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)]
+            p95 = percentiles((ms for _, ms in recent), (95,))["p95"]
             rates[stream_id] = (_num(fps, 2), _num(p95, 1))
         return rates
 
@@ -428,33 +419,33 @@ class RedisSink:
             elif self.dropped > self._dropped_logged and self._due("drops"):
                 self._log_drops("because Redis is slower than the pipeline")
 
-    def _write(self, batch: list[_Item | _Forget]) -> None:
+    def _write(self, batch: list[Publication | _Forget]) -> None:
         pipe = self.client.pipeline(transaction=False)
-        latest: dict[str, tuple[_Item, str]] = {}
+        latest: dict[str, Publication] = {}
         alerts = []
         last_alert: dict[str, dict[str, str | int]] = {}
         members, forgotten = set(), set()  # streams of this batch, and streams removed after their last record
-        for item in batch:
-            if isinstance(item, _Forget):
-                forgotten.add(item.stream_id)
-                members.discard(item.stream_id)
+        for p in batch:
+            if isinstance(p, _Forget):
+                forgotten.add(p.stream_id)
+                members.discard(p.stream_id)
                 continue
-            verdict, record, _ = item
+            verdict = p.verdict
             members.add(verdict.stream_id)
             forgotten.discard(verdict.stream_id)
-            text = _dumps(record)
             fields = {"verdict": verdict.state.value, "score": _num(verdict.score, 4), "frame": verdict.frame_index}
             key = STREAM_KEY.format(stream=verdict.stream_id)
-            pipe.xadd(key, {**fields, "json": text}, maxlen=self.maxlen, approximate=True)
-            latest[verdict.stream_id] = (item, text)
+            pipe.xadd(key, {**fields, "json": p.line}, maxlen=self.maxlen, approximate=True)
+            latest[verdict.stream_id] = p
             if verdict.changed and verdict.state is VerdictState.FAKE:
-                alert = {k: record[k] for k in ("stream", "frame", "pts", "score", "capture_time", "verdict")}
+                alert = {k: p.record[k] for k in ("stream", "frame", "pts", "score", "capture_time", "verdict")}
                 alerts.append(_dumps(alert))
-                last_alert[verdict.stream_id] = {"last_alert": _num(item[2], 6),
+                last_alert[verdict.stream_id] = {"last_alert": _num(p.published, 6),
                                                  "last_alert_frame": verdict.frame_index}  # fmt: skip
         with self._cond:
             rates = dict(self._rates)
-        for stream_id, ((verdict, _, published), text) in latest.items():
+        for stream_id, p in latest.items():
+            verdict, published, text = p.verdict, p.published, p.line
             fps, p95 = rates.get(stream_id, ("", ""))
             state = {
                 "verdict": verdict.state.value,

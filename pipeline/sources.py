@@ -8,6 +8,7 @@ and the FFmpeg options that hold it to that, come from ``pipeline.policy``.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import select
@@ -20,6 +21,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import av
+import cv2
+import numpy as np
 
 from engines.urls import redact
 from pipeline.errors import ConfigError, SourceError
@@ -31,6 +34,9 @@ RTSP_TRANSPORTS = ("tcp", "udp")
 _ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_ID_LENGTH = 128  # stream ids name Redis keys, metric labels and files
 MAX_SECONDS = 3600.0  # longest timeout or backoff a stream may ask for (a control entry included)
+_SLOW_FORMATS_LOGGED: set[str] = set()
+
+logger = logging.getLogger(__name__)
 
 
 class SourceKind(str, Enum):
@@ -119,6 +125,40 @@ def _open_options(spec: SourceSpec, policy: SourcePolicy) -> dict[str, str]:
         options |= {"rw_timeout": timeout_us, "reconnect": "0"}  # reconnecting is stream_frames' job
     # No "fflags=nobuffer": measured here, it lost half the frames of an RTSP stream with B-frames.
     return options
+
+
+def to_i420(frame: av.VideoFrame) -> np.ndarray | None:
+    """The decoder's yuv420p planes packed as one (H * 3/2, W) I420 array (a copy without row padding), or None
+    for another pixel format or odd sides."""
+    w, h = frame.width, frame.height
+    if frame.format.name != "yuv420p" or w % 2 or h % 2:
+        return None
+    i420 = np.empty(h * w * 3 // 2, np.uint8)  # Y (h, w), then U and V (h/2, w/2) each, packed
+    at = 0
+    for plane, (pw, ph) in zip(frame.planes, ((w, h), (w // 2, h // 2), (w // 2, h // 2))):
+        rows = np.frombuffer(plane, np.uint8).reshape(ph, plane.line_size)[:, :pw]  # (ph, pw) without padding
+        i420[at : at + pw * ph].reshape(ph, pw)[:] = rows
+        at += pw * ph
+    return i420.reshape(h * 3 // 2, w)
+
+
+def to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as (H, W, 3) uint8 RGB, converted once.
+
+    The usual yuv420p (even sides): the three planes are read as they lie in the decoder's buffers and
+    converted by OpenCV (BT.601, limited range, as swscale's default), a fifth of what PyAV's
+    ``to_ndarray(format="rgb24")`` (swscale) costs. Any other pixel format goes through swscale, which
+    is logged once per format.
+    """
+    i420 = to_i420(frame)
+    if i420 is None:
+        name = f"{frame.format.name} {frame.width}x{frame.height}"
+        if name not in _SLOW_FORMATS_LOGGED:
+            _SLOW_FORMATS_LOGGED.add(name)
+            logger.info("frames in %s are converted to RGB by swscale (the fast path reads yuv420p with even "
+                        "sides); this costs a few ms more per frame", name)  # fmt: skip
+        return frame.to_ndarray(format="rgb24")
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)  # (h, w, 3)
 
 
 def _describe(exc: BaseException, spec: SourceSpec | None = None) -> str:
@@ -213,8 +253,13 @@ class _FifoReader:
     __del__ = close
 
 
-def read_frames(spec: SourceSpec, *, first_index: int = 0, policy: SourcePolicy | None = None) -> Iterator[Frame]:
+def read_frames(
+    spec: SourceSpec, *, first_index: int = 0, policy: SourcePolicy | None = None, rgb: bool = True
+) -> Iterator[Frame]:
     """Decode every frame of one connection to ``spec`` as RGB, numbered from ``first_index``.
+
+    ``rgb=False``: yuv420p frames come as their I420 planes (``pixel_format`` "i420"), to be converted only
+    if they are processed (``Frame.rgb``); a live feed under load drops most frames unconverted.
 
     Raises SourceError when the source cannot be opened, breaks mid-stream, stalls (no frame
     for ``spec.stall_timeout`` s of reading; time the caller holds a frame does not count), or
@@ -247,7 +292,8 @@ def read_frames(spec: SourceSpec, *, first_index: int = 0, policy: SourcePolicy 
                 raise SourceError(spec, reason) from exc
             for frame in frames:
                 t0 = time.perf_counter()
-                image = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                planes = None if rgb else to_i420(frame)  # (H * 3/2, W)
+                image = to_rgb(frame) if planes is None else planes  # (H, W, 3)
                 work += time.perf_counter() - t0
                 yield Frame(
                     stream_id=spec.stream_id,
@@ -256,6 +302,7 @@ def read_frames(spec: SourceSpec, *, first_index: int = 0, policy: SourcePolicy 
                     capture_time=time.time(),
                     image=image,
                     decode_seconds=work,
+                    pixel_format="rgb24" if planes is None else "i420",
                 )
                 index += 1
                 work, resumed = 0.0, time.monotonic()

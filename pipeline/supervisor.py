@@ -125,7 +125,12 @@ class Pacer:
 
 
 def stream_frames(
-    spec: SourceSpec, stop: StopSignal, events: SourceEvents | None = None, *, policy: SourcePolicy | None = None
+    spec: SourceSpec,
+    stop: StopSignal,
+    events: SourceEvents | None = None,
+    *,
+    policy: SourcePolicy | None = None,
+    rgb: bool = True,
 ) -> Iterator[Frame]:
     """Frames of ``spec`` until it ends for good or ``stop`` is set; indices count on across reconnects and loops.
 
@@ -133,7 +138,8 @@ def stream_frames(
     ``on_reconnect``, waits the backoff and connects again, until ``stop``. Without it the
     stream ends as ``read_frames`` does: SourceError propagates, a live feed that ends just ends.
     Files loop with ``spec.loop`` and are held to their frame rate with ``spec.pace``. ``policy``
-    (default: SourcePolicy()) sets what FFmpeg may open on the way (see pipeline.policy).
+    (default: SourcePolicy()) sets what FFmpeg may open on the way (see pipeline.policy). ``rgb``: as
+    ``read_frames``'s (False: yuv420p frames stay I420 until processed).
     """
     events = events or LogEvents()
     policy = policy or SourcePolicy()
@@ -143,7 +149,7 @@ def stream_frames(
     while not stop.is_set():
         connected, decoded = 0.0, 0
         try:
-            with closing(read_frames(spec, first_index=next_index, policy=policy)) as frames:
+            with closing(read_frames(spec, first_index=next_index, policy=policy, rgb=rgb)) as frames:
                 for frame in frames:
                     if decoded == 0:
                         connected = time.monotonic()
@@ -152,7 +158,7 @@ def stream_frames(
                             events.on_up(spec)
                     elif backoff.attempt and time.monotonic() - connected >= HEALTHY_SECONDS:
                         backoff.reset()
-                    new = (frame.image.shape[1], frame.image.shape[0])  # (W, H)
+                    new = frame.size  # (W, H)
                     if size is not None and new != size:
                         events.on_format_change(spec, size, new)
                     size, next_index, decoded = new, frame.index + 1, decoded + 1

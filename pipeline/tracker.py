@@ -1,11 +1,18 @@
-"""IoU face tracker for one stream: carries faces between detection rounds and smooths each face's fake score."""
+"""IoU face tracker for one stream: carries faces between detection rounds and smooths each face's fake score.
+
+The tracks are columns (one row per track, in id order); each step returns the faces on screen
+as ``Faces``, the form every later stage and sink reads.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
+
+from engines.boxes import iou_matrix
+from pipeline.messages import Faces
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,7 @@ class TrackerConfig:
 
 @dataclass(frozen=True)
 class Track:
-    """One face followed across the frames of one stream: an immutable snapshot."""
+    """One face followed across the frames of one stream: a snapshot, for inspection (``FaceTracker.tracks``)."""
 
     track_id: int  # unique per stream, increasing, never reused
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels, from the last matched detection
@@ -36,19 +43,6 @@ class Track:
     hits: int = 1  # detection rounds it was matched, counting the one that created it
     missed: int = 0  # detection rounds since its last match; 0: on screen now
     since_classified: int = 0  # frames since its last classification (or its creation)
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of each xyxy box in ``a`` (n, 4) with each in ``b`` (m, 4): (n, m) float32; 0 where the union is empty."""
-    a = np.asarray(a, np.float32).reshape(-1, 4)  # (n, 4)
-    b = np.asarray(b, np.float32).reshape(-1, 4)  # (m, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])  # (n, m, 2)
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])  # (n, m, 2)
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)  # (n, m)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)  # (n,)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)  # (m,)
-    union = area_a[:, None] + area_b[None, :] - inter  # (n, m)
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
@@ -66,9 +60,7 @@ def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     return pairs
 
 
-def _box(row: np.ndarray) -> tuple[float, float, float, float]:
-    x1, y1, x2, y2 = (float(v) for v in row)
-    return x1, y1, x2, y2
+_INT_COLUMNS = ("id", "age", "hits", "missed", "since")
 
 
 class FaceTracker:
@@ -76,76 +68,111 @@ class FaceTracker:
 
     def __init__(self, cfg: TrackerConfig = TrackerConfig()) -> None:
         self.cfg = cfg
-        self._tracks: dict[int, Track] = {}  # by id; insertion order is id order
         self._next_id = 0
+        self._cols: dict[str, np.ndarray] = {name: np.zeros(0, np.int64) for name in _INT_COLUMNS}
+        self._cols |= {"box": np.zeros((0, 4), np.float32), "det": np.zeros(0, np.float32),
+                       "score": np.zeros(0, np.float64), "last": np.zeros(0, np.float64)}  # NaN: not scored
 
     @property
     def tracks(self) -> list[Track]:
         """Every live track, by id, including those unmatched in the latest rounds (``missed > 0``)."""
-        return list(self._tracks.values())
+        c = self._cols
+        return [
+            Track(tid, tuple(box), det, _none(score), _none(last), age, hits, missed, since)
+            for tid, box, det, score, last, age, hits, missed, since in zip(
+                c["id"].tolist(), c["box"].tolist(), c["det"].tolist(), c["score"].tolist(), c["last"].tolist(),
+                c["age"].tolist(), c["hits"].tolist(), c["missed"].tolist(), c["since"].tolist())
+        ]  # fmt: skip
 
     @property
-    def visible(self) -> list[Track]:
-        """Tracks matched or created in the latest detection round, with their current scores."""
-        return [t for t in self._tracks.values() if t.missed == 0]
+    def visible(self) -> Faces:
+        """The faces matched or created in the latest detection round, with their current scores (none due)."""
+        return self._faces(due_every=None)
 
-    def update(self, xyxy: np.ndarray, det_score: np.ndarray) -> list[Track]:
+    def update(self, xyxy: np.ndarray, det_score: np.ndarray, *, classify_every: int = 1) -> Faces:
         """A detection round on one frame: ``xyxy`` (n, 4) in frame pixels, ``det_score`` (n,).
 
         Matches detections to tracks greedily by IoU, moves matched tracks to their detection, starts a track
         for each unmatched detection, and drops tracks unmatched for more than ``max_missed`` rounds.
-        Returns the tracks matched or created now (the faces on screen), as ``visible``.
+        Returns the faces on screen; ``due`` marks those to classify now (see ``carry``).
         """
+        _check_every(classify_every)
         xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)  # (n, 4)
         det_score = np.asarray(det_score, np.float32).reshape(-1)  # (n,)
         if len(xyxy) != len(det_score):
             raise ValueError(f"xyxy has {len(xyxy)} boxes but det_score has {len(det_score)} scores")
-        ids = list(self._tracks)
-        boxes = np.array([self._tracks[i].box for i in ids], np.float32).reshape(-1, 4)  # (t, 4)
-        matched = {ids[r]: c for r, c in _greedy_match(iou_matrix(boxes, xyxy), self.cfg.iou_match)}
-        for tid in ids:
-            t = self._tracks[tid]
-            step = {"age": t.age + 1, "since_classified": t.since_classified + 1}
-            if tid in matched:
-                c = matched[tid]
-                box, score = _box(xyxy[c]), float(det_score[c])
-                self._tracks[tid] = replace(t, box=box, det_score=score, hits=t.hits + 1, missed=0, **step)
-            elif t.missed >= self.cfg.max_missed:
-                del self._tracks[tid]
-            else:
-                self._tracks[tid] = replace(t, missed=t.missed + 1, **step)
-        taken = set(matched.values())
-        for c in range(len(xyxy)):
-            if c not in taken:
-                self._tracks[self._next_id] = Track(self._next_id, _box(xyxy[c]), float(det_score[c]))
-                self._next_id += 1
-        return self.visible
+        c = self._cols
+        pairs = _greedy_match(iou_matrix(c["box"], xyxy), self.cfg.iou_match)
+        rows = np.array([r for r, _ in pairs], np.int64)
+        cols = np.array([k for _, k in pairs], np.int64)
+        matched = np.zeros(len(c["id"]), bool)
+        matched[rows] = True
+        c["age"] += 1
+        c["since"] += 1
+        c["box"][rows], c["det"][rows] = xyxy[cols], det_score[cols]
+        c["hits"][rows] += 1
+        c["missed"][rows] = 0
+        keep = matched | (c["missed"] < self.cfg.max_missed)
+        c["missed"][~matched] += 1
+        for name in c:
+            c[name] = c[name][keep]
+        new = np.setdiff1d(np.arange(len(xyxy)), cols)  # detections no track took, in detection order
+        ids = np.arange(self._next_id, self._next_id + len(new))
+        self._next_id += len(new)
+        born = {"id": ids, "age": 0, "hits": 1, "missed": 0, "since": 0, "box": xyxy[new], "det": det_score[new],
+                "score": np.nan, "last": np.nan}  # fmt: skip
+        for name, value in born.items():
+            value = np.broadcast_to(value, (len(new), *c[name].shape[1:])).astype(c[name].dtype)
+            c[name] = np.concatenate([c[name], value])
+        return self._faces(due_every=classify_every)
 
-    def carry(self) -> list[Track]:
-        """A frame without detection: boxes stay, age and since_classified grow by one. Returns ``visible``."""
-        self._tracks = {
-            tid: replace(t, age=t.age + 1, since_classified=t.since_classified + 1) for tid, t in self._tracks.items()
-        }
-        return self.visible
+    def carry(self, *, classify_every: int = 1) -> Faces:
+        """A frame without detection: boxes stay, age and since_classified grow by one.
 
-    def due_for_classification(self, every: int) -> list[int]:
-        """Ids of visible tracks never classified, or classified ``every`` or more frames ago (1: every frame)."""
-        if every < 1:
-            raise ValueError(f"every must be >= 1 frame, got {every}")
-        return [t.track_id for t in self.visible if t.score is None or t.since_classified >= every]
+        Returns the faces on screen; ``due`` marks those never classified or classified ``classify_every``
+        or more frames ago (1: every frame).
+        """
+        _check_every(classify_every)
+        self._cols["age"] += 1
+        self._cols["since"] += 1
+        return self._faces(due_every=classify_every)
 
-    def add_scores(self, track_ids: Sequence[int], p_fake: np.ndarray) -> None:
-        """Record classifier outputs ``p_fake`` (k,) in [0, 1] for ``track_ids`` (k): EMA update, clock reset."""
+    def add_scores(self, track_ids: Sequence[int] | np.ndarray, p_fake: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Record classifier outputs ``p_fake`` (k,) in [0, 1] for ``track_ids`` (k): EMA update, clock reset.
+
+        Returns the tracks' smoothed and raw scores (k,), (k,) after the update.
+        """
+        ids = np.asarray(track_ids, np.int64).reshape(-1)  # (k,)
         p_fake = np.asarray(p_fake, np.float64).reshape(-1)  # (k,)
-        if len(track_ids) != len(p_fake):
-            raise ValueError(f"{len(track_ids)} track ids but {len(p_fake)} scores")
-        unknown = [i for i in track_ids if i not in self._tracks]
+        if len(ids) != len(p_fake):
+            raise ValueError(f"{len(ids)} track ids but {len(p_fake)} scores")
+        c = self._cols
+        unknown = [int(i) for i in ids if i not in c["id"]]
         if unknown:
-            raise ValueError(f"unknown track ids {unknown}; live ids are {list(self._tracks)}")
+            raise ValueError(f"unknown track ids {unknown}; live ids are {c['id'].tolist()}")
         if not np.all((p_fake >= 0) & (p_fake <= 1)):
             raise ValueError(f"p_fake must lie in [0, 1], got {p_fake.tolist()}")
-        a = self.cfg.ema_alpha
-        for tid, p in zip(track_ids, p_fake.tolist()):
-            t = self._tracks[tid]
-            score = p if t.score is None else a * p + (1 - a) * t.score
-            self._tracks[tid] = replace(t, score=score, last_score=p, since_classified=0)
+        rows = np.searchsorted(c["id"], ids)  # ids are sorted: tracks are kept in id order
+        a, old = self.cfg.ema_alpha, c["score"][rows]
+        c["score"][rows] = np.where(np.isnan(old), p_fake, a * p_fake + (1 - a) * old)
+        c["last"][rows] = p_fake
+        c["since"][rows] = 0
+        return c["score"][rows], c["last"][rows]
+
+    def _faces(self, *, due_every: int | None) -> Faces:
+        c = self._cols
+        on = c["missed"] == 0
+        due = np.zeros(int(on.sum()), bool)
+        if due_every is not None:
+            due = np.isnan(c["score"][on]) | (c["since"][on] >= due_every)
+        return Faces(c["box"][on], c["det"][on], np.zeros(int(on.sum())), c["id"][on], due,
+                     c["score"][on], c["last"][on])  # fmt: skip
+
+
+def _check_every(every: int) -> None:
+    if every < 1:
+        raise ValueError(f"classify_every must be >= 1 frame, got {every}")
+
+
+def _none(value: float) -> float | None:
+    return None if value != value else value  # NaN: not scored

@@ -10,6 +10,11 @@ its blend is made at the native size. So a fake is made here as swaps are:
 
 and a real crop goes through the same steps without the blend, so that size, sharpness and
 compression say nothing about the label; only the blend does.
+
+Some material reaches the classifier cut out already: a face near the frame's edge, or footage
+distributed as face crops on a black canvas (Celeb-DF segments, DFDC crops). ``crop_faces``
+then pads with black. A capture may black out everything outside a rectangle around the face
+box (``border``), after the swap and before the codec, as such a cut is made.
 """
 
 from __future__ import annotations
@@ -34,21 +39,26 @@ class CaptureConfig:
     p_h264: float = 0.2  # probability of one H.264 intra frame (the rest: no codec)
     jpeg_quality: tuple[int, int] = (50, 95)  # broadcast-grade to heavily compressed stills
     h264_crf: tuple[int, int] = (20, 32)  # from near-transparent to a busy low-bitrate feed
+    p_border: float = 0.4  # probability that everything outside a rectangle around the face box is black
+    border_keep: tuple[float, float] = (0.0, 0.3)  # that rectangle's margin on each side, fraction of the box side
 
     def __post_init__(self) -> None:
         if self.min_native < 8:
             raise ValueError(f"min_native must be >= 8, got {self.min_native}")
-        if min(self.p_full, self.p_jpeg, self.p_h264) < 0 or self.p_jpeg + self.p_h264 > 1 or self.p_full > 1:
-            raise ValueError("capture probabilities must be >= 0, p_full <= 1 and p_jpeg + p_h264 <= 1")
+        ps = (self.p_full, self.p_jpeg, self.p_h264, self.p_border)
+        if min(ps) < 0 or self.p_jpeg + self.p_h264 > 1 or max(self.p_full, self.p_border) > 1:
+            raise ValueError("capture probabilities must be >= 0, p_full and p_border <= 1 and p_jpeg + p_h264 <= 1")
 
 
 @dataclass(frozen=True)
 class Capture:
-    """One drawn capture: the native crop side and the codec with its quality (JPEG) or CRF (H.264)."""
+    """One drawn capture: the native crop side, the codec with its quality (JPEG) or CRF (H.264), and the
+    margins (left, top, right, bottom; fractions of the face box side) outside which the crop is black."""
 
     native: int
     codec: str
     quality: int = 0
+    border: tuple[float, float, float, float] | None = None
 
 
 def draw_capture(rng: np.random.Generator, stored: int, cfg: CaptureConfig = CaptureConfig()) -> Capture:
@@ -58,12 +68,28 @@ def draw_capture(rng: np.random.Generator, stored: int, cfg: CaptureConfig = Cap
     else:
         native = int(round(np.exp(rng.uniform(np.log(cfg.min_native), np.log(stored)))))
     native += native % 2  # H.264 wants even sides
+    border = tuple(float(v) for v in rng.uniform(*cfg.border_keep, 4)) if rng.random() < cfg.p_border else None
     u = rng.random()
     if u < cfg.p_jpeg:
-        return Capture(native, "jpeg", int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
+        return Capture(native, "jpeg", int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)), border)
     if u < cfg.p_jpeg + cfg.p_h264:
-        return Capture(native, "h264", int(rng.integers(cfg.h264_crf[0], cfg.h264_crf[1] + 1)))
-    return Capture(native, "none")
+        return Capture(native, "h264", int(rng.integers(cfg.h264_crf[0], cfg.h264_crf[1] + 1)), border)
+    return Capture(native, "none", 0, border)
+
+
+def black_outside(image: np.ndarray, border: tuple[float, float, float, float], *, margin: float) -> np.ndarray:
+    """``image`` (S, S, 3), a crop of ``crop_faces`` with ``margin``, black outside the face box grown by ``border``
+    (left, top, right, bottom, fractions of the box side): the face box is the centred square of side
+    S / (1 + 2 margin). A new array."""
+    s = image.shape[0]
+    face = s / (1 + 2 * margin)
+    lo = (s - face) / 2
+    left, top, right, bottom = border
+    x1, y1 = int(round(max(lo - left * face, 0))), int(round(max(lo - top * face, 0)))
+    x2, y2 = int(round(min(lo + face + right * face, s))), int(round(min(lo + face + bottom * face, s)))
+    out = np.zeros_like(image)
+    out[y1:y2, x1:x2] = image[y1:y2, x1:x2]
+    return out
 
 
 def encode(image: np.ndarray, capture: Capture) -> np.ndarray:
@@ -110,13 +136,17 @@ def simulate_capture(
     cfg: CaptureConfig = CaptureConfig(),
     swap: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     capture: Capture | None = None,
+    margin: float = 0.25,
 ) -> np.ndarray:
-    """A stored crop (S, S, 3) uint8 as the classifier would see it at input ``size``: scaled to a native side,
-    ``swap``-ed there (fakes: ``swap(native_crop, rng)``), encoded, resized to ``size``. ``capture`` fixes the
-    native side and codec (a fake shown as its real twin is); by default they are drawn from ``rng``."""
+    """A stored crop (S, S, 3) uint8 (cut with crop ``margin``) as the classifier would see it at input ``size``:
+    scaled to a native side, ``swap``-ed there (fakes: ``swap(native_crop, rng)``), cut out (``border``),
+    encoded, resized to ``size``. ``capture`` fixes all of that but the swap (a fake shown as its real twin
+    is); by default it is drawn from ``rng``."""
     if capture is None:
         capture = draw_capture(rng, image.shape[0], cfg)
     x = resize_square(image, capture.native)  # (n, n, 3)
     if swap is not None:
         x = swap(x, rng)
+    if capture.border is not None:
+        x = black_outside(x, capture.border, margin=margin)
     return resize_square(encode(x, capture), size)  # (size, size, 3)

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from engines.images import resize
 from trainer.augment import augment_batch, build_augment
 from trainer.celebdf import Video, count_by, scan_tree, select_videos
 from trainer.dedupe import dhash, keep_distinct
@@ -177,7 +177,7 @@ class _Builder:
         """(crops (n, S, S, 3) uint8, frame numbers (n,), boxes (n, 4), scores (n,)) of one video's frames."""
         s = self.cfg.crop_size
         if self.cfg.whole_frames:
-            crops = np.stack([cv2.resize(im, (s, s), interpolation=_interp(im.shape, s)) for im in images])
+            crops = np.stack([resize(im, s, s) for im in images])
             boxes = np.array([[0, 0, im.shape[1], im.shape[0]] for im in images], np.float32)
             return crops, index, boxes, np.full(len(images), np.nan, np.float32)
         from engines import crop_faces
@@ -232,10 +232,6 @@ class _Builder:
                               **common)  # fmt: skip
         writer.finish_video(video.path, status="ok", frames=len(sampled), faces=len(crops), detail=sampled.detail)
         return int((~keep).sum())
-
-
-def _interp(shape: tuple[int, ...], size: int) -> int:
-    return cv2.INTER_AREA if max(shape[:2]) > size else cv2.INTER_LINEAR
 
 
 def open_detector(cfg: DatasetConfig) -> tuple[Callable[[list[np.ndarray]], Any] | None, str]:

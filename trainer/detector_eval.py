@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from engines.boxes import iou_matrix
+
 logger = logging.getLogger(__name__)
 
 IOU_MATCH = 0.5
@@ -47,20 +49,6 @@ class RecallResult:
                 "precision": num(self.precision)}  # fmt: skip
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU (n, m) of xyxy boxes a (n, 4) and b (m, 4)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def match_recall(pairs: list[tuple[np.ndarray, np.ndarray]], *, min_height: float) -> RecallResult:
     """Greedy one-to-one matching per image of (reference xyxy (n, 4), detected xyxy (m, 4)) pairs."""
     faces = found = dets = true_dets = 0
@@ -68,7 +56,7 @@ def match_recall(pairs: list[tuple[np.ndarray, np.ndarray]], *, min_height: floa
         big = (ref[:, 3] - ref[:, 1]) >= min_height
         faces += int(big.sum())
         dets += len(det)
-        iou = iou_matrix(ref, det)
+        iou = iou_matrix(ref, det, dtype=np.float64)
         used_ref, used_det = set(), set()
         for flat in np.argsort(-iou, axis=None):
             r, d = divmod(int(flat), max(len(det), 1))

@@ -2,7 +2,8 @@
 
 Adam, binary cross-entropy on logits, the store's "train" split for training and "val" for
 validation; the learning rate is constant (the paper) or follows a cosine schedule after a
-one-epoch warm-up. The best epoch is the one with the lowest validation loss, or, when
+one-epoch warm-up. After each epoch, BatchNorm's running statistics are recomputed under the
+epoch's final weights (``precise_bn``). The best epoch is the one with the lowest validation loss, or, when
 ``fit`` gets a ``select`` callable (e.g. trainer.realval.RealFakeValidator: AUC on real
 manipulated faces), the one with the highest selection score.
 
@@ -36,6 +37,7 @@ CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("constant", "cosine")
+PRECISE_BN_BATCHES = 32  # train batches whose statistics replace BatchNorm's running averages after each epoch
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,31 @@ def predict(model: Any, loader: Any, *, device: str, desc: str = "predict", prog
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def precise_bn(model: Any, loader: Any, *, device: str, batches: int = PRECISE_BN_BATCHES) -> bool:
+    """Replace every BatchNorm layer's running mean and variance by their plain average over ``batches``
+    batches of ``loader`` under the current weights ("precise BN"). The running averages that training
+    keeps trail weights that moved under them; evaluation and the exported model use these statistics.
+    Returns False (and changes nothing) for a model without BatchNorm."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for k, (x, _) in enumerate(loader):
+            if k >= batches:
+                break
+            model(_to_input(x, device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return True
+
+
 def evaluate_epoch(model: Any, loader: Any, *, device: str, progress: bool = True) -> tuple[float, float]:
     """(mean BCE loss, accuracy at 0.5) of ``model`` on ``loader``."""
     logits = predict(model, loader, device=device, desc="val", progress=progress)
@@ -405,6 +432,10 @@ def fit(
 
         train_loss, train_acc = train_one_epoch(model, train, optimizer, device=dev, desc=desc, progress=progress,
                                                 set_lr=set_lr)  # fmt: skip
+        stats = make_loader(data, "train", input_size=size, batch_size=max(cfg.batch_size, 32), augment=cfg.augment,
+                            shuffle=True, seed=cfg.seed * 100_003 + epoch + 50_000, self_blend=cfg.self_blend,
+                            capture=cfg.capture, samples=PRECISE_BN_BATCHES * max(cfg.batch_size, 32))  # fmt: skip
+        precise_bn(model, stats, device=dev)
         val_loss, val_acc = evaluate_epoch(model, val, device=dev, progress=progress)
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                   "val_acc": val_acc}  # fmt: skip

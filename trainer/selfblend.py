@@ -248,7 +248,7 @@ class SelfBlendDataset:
         raw = self.base.raw_crop(row)
         twin = draw_capture(self._rng(row), raw.shape[0], self.capture)  # the real row's capture, for both
         img = simulate_capture(raw, self._rng(i), size=self.size, cfg=self.capture,
-                               swap=None if i < n else self._swap, capture=twin)  # fmt: skip
+                               swap=None if i < n else self._swap, capture=twin, margin=self.margin)  # fmt: skip
         return img if self.augment is None else self.augment(img)
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:

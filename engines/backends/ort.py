@@ -48,6 +48,9 @@ class OrtBackend:
     ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting between calls: its threads share the cores with the decoders and the other stages.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -63,7 +66,8 @@ class OrtBackend:
             if device == "cuda":
                 raise DeviceError(f"ONNX Runtime could not start {CUDA} for {artifact} (see its log above)")
             _log_fallback_once(artifact)
-        self.name = "onnxruntime-" + ("cuda" if self.cuda else "cpu")
+        self.name = "onnxruntime-" + ("cuda" if self.cuda else "cpu") + ("" if manifest.precision == "fp32" else
+                                                                         f"-{manifest.precision}")  # fmt: skip
         logger.debug("%s: %s on %s", manifest.kind, artifact, self.name)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:

@@ -21,16 +21,30 @@ from engines.manifest import Manifest
 logger = logging.getLogger(__name__)
 
 
+INSTALL_HINT = "pip install 'tensorrt>=10,<11'"  # TensorRT 11 drops BuilderFlag.FP16/INT8 and the calibrators
+
+
 def import_tensorrt() -> Any:
-    """``import tensorrt``, or BackendUnavailableError that says what to use instead."""
+    """``import tensorrt`` (version 10), or BackendUnavailableError that says what to use instead."""
     try:
         import tensorrt
     except ImportError as exc:
         raise BackendUnavailableError(
             f"TensorRT is not installed in this Python ({exc}); run the ONNX or torch artifact instead, "
-            "or install TensorRT 10 (pip install tensorrt) on the GPU machine"
+            f"or install TensorRT 10 on the GPU machine: {INSTALL_HINT}"
         ) from exc
+    check_tensorrt_version(tensorrt.__version__)
     return tensorrt
+
+
+def check_tensorrt_version(version: str) -> None:
+    """dfwatch's TensorRT code is written for TensorRT 10; BackendUnavailableError for any other major version."""
+    major = version.split(".", 1)[0]
+    if major != "10":
+        raise BackendUnavailableError(
+            f"TensorRT {version} is installed, dfwatch's TensorRT code is written for TensorRT 10 (11 removed "
+            f"BuilderFlag.FP16/INT8 and the INT8 calibrators): {INSTALL_HINT}, or run the ONNX or torch artifact"
+        )
 
 
 def torch_dtype(trt: Any, dtype: Any) -> Any:

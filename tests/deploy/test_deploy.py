@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from pipeline.config import parse_config
-from pipeline.metrics import STAGES, Observer
+from pipeline.metrics import STAGES, PrometheusObserver
 from pipeline.shard import Shard
 from tests._rtsp import free_port
 
@@ -87,7 +87,7 @@ def exported_series() -> tuple[set[str], dict[str, set[str]]]:
     the exposition format from each family's type: counter -> NAME_total (and _created), histogram ->
     NAME_bucket, NAME_sum, NAME_count (and _created), gauge -> NAME.
     """
-    observer = Observer()
+    observer = PrometheusObserver()
     port = free_port()
     observer.serve("127.0.0.1", port)
     try:
@@ -514,14 +514,14 @@ def test_a_stream_removed_at_run_time_leaves_no_gauge_that_keeps_an_alert_firing
     import time
 
     from engines import Classifier, Detector
+    from pipeline.processor import BatchProcessor
     from pipeline.runner import Runner
     from pipeline.sources import SourceSpec
-    from pipeline.stages import ClassifyStage, DetectStage
 
-    obs = Observer()
-    runner = Runner([SourceSpec("gone", str(tiny_clip.path), loop=True, pace=True)],
-                    DetectStage(Detector(model_dir / "face_detector.onnx")),
-                    ClassifyStage(Classifier(model_dir / "deepfake_classifier.onnx")), [], obs,
+    obs = PrometheusObserver()
+    processor = BatchProcessor(Detector(model_dir / "face_detector.onnx"),
+                               Classifier(model_dir / "deepfake_classifier.onnx"), obs)  # fmt: skip
+    runner = Runner([SourceSpec("gone", str(tiny_clip.path), loop=True, pace=True)], processor, [], obs,
                     until_stopped=True)  # fmt: skip
     thread = threading.Thread(target=runner.run)
     thread.start()

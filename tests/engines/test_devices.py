@@ -11,7 +11,8 @@ import pytest
 
 from engines import Classifier, Detector, ManifestMismatchError
 from engines.backends.ort import CPU, CUDA, providers_for
-from engines.build_tensorrt import build_engine, calibration_batches, classifier_preprocess
+from engines.build_tensorrt import build_engine
+from engines.calibration import calibration_batches, preprocess_for
 from engines.devices import CudaDevice, check_gpu_match, cuda_device
 from engines.errors import DeviceError, EngineBuildError
 from engines.manifest import load_manifest, sha256_file, write_manifest
@@ -101,15 +102,16 @@ def test_building_a_tensorrt_plan_needs_a_gpu(small_models: Path):
 
 
 def test_calibration_batches_group_preprocess_and_stop_at_the_limit():
+    normalise = preprocess_for("classifier", 4)
     crops = (np.arange(7 * 4 * 4 * 3) % 256).astype(np.uint8).reshape(7, 4, 4, 3)
     blocks = [crops[:3], crops[3], crops[4:]]  # a block, a single crop, a block
-    batches = list(calibration_batches(blocks, batch=2, preprocess=classifier_preprocess, limit=100))
+    batches = list(calibration_batches(blocks, batch=2, preprocess=normalise, limit=100))
     assert [b.shape for b in batches] == [(2, 3, 4, 4)] * 3  # 7 crops: 3 full batches, the 7th dropped
     np.testing.assert_allclose(batches[1][1], crops[3].transpose(2, 0, 1) / 255.0, rtol=1e-6)  # crop 3, CHW
-    limited = list(calibration_batches([crops], batch=2, preprocess=classifier_preprocess, limit=4))
+    limited = list(calibration_batches([crops], batch=2, preprocess=normalise, limit=4))
     assert len(limited) == 2
     with pytest.raises(EngineBuildError, match=r"uint8 \(H, W, 3\), got float32"):
-        list(calibration_batches([crops.astype(np.float32)], batch=2, preprocess=classifier_preprocess, limit=9))
+        list(calibration_batches([crops.astype(np.float32)], batch=2, preprocess=normalise, limit=9))
 
 
 def test_a_missing_tensorrt_says_what_to_use_instead():
@@ -123,3 +125,16 @@ def test_a_missing_tensorrt_says_what_to_use_instead():
             import_tensorrt()
     else:
         pytest.skip("TensorRT is installed here: tests/engines/test_tensorrt.py covers it")
+
+
+@pytest.mark.parametrize("version, ok", [("10.0.1", True), ("10.13.3.9", True), ("11.0.0", False), ("8.6.1", False)])
+def test_only_tensorrt_10_is_taken(version: str, ok: bool):
+    from engines.backends.trt_backend import INSTALL_HINT, check_tensorrt_version
+    from engines.errors import BackendUnavailableError
+
+    assert INSTALL_HINT == "pip install 'tensorrt>=10,<11'"
+    if ok:
+        check_tensorrt_version(version)
+    else:
+        with pytest.raises(BackendUnavailableError, match=rf"TensorRT {version} is installed.*tensorrt>=10,<11"):
+            check_tensorrt_version(version)

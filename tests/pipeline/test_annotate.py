@@ -18,12 +18,14 @@ import pytest
 
 from engines import Classifier, Detector
 from pipeline.annotate import VERDICT_COLOURS, AnnotateConfig, Annotator, banner_height, draw, score_colour
-from pipeline.messages import Face, Frame, Verdict, VerdictState
-from pipeline.metrics import Observer
+from pipeline.messages import Faces, Frame, Verdict, VerdictState
+from pipeline.observer import NullObserver
+from pipeline.processor import BatchProcessor
 from pipeline.runner import Runner, RunnerConfig
+from pipeline.schedule import ScheduleConfig
 from pipeline.sinks import JsonLinesSink
 from pipeline.sources import SourceSpec
-from pipeline.stages import ClassifyStage, DetectStage
+from tests.pipeline._faces import faces as make_faces
 
 TOLERANCE = 40  # uint8 levels: H.264 (crf 23, yuv420p) moves a drawn colour by ~10
 
@@ -152,13 +154,14 @@ def test_score_colour_runs_green_yellow_red(p_fake, colour):
     assert score_colour(p_fake) == colour
 
 
-def _verdict(faces: tuple[Face, ...], state: VerdictState = VerdictState.FAKE) -> Verdict:
+def _verdict(faces: tuple = (), state: VerdictState = VerdictState.FAKE) -> Verdict:
+    faces = faces if isinstance(faces, Faces) else make_faces(*faces)
     return Verdict("s", 7, 0.28, 1_700_000_000.0, faces, 0.9, state, False, True, {}, placeholder_models=False)
 
 
 def test_draw_puts_each_box_in_its_colour_and_leaves_the_input_alone():
     image = np.full((240, 320, 3), 40, np.uint8)  # (H, W, 3)
-    faces = (Face(1, (20.0, 60.0, 120.0, 200.0), 0.9, 0.9, 0.95), Face(2, (180.0, 80.0, 300.0, 220.0), 0.8, None, None))
+    faces = ((1, (20.0, 60.0, 120.0, 200.0), 0.9, 0.9, 0.95), (2, (180.0, 80.0, 300.0, 220.0), 0.8, None, None))
     out = draw(image, _verdict(faces))
     assert (image == 40).all() and out.shape == image.shape
     assert tuple(out[200, 70]) == score_colour(0.9)  # bottom edge of face 1
@@ -204,15 +207,15 @@ class _OpensGateOnClose(JsonLinesSink):
 
 
 def _runner(fast_models: Path, spec: SourceSpec, sinks, frame_sinks, *, queue: int) -> Runner:
-    return Runner(
-        [spec],
-        DetectStage(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1)),
-        ClassifyStage(Classifier(fast_models / "deepfake_classifier.onnx")),
-        sinks,
-        Observer(),
-        config=RunnerConfig(frame_sink_queue=queue, detect_every=4),  # the tracker carries boxes in between
-        frame_sinks=frame_sinks,
+    observer = NullObserver()
+    processor = BatchProcessor(
+        Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
+        Classifier(fast_models / "deepfake_classifier.onnx"),
+        observer,
+        schedule=ScheduleConfig(detect_every=4),  # the tracker carries boxes in between
     )
+    return Runner([spec], processor, sinks, observer, config=RunnerConfig(frame_sink_queue=queue),
+                  frame_sinks=frame_sinks)  # fmt: skip
 
 
 def test_frames_of_files_wait_for_the_frame_sink_and_arrive_in_order_with_their_verdicts(fast_models, demo_clip):
@@ -224,7 +227,7 @@ def test_frames_of_files_wait_for_the_frame_sink_and_arrive_in_order_with_their_
     assert len(records) == demo_clip.n_frames and stats.sink_failures == {}
     for (frame, verdict), record in zip(recorder.pairs, records):  # the very messages the other sinks got
         assert frame.stream_id == verdict.stream_id == record["stream"]
-        assert np.allclose([f.box for f in verdict.faces], [f["box"] for f in record["faces"]], atol=0.051)
+        assert np.allclose(verdict.faces.xyxy, [f["box"] for f in record["faces"]], atol=0.051)
 
 
 def test_a_slow_frame_sink_never_holds_up_a_live_stream(fast_models, demo_clip):
@@ -258,15 +261,11 @@ class _SlowRecorder(_Recorder):
 
 def test_drain_seconds_zero_still_lets_a_frame_sink_finish_and_close(fast_models, demo_clip):
     recorder = _SlowRecorder()
-    runner = Runner(
-        [SourceSpec("f", str(demo_clip.path))],
-        DetectStage(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1)),
-        ClassifyStage(Classifier(fast_models / "deepfake_classifier.onnx")),
-        [],
-        Observer(),
-        config=RunnerConfig(frame_sink_queue=4, drain_seconds=0.0),
-        frame_sinks=[recorder],
-    )
+    observer = NullObserver()
+    processor = BatchProcessor(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
+                               Classifier(fast_models / "deepfake_classifier.onnx"), observer)  # fmt: skip
+    runner = Runner([SourceSpec("f", str(demo_clip.path))], processor, [], observer,
+                    config=RunnerConfig(frame_sink_queue=4, drain_seconds=0.0), frame_sinks=[recorder])  # fmt: skip
     stats = runner.run()
     assert stats.sink_failures == {} and recorder.closed  # the annotated MP4 gets its last fragment
     assert len(recorder.pairs) == demo_clip.n_frames

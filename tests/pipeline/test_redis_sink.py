@@ -14,10 +14,11 @@ import redis
 
 from engines.urls import redact
 from pipeline.errors import SinkError
-from pipeline.messages import Face, Verdict, VerdictState
-from pipeline.sinks import ALERT_CHANNEL, STATE_KEY, STREAM_KEY, STREAMS_KEY, RedisSink, encode
+from pipeline.messages import Publication, Verdict, VerdictState
+from pipeline.sinks import ALERT_CHANNEL, STATE_KEY, STREAM_KEY, STREAMS_KEY, RedisSink
 from tests._redis import RedisServer, redis_server
 from tests._rtsp import free_port
+from tests.pipeline._faces import faces
 
 
 @pytest.fixture()
@@ -39,6 +40,10 @@ def sink_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+def encode(verdicts: list[Verdict]) -> list[Publication]:
+    return Publication.of(verdicts, published=time.time())
+
+
 def verdict(
     stream: str, frame: int, state: VerdictState = VerdictState.REAL, *, changed: bool = False, score: float = 0.1
 ) -> Verdict:
@@ -47,7 +52,7 @@ def verdict(
         frame_index=frame,
         pts=frame / 25,
         capture_time=1_700_000_000.0 + frame / 25,
-        faces=(Face(track_id=1, box=(10.0, 20.0, 110.0, 140.0), det_score=0.9, p_fake=score, p_fake_last=score),),
+        faces=faces((1, (10.0, 20.0, 110.0, 140.0), 0.9, score, score)),
         score=score,
         state=state,
         changed=changed,
@@ -81,16 +86,17 @@ def test_entries_state_and_streams_set(server: RedisServer) -> None:
         sink.publish(records)
     with server.client() as c:
         entries = c.xrange(STREAM_KEY.format(stream="cam1"))
-        assert [json.loads(f["json"]) for _, f in entries] == [r for v, r in records if v.stream_id == "cam1"]
+        cam1 = [p.record for p in records if p.verdict.stream_id == "cam1"]
+        assert [json.loads(f["json"]) for _, f in entries] == cam1
         assert [(f["verdict"], f["score"], f["frame"]) for _, f in entries][-1] == ("REAL", "0.4000", "4")
         state = c.hgetall(STATE_KEY.format(stream="cam2"))
-        last = records[-1][1]
+        last = records[-1].record
         assert state.keys() == {"verdict", "score", "frame", "pts", "capture_time", "faces", "updated", "json",
                                 "fps", "p95_ms", "worker"}  # fmt: skip
         assert json.loads(state.pop("json")) == last
         assert float(state.pop("updated")) == pytest.approx(time.time(), abs=30)
         assert state.pop("worker") == sink.worker and state.pop("worker", None) is None
-        c2p = sorted(r["latency_ms"]["capture_to_publish"] for v, r in records if v.stream_id == "cam2")
+        c2p = sorted(p.record["latency_ms"]["capture_to_publish"] for p in records if p.verdict.stream_id == "cam2")
         assert state.pop("p95_ms") == f"{c2p[-1]:.1f}"  # 5 verdicts: the 95th percentile is the slowest
         state.pop("fps")  # its arithmetic: tests/pipeline/test_status.py
         assert state == {
@@ -122,7 +128,7 @@ def test_alert_only_on_a_change_to_fake(server: RedisServer) -> None:
         while (message := sub.get_message(timeout=0.5)) is not None:
             alerts.append(json.loads(message["data"]))
     keys = ("stream", "frame", "pts", "score", "capture_time", "verdict")
-    assert alerts == [{k: records[i][0][1][k] for k in keys} for i in (1, 4)]
+    assert alerts == [{k: records[i][0].record[k] for k in keys} for i in (1, 4)]
     assert [a["verdict"] for a in alerts] == ["FAKE", "FAKE"]
 
 

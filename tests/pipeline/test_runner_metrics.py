@@ -12,29 +12,27 @@ import pytest
 
 from engines import Classifier, Detector
 from pipeline.messages import VerdictState
-from pipeline.metrics import Observer
-from pipeline.queues import DropPolicy, FrameQueue
+from pipeline.metrics import PrometheusObserver
+from pipeline.processor import BatchProcessor
+from pipeline.queues import BoundedQueue, DropPolicy
 from pipeline.runner import Runner
+from pipeline.schedule import Schedule, ScheduleConfig
 from pipeline.sinks import JsonLinesSink
 from pipeline.sources import SourceKind, SourceSpec
-from pipeline.stages import ClassifyStage, DetectStage
 
 
-def _value(observer: Observer, name: str, labels: dict[str, str]) -> float:
+def _value(observer: PrometheusObserver, name: str, labels: dict[str, str]) -> float:
     value = observer.registry.get_sample_value(name, labels)
     assert value is not None, f"{name}{labels} was not exported"
     return value
 
 
 def test_runner_counts_and_latencies_match_the_run(fast_models: Path, demo_clip, real_video: Path):
-    observer, out = Observer(), io.StringIO()
-    runner = Runner(
-        [SourceSpec("demo", str(demo_clip.path)), SourceSpec("real", str(real_video))],
-        DetectStage(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1)),
-        ClassifyStage(Classifier(fast_models / "deepfake_classifier.onnx")),
-        [JsonLinesSink(out)],
-        observer,
-    )
+    observer, out = PrometheusObserver(), io.StringIO()
+    processor = BatchProcessor(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
+                               Classifier(fast_models / "deepfake_classifier.onnx"), observer)  # fmt: skip
+    runner = Runner([SourceSpec("demo", str(demo_clip.path)), SourceSpec("real", str(real_video))], processor,
+                    [JsonLinesSink(out)], observer)  # fmt: skip
     stats = runner.run()
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     n_demo = sum(r["stream"] == "demo" for r in records)
@@ -58,15 +56,15 @@ def test_runner_counts_and_latencies_match_the_run(fast_models: Path, demo_clip,
 
 def test_duplicate_stream_ids_are_refused(fast_models: Path):
     with pytest.raises(ValueError, match=r"\['cam'\] appear twice"):
-        Runner([SourceSpec("cam", "a.mp4"), SourceSpec("cam", "b.mp4")], None, None, [], Observer())
+        Runner([SourceSpec("cam", "a.mp4"), SourceSpec("cam", "b.mp4")], None, [], PrometheusObserver())
 
 
 def test_metrics_are_served_over_http_on_loopback():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    observer = Observer()
-    observer.observe_stage("detect", 0.01)
+    observer = PrometheusObserver()
+    observer.stage("detect", 0.01)
     observer.serve("127.0.0.1", port)
     try:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -80,10 +78,10 @@ def test_metrics_are_served_over_http_on_loopback():
 def test_drop_oldest_keeps_the_newest_frames_and_counts_drops():
     import threading
 
-    q = FrameQueue(3, DropPolicy.DROP_OLDEST, threading.Event())
+    q = BoundedQueue(3, DropPolicy.DROP_OLDEST, wake=threading.Event())
     for i in range(5):
-        q.put(i, threading.Event())  # type: ignore[arg-type]
-    assert list(q.frames) == [2, 3, 4] and q.dropped == 2
+        q.put(i, threading.Event())
+    assert list(q.items) == [2, 3, 4] and q.dropped == 2
 
 
 @pytest.mark.parametrize(
@@ -101,25 +99,13 @@ def test_source_specs_parse_names_and_kinds(text, stream_id, url, kind):
     assert (spec.stream_id, spec.url, spec.kind) == (stream_id, url, kind)
 
 
-def test_under_load_detection_then_classification_thin_out_and_recover(fast_models: Path, demo_clip):
-    from pipeline import runner as runner_module
-    from pipeline.runner import RunnerConfig
+def test_under_load_detection_then_classification_thin_out_and_recover():
+    observer = PrometheusObserver()
+    schedule = Schedule(ScheduleConfig(max_detect_every=3, max_classify_every=2), observer)
 
-    observer = Observer()
-    runner = Runner(
-        [SourceSpec("live", str(demo_clip.path), pace=True)],  # paced: a live feed, DROP_OLDEST
-        None, None, [], observer,  # the stages are not needed to adapt
-        config=RunnerConfig(queue_size=10, max_detect_every=3, max_classify_every=2),
-    )  # fmt: skip
-    queue = runner.streams["live"].queue
-    assert queue.policy is DropPolicy.DROP_OLDEST
-
-    def adapt(fill: int) -> tuple[int, int]:
-        queue.frames.clear()
-        queue.frames.extend(range(fill))
-        runner._adapted_at = -runner_module.ADAPT_INTERVAL  # the once-a-second limit, skipped
-        runner._adapt_to_load()
-        return runner.detect_every, runner.classify_every
+    def adapt(fill: int) -> tuple[int, int]:  # fill: frames in a live queue of 10, what the runner reports
+        schedule.adapt(fill=fill / 10, lost=0, busy=0.0)
+        return schedule.detect_every, schedule.classify_every
 
     loaded = [adapt(8) for _ in range(4)]  # (k, m)
     assert loaded == [(2, 1), (3, 1), (3, 2), (3, 2)]  # k first, then m, each to its maximum

@@ -130,22 +130,18 @@ def test_control_hash_streams_are_taken_only_by_their_worker(fast_models: Path, 
     """A real Runner and the real Redis: of 12 streams in the control hash, the worker starts only its own."""
     from engines import Classifier, Detector
     from pipeline.control import RedisControl
-    from pipeline.metrics import Observer
+    from pipeline.observer import NullObserver
     from pipeline.policy import SourcePolicy
+    from pipeline.processor import BatchProcessor
     from pipeline.runner import Runner
-    from pipeline.stages import ClassifyStage, DetectStage
 
     key = f"dfwatch:test:control:{uuid.uuid4().hex[:10]}"  # not the live control hash other services poll
     names = [f"ctl{i}" for i in range(12)]
     shard = Shard(0, 3)
-    runner = Runner(
-        [],
-        DetectStage(Detector(fast_models / "face_detector.onnx")),
-        ClassifyStage(Classifier(fast_models / "deepfake_classifier.onnx")),
-        [],
-        Observer(),
-        until_stopped=True,
-    )
+    observer = NullObserver()
+    processor = BatchProcessor(Detector(fast_models / "face_detector.onnx"),
+                               Classifier(fast_models / "deepfake_classifier.onnx"), observer)  # fmt: skip
+    runner = Runner([], processor, [], observer, until_stopped=True)
     control = RedisControl(redis_client, runner, key=key, epoch_key=f"{key}:epoch", owns=shard.owns,
                            policy=SourcePolicy(allow_dirs=(tiny_clip.path.parent,)))  # local files: allowed here
     try:

@@ -142,32 +142,32 @@ def test_a_stuck_stream_can_be_removed_and_its_id_taken_again(service, demo_clip
 def test_health_fails_when_the_stage_loop_is_stuck_though_metrics_answer(fast_models: Path, demo_clip):
     """The liveness probe read /metrics from another thread: it stayed green while the pipeline was frozen."""
     from engines import Classifier, Detector
-    from pipeline.metrics import Observer
+    from pipeline.metrics import PrometheusObserver
+    from pipeline.processor import BatchProcessor
     from pipeline.runner import Runner
     from pipeline.sinks import JsonLinesSink
     from pipeline.sources import SourceSpec
-    from pipeline.stages import ClassifyStage, DetectStage
 
-    class _Hangs(DetectStage):  # a hung inference (a GPU that stopped answering), after the first batches
-        def __init__(self, detector: Detector, gate: threading.Event) -> None:
-            super().__init__(detector)
+    class _Hangs(BatchProcessor):  # a hung inference (a GPU that stopped answering), after the first batches
+        def __init__(self, *args, gate: threading.Event, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
             self.gate, self.calls = gate, 0
 
-        def process(self, frames):
+        def process(self, frames, *, taken=None):
             self.calls += 1
             if self.calls > 3:
                 self.gate.wait(60)
-            return super().process(frames)
+            return super().process(frames, taken=taken)
 
     import io
 
     gate, port = threading.Event(), free_port()
-    observer = Observer()
+    observer = PrometheusObserver()
     observer.serve("127.0.0.1", port)
-    runner = Runner([SourceSpec("clip", str(demo_clip.path), loop=True, pace=True)],
-                    _Hangs(Detector(fast_models / "face_detector.onnx"), gate),
-                    ClassifyStage(Classifier(fast_models / "deepfake_classifier.onnx")), [JsonLinesSink(io.StringIO())],
-                    observer)  # fmt: skip
+    detector = Detector(fast_models / "face_detector.onnx")
+    processor = _Hangs(detector, Classifier(fast_models / "deepfake_classifier.onnx"), observer, gate=gate)
+    runner = Runner([SourceSpec("clip", str(demo_clip.path), loop=True, pace=True)], processor,
+                    [JsonLinesSink(io.StringIO())], observer)  # fmt: skip
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
 
@@ -178,10 +178,10 @@ def test_health_fails_when_the_stage_loop_is_stuck_though_metrics_answer(fast_mo
 
     try:
         deadline = time.monotonic() + 30
-        while runner.detect.calls < 1 and time.monotonic() < deadline:
+        while processor.calls < 1 and time.monotonic() < deadline:
             time.sleep(0.1)
         ok = health()
-        while runner.detect.calls <= 3 and time.monotonic() < deadline:
+        while processor.calls <= 3 and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(4)
         stuck = health()

@@ -309,3 +309,63 @@ def test_resolution_change_after_reconnect(clips: dict[str, Path]) -> None:
     switch = sizes.index((640, 480))
     assert set(sizes[:switch]) == {(320, 240)} and set(sizes[switch:]) == {(640, 480)}
     assert_counts_on(reader.frames)
+
+
+def test_fast_rgb_conversion_matches_swscale_on_real_footage(real_video: Path):
+    """The planes + OpenCV path (what serving uses) against PyAV's own rgb24 conversion, frame by frame."""
+    import av
+    import numpy as np
+
+    from pipeline.sources import to_rgb
+
+    with av.open(str(real_video)) as container:
+        frames = list(container.decode(video=0))[:8]
+    assert frames and frames[0].format.name == "yuv420p"
+    for frame in frames:
+        ours, reference = to_rgb(frame).astype(int), frame.to_ndarray(format="rgb24").astype(int)
+        assert ours.shape == reference.shape == (frame.height, frame.width, 3)
+        diff = np.abs(ours - reference)  # rounding and chroma upsampling differ by a level or two
+        assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 4, (diff.mean(), np.percentile(diff, 99))
+
+
+def test_frames_left_in_i420_convert_to_the_same_rgb_when_processed(real_video: Path):
+    """The runner's readers keep the decoder's planes; a frame that is processed converts once, identically."""
+    import numpy as np
+
+    from pipeline.sources import read_frames
+
+    spec = SourceSpec("clip", str(real_video))
+    planes, converted = list(read_frames(spec, rgb=False))[:4], list(read_frames(spec))[:4]
+    for lazy, eager in zip(planes, converted):
+        assert lazy.pixel_format == "i420" and eager.pixel_format == "rgb24" and lazy.size == eager.size
+        assert lazy.image.shape == (eager.image.shape[0] * 3 // 2, eager.image.shape[1])
+        rgb = lazy.rgb()
+        assert rgb.pixel_format == "rgb24" and rgb.rgb() is rgb and (rgb.index, rgb.pts) == (eager.index, eager.pts)
+        np.testing.assert_array_equal(rgb.image, eager.image)
+
+
+def test_other_pixel_formats_take_swscale_and_say_so_once(tmp_path: Path, caplog):
+    import logging
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    from pipeline.sources import to_rgb
+
+    path = tmp_path / "yuv444.mp4"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt, video.time_base = 64, 48, "yuv444p", Fraction(1, 25)
+        for i in range(3):
+            image = np.full((48, 64, 3), (40 * i, 90, 200), np.uint8)  # (H, W, 3)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv444p")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    caplog.set_level(logging.INFO, logger="pipeline.sources")
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            assert frame.format.name == "yuv444p"
+            np.testing.assert_array_equal(to_rgb(frame), frame.to_ndarray(format="rgb24"))
+    assert sum("yuv444p 64x48" in r.getMessage() for r in caplog.records) == 1

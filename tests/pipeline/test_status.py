@@ -12,18 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.messages import Face, Verdict, VerdictState
-from pipeline.sinks import STATE_KEY, STREAM_KEY, STREAMS_KEY, RedisSink, encode
+from pipeline.messages import Publication, Verdict, VerdictState
+from pipeline.sinks import STATE_KEY, STREAM_KEY, STREAMS_KEY, RedisSink
 from pipeline.status import COLUMNS, StreamRow, format_table, read_rows, watch_status
 from tests._rtsp import free_port
 from tests.conftest import REDIS_URL
+from tests.pipeline._faces import faces
 
 pytestmark = [pytest.mark.timeout(180)]
 
 
 def verdict(stream: str, frame: int, state: VerdictState = VerdictState.REAL, *, changed: bool = False) -> Verdict:
-    face = Face(track_id=1, box=(10.0, 20.0, 110.0, 140.0), det_score=0.9, p_fake=0.7, p_fake_last=0.7)
-    return Verdict(stream, frame, frame / 25, time.time(), (face,), 0.7, state, changed, True, {}, False)
+    face = faces((1, (10.0, 20.0, 110.0, 140.0), 0.9, 0.7, 0.7))
+    return Verdict(stream, frame, frame / 25, time.time(), face, 0.7, state, changed, True, {}, False)
+
+
+def encode(verdicts: list[Verdict], published: float | None = None) -> list[Publication]:
+    return Publication.of(verdicts, published=time.time() if published is None else published)
 
 
 def _status(*args: str) -> subprocess.CompletedProcess:
@@ -191,10 +196,10 @@ def test_rates_are_over_the_recent_window(redis_client, stream_id):
     try:
         # 11 publish calls of 5 verdicts, 0.2 s apart: after the first, 50 verdicts in 2 s
         for k in range(11):
-            rates = sink._window(encode([verdict(stream_id, 5 * k + i) for i in range(5)]), 100.0 + 0.2 * k)
+            rates = sink._window(encode([verdict(stream_id, 5 * k + i) for i in range(5)], 100.0 + 0.2 * k))
         assert rates[stream_id][0] == "25.00"
         # 20 s later the window holds only the newest call: no span, no rate
-        assert sink._window(encode([verdict(stream_id, 99)]), 122.0)[stream_id][0] == ""
+        assert sink._window(encode([verdict(stream_id, 99)], 122.0))[stream_id][0] == ""
     finally:
         sink.close()
 

@@ -15,11 +15,11 @@ import pytest
 
 from engines import Classifier, Detector
 from pipeline.annotate import AnnotateConfig, Annotator
-from pipeline.metrics import Observer
+from pipeline.metrics import PrometheusObserver
+from pipeline.processor import BatchProcessor
 from pipeline.runner import Runner
 from pipeline.sinks import STATE_KEY, STREAM_KEY, STREAMS_KEY, RedisSink
 from pipeline.sources import SourceSpec
-from pipeline.stages import ClassifyStage, DetectStage
 from tests._redis import redis_server
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -32,7 +32,7 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _labels(observer: Observer) -> set[str]:
+def _labels(observer: PrometheusObserver) -> set[str]:
     return {s.labels.get("stream") for m in observer.registry.collect() for s in m.samples} - {None}
 
 
@@ -40,10 +40,10 @@ def test_a_removed_stream_is_released_everywhere(fast_models: Path, demo_clip, t
     with redis_server() as server:
         sink = RedisSink(server.url, ttl=3600)
         annotator = Annotator(AnnotateConfig(dir=tmp_path / "video"))
-        observer = Observer()
-        runner = Runner([], DetectStage(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1)),
-                        ClassifyStage(Classifier(fast_models / "deepfake_classifier.onnx")), [sink], observer,
-                        until_stopped=True, frame_sinks=[annotator])  # fmt: skip
+        observer = PrometheusObserver()
+        processor = BatchProcessor(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
+                                   Classifier(fast_models / "deepfake_classifier.onnx"), observer)  # fmt: skip
+        runner = Runner([], processor, [sink], observer, until_stopped=True, frame_sinks=[annotator])
         thread = threading.Thread(target=runner.run, daemon=True)
         thread.start()
         client = server.client()

@@ -5,17 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.tracker import FaceTracker, TrackerConfig, iou_matrix
+from engines.boxes import iou_matrix
+from pipeline.messages import Faces
+from pipeline.tracker import FaceTracker, TrackerConfig
 
 
 def box(x: float, y: float, size: float = 100) -> list[float]:
     return [x, y, x + size, y + size]
 
 
+def on_screen(faces: Faces) -> dict[int, tuple[float, ...]]:
+    """{track id: box} of the faces a tracker step returned."""
+    return {t: tuple(b) for t, b in zip(faces.track_id.tolist(), faces.xyxy.tolist())}
+
+
 def detect(tracker: FaceTracker, *boxes: list[float]):
     """One detection round; returns {track id: box} of the faces on screen."""
     xyxy = np.array(boxes, np.float32).reshape(-1, 4)  # (n, 4)
-    return {t.track_id: t.box for t in tracker.update(xyxy, np.full(len(xyxy), 0.9, np.float32))}
+    return on_screen(tracker.update(xyxy, np.full(len(xyxy), 0.9, np.float32)))
 
 
 @pytest.mark.parametrize(
@@ -105,8 +112,8 @@ def test_carry_keeps_boxes_and_counts_frames():
     detect(tracker, box(2, 0))  # face 1 missed this round: tracked but not on screen
     before = {t.track_id: t for t in tracker.tracks}
     for k in range(1, 4):
-        carried = tracker.carry()
-        assert [(t.track_id, t.box) for t in carried] == [(0, before[0].box)]
+        carried = on_screen(tracker.carry())
+        assert list(carried.items()) == [(0, before[0].box)]
         for t in tracker.tracks:
             assert t.box == before[t.track_id].box
             assert (t.age, t.since_classified) == (before[t.track_id].age + k, before[t.track_id].since_classified + k)
@@ -115,7 +122,7 @@ def test_carry_keeps_boxes_and_counts_frames():
 
 def test_carry_and_update_on_an_empty_tracker():
     tracker = FaceTracker()
-    assert tracker.carry() == [] and detect(tracker) == {} and tracker.due_for_classification(1) == []
+    assert on_screen(tracker.carry()) == {} and detect(tracker) == {} and len(tracker.carry(classify_every=1)) == 0
 
 
 @pytest.mark.parametrize(
@@ -127,10 +134,10 @@ def test_due_for_classification_respects_every(every, due_frames):
     got = []
     for frame in range(7):
         if frame % 2 == 0:  # detect every other frame, carry in between
-            detect(tracker, box(frame, 0))
+            faces = tracker.update(np.array([box(frame, 0)]), np.array([0.9]), classify_every=every)
         else:
-            tracker.carry()
-        due = tracker.due_for_classification(every)
+            faces = tracker.carry(classify_every=every)
+        due = faces.track_id[faces.due].tolist()
         if due:
             got.append(frame)
             tracker.add_scores(due, np.full(len(due), 0.5))
@@ -142,14 +149,15 @@ def test_due_lists_new_tracks_but_not_missed_ones():
     detect(tracker, box(0, 0), box(300, 0))
     tracker.add_scores([0, 1], np.array([0.1, 0.2]))
     detect(tracker, box(0, 0), box(600, 0))  # 1 missed, 2 new
-    for _ in range(5):
+    for _ in range(4):
         tracker.carry()
-    assert tracker.due_for_classification(3) == [0, 2]
+    faces = tracker.carry(classify_every=3)
+    assert faces.track_id[faces.due].tolist() == [0, 2]
 
 
 def test_due_rejects_every_below_one():
     with pytest.raises(ValueError, match="every must be >= 1"):
-        FaceTracker().due_for_classification(0)
+        FaceTracker().carry(classify_every=0)
 
 
 @pytest.mark.parametrize(
@@ -179,7 +187,7 @@ def test_add_scores_touches_only_the_given_tracks():
     tracker.add_scores([], np.zeros(0))  # nothing due: a no-op
     t0, t1 = tracker.tracks
     assert (t0.score, t0.last_score) == (None, None) and (t1.score, t1.last_score) == (0.8, 0.8)
-    assert max(t.score for t in tracker.visible if t.score is not None) == 0.8  # the runner's frame score
+    assert tracker.visible.score == pytest.approx(0.8)  # the frame score the decide stage reads
 
 
 @pytest.mark.parametrize(

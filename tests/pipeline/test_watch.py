@@ -142,7 +142,7 @@ def test_config_file_with_flag_overrides_and_detect_every(dfwatch, demo_clip, tm
     config = tmp_path / "streams.toml"
     config.write_text(
         f"""
-[runner]
+[schedule]
 detect_every = 5
 max_detect_every = 5
 [[streams]]

@@ -76,8 +76,23 @@ def test_simulated_capture_blends_at_the_native_size_and_resizes_once():
         out = simulate_capture(img, rng, size=96, swap=swap)
         assert out.shape == (96, 96, 3) and out.dtype == np.uint8
         assert seen[-1] == capture.native  # the swap saw the crop at the drawn native side
-        if capture.codec == "none":  # no codec: exactly the two resizes, native then input, nothing else
+        if capture.codec == "none" and capture.border is None:  # exactly the two resizes, native then input
             np.testing.assert_array_equal(out, resize_square(resize_square(img, capture.native), 96))
+
+
+def test_a_cut_out_face_is_black_outside_its_box_and_margins():
+    from trainer.capture import black_outside
+
+    img = np.full((150, 150, 3), 200, np.uint8)  # margin 0.25: the face box is the centred 100 px square
+    out = black_outside(img, (0.0, 0.1, 0.2, 0.5), margin=0.25)
+    rows, cols = np.flatnonzero(out[:, :, 0].any(axis=1)), np.flatnonzero(out[:, :, 0].any(axis=0))
+    assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (15, 150, 25, 145)  # top 10 px, bottom clipped
+    assert (out[15:150, 25:145] == 200).all() and out.sum() == 200 * 3 * 135 * 120
+    rng = np.random.default_rng(0)
+    draws = [draw_capture(rng, 256) for _ in range(2000)]
+    with_border = [d.border for d in draws if d.border is not None]
+    assert abs(len(with_border) / 2000 - CaptureConfig().p_border) < 0.04
+    assert all(0.0 <= v <= 0.3 for b in with_border for v in b)
 
 
 def test_capture_config_is_checked():

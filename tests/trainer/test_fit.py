@@ -166,3 +166,22 @@ def test_epoch_samples_draws_a_new_subset_each_epoch(tiny_store):
     assert order(1) == order(1) and order(1) != order(2)
     with pytest.raises(FitError, match="epoch_samples must be >= 1"):
         TrainConfig(epoch_samples=0)
+
+
+def test_precise_bn_replaces_trailing_running_stats_by_the_current_weights_batch_average(tiny_store):
+    from trainer.fit import make_loader, precise_bn
+
+    model = TrainConfig(model="rescnn", model_args={"stem": 8, "widths": [8, 16], "blocks": [1, 1]},
+                        input_size=32).build_model()  # fmt: skip
+    bn = model.stem[1]
+    bn.running_mean.fill_(5.0)  # stale statistics, as after weights moved under them
+    loader = make_loader(tiny_store, "train", input_size=32, batch_size=8, shuffle=False)
+    batches = [x for x, _ in loader][:2]
+    assert precise_bn(model, loader, device="cpu", batches=2)
+    with torch.no_grad():
+        stem = model.stem[0]
+        means = [stem(model.srm(x)).mean(dim=(0, 2, 3)) for x in batches]  # (C,) per batch, before the BN
+    torch.testing.assert_close(bn.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.1  # training's own momentum is back
+    plain = TrainConfig(model="paper_cnn", model_args={"filters": [4]}, input_size=32).build_model()
+    assert not precise_bn(plain, loader, device="cpu")  # nothing to do without BatchNorm

@@ -46,7 +46,7 @@ def calibration_crops(path: Path, *, limit: int):
 def cmd_engines(args: argparse.Namespace) -> int:
     """Verify and rebuild the artifacts of ``--models``; print the summary table."""
     from engines.devices import cuda_device
-    from engines.rebuild import TensorRTPlan, TorchPlan, format_table, rebuild
+    from engines.rebuild import CpuPlan, TensorRTPlan, TorchPlan, format_table, rebuild
 
     device = args.device or ("cuda" if cuda_device() is not None else "cpu")
     torch_plan = None
@@ -68,7 +68,20 @@ def cmd_engines(args: argparse.Namespace) -> int:
             calibration=calibration,
             calibration_limit=args.calib_samples,
         )
-    rows = rebuild(args.models, tensorrt=trt_plan, torch=torch_plan, force=args.force, progress=not args.no_progress)
+    cpu_plan = None
+    if args.openvino or args.int8:
+        cpu_plan = CpuPlan(openvino=args.openvino)
+        if args.int8:
+            from trainer.int8 import acceptance, calibration_images
+
+            if not (args.media / "widerface").is_dir():
+                raise ValueError(f"--int8 calibrates and checks on the shared media: {args.media / 'widerface'} "
+                                 "is missing (--media DIR, the ../shared/data layout)")  # fmt: skip
+            cpu_plan = CpuPlan(openvino=args.openvino, calibration_limit=args.calib_samples,
+                               calibration=lambda m: calibration_images(args.media, m, limit=args.calib_samples),
+                               accept=acceptance(args.media))  # fmt: skip
+    rows = rebuild(args.models, tensorrt=trt_plan, torch=torch_plan, cpu=cpu_plan, force=args.force,
+                   progress=not args.no_progress)  # fmt: skip
     print(format_table(rows))
     built = [r for r in rows if r.size_bytes is not None]
     print(
@@ -98,6 +111,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch.compile mode of the variant (default: reduce-overhead = CUDA graphs on CUDA, default on CPU)",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), help="device for torch variants (default: cuda if present)")
+    p.add_argument("--openvino", action="store_true", help="build OpenVINO fp32 artifacts NAME.fp32.xml (CPU)")
+    p.add_argument("--int8", action="store_true",
+                   help="build INT8 artifacts for CPU, NAME.int8.xml (OpenVINO NNCF) and NAME.int8.onnx (ONNX "
+                   "Runtime), calibrated on --media and kept only within 0.01 of fp32 on held-out data")  # fmt: skip
+    p.add_argument("--media", type=Path, default=Path("../shared/data"),
+                   help="shared media for INT8 calibration and its check (default: ../shared/data)")  # fmt: skip
     p.add_argument("--force", action="store_true", help="rebuild artifacts that are up to date too")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_engines)
