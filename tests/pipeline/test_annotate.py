@@ -296,7 +296,7 @@ import sys, time
 from pathlib import Path
 import av, numpy as np
 import pipeline.annotate as annotate
-from pipeline.messages import Frame, Verdict, VerdictState
+from pipeline.messages import Faces, Frame, Verdict, VerdictState
 
 annotate.RETRY_SECONDS = 0.0  # retry at once: many failures and recoveries in a short run
 out = Path(sys.argv[1])
@@ -314,7 +314,8 @@ for i in range(3000):
                 pass
     image = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)  # noise: every frame costs disk
     frame = Frame("cam", i, i / 25, time.time(), image)
-    verdict = Verdict("cam", i, i / 25, frame.capture_time, (), None, VerdictState.UNKNOWN, False, True, {}, False)
+    verdict = Verdict("cam", i, i / 25, frame.capture_time, Faces.empty(), None, VerdictState.UNKNOWN, False, True,
+                      {}, False)
     try:
         sink.publish_frames([(frame, verdict)])
     except OSError:  # what the sink did before: raise, and its runner thread logged and counted it
@@ -354,8 +355,8 @@ def _blank_frames(sink: Annotator, n: int) -> None:
     image = np.zeros((120, 160, 3), np.uint8)
     for i in range(n):
         frame = Frame("cam", i, i / 25, time.time(), image)
-        sink.publish_frames([(frame, Verdict("cam", i, i / 25, frame.capture_time, (), None, VerdictState.UNKNOWN,
-                                             False, True, {}, False))])  # fmt: skip
+        sink.publish_frames([(frame, Verdict("cam", i, i / 25, frame.capture_time, Faces.empty(), None,
+                                             VerdictState.UNKNOWN, False, True, {}, False))])  # fmt: skip
 
 
 def test_the_annotator_never_writes_through_a_symlink(tmp_path: Path):
