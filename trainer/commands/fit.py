@@ -70,14 +70,16 @@ def add_select_options(p: argparse.ArgumentParser) -> None:
                    help="where the detector's boxes of the held-out sets are cached")  # fmt: skip
 
 
-def make_selector(args: argparse.Namespace, *, size: int, margin: float, device: str) -> Any:
-    """The ``fit(select=...)`` callable for --select-media, or None."""
+def make_selector(args: argparse.Namespace, *, size: int, margin: float, device: str, measure_all: bool = True) -> Any:
+    """The ``fit(select=...)`` callable for --select-media, or None. ``measure_all``: also measure (never select
+    on) the report-only sets each epoch; the search leaves them out."""
     if args.select_media is None:
         return None
-    from trainer.realval import RealFakeValidator
+    from trainer.realval import SELECT, SET_NAMES, RealFakeValidator
 
     return RealFakeValidator(args.select_media, args.select_detector, size=size, margin=margin,
-                             cache=args.select_cache, device=device)  # fmt: skip
+                             cache=args.select_cache, device=device,
+                             sets=SET_NAMES if measure_all else SELECT)  # fmt: skip
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

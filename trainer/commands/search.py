@@ -28,6 +28,17 @@ def _blocks(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected FEWEST-MOST, e.g. 2-4, got {text!r}") from None
 
 
+def _range(text: str) -> tuple[float, float]:
+    lo, _, hi = text.partition(",")
+    try:
+        low, high = float(lo), float(hi)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, e.g. 3e-4,3e-3, got {text!r}") from None
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"need 0 < LOW <= HIGH, got {text!r}")
+    return low, high
+
+
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in _csv(text))
@@ -50,6 +61,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         augments=args.augments,
         input_sizes=args.input_sizes,
         res_stages=args.res_stages,
+        lr=args.lr_range,
     )
     base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, input_size=args.input_size, seed=args.seed,
                        self_blend=args.self_blend, capture=args.capture, schedule=args.schedule,
@@ -57,7 +69,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     select = None
     if args.select_media is not None:
         margin, device = dataset_info(args.data)["crop_margin"], resolve_device(args.device)
-        select = cache(lambda size: make_selector(args, size=size, margin=margin, device=device))
+        select = cache(lambda size: make_selector(args, size=size, margin=margin, device=device, measure_all=False))
     storage = args.storage or os.environ.get(STORAGE_ENV) or None
     try:
         result = run_search(
@@ -162,6 +174,8 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         metavar="FEWEST-MOST",
         help="conv blocks of the paper's CNN family (default: 2-4)",
     )
+    p.add_argument("--lr-range", type=_range, default=(1e-5, 1e-2), metavar="LOW,HIGH",
+                   help="Adam learning rates to search, log scale (default: 1e-5,1e-2)")  # fmt: skip
     p.add_argument("--res-stages", type=_blocks, default=(3, 4), metavar="FEWEST-MOST",
                    help="residual stages of the rescnn family (default: 3-4)")  # fmt: skip
     p.add_argument(
