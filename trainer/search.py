@@ -94,7 +94,7 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
     after every block), ``cnn_dense_units`` (only with 3+ blocks, to bound the dense layer),
     ``cnn_dropout_conv``, ``cnn_dropout_dense``, ``cnn_batch_norm`` (when the space allows both);
     efficientnet: ``efficientnet_variant``, ``efficientnet_dropout``; rescnn: ``res_stages``,
-    ``res_stem``, ``res_width``, ``res_blocks``, ``res_srm``, ``res_dropout``; all: ``lr``,
+    ``res_stem``, ``res_width``, ``res_blocks``, ``res_srm``, ``res_dropout``, ``res_pool``; all: ``lr``,
     ``augment``, and ``input_size`` when the space lists sizes.
     """
     from trainer.fit import augment_choices
@@ -132,6 +132,7 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
                 "blocks": [trial.suggest_int("res_blocks", 1, 2)] * stages,
                 "srm": bool(trial.suggest_categorical("res_srm", [False, True])),
                 "dropout": trial.suggest_float("res_dropout", 0.0, 0.5),
+                "pool": trial.suggest_categorical("res_pool", ["avg", "lse"]),
             },
         )
     else:

@@ -79,6 +79,21 @@ def test_rescnn_stages_halve_the_side_and_pool_globally():
     assert convs[0].in_channels == 3 and create_model("rescnn", input_size=64).stem[0].in_channels == 6
 
 
+def test_rescnn_lse_head_pools_location_scores_between_their_mean_and_their_maximum():
+    from trainer.models.rescnn import LSE_SHARPNESS
+
+    model = create_model("rescnn", input_size=64, stem=8, widths=[8, 16], blocks=[1, 1], pool="lse").eval()
+    pool = model.head[-1]
+    z = torch.tensor([[0.0, 0.0, 0.0, 8.0]]).reshape(1, 1, 2, 2)  # one location with strong evidence
+    pooled = float(pool(z))
+    assert 2.0 < pooled < 8.0  # far above the mean (2), below the maximum (8)
+    expected = (np.log(np.exp(LSE_SHARPNESS * np.array([0, 0, 0, 8.0])).mean())) / LSE_SHARPNESS
+    assert pooled == pytest.approx(expected, rel=1e-5)
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 1)
+    with pytest.raises(ModelConfigError, match=r"pool 'max' is not one of \['avg', 'lse'\]"):
+        create_model("rescnn", pool="max")
+
+
 def test_rescnn_srm_front_end_is_fixed_high_pass_of_the_grey_image():
     model = create_model("rescnn", input_size=32).eval()
     assert not [n for n, p in model.named_parameters() if n.startswith("srm")]  # fixed: nothing to train
@@ -120,14 +135,16 @@ def test_bad_configs_name_the_value_and_the_valid_options(name, overrides, messa
 
 
 @pytest.mark.parametrize(
-    ("name", "size"), [("paper_cnn", 48), ("paper_cnn_deep", 64), ("efficientnet_b0", 64), ("rescnn", 64)]
+    ("name", "size", "args"),
+    [("paper_cnn", 48, {}), ("paper_cnn_deep", 64, {}), ("efficientnet_b0", 64, {}), ("rescnn", 64, {}),
+     ("rescnn", 64, {"pool": "lse"})],  # fmt: skip
 )
-def test_registered_models_export_to_onnx_and_score_through_engines(tmp_path, name, size):
+def test_registered_models_export_to_onnx_and_score_through_engines(tmp_path, name, size, args):
     from engines import Classifier
     from engines.export import export_classifier
 
     torch.manual_seed(0)
-    model = create_model(name, input_size=size).eval()
+    model = create_model(name, input_size=size, **args).eval()
     out = tmp_path / f"{name}.onnx"
     manifest, diff = export_classifier(
         model, out, name=name, input_size=size, crop_margin=0.25, placeholder=True, torch_reference=False

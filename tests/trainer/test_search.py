@@ -65,13 +65,13 @@ def test_suggest_config_efficientnet_family():
 def test_suggest_config_builds_the_residual_family_and_draws_the_input_size():
     trial = optuna.trial.FixedTrial({
         "family": "rescnn", "res_stages": 4, "res_width": 16, "res_stem": 24, "res_blocks": 2, "res_srm": True,
-        "res_dropout": 0.3, "lr": 1e-3, "augment": "paper", "input_size": 192,
+        "res_dropout": 0.3, "res_pool": "lse", "lr": 1e-3, "augment": "paper", "input_size": 192,
     })  # fmt: skip
     space = SearchSpace(input_sizes=(128, 192, 256))
     cfg = suggest_config(trial, space=space, base=TrainConfig(epochs=3, input_size=64))
     assert (cfg.model, cfg.input_size, cfg.epochs) == ("rescnn", 192, 3)
     assert cfg.model_args == {"stem": 24, "widths": [16, 32, 64, 128], "blocks": [2, 2, 2, 2], "srm": True,
-                              "dropout": 0.3}  # fmt: skip
+                              "dropout": 0.3, "pool": "lse"}  # fmt: skip
     assert cfg.build_model().cfg.widths == (16, 32, 64, 128)
     with pytest.raises(SearchError, match="input_sizes must be one or more sides >= 8"):
         SearchSpace(input_sizes=(4,))

@@ -7,12 +7,16 @@ Beyond the paper's family, for what generalises to real swaps when trained from 
   so the first layer sees noise residuals (blending seams, resampling, noise mismatch) as
   directly as colour;
 - residual stages with BatchNorm (trainable from scratch in few epochs);
-- global average pooling instead of flatten + dense: a trace scores the same wherever it is in
-  the crop, and the head has few weights to overfit with.
+- a pooled head instead of flatten + dense: a trace scores the same wherever it is in the crop,
+  and the head has few weights to overfit with. ``pool="avg"`` averages the features, then one
+  dense unit; ``pool="lse"`` scores every location (a 1x1 conv) and pools the scores with a
+  log-sum-exp, a soft maximum: a crop is as fake as its most blended region, and regions with
+  no evidence (flat skin, a black canvas around a cut-out face) add little.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +31,8 @@ _SRM_KERNELS = (
     [[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]],
 )
 _SRM_SCALE = (2.0, 4.0, 12.0)  # divide each kernel by this, so residuals of [0, 1] images stay near [-1, 1]
+POOLS = ("avg", "lse")
+LSE_SHARPNESS = 4.0  # r in (1/r) log mean exp(r z): 0 would be the mean of the scores, infinity their maximum
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class ResCNNConfig:
     blocks: tuple[int, ...] = (1, 1, 1)  # residual blocks per stage (the first one strides)
     srm: bool = True  # stack the three fixed SRM residuals of the grey image onto RGB (6 input channels)
     dropout: float = 0.2  # before the output layer
+    pool: str = "avg"  # "avg": average the features, one dense unit; "lse": score each location, soft maximum
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))  # JSON gives lists
@@ -49,6 +56,8 @@ class ResCNNConfig:
                 f"rescnn: widths, blocks and stem must be >= 1 and stem_stride 1 or 2, got widths {self.widths}, "
                 f"blocks {self.blocks}, stem {self.stem}, stem_stride {self.stem_stride}"
             )
+        if self.pool not in POOLS:
+            raise ModelConfigError(f"rescnn: pool {self.pool!r} is not one of {list(POOLS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ModelConfigError(f"rescnn: dropout must be in [0, 1), got {self.dropout}")
         if self.input_size // self.stem_stride // 2 ** len(self.widths) < 1:
@@ -109,12 +118,23 @@ class ResCNN(nn.Module):
                 layers.append(_Block(channels, width, 2 if i == 0 else 1))
                 channels = width
         self.stages = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(cfg.dropout),
-                                  nn.Linear(channels, 1))  # fmt: skip
+        if cfg.pool == "avg":
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(cfg.dropout),
+                                      nn.Linear(channels, 1))  # fmt: skip
+        else:
+            self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Conv2d(channels, 1, 1), _LogSumExpPool())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(self.srm(x))  # (B, 3, S, S) -> (B, stem, S / stem_stride, ...)
         return self.head(self.stages(x))  # (B, C, s, s) -> (B, 1) logits
+
+
+class _LogSumExpPool(nn.Module):
+    """(B, 1, h, w) location scores -> (B, 1): (1/r) log mean exp(r z), between their mean and their maximum."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.flatten(1) * LSE_SHARPNESS  # (B, h * w)
+        return ((torch.logsumexp(z, dim=1, keepdim=True) - math.log(z.shape[1])) / LSE_SHARPNESS)  # (B, 1)
 
 
 @register
