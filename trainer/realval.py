@@ -13,6 +13,11 @@ Roles (``HeldOutSet.role``):
   and every tool of ``wild_swaps`` (inswapper, the few-shot GAN, DeepFaceLive, two lip-sync
   methods). The default pack is trained on none of them, so each is a leave-tool-out measure.
 
+Some sets mix sources that differ in more than the label (the DFDC crops come from two
+repositories, one with small tight crops, one with 224 px ones, in other proportions of real and
+fake in each half): ``face_auc_within_source`` counts only real-fake pairs of one source, so a
+source's look cannot pass for a verdict. Selection uses it.
+
 Detections are cached per set (``cache``/<set>-<detector sha>.npz): the detector runs once per
 set and detector, crops are cut again for any size.
 """
@@ -66,17 +71,20 @@ class _Item:
     label: int  # 1 = fake
     group: str  # clip id for clip-level scores
     half: str = ""  # "left" / "right": use only that half of each frame (DeepFaceLive side by side)
+    source: str = ""  # where the file came from, when a set mixes sources
 
 
 @dataclass(frozen=True)
 class FaceSet:
-    """One held-out set as crops: ``images`` (n, S, S, 3) uint8 RGB, ``labels`` (n,), ``groups`` (n,) clip ids."""
+    """One held-out set as crops: ``images`` (n, S, S, 3) uint8 RGB, ``labels`` (n,), ``groups`` (n,) clip ids,
+    ``sources`` (n,) where each came from ("" for a set of one source)."""
 
     name: str
     images: np.ndarray
     labels: np.ndarray
     groups: np.ndarray
     missed: int  # frames or photos where the detector found no face (left out)
+    sources: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -99,7 +107,8 @@ def items(name: str, media: Path) -> list[_Item]:
         return [_Item(p, int(p.parent.name == "fake"), p.stem) for p in _videos(lab, "celebdf_hard_segments/*/*")]
     if name in ("dfdc_select", "dfdc_test"):
         split = "train" if name == "dfdc_select" else "test"
-        return [_Item(s.path, s.label, s.identity) for s in realmedia.dfdc_crops(Path(media)) if s.split == split]
+        return [_Item(s.path, s.label, s.identity, source=s.path.parts[-3])
+                for s in realmedia.dfdc_crops(Path(media)) if s.split == split]  # fmt: skip
     if name == "deeperforensics":
         return [_Item(s.path, s.label, s.rel) for s in realmedia.deeperforensics(Path(media))]
     if name in ("inswapper", "fewshot_gan"):
@@ -151,7 +160,7 @@ def load_set(
     if cached is not None and cached.is_file():
         with np.load(cached, allow_pickle=False) as z:
             boxes = {k: z[k] for k in z.files}
-    crops, labels, groups, missed, fresh = [], [], [], 0, False
+    crops, labels, groups, sources, missed, fresh = [], [], [], [], 0, False
     for item in todo:
         frames = _read_frames(item, frames_per_video)
         key = f"{item.path.relative_to(media).as_posix()}:{item.half}"
@@ -166,6 +175,7 @@ def load_set(
             crops.append(crop_faces(frames, dets, size=size, margin=margin))
             labels += [item.label] * len(idx)
             groups += [item.group] * len(idx)
+            sources += [item.source] * len(idx)
     if fresh and cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(cached.name + ".tmp.npz")
@@ -174,7 +184,7 @@ def load_set(
     if missed:
         logger.info("held-out set %s: no face found in %d frame(s) or photo(s); they are left out", name, missed)
     images = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
-    return FaceSet(name, images, np.asarray(labels, np.int64), np.asarray(groups), missed)
+    return FaceSet(name, images, np.asarray(labels, np.int64), np.asarray(groups), missed, np.asarray(sources))
 
 
 def _best_boxes(detector: Callable[[list[np.ndarray]], Detections], frames: Sequence[np.ndarray]) -> np.ndarray:
@@ -200,12 +210,28 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return roc_auc(labels, scores) if 0 < labels.sum() < len(labels) else None
 
 
+def within_source_auc(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray | None) -> float | None:
+    """ROC AUC over the real-fake pairs of one source only: each source's AUC weighted by its pairs."""
+    if sources is None or len(set(sources.tolist())) <= 1:
+        return _auc(labels, scores)
+    total = weight = 0.0
+    for src in sorted(set(sources.tolist())):
+        mine = sources == src
+        pos, neg = int(labels[mine].sum()), int((labels[mine] == 0).sum())
+        if pos and neg:
+            total += roc_auc(labels[mine], scores[mine]) * pos * neg
+            weight += pos * neg
+    return total / weight if weight else None
+
+
 def measure(face_set: FaceSet, scores: np.ndarray) -> dict[str, float | int | None]:
-    """Face-level and clip-level ROC AUC of ``scores`` (n,) P(fake) on ``face_set``."""
+    """Face-level and clip-level ROC AUC of ``scores`` (n,) P(fake) on ``face_set`` (and face-level within
+    each source, where it mixes sources)."""
     clip_labels, clip_mean = clip_scores(face_set, scores)
     real, fake = scores[face_set.labels == 0], scores[face_set.labels == 1]
     return {"faces": len(face_set), "clips": len(clip_labels), "fake_clips": int(clip_labels.sum()),
             "face_auc": _auc(face_set.labels, scores), "clip_auc": _auc(clip_labels, clip_mean),
+            "face_auc_within_source": within_source_auc(face_set.labels, scores, face_set.sources),
             "mean_p_fake_real": float(real.mean()) if len(real) else None,
             "mean_p_fake_fake": float(fake.mean()) if len(fake) else None}  # fmt: skip
 
@@ -217,8 +243,8 @@ class RealFakeValidator:
     """``validator(model) -> {"select": ..., "<set>_face_auc": ..., "<set>_clip_auc": ...}`` for ``fit(select=...)``.
 
     Loads the held-out sets once (crops at the model's input size, detector boxes cached). The
-    selection score is the mean face-level AUC over the ``select`` sets; the other sets are
-    measured and recorded alongside, never used to pick.
+    selection score is the mean face-level AUC within source over the ``select`` sets; the other
+    sets are measured and recorded alongside, never used to pick.
     """
 
     def __init__(
@@ -266,7 +292,9 @@ class RealFakeValidator:
         record: dict[str, float] = {}
         for name, face_set in self.sets.items():
             m = measure(face_set, self.scores(model, face_set.images))
-            for key in ("face_auc", "clip_auc"):
+            mixed = face_set.sources is not None and len(set(face_set.sources.tolist())) > 1
+            for key in ("face_auc", "clip_auc", *(["face_auc_within_source"] if mixed else [])):
                 record[f"{name}_{key}"] = float("nan") if m[key] is None else float(m[key])
-        record["select"] = float(np.mean([record[f"{n}_face_auc"] for n in self.select]))
+        within = [record.get(f"{n}_face_auc_within_source", record[f"{n}_face_auc"]) for n in self.select]
+        record["select"] = float(np.mean(within))
         return record

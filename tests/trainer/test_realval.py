@@ -42,6 +42,16 @@ def test_dfdc_halves_follow_realmedia_and_share_no_video():
     assert all(i.group.startswith("dfdc:") for i in select + test)
 
 
+def test_within_source_auc_counts_only_pairs_of_one_source():
+    labels = np.array([0, 0, 1, 0, 1, 1])
+    sources = np.array(["a", "a", "a", "b", "b", "b"])
+    scores = np.array([0.9, 0.8, 0.95, 0.1, 0.2, 0.05])  # source a looks fake, source b real
+    assert realval.within_source_auc(labels, scores, sources) == pytest.approx((1.0 * 2 + 0.5 * 2) / 4)
+    assert realval.within_source_auc(labels, scores, None) == realval._auc(labels, scores)
+    items = realval.items("dfdc_select", SHARED_DATA)
+    assert {i.source for i in items} == {"aaronchong888", "genconvit"}  # DFDC mixes two repositories
+
+
 def test_unknown_set_names_the_valid_ones():
     with pytest.raises(TrainerError, match=r"unknown held-out set 'ff\+\+'; valid: \['celebdf_hard', 'dfdc_select'"):
         realval.items("ff++", SHARED_DATA)
