@@ -57,6 +57,7 @@ class TrainConfig:
     capture: bool = False  # show every crop at a drawn native size and codec, blends made there (trainer.capture)
     schedule: str = "constant"  # learning rate: "constant" or "cosine" (to 0 at the last epoch, after 1 warm-up epoch)
     epoch_samples: int | None = None  # train items per epoch, a fresh random subset each epoch; None = all
+    stored_share: float = 0.0  # share of each epoch that is the store's own fakes, each beside a real of its source
 
     def __post_init__(self) -> None:
         try:  # plain JSON values (tuples -> lists), so a config compares equal after a round trip
@@ -73,6 +74,11 @@ class TrainConfig:
             raise FitError(f"input_size must be >= 8, got {self.input_size}")
         if self.epoch_samples is not None and self.epoch_samples < 1:
             raise FitError(f"epoch_samples must be >= 1 (or None for all), got {self.epoch_samples}")
+        if not 0.0 <= self.stored_share < 1.0:
+            raise FitError(f"stored_share must be in [0, 1), got {self.stored_share}")
+        if self.stored_share and not (self.capture and self.epoch_samples):
+            raise FitError("stored_share draws the store's fakes into each epoch's pairs: it needs capture and "
+                           "epoch_samples")  # fmt: skip
         if self.schedule not in SCHEDULES:
             raise FitError(f"unknown schedule {self.schedule!r}; valid: {list(SCHEDULES)}")
         if self.capture and not self.self_blend:
@@ -149,9 +155,20 @@ def augment_choices() -> list[str]:
     return list(augment.PRESETS)
 
 
+def stored_groups(data: Path, rows: np.ndarray) -> np.ndarray:
+    """The source of each store row, for pairing a stored fake with real footage of its source: the tool folder
+    (``labelled/wild_swaps/<tool>``) for real tools' outputs and inputs, "" for everything else."""
+    from trainer.store import FaceStore
+
+    with FaceStore(data) as store:
+        videos = store.meta("video")[rows]
+    return np.asarray(["/".join(v.split("/")[:3]) if v.startswith("labelled/wild_swaps/") else "" for v in videos])
+
+
 def make_loader(
     data: Path, split: str, *, input_size: int, batch_size: int, augment: str = "none", shuffle: bool,
     seed: int = 0, workers: int = 0, self_blend: bool = False, capture: bool = False, samples: int | None = None,
+    stored_share: float = 0.0,
 ) -> Any:  # fmt: skip
     """A DataLoader of (B, 3, S, S) float32 crops and (B,) float32 labels for one split of the store.
 
@@ -159,7 +176,8 @@ def make_loader(
     on "train", the same on every read on the other splits. ``capture`` shows every crop as a feed
     would (trainer.capture), fakes blended at the native size; shuffled, each real crop then comes
     in one batch with its fake (``PairSampler``). ``samples`` (with ``shuffle``) draws that many
-    items without replacement, a new subset for each ``seed``.
+    items without replacement, a new subset for each ``seed``; ``stored_share`` of them (with capture) are the
+    store's own fakes drawn with replacement, each beside a real row of its source (``stored_groups``).
     """
     import torch
     from torch.utils.data import DataLoader
@@ -188,7 +206,10 @@ def make_loader(
     if shuffle and capture:
         from trainer.selfblend import PairSampler
 
-        sampler = PairSampler(dataset, pairs=None if samples is None else samples // 2, generator=generator)
+        stored = round(stored_share * samples / 2) if samples is not None else 0
+        groups = stored_groups(data, dataset.base.rows) if stored else None
+        sampler = PairSampler(dataset, pairs=None if samples is None else samples // 2 - stored, generator=generator,
+                              stored=stored, groups=groups)  # fmt: skip
         shuffle = False
     elif shuffle and samples is not None and samples < len(dataset):
         from torch.utils.data import RandomSampler
@@ -423,7 +444,8 @@ def fit(
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and augmentation: same on resume
         train = make_loader(data, "train", input_size=size, batch_size=cfg.batch_size, augment=cfg.augment,
                             shuffle=True, seed=cfg.seed * 100_003 + epoch, workers=workers,
-                            self_blend=cfg.self_blend, capture=cfg.capture, samples=cfg.epoch_samples)  # fmt: skip
+                            self_blend=cfg.self_blend, capture=cfg.capture, samples=cfg.epoch_samples,
+                            stored_share=cfg.stored_share)  # fmt: skip
         desc = f"epoch {epoch}/{cfg.epochs}"
 
         def set_lr(fraction: float, epoch: int = epoch) -> None:

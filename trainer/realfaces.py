@@ -6,7 +6,11 @@ Rows (crops through ``engines.crop_faces``, as serving cuts them):
   ``face_images/`` photos (train), the ``utkface/`` photos (one person each, split by file), and
   the large faces of WIDER FACE (its own train / val folders, human boxes);
 - optionally (``dfdc``) the labelled DFDC face crops (label 0 or 1; half of the DFDC videos held
-  out as test). The default pack leaves them out: they are validation material (trainer.realval).
+  out as test). The default pack leaves them out: they are validation material (trainer.realval);
+- optionally (``tools``) outputs of real swap tools from ``labelled/wild_swaps`` as train rows, fakes
+  with their real inputs where the set has them (``TOOLS``: DeepFaceLive side-by-side halves, the
+  lip-sync videos, the few-shot GAN's fakes). A model trained on a tool must report that tool as
+  seen; the other tools stay held out (leave-one-tool-out).
 
 Boxes of clips and photos come from the shipped face detector (``boxes="detector"``: the serving
 crop, the paper's YOLOv8n face crops) or from the MTCNN teacher (``boxes="teacher"``); only
@@ -20,9 +24,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,6 +36,7 @@ from engines.crops import crop_faces
 from engines.detections import Detections
 from trainer import realmedia
 from trainer.errors import TrainerError
+from trainer.realval import items, read_frames
 from trainer.store import FaceStoreWriter
 
 logger = logging.getLogger(__name__)
@@ -38,6 +44,7 @@ logger = logging.getLogger(__name__)
 SOURCE = "shared-data-real-faces"
 BOXES = ("detector", "teacher")
 DETECT_BATCH = 16  # photos per detector call
+TOOLS = ("deepfacelive", "lipsync", "fewshot_gan")  # wild_swaps sets that ``tools`` may put in training
 
 
 @dataclass
@@ -74,12 +81,15 @@ def build_real_faces(
     detector: str | Path = Path("models/face_detector.onnx"),
     utkface: int | None = None,
     dfdc: bool = False,
+    tools: Sequence[str] = (),
+    tool_frames: int = 96,
     progress: bool = True,
 ) -> RealFacesSummary:
     """Write (or resume) the store ``out``; see the module docstring.
 
     ``utkface``: how many UTKFace photos (None: all, 0: none); ``detector``: the face detector
-    artifact used with ``boxes="detector"``.
+    artifact used with ``boxes="detector"``; ``tools``: names from ``TOOLS`` to train on, ``tool_frames``
+    frames sampled from each of their clips (there are few of them).
     """
     from tqdm import tqdm
 
@@ -87,6 +97,9 @@ def build_real_faces(
 
     if boxes not in BOXES:
         raise TrainerError(f"unknown box source {boxes!r}; valid: {list(BOXES)}")
+    unknown = sorted(set(tools) - set(TOOLS))
+    if unknown:
+        raise TrainerError(f"unknown tool set(s) {unknown}; valid: {list(TOOLS)}")
     find, box_source = _box_finder(boxes, detector)
     clips, photos = realmedia.real_videos(media), realmedia.photos(media)
     utk = realmedia.utkface(media, limit=utkface) if utkface != 0 else []
@@ -100,10 +113,10 @@ def build_real_faces(
     with writer:
         done = writer.done_videos()
         jobs = [("clips", s) for s in clips] + [("photos", s) for s in photos] + [("dfdc", s) for s in dfdc_rows]
-        jobs += [("utkface", s) for s in utk] + [("wider", w) for w in wider]
+        jobs += [("utkface", s) for s in utk] + [("wider", w) for w in wider] + _tool_jobs(media, tools)
         bar = tqdm(jobs, desc="real faces", unit="src", file=sys.stderr, disable=None if progress else True)
         for kind, job in bar:
-            name = f"widerface/{job[1]}/{job[0].name}" if kind == "wider" else job.rel
+            name = f"widerface/{job[1]}/{job[0].name}" if kind == "wider" else job.rel if kind != "tool" else job[0]
             if name in done:
                 continue
             try:
@@ -119,6 +132,12 @@ def build_real_faces(
                     frames, index = [img], np.zeros(1, np.int64)
                     dets = Detections(boxes, np.ones(len(boxes)), np.zeros(len(boxes)))
                     identity, label = f"wider:{img_path.stem}", 0
+                elif kind == "tool":
+                    _, folder, item = job
+                    frames = read_frames(item, tool_frames)
+                    index = np.arange(len(frames))
+                    split, identity, label = "train", f"tool:{item.group}", item.label
+                    dets = find(frames, min_face=min_face, max_faces=1)
                 else:
                     split, identity, label = job.split, job.identity, job.label
                     if job.kind == "video":
@@ -139,6 +158,8 @@ def build_real_faces(
                 writer.finish_video(name, status="no_face", frames=len(frames))
                 summary.skipped.append(f"{name}: no face of {32 if kind == 'dfdc' else min_face} px or more")
                 continue
+            if kind == "tool":
+                kind = f"tool:{folder}"  # tool:deepfacelive, tool:lipsync_wav2lip, ...
             crops = crop_faces(frames, dets, size=crop_size, margin=margin)
             writer.append(crops, label=label, video=name, identity=identity, identity_src="",
                           frame=index[dets.frame_index], box=dets.xyxy, det_score=dets.score, split=split)  # fmt: skip
@@ -147,6 +168,19 @@ def build_real_faces(
             summary.rows[key] = summary.rows.get(key, 0) + len(dets)
             summary.sources[kind] = summary.sources.get(kind, 0) + len(dets)
     return summary
+
+
+def _tool_jobs(media: Path, tools: Sequence[str]) -> list[tuple[str, tuple[str, str, Any]]]:
+    """``("tool", (name, tool folder, item))`` jobs for the wild_swaps ``tools``: every clip or photo of each
+    set (for the few-shot GAN only its fakes: its reals are the inswapper set's, which stays held out)."""
+    jobs = []
+    for tool in tools:
+        for item in items(tool, media):
+            if tool == "fewshot_gan" and item.label == 0:
+                continue
+            rel = item.path.relative_to(media).as_posix()
+            jobs.append(("tool", (f"{rel}:{item.half}" if item.half else rel, rel.split("/")[2], item)))
+    return jobs
 
 
 def _box_finder(boxes: str, detector: str | Path) -> tuple[Callable[..., Detections], str]:

@@ -124,7 +124,7 @@ def items(name: str, media: Path) -> list[_Item]:
     raise TrainerError(f"unknown held-out set {name!r}; valid: {list(SET_NAMES)}")
 
 
-def _read_frames(item: _Item, frames_per_video: int) -> list[np.ndarray]:
+def read_frames(item: _Item, frames_per_video: int) -> list[np.ndarray]:
     from trainer.frames import sample_frames
 
     if item.path.suffix.lower() in realmedia.IMAGE_SUFFIXES:
@@ -162,7 +162,7 @@ def load_set(
             boxes = {k: z[k] for k in z.files}
     crops, labels, groups, sources, missed, fresh = [], [], [], [], 0, False
     for item in todo:
-        frames = _read_frames(item, frames_per_video)
+        frames = read_frames(item, frames_per_video)
         key = f"{item.path.relative_to(media).as_posix()}:{item.half}"
         if key not in boxes:  # (frames, 4) xyxy, NaN where no face was found
             boxes[key] = _best_boxes(detector, frames)

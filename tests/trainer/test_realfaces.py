@@ -160,3 +160,39 @@ def test_detector_boxes_cut_the_serving_crop_and_utkface_photos_are_one_person_e
             np.testing.assert_array_equal(store.crops(int(row)), crop_faces([img], best, size=CROP, margin=0.25)[0])
         clip_scores = store.meta("det_score")[np.char.startswith(video, "real_videos/")]
         assert len(clip_scores) and (clip_scores < 1).all() and (clip_scores >= detector.conf).all()
+
+
+TOOL_CLIPS = ("labelled/wild_swaps/deepfacelive/side_by_side/Kim_Jarrey_1.mp4",
+              "labelled/wild_swaps/lipsync_wav2lip/real/video_8s.mp4",
+              "labelled/wild_swaps/lipsync_wav2lip/fake/result_voice.mp4")  # fmt: skip
+
+
+def test_real_tools_outputs_join_train_with_their_real_inputs_and_unknown_tools_are_refused(tmp_path):
+    import os
+
+    from tests.conftest import SHARED_DATA
+    from trainer.errors import TrainerError
+
+    media = tmp_path / "media"
+    for rel in (*TOOL_CLIPS, *CLIPS):
+        (media / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(SHARED_DATA / rel, media / rel)
+    for folder in ("face_images", "utkface"):
+        (media / folder).mkdir()
+    out = tmp_path / "faces.h5"
+    with pytest.raises(TrainerError, match="unknown tool set.*inswapper"):
+        build_real_faces(media, out, tools=["inswapper"], progress=False, detector=DETECTOR)
+    summary = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, utkface=0,
+                               tools=["deepfacelive", "lipsync"], tool_frames=3, progress=False,
+                               detector=DETECTOR)  # fmt: skip
+    assert summary.sources["tool:deepfacelive"] == 6 and summary.sources["tool:lipsync_wav2lip"] == 6
+    with FaceStore(out) as store:
+        video, label, split = store.meta("video"), store.meta("label"), store.meta("split")
+        identity = store.meta("identity")
+    dfl = "labelled/wild_swaps/deepfacelive/side_by_side/Kim_Jarrey_1.mp4"
+    expect = {f"{dfl}:left": 0, f"{dfl}:right": 1, TOOL_CLIPS[1]: 0, TOOL_CLIPS[2]: 1}
+    for name, want in expect.items():
+        rows = np.flatnonzero(video == name)
+        assert len(rows) == 3 and (label[rows] == want).all() and (split[rows] == split_code("train")).all()
+        assert (np.char.startswith(identity[rows], "tool:")).all()
+    assert len(np.flatnonzero(np.char.startswith(video, "real_videos/"))) > 0  # the real clips are still there

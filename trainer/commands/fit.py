@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 # The fields a --config file (the search's best_config.json) decides; epochs, batch and seed are fit's own.
 CONFIG_FIELDS = ("model", "model_args", "input_size", "lr", "weight_decay", "augment", "self_blend", "capture",
-                 "schedule", "epoch_samples")
+                 "schedule", "epoch_samples", "stored_share")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
         cfg = replace(cfg, **{k: getattr(loaded, k) for k in CONFIG_FIELDS})
     if args.model is not None and args.model != cfg.model:
         cfg = replace(cfg, model=args.model, model_args={})  # the config's args belong to its own model
-    flags = ("input_size", "lr", "augment", "self_blend", "capture", "schedule", "epoch_samples")
+    flags = ("input_size", "lr", "augment", "self_blend", "capture", "schedule", "epoch_samples", "stored_share")
     overrides = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     model_args = {**cfg.model_args, **parse_model_args(args.model_arg)}
     return replace(
@@ -163,6 +163,9 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
                    help="learning rate schedule (default: constant, or the config's)")  # fmt: skip
     p.add_argument("--epoch-samples", type=int, default=None, metavar="N",
                    help="train items per epoch, a new random subset each (default: all, or the config's)")  # fmt: skip
+    p.add_argument("--stored-share", type=float, default=None, metavar="F",
+                   help="share of each epoch that is the store's own fakes (real tools' outputs from realfaces "
+                        "--tools), each beside a real of its source; needs --capture and --epoch-samples")  # fmt: skip
     p.add_argument("--epochs", type=int, default=20, help="epochs in total (default: 20)")
     p.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and dropout (default: 0)")

@@ -15,7 +15,8 @@ def cmd_realfaces(args: argparse.Namespace) -> int:
 
     summary = build_real_faces(args.media, args.out, crop_size=args.crop_size, margin=args.crop_margin,
                                frames_per_clip=args.frames_per_clip, min_face=args.min_face, boxes=args.boxes,
-                               detector=args.detector, utkface=args.utkface, dfdc=args.dfdc)  # fmt: skip
+                               detector=args.detector, utkface=args.utkface, dfdc=args.dfdc,
+                               tools=[t for t in args.tools.split(",") if t], tool_frames=args.tool_frames)  # fmt: skip
     for line in summary.skipped:
         logger.info("skipped %s", line)
     rows = ", ".join(f"{k} {v}" for k, v in sorted(summary.rows.items())) or "nothing new"
@@ -42,4 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="UTKFace photos to include (default: all; 0: none)")  # fmt: skip
     p.add_argument("--dfdc", action="store_true",
                    help="also store the labelled DFDC crops (the default pack keeps them for validation)")  # fmt: skip
+    p.add_argument("--tools", default="", metavar="LIST",
+                   help="comma list of wild_swaps tools to train on (deepfacelive, lipsync, fewshot_gan); "
+                        "the model then reports them as seen")  # fmt: skip
+    p.add_argument("--tool-frames", type=int, default=96, help="frames sampled from each --tools clip (default: 96)")
     p.set_defaults(func=cmd_realfaces)
