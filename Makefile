@@ -51,21 +51,21 @@ test: $(STAMP)
 
 # Per-frame latency per stage and batch of the shipped pack (the same BatchProcessor as `dfwatch watch`), ONNX
 # Runtime and torch, against the paper's 6.4 ms and ultralytics' predict on the same detector (benchmarks/latency.py;
-# needs Redis on 127.0.0.1:6379): about 3 minutes on a quiet 2-core VM. Writes
+# needs Redis on 127.0.0.1:6379): about 1 minute on a quiet 2-core VM. Writes
 # benchmarks/results/latency-<machine>.{json,md,png}. BENCH_ARGS="--frames 48" for a quick look.
 bench: $(STAMP)
 	$(PY) benchmarks/latency.py --models models $(BENCH_ARGS)
 
 # Live feeds per box (benchmarks/streams.py): a real clip at 720p and 480p over RTSP, N = 1, 2, 4, 8, 16, the shipped
 # pack next to ultralytics' predict(stream=True) in the same run, and a file-throughput row. Needs the GStreamer
-# RTSP server (system python3 with gi). About 25 minutes on a quiet 2-core VM (it first waits up to 10 min for a
+# RTSP server (system python3 with gi). About 11 minutes on a quiet 2-core VM (it first waits up to 10 min for a
 # load average below 1). Writes benchmarks/results/streams-<machine>.{json,md}.
 bench-streams: $(STAMP)
 	$(PY) benchmarks/streams.py $(BENCH_ARGS)
 
 # CPU backends per model: ONNX Runtime fp32/INT8 and OpenVINO fp32/INT8 of the shipped pack, built in a temporary
 # copy by `dfwatch-train engines --openvino --int8` (INT8 kept only within 0.01 of fp32 on held-out data), then
-# timed by benchmarks/engines.py: about 10 minutes. Writes benchmarks/results/engines-<machine>-cpu-backends.{json,md}.
+# timed by benchmarks/engines.py: about 3 minutes. Writes benchmarks/results/engines-<machine>-cpu-backends.{json,md}.
 bench-backends: $(STAMP)
 	@tmp=$$(mktemp -d /tmp/dfwatch-backends.XXXX); cp models/*.onnx models/*.onnx.json models/*.pt2 models/*.pt2.json $$tmp/; \
 	$(VENV)/bin/dfwatch-train engines --models $$tmp --openvino --int8 --no-tensorrt --no-progress && \

@@ -110,7 +110,8 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    _live_capture()
+    if args.source.is_file():  # a .streams list of live feeds; a folder of files keeps its real frame counts
+        _live_capture()
     import torch
     from ultralytics import YOLO
 

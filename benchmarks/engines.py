@@ -293,11 +293,22 @@ def markdown_report(doc: dict) -> str:
         "Each cell: `backend.run` on one preprocessed batch, host float32 in to host outputs (device copies "
         "included; letterbox, NMS, crops excluded). Backends take turns run by run after "
         f"{doc['settings']['warmup']} warm-up runs; at least {doc['settings']['min_runs']} runs and "
-        f"{doc['settings']['seconds']} s per cell. Inputs: {doc['inputs']}. Models: untrained placeholders "
-        "(timing does not depend on the weights).",
+        f"{doc['settings']['seconds']} s per cell. Inputs: {doc['inputs']}. Models: {doc['models']}.",
         "",
         markdown_tables(doc["rows"]),
     ]) + "\n"  # fmt: skip
+
+
+def describe_models(models: Path, *, given: Path | None) -> str:
+    """What the timed networks are, from their manifests: placeholders or a trained pack (and where from)."""
+    try:
+        placeholder = any(json.loads((models / f"{name}.onnx.json").read_text()).get("placeholder", True)
+                          for name in ("face_detector", "deepfake_classifier"))  # fmt: skip
+    except (OSError, ValueError):
+        placeholder = True
+    if placeholder:
+        return "untrained placeholders (timing does not depend on the weights)"
+    return f"the trained pack in `{given}` and the variants built from it"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -353,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             models = Path(shutil.copytree(models, Path(tmp) / "models"))
+        models_desc = describe_models(models, given=args.models)
         frames = real_frames(8)
         inputs = f"{len(frames)} frames of {CLIP.name}" if frames is not None else "uniform random (no real clip here)"
         quiet = wait_until_quiet(max_load=args.max_load, max_wait_s=args.quiet_wait, log=log)
@@ -371,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 "elapsed_s": round(time.perf_counter() - started, 1),
                 "torch_threads": torch.get_num_threads(),
                 "inputs": inputs,
+                "models": models_desc,
                 "settings": {k: v for k, v in vars(args).items() if k not in ("out_dir", "models")},
                 "rows": rows,
             }
