@@ -301,12 +301,9 @@ def markdown_report(doc: dict) -> str:
 
 def describe_models(models: Path, *, given: Path | None) -> str:
     """What the timed networks are, from their manifests: placeholders or a trained pack (and where from)."""
-    try:
-        placeholder = any(json.loads((models / f"{name}.onnx.json").read_text()).get("placeholder", True)
-                          for name in ("face_detector", "deepfake_classifier"))  # fmt: skip
-    except (OSError, ValueError):
-        placeholder = True
-    if placeholder:
+    from engines.manifest import load_manifest
+
+    if any(load_manifest(models / f"{name}.onnx", verify=False).placeholder for name in KINDS.values()):
         return "untrained placeholders (timing does not depend on the weights)"
     return f"the trained pack in `{given}` and the variants built from it"
 

@@ -155,13 +155,9 @@ def augment_choices() -> list[str]:
     return list(augment.PRESETS)
 
 
-def stored_groups(data: Path, rows: np.ndarray) -> np.ndarray:
-    """The source of each store row, for pairing a stored fake with real footage of its source: the tool folder
-    (``labelled/wild_swaps/<tool>``) for real tools' outputs and inputs, "" for everything else."""
-    from trainer.store import FaceStore
-
-    with FaceStore(data) as store:
-        videos = store.meta("video")[rows]
+def stored_groups(videos: np.ndarray) -> np.ndarray:
+    """The source of each store row (its ``video`` name), for pairing a stored fake with real footage of its
+    source: the tool folder (``labelled/wild_swaps/<tool>``) for real tools' outputs and inputs, "" otherwise."""
     return np.asarray(["/".join(v.split("/")[:3]) if v.startswith("labelled/wild_swaps/") else "" for v in videos])
 
 
@@ -199,6 +195,7 @@ def make_loader(
 
         with FaceStore(data) as store:
             margin = float(store.attrs["crop_margin"])
+            videos = store.meta("video")[dataset.rows] if stored_share else None
         dataset = SelfBlendDataset(dataset, margin=margin, seed=seed, capture=CaptureConfig() if capture else None,
                                    size=input_size if capture else None, augment=fn if capture else None)  # fmt: skip
     generator = torch.Generator().manual_seed(seed)
@@ -207,7 +204,7 @@ def make_loader(
         from trainer.selfblend import PairSampler
 
         stored = round(stored_share * samples / 2) if samples is not None else 0
-        groups = stored_groups(data, dataset.base.rows) if stored else None
+        groups = stored_groups(videos) if stored else None
         sampler = PairSampler(dataset, pairs=None if samples is None else samples // 2 - stored, generator=generator,
                               stored=stored, groups=groups)  # fmt: skip
         shuffle = False

@@ -277,17 +277,19 @@ class PairSampler:
         n_real = len(dataset.real)
         self.pairs = n_real if pairs is None else min(int(pairs), n_real)
         labels = dataset.base.labels
-        self.alone = np.flatnonzero(labels != 0) if pairs is None else np.zeros(0, np.int64)
+        self.fakes = np.flatnonzero(labels != 0)  # the store's own fakes
+        self.alone = self.fakes if pairs is None else np.zeros(0, np.int64)
         self.stored = int(stored) if pairs is not None else 0
-        self.fakes = np.flatnonzero(labels != 0)
         if self.stored and not len(self.fakes):
             raise ValueError("stored units asked for, but the store holds no fakes in this split")
         groups = np.full(len(labels), "") if groups is None else np.asarray(groups)
         if len(groups) != len(labels):
             raise ValueError(f"groups has {len(groups)} entries for {len(labels)} rows")
-        self.partners = {g: np.flatnonzero((groups == g) & (labels == 0)) for g in set(groups[self.fakes].tolist())}
-        self.partners = {g: rows if len(rows) else dataset.real for g, rows in self.partners.items()}
         self.fake_group = groups[self.fakes]
+        self.partners: dict[str, np.ndarray] = {}  # group -> its real rows (every real row where it has none)
+        for g in set(self.fake_group.tolist()) if self.stored else ():
+            rows = np.flatnonzero((groups == g) & (labels == 0))
+            self.partners[g] = rows if len(rows) else dataset.real
 
     def __len__(self) -> int:
         return 2 * self.pairs + len(self.alone) + 2 * self.stored

@@ -16,7 +16,7 @@ from tests.trainer._tiny import write_tiny_store
 from trainer.capture import Capture, CaptureConfig, draw_capture, encode, simulate_capture
 from trainer.fit import make_loader
 from trainer.selfblend import SelfBlendDataset
-from trainer.store import FaceDataset
+from trainer.store import FaceDataset, FaceStore
 
 
 def _scene(size: int, seed: int = 0) -> np.ndarray:
@@ -194,7 +194,8 @@ def test_stored_fakes_come_each_epoch_beside_a_real_of_their_own_source(tmp_path
                          capture=True, samples=20, stored_share=0.4)  # fmt: skip
     ds, order = loader.dataset, list(loader.sampler)
     assert len(order) == len(loader.sampler) == 20
-    groups = stored_groups(store, ds.base.rows)
+    with FaceStore(store) as opened:
+        groups = stored_groups(opened.meta("video")[ds.base.rows])
     n, units = len(ds.base), [order[j : j + 2] for j in range(0, len(order), 2)]
     stored = [u for u in units if u[0] < n and ds.base.labels[u[0]] == 1]
     assert len(stored) == 4  # round(0.4 * 20 / 2) units of (store fake, real); the other 6 are (real, its blend)

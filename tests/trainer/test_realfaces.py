@@ -182,6 +182,8 @@ def test_real_tools_outputs_join_train_with_their_real_inputs_and_unknown_tools_
     out = tmp_path / "faces.h5"
     with pytest.raises(TrainerError, match="unknown tool set.*inswapper"):
         build_real_faces(media, out, tools=["inswapper"], progress=False, detector=DETECTOR)
+    with pytest.raises(TrainerError, match="unknown tool set.*celebdf_hard"):  # validation only: never a tool
+        build_real_faces(media, out, tools=["celebdf_hard"], progress=False, detector=DETECTOR)
     summary = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, utkface=0,
                                tools=["deepfacelive", "lipsync"], tool_frames=3, progress=False,
                                detector=DETECTOR)  # fmt: skip

@@ -45,6 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also store the labelled DFDC crops (the default pack keeps them for validation)")  # fmt: skip
     p.add_argument("--tools", default="", metavar="LIST",
                    help="comma list of wild_swaps tools to train on (deepfacelive, lipsync, fewshot_gan); "
-                        "the model then reports them as seen")  # fmt: skip
+                        "name them in the model card as seen; the other tools stay held out")  # fmt: skip
     p.add_argument("--tool-frames", type=int, default=96, help="frames sampled from each --tools clip (default: 96)")
     p.set_defaults(func=cmd_realfaces)
