@@ -292,10 +292,9 @@ class _OutputFile(io.RawIOBase):
         view = memoryview(data)
         if self.error is None:
             try:
-                os.lseek(self.fd, self.pos, os.SEEK_SET)
                 done = 0
                 while done < len(view):
-                    done += os.write(self.fd, view[done:])
+                    done += os.pwrite(self.fd, view[done:], self.pos + done)
             except OSError as exc:
                 self.error = exc
         self.pos += len(view)

@@ -175,14 +175,11 @@ class RedisControl:
         """True when Redis lost the control hash since the last poll: the entries of this worker go back in."""
         if epoch is not None and epoch == self._epoch:
             return False
-        if epoch is None and self._epoch is None:  # the first worker ever on this Redis: set the marker
-            self.client.set(self.epoch_key, uuid.uuid4().hex, nx=True)
-            self._epoch = self.client.get(self.epoch_key)
-            return False
         if self._epoch is None or not self.managed:  # first poll of this worker, or nothing of ours to lose
-            if epoch is None:
+            if epoch is None:  # the first worker ever on this Redis (or a lost marker): set one
                 self.client.set(self.epoch_key, uuid.uuid4().hex, nx=True)
-            self._epoch = self.client.get(self.epoch_key)
+                epoch = self.client.get(self.epoch_key)
+            self._epoch = epoch
             return False
         logger.warning("control hash %s: its marker %s is %s: Redis lost its data (restarted without persistence, "
                        "or flushed)? Keeping this worker's %d streams and writing their entries back",

@@ -25,11 +25,11 @@ class RedisTarget:
         self.url = redact(url)  # the only form of the URL this object shows
         self._raw = url
         try:
-            self._url_password = parse_url(url).get("password")
+            url_password = parse_url(url).get("password")
         except ValueError as exc:
             raise SinkError(f"Redis URL {self.url} is not valid ({exc}); use redis://, rediss:// or unix://") from exc
-        self._password = None if self._url_password else password
-        self._secret = self._url_password or password
+        self._password = None if url_password else password
+        self._secret = url_password or password
 
     def connect(self, *, timeout: float = SOCKET_TIMEOUT, decode: bool = False, retry: bool = True) -> redis.Redis:
         """A client that answered a PING; SinkError naming the redacted URL when it does not.

@@ -117,7 +117,7 @@ def _read_timeout(spec: SourceSpec) -> float:
 
 def _open_options(spec: SourceSpec, policy: SourcePolicy) -> dict[str, str]:
     # FFmpeg's own socket timeout (microseconds), a second guard next to PyAV's interrupt callback
-    scheme, timeout_us = urlparse(spec.url).scheme.lower(), str(int(_read_timeout(spec) * 1e6))
+    scheme, timeout_us = url_scheme(spec.url), str(int(_read_timeout(spec) * 1e6))
     options = policy.ffmpeg_options(spec.url)
     if scheme in ("rtsp", "rtsps"):
         options |= {"rtsp_transport": spec.rtsp_transport, "timeout": timeout_us}

@@ -29,11 +29,15 @@ def hls_playlist(clip: Path, folder: Path) -> Path:
     return remux(clip, folder / "index.m3u8", format="hls", options=options)
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # noqa: ANN002 - no access log lines in the test output
+        pass
+
+
 @contextmanager
 def http_server(folder: Path, *, wrap=None) -> Iterator[str]:  # noqa: ANN001 - an ssl wrap function, or None
     """Serve ``folder`` on 127.0.0.1 (``wrap`` turns the socket into TLS); yield the base URL."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    handler = functools.partial(_QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     if wrap is not None:
         server.socket = wrap(server.socket)
