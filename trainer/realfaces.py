@@ -134,8 +134,7 @@ def build_real_faces(
                     identity, label = f"wider:{img_path.stem}", 0
                 elif kind == "tool":
                     _, folder, item = job
-                    frames = read_frames(item, tool_frames)
-                    index = np.arange(len(frames))
+                    frames, index = read_frames(item, tool_frames)  # index: the sampled frame numbers
                     split, identity, label = "train", f"tool:{item.group}", item.label
                     dets = find(frames, min_face=min_face, max_faces=1)
                 else:

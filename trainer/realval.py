@@ -124,20 +124,22 @@ def items(name: str, media: Path) -> list[_Item]:
     raise TrainerError(f"unknown held-out set {name!r}; valid: {list(SET_NAMES)}")
 
 
-def read_frames(item: _Item, frames_per_video: int) -> list[np.ndarray]:
+def read_frames(item: _Item, frames_per_video: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """The item's frames as RGB (only its half, for a side-by-side clip) and their frame numbers (0 for a photo)."""
     from trainer.frames import sample_frames
 
     if item.path.suffix.lower() in realmedia.IMAGE_SUFFIXES:
         img = cv2.imread(str(item.path), cv2.IMREAD_COLOR)
         if img is None:
             raise TrainerError(f"{item.path}: unreadable image")
-        frames = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB)]
+        frames, index = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB)], np.zeros(1, np.int64)
     else:
-        frames = sample_frames(item.path, frames_per_video).images
+        sampled = sample_frames(item.path, frames_per_video)
+        frames, index = sampled.images, np.asarray(sampled.index)
     if item.half:
         w = frames[0].shape[1] // 2
         frames = [np.ascontiguousarray(f[:, :w] if item.half == "left" else f[:, w:]) for f in frames]
-    return frames
+    return frames, index
 
 
 def load_set(
@@ -162,7 +164,7 @@ def load_set(
             boxes = {k: z[k] for k in z.files}
     crops, labels, groups, sources, missed, fresh = [], [], [], [], 0, False
     for item in todo:
-        frames = read_frames(item, frames_per_video)
+        frames, _ = read_frames(item, frames_per_video)
         key = f"{item.path.relative_to(media).as_posix()}:{item.half}"
         if key not in boxes:  # (frames, 4) xyxy, NaN where no face was found
             boxes[key] = _best_boxes(detector, frames)

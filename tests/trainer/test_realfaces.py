@@ -190,8 +190,13 @@ def test_real_tools_outputs_join_train_with_their_real_inputs_and_unknown_tools_
     assert summary.sources["tool:deepfacelive"] == 6 and summary.sources["tool:lipsync_wav2lip"] == 6
     with FaceStore(out) as store:
         video, label, split = store.meta("video"), store.meta("label"), store.meta("split")
-        identity = store.meta("identity")
+        identity, frame = store.meta("identity"), store.meta("frame")
     dfl = "labelled/wild_swaps/deepfacelive/side_by_side/Kim_Jarrey_1.mp4"
+    from trainer.frames import sample_frames
+
+    sampled = list(sample_frames(media / dfl, 3).index)
+    for half in ("left", "right"):  # both halves of one decoded frame carry its frame number
+        assert sorted(frame[video == f"{dfl}:{half}"].tolist()) == sorted(sampled)
     expect = {f"{dfl}:left": 0, f"{dfl}:right": 1, TOOL_CLIPS[1]: 0, TOOL_CLIPS[2]: 1}
     for name, want in expect.items():
         rows = np.flatnonzero(video == name)
