@@ -196,3 +196,10 @@ class Batch:
     faces: Faces = field(default_factory=Faces.empty)  # every face of the batch (detect, then track and score)
     verdicts: tuple[Verdict, ...] = ()  # one per frame, in frame order (decide)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step: letterbox, detect, track, ...
+
+
+@dataclass(frozen=True)
+class StreamRemoved:
+    """Queued to a sink behind a removed stream's last items: the sink may release what it keeps for the stream."""
+
+    stream_id: str

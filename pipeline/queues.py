@@ -14,6 +14,7 @@ class DropPolicy(str, Enum):
     DROP_OLDEST = "drop_oldest"  # live feeds: a full queue drops its oldest item, lag never grows
     WAIT = "wait"  # files: the producer waits for room, nothing is dropped
     SKIP = "skip"  # a full queue refuses the new item (a live frame for a busy frame sink)
+    MARKER = "marker"  # a control marker (a stream was removed): queued at once, past the bound if need be
 
 
 class StopSignal(Protocol):
@@ -39,8 +40,10 @@ class BoundedQueue(Generic[T]):
     def put(self, item: T, stop: StopSignal | None = None, *, policy: DropPolicy | None = None) -> int:
         """Queue ``item`` under ``policy`` (default: the queue's); returns the items lost (0 or 1).
 
-        WAIT blocks until there is room or ``stop`` is set; then the item is queued beyond the bound. A closed
-        queue takes nothing more (its stream was removed while the reader was stuck in a read): the item is lost.
+        WAIT blocks until there is room or ``stop`` is set; then the item is queued beyond the bound. MARKER never
+        waits and never drops: the item goes past the bound at once (markers are rare and tiny, and the thread
+        that queues them must not stall). A closed queue takes nothing more (its stream was removed while the
+        reader was stuck in a read): the item is lost.
         """
         policy = policy or self.policy
         lost = 0
@@ -51,7 +54,7 @@ class BoundedQueue(Generic[T]):
             if policy is DropPolicy.WAIT:
                 while len(self.items) >= self.size and not (stop is not None and stop.is_set()):
                     self.cond.wait(0.1)
-            elif len(self.items) >= self.size:
+            elif len(self.items) >= self.size and policy is not DropPolicy.MARKER:
                 lost = 1
                 if policy is DropPolicy.SKIP:
                     self.dropped += 1

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.errors import SourceError
-from pipeline.messages import Frame, Verdict
+from pipeline.messages import Frame, StreamRemoved, Verdict
 from pipeline.observer import Observer
 from pipeline.policy import SourcePolicy
 from pipeline.processor import BatchProcessor
@@ -402,7 +402,7 @@ class _FrameSinkWorker:
 
     def __init__(self, sink: FrameSink, size: int, abort: threading.Event) -> None:
         self.sink, self.abort = sink, abort
-        self.queue: BoundedQueue[tuple[Frame, Verdict] | _Forget] = BoundedQueue(size, DropPolicy.SKIP)
+        self.queue: BoundedQueue[tuple[Frame, Verdict] | StreamRemoved] = BoundedQueue(size, DropPolicy.SKIP)
         self.skipped = 0  # pairs of live streams that found the queue full
         self.failed = 0  # pairs the sink raised on
         self.thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
@@ -424,7 +424,7 @@ class _FrameSinkWorker:
     def forget_stream(self, stream_id: str) -> None:
         """After the pairs queued so far, let the sink release the stream (FrameSink.forget_stream, if it has one)."""
         if hasattr(self.sink, "forget_stream"):
-            self.queue.put(_Forget(stream_id), self.abort, policy=DropPolicy.WAIT)
+            self.queue.put(StreamRemoved(stream_id), policy=DropPolicy.MARKER)  # called on the stage loop: never waits
 
     def finish(self) -> None:
         """No more pairs will come: the thread writes what is queued and stops (close() waits for it)."""
@@ -438,7 +438,7 @@ class _FrameSinkWorker:
         if self.thread.is_alive():
             logger.error("%s sink: still busy after %.0f s at shutdown; %d frames not written",
                          self.sink.name, timeout, len(self.queue))  # fmt: skip
-            self.failed += sum(not isinstance(p, _Forget) for p in self.queue.get_all(timeout=0))
+            self.failed += sum(not isinstance(p, StreamRemoved) for p in self.queue.get_all(timeout=0))
         else:
             try:
                 self.sink.close()
@@ -452,7 +452,7 @@ class _FrameSinkWorker:
             if not chunk:  # closed and empty
                 return
             while chunk:  # runs of pairs, each followed by at most one stream to forget
-                cut = next((i for i, p in enumerate(chunk) if isinstance(p, _Forget)), len(chunk))
+                cut = next((i for i, p in enumerate(chunk) if isinstance(p, StreamRemoved)), len(chunk))
                 pairs, forget, chunk = chunk[:cut], chunk[cut] if cut < len(chunk) else None, chunk[cut + 1 :]
                 self._write(pairs)
                 if forget is not None:
@@ -474,13 +474,6 @@ class _FrameSinkWorker:
                 logger.error("%s sink failed (%s); further failures are counted, not logged", self.sink.name,
                              exc, exc_info=logger.isEnabledFor(logging.DEBUG))  # fmt: skip
             self.failed += len(pairs)
-
-
-@dataclass(frozen=True)
-class _Forget:
-    """Queued behind a removed stream's last pairs: the frame sink may release that stream."""
-
-    stream_id: str
 
 
 class _AnyEvent:

@@ -13,14 +13,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 import redis
 
 from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
-from pipeline.messages import Frame, Publication, Verdict, VerdictState
+from pipeline.messages import Frame, Publication, StreamRemoved, Verdict, VerdictState
 from pipeline.redis_conn import RedisTarget
 from pipeline.summary import percentiles
 
@@ -276,7 +275,7 @@ class RedisSink:
         # no retries inside redis-py: the writer retries, with its own backoff and bookkeeping
         self.client = self.target.connect(timeout=socket_timeout, retry=False)
         self.sent = self.dropped = self.failures = self.rejected = self.unflushed = 0
-        self._queue: collections.deque[Publication | _Forget] = collections.deque()
+        self._queue: collections.deque[Publication | StreamRemoved] = collections.deque()
         self._inflight = 0  # records taken by the writer, not yet confirmed
         self._cond = threading.Condition()
         self._closed = False  # publish() refuses records
@@ -320,7 +319,7 @@ class RedisSink:
             self._recent.pop(stream_id, None)
             self._rates.pop(stream_id, None)
             if not self._closed:
-                self._queue.append(_Forget(stream_id))
+                self._queue.append(StreamRemoved(stream_id))
                 self._cond.notify()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -412,21 +411,21 @@ class RedisSink:
                 continue
             with self._cond:
                 self._inflight = 0
-                self.sent += sum(not isinstance(item, _Forget) for item in batch)
+                self.sent += sum(not isinstance(item, StreamRemoved) for item in batch)
             backoff.reset()
             if self._down_since is not None:
                 self._back(len(batch))
             elif self.dropped > self._dropped_logged and self._due("drops"):
                 self._log_drops("because Redis is slower than the pipeline")
 
-    def _write(self, batch: list[Publication | _Forget]) -> None:
+    def _write(self, batch: list[Publication | StreamRemoved]) -> None:
         pipe = self.client.pipeline(transaction=False)
         latest: dict[str, Publication] = {}
         alerts = []
         last_alert: dict[str, dict[str, str | int]] = {}
         members, forgotten = set(), set()  # streams of this batch, and streams removed after their last record
         for p in batch:
-            if isinstance(p, _Forget):
+            if isinstance(p, StreamRemoved):
                 forgotten.add(p.stream_id)
                 members.discard(p.stream_id)
                 continue
@@ -551,13 +550,6 @@ class RedisSink:
 
     def _scrub(self, exc: BaseException) -> str:
         return self.target.scrub(exc)
-
-
-@dataclass(frozen=True)
-class _Forget:
-    """Queued behind a removed stream's last records: take it out of the set of streams."""
-
-    stream_id: str
 
 
 def _num(value: float | None, digits: int) -> str:

@@ -84,6 +84,46 @@ def test_drop_oldest_keeps_the_newest_frames_and_counts_drops():
     assert list(q.items) == [2, 3, 4] and q.dropped == 2
 
 
+def test_a_removed_stream_never_stalls_the_stage_loop_behind_a_stuck_frame_sink():
+    import threading
+    import time
+
+    from pipeline.runner import _FrameSinkWorker
+
+    release, calls = threading.Event(), []
+
+    class StuckSink:  # a frame sink whose disk hangs: it takes one batch and blocks in it
+        name = "stuck"
+
+        def publish_frames(self, pairs):
+            calls.append(("frames", len(pairs)))
+            release.wait(10)
+
+        def forget_stream(self, stream_id):
+            calls.append(("forget", stream_id))
+
+        def close(self):
+            pass
+
+    abort = threading.Event()
+    worker = _FrameSinkWorker(StuckSink(), 2, abort)
+    worker.start()
+    worker.put(["f0"], ["v0"], wait=[False])  # taken by the thread, which then hangs in publish_frames
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.put(["f1", "f2", "f3"], ["v1", "v2", "v3"], wait=[False] * 3) == 1  # full: a live frame skips
+    started = time.monotonic()
+    worker.forget_stream("cam1")  # what the stage loop calls when a stream is removed
+    assert time.monotonic() - started < 0.5  # it did not wait for room in the full queue
+    release.set()
+    assert worker.close(timeout=5) == 1  # the one skipped frame; nothing else lost
+    assert calls == [("frames", 1), ("frames", 2), ("forget", "cam1")]  # the marker came after the stream's frames
+    q = BoundedQueue(1, DropPolicy.SKIP)
+    assert q.put("a") == 0 and q.put("marker", policy=DropPolicy.MARKER) == 0 and q.put("b") == 1
+    assert list(q.items) == ["a", "marker"] and q.dropped == 1  # past the bound, never dropped
+
+
 @pytest.mark.parametrize(
     "text, stream_id, url, kind",
     [
