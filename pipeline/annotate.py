@@ -195,6 +195,8 @@ class _StreamVideo:
             for packet in self.video.encode(vf):
                 self.bytes += packet.size
                 self.container.mux(packet)
+            if self.file is not None:
+                self.file.mark()
         except SinkError as exc:
             return self._fail(str(exc))
         if self.file is not None and self.file.error is not None:
@@ -269,7 +271,13 @@ class _StreamVideo:
 
 class _OutputFile(io.RawIOBase):
     """The MP4 file as PyAV writes it: opened without following a symlink; the first write error is kept in
-    ``error`` and later writes are dropped, so the muxer never sees an I/O error (it crashed on them)."""
+    ``error`` and later writes are dropped, so the muxer never sees an I/O error (it crashed on them).
+
+    ``mark()`` records that everything written so far is whole (the writer calls it after each mux: the
+    fragmented muxer hands over a fragment at once). A file that failed is cut back to its last mark when
+    closed, so a write that filled the disk half-way through a fragment leaves no torn fragment behind
+    (decoders fail on one); a file that never reached a mark is removed.
+    """
 
     def __init__(self, path: Path) -> None:
         super().__init__()
@@ -279,8 +287,12 @@ class _OutputFile(io.RawIOBase):
         except OSError as exc:
             symlink = " (a symbolic link: dfwatch never writes through one)" if path.is_symlink() else ""
             raise SinkError(f"cannot write annotated video {path}: {exc.strerror or exc}{symlink}") from exc
-        self.pos = 0
+        self.path, self.pos, self.whole = path, 0, 0
         self.error: OSError | None = None
+
+    def mark(self) -> None:
+        if self.error is None:
+            self.whole = self.pos
 
     def writable(self) -> bool:
         return True
@@ -314,7 +326,15 @@ class _OutputFile(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            os.close(self.fd)
+            try:
+                if self.error is not None:
+                    os.ftruncate(self.fd, self.whole)
+                    if not self.whole:
+                        os.unlink(self.path)
+            except OSError:
+                pass  # the file stays as it is; the write error was already reported
+            finally:
+                os.close(self.fd)
         super().close()
 
 

@@ -324,6 +324,10 @@ unwritten = getattr(sink, "unwritten", 0) + raised
 sink.close()
 with av.open(str(out / "cam.mp4")) as c:
     decoded = sum(1 for _ in c.decode(video=0))
+previous = out / "cam.1.mp4"  # the file that failed last: cut back to its last whole fragment, or removed
+if previous.exists():
+    with av.open(str(previous)) as c:
+        sum(1 for _ in c.decode(video=0))  # raised on a torn fragment before
 print("unwritten", unwritten, "decoded", decoded)
 """
 
