@@ -402,6 +402,10 @@ def fit(
     ckpt_path = Path(out) / CHECKPOINT_NAME if out is not None else None
     torch.manual_seed(cfg.seed)
     model = cfg.build_model().to(dev)
+    placed = getattr(getattr(model, "cfg", None), "margin", None)  # a family that places regions in the crop
+    if placed is not None and abs(placed - info["crop_margin"]) > 1e-6:
+        raise FitError(f"model {cfg.model!r} places its regions for crop margin {placed}, but {data} was cut with "
+                       f"margin {info['crop_margin']}; pass --model-arg margin={info['crop_margin']}")
     if dev == "cpu":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -34,7 +34,7 @@ from trainer.fit import FitError, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("paper_cnn", "efficientnet", "rescnn")
+FAMILIES = ("paper_cnn", "efficientnet", "rescnn", "spectral")
 # = trainer.models.efficientnet.VARIANTS, repeated so that building the CLI parser never imports torch
 EFFICIENTNET_VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
 PRUNERS = ("median", "hyperband", "none")
@@ -94,7 +94,9 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
     after every block), ``cnn_dense_units`` (only with 3+ blocks, to bound the dense layer),
     ``cnn_dropout_conv``, ``cnn_dropout_dense``, ``cnn_batch_norm`` (when the space allows both);
     efficientnet: ``efficientnet_variant``, ``efficientnet_dropout``; rescnn: ``res_stages``,
-    ``res_stem``, ``res_width``, ``res_blocks``, ``res_srm``, ``res_dropout``, ``res_pool``; all: ``lr``,
+    ``res_stem``, ``res_width``, ``res_blocks``, ``res_srm``, ``res_dropout``, ``res_pool``; spectral:
+    ``spec_bands`` (3-4), ``spec_regions``, ``spec_chroma``, ``spec_hidden``,
+    ``spec_dropout``; all: ``lr``,
     ``augment``, and ``input_size`` when the space lists sizes.
     """
     from trainer.fit import augment_choices
@@ -133,6 +135,17 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
                 "srm": bool(trial.suggest_categorical("res_srm", [False, True])),
                 "dropout": trial.suggest_float("res_dropout", 0.0, 0.5),
                 "pool": trial.suggest_categorical("res_pool", ["avg", "lse"]),
+            },
+        )
+    elif family == "spectral":
+        model, args = (
+            "spectral",
+            {
+                "bands": trial.suggest_int("spec_bands", 3, 4),  # 4 octaves need an input of 64 px or more
+                "regions": trial.suggest_categorical("spec_regions", ["inner", "both"]),
+                "chroma": bool(trial.suggest_categorical("spec_chroma", [False, True])),
+                "hidden": trial.suggest_categorical("spec_hidden", [0, 8, 16]),
+                "dropout": trial.suggest_float("spec_dropout", 0.0, 0.3),
             },
         )
     else:

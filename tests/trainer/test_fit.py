@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,11 +76,23 @@ def test_bad_input_fails_before_training(tiny_store, tmp_path):
     no_val = write_tiny_store(tmp_path / "noval.h5", videos={"train": 2, "test": 2})
     with pytest.raises(FitError, match=r"the 'val' split is empty"):
         fit(CFG, data=no_val, out=None, progress=False)
+    spectral = replace(CFG, model="spectral", model_args={"bands": 2, "margin": 0.3}, epochs=1)
+    with pytest.raises(FitError, match=r"places its regions for crop margin 0.3, but .*faces.h5 was cut with margin "
+                       r"0.25; pass --model-arg margin=0.25"):  # fmt: skip
+        fit(spectral, data=tiny_store, out=None, progress=False)
     with pytest.raises(FitError, match=r"unknown training config fields \['epoch'\]; valid: \['model'"):
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(FitError, match=r"is not a dfwatch classifier checkpoint"):
         torch.save({"weights": 1}, tmp_path / "x.pt")
         load_checkpoint(tmp_path / "x.pt")
+
+
+def test_the_band_statistics_family_trains_only_its_head(tiny_store):
+    cfg = replace(CFG, model="spectral", model_args={"bands": 2}, epochs=1)
+    result = fit(cfg, data=tiny_store, out=None, progress=False, threads=1)
+    trained = {n for n, p in result.model.named_parameters()}
+    assert trained and all(n.startswith("head.") for n in trained)  # the frequency front end has no weights
+    assert np.isfinite(result.history[0]["train_loss"])
 
 
 def test_fit_command_takes_the_search_config_and_flags(tiny_store, tmp_path):

@@ -1,4 +1,5 @@
-"""The architecture registry: the paper's CNN family, EfficientNet B0-B7 and the residual CNN, one interface."""
+"""The architecture registry: the paper's CNN family, EfficientNet B0-B7, the residual CNN and the band-statistics
+family, one interface."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def test_every_registered_model_answers_the_same_interface(name):
     assert count_parameters(name, input_size=64) == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", ["paper_cnn", "paper_cnn_deep", "efficientnet_b0", "rescnn"])
+@pytest.mark.parametrize("name", ["paper_cnn", "paper_cnn_deep", "efficientnet_b0", "rescnn", "spectral"])
 def test_real_forward_of_each_family(name):
     torch.manual_seed(0)
     model = create_model(name, input_size=64).eval()
@@ -109,7 +110,9 @@ def test_rescnn_srm_front_end_is_fixed_high_pass_of_the_grey_image():
 
 
 def test_unknown_model_lists_the_valid_ones():
-    assert {"paper_cnn", "paper_cnn_deep", "rescnn"} | {f"efficientnet_b{i}" for i in range(8)} == set(list_models())
+    assert {"paper_cnn", "paper_cnn_deep", "rescnn", "spectral"} | {f"efficientnet_b{i}" for i in range(8)} == set(
+        list_models()
+    )
     with pytest.raises(ModelConfigError, match=r"unknown model 'resnet9'; valid: \['efficientnet_b0'.*'paper_cnn'"):
         create_model("resnet9")
 
@@ -127,6 +130,10 @@ def test_unknown_model_lists_the_valid_ones():
         ("rescnn", {"widths": (8, 16), "blocks": (1,)}, r"need one entry per stage"),
         ("rescnn", {"stem_stride": 3}, r"stem_stride 1 or 2"),
         ("rescnn", {"input_size": 8}, r"input_size 8 is too small for 3 stages"),
+        ("spectral", {"input_size": 32}, r"4 bands need an input of at least 64 px, got 32"),
+        ("spectral", {"hidden": -1}, r"hidden must be >= 0"),
+        ("spectral", {"margin": 2.0}, r"margin must be in \[0, 1\], got 2.0"),
+        ("spectral", {"regions": "ring"}, r"regions 'ring' is not one of \['inner', 'both'\]"),
     ],
 )
 def test_bad_configs_name_the_value_and_the_valid_options(name, overrides, message):
@@ -137,7 +144,8 @@ def test_bad_configs_name_the_value_and_the_valid_options(name, overrides, messa
 @pytest.mark.parametrize(
     ("name", "size", "args"),
     [("paper_cnn", 48, {}), ("paper_cnn_deep", 64, {}), ("efficientnet_b0", 64, {}), ("rescnn", 64, {}),
-     ("rescnn", 64, {"pool": "lse"})],  # fmt: skip
+     ("rescnn", 64, {"pool": "lse"}), ("spectral", 64, {"bands": 3}), ("spectral", 64, {"bands": 3, "hidden": 8})],
+    # fmt: skip
 )
 def test_registered_models_export_to_onnx_and_score_through_engines(tmp_path, name, size, args):
     from engines import Classifier
@@ -171,3 +179,58 @@ def test_placeholders_command_writes_artifacts_manifests_and_cards(tmp_path):
     assert Detector(tmp_path / "face_detector.onnx").input_size == 320
     assert Classifier(tmp_path / "deepfake_classifier.onnx").input_size == 64
     assert "PLACEHOLDER" in (tmp_path / "deepfake_classifier.md").read_text()
+
+
+def _face_crop(size: int = 128, seed: int = 0) -> np.ndarray:
+    """(size, size, 3) uint8: fine texture everywhere (a real crop's finest octave), a mid-grey face-like level."""
+    rng = np.random.default_rng(seed)
+    return np.clip(128 + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+
+
+def _stats(model, crops: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        return model.stats(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0)  # (B, F)
+
+
+def test_spectral_front_end_sees_a_face_that_lost_its_finest_octave_where_it_lost_it():
+    import cv2
+
+    from trainer.models.spectral import INNER, _ellipse
+
+    model = create_model("spectral", input_size=128).eval()
+    assert [n for n, _ in model.named_parameters() if n.startswith("stats")] == []  # fixed: nothing to train
+    assert _stats(model, _face_crop()[None]).shape == (1, model.cfg.features) == (1, 20)
+    real = _face_crop()
+    pasted = real.copy()  # the inner face generated at half the side and pasted back: a swap's resolution mismatch
+    low = cv2.resize(cv2.resize(real, (64, 64), interpolation=cv2.INTER_AREA), (128, 128))
+    inner = _ellipse(128, 0.25, *INNER).numpy().astype(bool)
+    pasted[inner] = low[inner]
+    a, b = _stats(model, np.stack([real, pasted]))
+    # columns: chroma difference signed (2) and absolute (2), then per band (inner |.|, inner rms, ring |.|, ring rms)
+    assert b[4] < a[4] - 1.0 and b[5] < a[5] - 1.0  # finest octave of the inner face: far weaker
+    assert torch.allclose(b[6:8], a[6:8], atol=0.05)  # the ring kept it
+    assert abs(b[4 + 4] - a[4 + 4]) < abs(b[4] - a[4]) / 2  # the next octave changed much less
+    inner_only = create_model("spectral", input_size=128, regions="inner").eval()
+    c, d = _stats(inner_only, np.stack([real, pasted]))
+    assert c.shape == (12,) and torch.allclose(c[4:6], a[4:6]) and torch.allclose(c[6:8], a[8:10])  # no ring columns
+
+
+def test_spectral_ring_leaves_a_black_canvas_out_and_chroma_compares_inner_and_ring():
+    model = create_model("spectral", input_size=128).eval()
+    crop = _face_crop(seed=1)
+    canvas = crop.copy()
+    canvas[:, :12] = 0  # a cut-out face on black, as in some published face-crop sets
+    a, b = _stats(model, np.stack([crop, canvas]))
+    assert torch.allclose(a[6:8], b[6:8], atol=0.05)  # the ring's statistics do not see the black border
+    tinted = crop.astype(np.int16)
+    tinted[..., 0] += 25  # the whole crop redder: no difference between inner face and ring
+    c = _stats(model, np.clip(tinted, 0, 255).astype(np.uint8)[None])[0]
+    assert abs(c[0] - a[0]) < 0.01 and abs(c[1] - a[1]) < 0.01
+    from trainer.models.spectral import INNER, _ellipse
+
+    inner = _ellipse(128, 0.25, *INNER).numpy().astype(bool)
+    face = crop.astype(np.int16)
+    face[inner, 0] += 25  # only the inner face redder: a colour mismatch, (R - G) up by about 25 / 255
+    d = _stats(model, np.clip(face, 0, 255).astype(np.uint8)[None])[0]
+    assert 0.07 < d[0] - a[0] < 0.11 and abs(d[1] - a[1]) < 0.01
+    assert torch.allclose(d[2:4], d[0:2].abs())  # and its size, for a head that weighs a mismatch either way

@@ -7,7 +7,7 @@ small CNN) and ``efficientnet_b0`` ... ``efficientnet_b7`` (torchvision, untrain
 
 from __future__ import annotations
 
-from trainer.models import efficientnet, paper_cnn, rescnn  # noqa: F401  (registers the families)
+from trainer.models import efficientnet, paper_cnn, rescnn, spectral  # noqa: F401  (registers the families)
 from trainer.models._registry import (
     ModelConfig,
     ModelConfigError,

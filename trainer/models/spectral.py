@@ -1,0 +1,146 @@
+"""Band statistics of the face at native resolution: a fixed frequency front end and a small learned head.
+
+What a face swap leaves that survives broadcast compression is largely spectral: the swapped
+face was generated at a lower resolution than the frame and pasted back, so the finest octave
+inside the face is weaker (relative to the octave below) than in a real face of the same size,
+and the inner face and its surroundings differ in sharpness, noise and colour. A CNN trained
+from scratch on a few thousand faces learns the look of its training faces before it learns
+that; this family measures it directly and learns only how to weigh it (measured on the
+held-out real swaps in ``models/deepfake_classifier.md``).
+
+Front end (fixed, no weights): the grey image's Laplacian-style pyramid, ``bands`` octaves
+(``|p_k - up(p_{k+1})|``, ``p_{k+1}`` the 2x2 average of ``p_k``); for each band, the mean
+absolute and the root-mean-square value over two regions of the crop: the inner face (an
+ellipse inside the face box: eyes, nose, mouth, cheeks) and a ring around it (jaw line,
+forehead, hair, a little background), or the inner face alone (``regions="inner"``: the head can
+then weigh only how the octaves of the face compare, not how the face compares to its frame).
+A black canvas around a cut-out face is left out of the ring. Colour: the inner face's mean
+chroma (R-G, B-G) minus the ring's, signed and absolute. Band statistics are logs, so ratios
+between bands and regions are differences the head can weigh linearly.
+
+Crops come from ``engines.crop_faces``: the face box is the centred square of side
+``S / (1 + 2 * margin)``; ``margin`` must be the crop margin of the store and the manifest
+(0.25 in the pack), or the regions sit in the wrong place.
+
+Head: BatchNorm over the statistics, dropout, then one dense unit (``hidden=0``) or one hidden
+layer. Input (B, 3, S, S) float32 in [0, 1] -> fake logits (B, 1), like every family; it exports
+to ONNX (pooling, bilinear resize, elementwise ops).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from trainer.models._registry import ModelConfigError, register
+
+INNER = (0.28, 0.36, 0.05)  # inner-face ellipse: half-width, half-height, centre offset down; fractions of the box
+RING = ((0.46, 0.56), (0.62, 0.72))  # ring between two centred ellipses (half-width, half-height), same units
+CANVAS = 0.02  # grey below this (a black canvas) is left out of the ring, with a 4 px border
+EPS = 1e-4  # floor of every statistic before its log
+REGIONS = ("inner", "both")
+
+
+@dataclass(frozen=True)
+class SpectralConfig:
+    input_size: int = 256  # square crop side; the statistics are of the crop at this side, resized once
+    bands: int = 4  # octaves of the pyramid (each halves the side)
+    hidden: int = 0  # 0: a linear head; else one hidden layer of this width
+    dropout: float = 0.1  # on the statistics, before the head
+    margin: float = 0.25  # the crop margin the regions are placed for (engines.crop_faces)
+    regions: str = "both"  # band statistics of "inner" (the inner face alone) or "both" (inner face and ring)
+    chroma: bool = True  # add the chroma difference between inner face and ring (signed and absolute)
+
+    def __post_init__(self) -> None:
+        if self.bands < 1 or self.input_size >> self.bands < 4:
+            raise ModelConfigError(f"spectral: {self.bands} bands need an input of at least {4 << self.bands} px, "
+                                   f"got {self.input_size}")  # fmt: skip
+        if self.hidden < 0:
+            raise ModelConfigError(f"spectral: hidden must be >= 0, got {self.hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ModelConfigError(f"spectral: dropout must be in [0, 1), got {self.dropout}")
+        if self.regions not in REGIONS:
+            raise ModelConfigError(f"spectral: regions {self.regions!r} is not one of {list(REGIONS)}")
+        if not 0.0 <= self.margin <= 1.0:
+            raise ModelConfigError(f"spectral: margin must be in [0, 1], got {self.margin}")
+
+    @property
+    def features(self) -> int:
+        per_band = 4 if self.regions == "both" else 2  # (mean |band|, rms) x (inner[, ring])
+        return per_band * self.bands + (4 if self.chroma else 0)  # and the chroma difference, signed and absolute
+
+    def build(self) -> SpectralNet:
+        return SpectralNet(self)
+
+
+def _ellipse(size: int, margin: float, half_w: float, half_h: float, down: float = 0.0) -> torch.Tensor:
+    """(size, size) float mask of an ellipse in face-box units, centred in the crop (``down``: shifted down)."""
+    box = size / (1 + 2 * margin)
+    c = (torch.arange(size, dtype=torch.float32) + 0.5 - size / 2) / box  # pixel centres, box units
+    y, x = c[:, None] - down, c[None, :]
+    return ((x / half_w) ** 2 + (y / half_h) ** 2 <= 1.0).float()
+
+
+class BandStatistics(nn.Module):
+    """(B, 3, S, S) in [0, 1] -> (B, F) statistics (module docstring): the chroma difference (R-G, B-G) signed and
+    absolute (``chroma=True``), then per band the log mean |band| and log rms of the inner face (and of the ring,
+    ``ring=True``)."""
+
+    def __init__(self, size: int, bands: int, margin: float, *, ring: bool = True, chroma: bool = True) -> None:
+        super().__init__()
+        self.bands, self.use_ring, self.use_chroma = bands, ring, chroma
+        self.register_buffer("grey", torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1))
+        self.register_buffer("inner", _ellipse(size, margin, *INNER)[None, None])  # (1, 1, S, S)
+        ring = _ellipse(size, margin, *RING[1]) * (1.0 - _ellipse(size, margin, *RING[0]))
+        self.register_buffer("ring", ring[None, None])
+
+    @staticmethod
+    def _mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Weighted mean over the image of x (B, C, h, w) with weights w (B or 1, 1, h, w) -> (B, C)."""
+        return (x * w).sum(dim=(2, 3)) / (w.sum(dim=(2, 3)) + 1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = nn.functional
+        g = (x * self.grey).sum(dim=1, keepdim=True)  # (B, 1, S, S)
+        dark = (g < CANVAS).float()
+        ring = self.ring * (1.0 - f.max_pool2d(dark, 9, stride=1, padding=4))  # (B, 1, S, S): canvas left out
+        inner = self.inner.expand_as(ring)
+        # colour: mean chroma of the inner face minus the ring's
+        chroma = torch.cat([x[:, 0:1] - x[:, 1:2], x[:, 2:3] - x[:, 1:2]], dim=1)  # (B, 2, S, S)
+        diff = self._mean(chroma, inner) - self._mean(chroma, ring)  # (B, 2)
+        stats = [diff, diff.abs()] if self.use_chroma else []
+        p = g
+        for _ in range(self.bands):
+            low = f.avg_pool2d(p, 2)
+            band = p - f.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
+            for region in (inner, ring) if self.use_ring else (inner,):
+                stats.append(torch.log(self._mean(band.abs(), region) + EPS))
+                stats.append(0.5 * torch.log(self._mean(band * band, region) + EPS * EPS))
+            p, inner, ring = low, f.avg_pool2d(inner, 2), f.avg_pool2d(ring, 2)
+        return torch.cat(stats, dim=1)
+
+
+class SpectralNet(nn.Module):
+    def __init__(self, cfg: SpectralConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        ring = cfg.regions == "both"
+        self.stats = BandStatistics(cfg.input_size, cfg.bands, cfg.margin, ring=ring, chroma=cfg.chroma)
+        n = cfg.features
+        layers: list[nn.Module] = [nn.BatchNorm1d(n), nn.Dropout(cfg.dropout)]
+        if cfg.hidden:
+            layers += [nn.Linear(n, cfg.hidden), nn.ReLU(inplace=True), nn.Linear(cfg.hidden, 1)]
+        else:
+            layers.append(nn.Linear(n, 1))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stats(x))  # (B, 3, S, S) -> (B, F) -> (B, 1) logits
+
+
+@register
+def spectral(**overrides) -> SpectralConfig:
+    """Band statistics at 256 (4 octaves, inner face and ring, chroma difference), linear head."""
+    return SpectralConfig(**overrides)
