@@ -17,5 +17,6 @@ COMMANDS = (
     "realfaces",
     "validate",
     "calibrate",
+    "cues",
     "placeholders",
 )

@@ -2,7 +2,9 @@
 
 Every model takes (B, 3, S, S) float32 in [0, 1] and returns fake logits (B, 1), so export
 and evaluation never special-case an architecture. Families: ``paper_cnn*`` (the paper's
-small CNN) and ``efficientnet_b0`` ... ``efficientnet_b7`` (torchvision, untrained).
+small CNN), ``efficientnet_b0`` ... ``efficientnet_b7`` (torchvision, untrained), ``rescnn`` (a
+residual CNN with an SRM high-pass front end) and ``spectral`` (fixed band statistics of the
+face at native resolution, a small learned head).
 """
 
 from __future__ import annotations

@@ -1,0 +1,43 @@
+"""Training-free cues of a face swap, measured on the held-out real fakes as a baseline to beat.
+
+Each cue scores a face crop (higher = more likely swapped) from the fixed frequency statistics of
+``trainer.models.spectral`` (grey pyramid, inner-face ellipse), with nothing learned:
+
+- ``inner_sharpness``: minus the log mean |finest octave| of the inner face. A swapped face is
+  rendered at the generator's resolution and pasted back, so it is often softer than the frame
+  (the issue's "mean absolute Laplacian inside the face box", lower = fake). It also rises for
+  any soft real face: out of focus, low bitrate, beauty filters, a small face upscaled.
+- ``octave_slope``: minus the log ratio of the inner face's finest octave to the one below it. A
+  generator's upscaled output has crisp mid frequencies and no finest octave, so it scores high;
+  as a ratio it ignores the face's contrast (lighting, camera gain), which moves
+  ``inner_sharpness``. Blur still raises it: a soft real face loses the finest octave first.
+
+A cue behaves like an ``engines.Classifier`` for ``trainer.holdout.face_sets``: ``input_size``,
+``crop_margin``, and a call on uint8 (N, S, S, 3) RGB crops returning (N,) scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CUES = ("inner_sharpness", "octave_slope")
+
+
+class Cue:
+    def __init__(self, name: str, *, input_size: int = 256, crop_margin: float = 0.25) -> None:
+        from trainer.errors import TrainerError
+        from trainer.models.spectral import BandStatistics
+
+        if name not in CUES:
+            raise TrainerError(f"unknown cue {name!r}; valid: {list(CUES)}")
+        self.name, self.input_size, self.crop_margin = name, input_size, crop_margin
+        self.stats = BandStatistics(input_size, 2, crop_margin, ring=False, chroma=False).eval()
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+            s = self.stats(x).double().numpy()  # (N, 4): per octave, log mean |band| and log rms of the inner face
+        finest, next_octave = s[:, 0], s[:, 2]
+        return -finest if self.name == "inner_sharpness" else -(finest - next_octave)
