@@ -59,7 +59,9 @@ class OpenVINOBackend:
                 f"{rebuild_hint(artifact, manifest.format)}"
             )
         ov = import_openvino()
-        config = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+        if manifest.precision != "int8":  # on CPUs with bf16 units OpenVINO would run an fp32 model in bf16
+            config["INFERENCE_PRECISION_HINT"] = "f32"
         try:
             core = ov.Core()
             self.compiled = core.compile_model(core.read_model(str(artifact), str(weights)), "CPU", config)
