@@ -276,7 +276,7 @@ class RedisSink:
         self.client = self.target.connect(timeout=socket_timeout, retry=False)
         self.sent = self.dropped = self.failures = self.rejected = self.unflushed = 0
         self._queue: collections.deque[Publication | StreamRemoved] = collections.deque()
-        self._inflight = 0  # records taken by the writer, not yet confirmed
+        self._inflight = 0  # verdicts taken by the writer, not yet confirmed
         self._cond = threading.Condition()
         self._closed = False  # publish() refuses records
         self._deadline = float("inf")  # monotonic time when the writer gives up flushing
@@ -294,7 +294,7 @@ class RedisSink:
     @property
     def buffered(self) -> int:
         with self._cond:
-            return len(self._queue) + self._inflight
+            return _verdicts(self._queue) + self._inflight
 
     @property
     def connected(self) -> bool:
@@ -339,7 +339,7 @@ class RedisSink:
             self.client.connection_pool.disconnect()
             self._thread.join(0.5)
         with self._cond:
-            self.unflushed = len(self._queue) + self._inflight
+            self.unflushed = _verdicts(self._queue) + self._inflight
         self._log_drops("before close")
         if self.unflushed:
             logger.error(
@@ -393,7 +393,7 @@ class RedisSink:
                 if not self._queue or time.monotonic() >= self._deadline:
                     return
                 batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-                self._inflight = len(batch)
+                self._inflight = _verdicts(batch)
             try:
                 self._write(batch)
             except (redis.ConnectionError, redis.TimeoutError, OSError, *_TRANSIENT) as exc:
@@ -411,10 +411,10 @@ class RedisSink:
                 continue
             with self._cond:
                 self._inflight = 0
-                self.sent += sum(not isinstance(item, StreamRemoved) for item in batch)
+                self.sent += _verdicts(batch)
             backoff.reset()
             if self._down_since is not None:
-                self._back(len(batch))
+                self._back(_verdicts(batch))
             elif self.dropped > self._dropped_logged and self._due("drops"):
                 self._log_drops("because Redis is slower than the pipeline")
 
@@ -492,12 +492,20 @@ class RedisSink:
                 )
 
     def _trim(self) -> None:
-        """Drop the oldest queued records beyond buffer_size (the caller holds the lock)."""
-        excess = len(self._queue) - self.buffer_size
-        for _ in range(excess):
-            self._queue.popleft()
-        if excess > 0:
-            self.dropped += excess
+        """Drop the oldest queued verdicts beyond buffer_size (the caller holds the lock). A removed stream's
+        marker is no verdict: it is never dropped (its stream would stay in the set) and never counted."""
+        if len(self._queue) <= self.buffer_size:
+            return
+        excess = _verdicts(self._queue) - self.buffer_size
+        markers: list[StreamRemoved] = []
+        while excess > 0:
+            item = self._queue.popleft()
+            if isinstance(item, StreamRemoved):
+                markers.append(item)
+            else:
+                excess -= 1
+                self.dropped += 1
+        self._queue.extendleft(reversed(markers))  # ahead of everything left, as they were
 
     def _lost(self, exc: BaseException) -> None:
         self.failures += 1
@@ -550,6 +558,11 @@ class RedisSink:
 
     def _scrub(self, exc: BaseException) -> str:
         return self.target.scrub(exc)
+
+
+def _verdicts(items: Sequence[Publication | StreamRemoved] | collections.deque[Publication | StreamRemoved]) -> int:
+    """How many of ``items`` are verdicts (not markers of removed streams)."""
+    return sum(not isinstance(item, StreamRemoved) for item in items)
 
 
 def _num(value: float | None, digits: int) -> str:

@@ -185,6 +185,25 @@ def test_a_full_buffer_drops_the_oldest(server: RedisServer, sink_log: pytest.Lo
     assert len(dropped) == 1 and "dropped the 70 oldest during the outage" in dropped[0]
 
 
+def test_a_removed_stream_is_no_verdict_in_a_full_buffer(server: RedisServer) -> None:
+    sink = RedisSink(server.url, buffer_size=5)
+    try:
+        server.kill()
+        sink.publish(encode([verdict("gone", i) for i in range(3)]))
+        sink.forget_stream("gone")  # removed while Redis is down: its marker waits behind its verdicts
+        sink.publish(encode([verdict("cam", i) for i in range(3)]))
+        wait_for(lambda: sink.failures >= 1)
+        assert sink.dropped == 1 and sink.buffered == 5  # 6 verdicts for 5 places: only the oldest went
+        server.start()
+        wait_for(lambda: sink.sent == 5)
+    finally:
+        sink.close(timeout=10)
+    assert sink.unflushed == 0 and sink.sent == 5
+    with server.client() as c:
+        assert frames(c, "gone") == [1, 2] and frames(c, "cam") == [0, 1, 2]
+        assert c.smembers(STREAMS_KEY) == {"cam"}  # the marker was kept: the removed stream left the set
+
+
 def test_a_read_only_replica_is_retried_like_a_lost_connection(server: RedisServer) -> None:
     sink = RedisSink(server.url)
     try:
