@@ -168,6 +168,15 @@ class _StreamVideo:
         self.skipped = 0  # frames not written because the file could not be (disk full, a symlink in the way)
         self._retry_at: float | None = None  # monotonic time of the next attempt after a write error
 
+    def waiting(self, frame: Frame) -> bool:
+        """True while a failed file waits for its retry: the frame is counted as skipped (its time kept), so the
+        caller need not draw it."""
+        if self._retry_at is None or time.monotonic() >= self._retry_at:
+            return False
+        self._next_time(frame)
+        self.skipped += 1
+        return True
+
     def write(self, image: np.ndarray, frame: Frame) -> bool:
         """Append the frame; False when it was skipped (the file failed; a new one is tried later)."""
         t_ms = self._next_time(frame)
@@ -375,7 +384,8 @@ class Annotator:
             video = self.videos.get(frame.stream_id)
             if video is None:
                 video = self.videos[frame.stream_id] = self._new_video(frame.stream_id)
-            video.write(draw(frame.image, verdict), frame)
+            if not video.waiting(frame):  # a frame that will be skipped is not drawn
+                video.write(draw(frame.image, verdict), frame)
 
     def forget_stream(self, stream_id: str) -> None:
         """The stream was removed: finish its file and drop its encoder and last frame."""

@@ -363,7 +363,11 @@ def _blank_frames(sink: Annotator, n: int) -> None:
                                              VerdictState.UNKNOWN, False, True, {}, False))])  # fmt: skip
 
 
-def test_the_annotator_never_writes_through_a_symlink(tmp_path: Path):
+def test_the_annotator_never_writes_through_a_symlink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import pipeline.annotate
+
+    drawn = []
+    monkeypatch.setattr(pipeline.annotate, "draw", lambda image, verdict: drawn.append(1) or image)
     target = tmp_path / "precious.txt"
     target.write_text("keep me")
     out = tmp_path / "annotated"
@@ -374,6 +378,7 @@ def test_the_annotator_never_writes_through_a_symlink(tmp_path: Path):
     sink.close()
     assert target.read_text() == "keep me" and (out / "cam.mp4").is_symlink()
     assert sink.unwritten == 3
+    assert len(drawn) == 1  # only the frame that found the symlink; the two in the retry window were not drawn
 
 
 def test_a_removed_stream_finishes_its_file_and_is_forgotten(tmp_path: Path):
