@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.control import CONTROL_KEY
-from tests._redis import RedisServer
+from tests._redis import redis_server
 from tests._rtsp import requires_rtsp, rtsp_server_process
 
 RUN_SECONDS = int(os.environ.get("DFWATCH_SOAK_SECONDS", "210"))  # from the first verdict to SIGTERM; longer by hand
@@ -70,11 +70,10 @@ class _Servers:
 
 def test_soak(service, demo_clip, tmp_path: Path):
     servers = _Servers(demo_clip.path)
-    redis_srv = RedisServer(appendonly=True)
-    redis_srv.start()
     rss: list[tuple[float, float]] = []
     events: list[str] = []
     with servers.stack:
+        redis_srv = servers.stack.enter_context(redis_server(appendonly=True))  # stopped however the test ends
         for name in ("a", "b", "stall"):
             servers.start(name)
         client = redis_srv.client()
@@ -140,7 +139,6 @@ def test_soak(service, demo_clip, tmp_path: Path):
         with redis_srv.client() as c:
             for key in c.scan_iter(match="dfwatch:verdicts:*"):
                 redis_frames[key.split(":", 2)[2]] = [int(f["frame"]) for _, f in c.xrange(key)]
-    redis_srv.cleanup()
     stderr = svc.stderr
     report = "\n".join(events) + "\n" + stderr[-4000:]
 
