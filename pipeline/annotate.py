@@ -179,11 +179,10 @@ class _StreamVideo:
 
     def write(self, image: np.ndarray, frame: Frame) -> bool:
         """Append the frame; False when it was skipped (the file failed; a new one is tried later)."""
+        if self.waiting(frame):
+            return False
         t_ms = self._next_time(frame)
-        if self._retry_at is not None:
-            if time.monotonic() < self._retry_at:
-                self.skipped += 1
-                return False
+        if self._retry_at is not None:  # the retry is due: a new file
             self._retry_at = None
             try:
                 if self.path.exists() and not self.path.is_symlink():  # keep what the failed file holds
