@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainer.errors import TrainerError
+
 CUES = ("inner_sharpness", "octave_slope")
 
 
 class Cue:
     def __init__(self, name: str, *, input_size: int = 256, crop_margin: float = 0.25) -> None:
-        from trainer.errors import TrainerError
         from trainer.models.spectral import BandStatistics
 
         if name not in CUES:

@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,14 +46,25 @@ class Clip:
 def face_sets(classifier: Any, detector: Any, media: Path, *, cache: Path | None,
               sets: Sequence[str] = realval.SET_NAMES) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Face- and clip-level AUC of every held-out set, scored as served (``classifier`` an engines.Classifier)."""
-    out = {}
+    return score_sets({"": classifier}, detector, media, cache=cache, sets=sets)[""]
+
+
+def score_sets(scorers: Mapping[str, Any], detector: Any, media: Path, *, cache: Path | None,
+               sets: Sequence[str] = realval.SET_NAMES) -> dict[str, dict[str, dict[str, Any]]]:  # fmt: skip
+    """``face_sets`` of several scorers that cut faces alike (``input_size``, ``crop_margin``): each set is read
+    and cut once. Returns scorer name -> set -> measures."""
+    cuts = {(c.input_size, c.crop_margin) for c in scorers.values()}
+    if len(cuts) != 1:
+        raise TrainerError(f"scorers cut faces differently (input size, margin): {sorted(cuts)}")
+    (size, margin), out = cuts.pop(), {n: {} for n in scorers}
     for name in sets:
-        face_set = realval.load_set(name, media, detector, detector_sha=detector.manifest.sha256,
-                                    size=classifier.input_size, margin=classifier.crop_margin, cache=cache)  # fmt: skip
-        scores = np.concatenate([classifier(face_set.images[i : i + 64]) for i in range(0, len(face_set), 64)])
+        face_set = realval.load_set(name, media, detector, detector_sha=detector.manifest.sha256, size=size,
+                                    margin=margin, cache=cache)  # fmt: skip
         role = next(s for s in realval.SETS if s.name == name)
-        out[name] = {"what": role.what, "role": role.role, "missed_faces": face_set.missed,
-                     **realval.measure(face_set, scores.astype(np.float64))}  # fmt: skip
+        for scorer, score in scorers.items():
+            scores = np.concatenate([score(face_set.images[i : i + 64]) for i in range(0, len(face_set), 64)])
+            out[scorer][name] = {"what": role.what, "role": role.role, "missed_faces": face_set.missed,
+                                 **realval.measure(face_set, scores.astype(np.float64))}  # fmt: skip
     return out
 
 

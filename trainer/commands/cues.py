@@ -14,16 +14,18 @@ def cmd_cues(args: argparse.Namespace) -> int:
     from trainer.cues import Cue
 
     sets = args.sets.split(",") if args.sets else list(realval.SET_NAMES)
+    names = args.cues.split(",")
     detector = Detector(args.detector, threads=args.threads)
-    report: dict = {"input_size": args.size, "crop_margin": args.margin, "detector_sha256": detector.manifest.sha256}
-    for name in args.cues.split(","):
-        cue = Cue(name, input_size=args.size, crop_margin=args.margin)
-        report[name] = holdout.face_sets(cue, detector, args.media, cache=args.cache, sets=sets)
-    print(f"{'held-out set':16s} " + " ".join(f"{c:>23s}" for c in args.cues.split(",")), file=sys.stderr)
+    cues = {n: Cue(n, input_size=args.size, crop_margin=args.margin) for n in names}
+    report: dict = {"input_size": args.size, "crop_margin": args.margin, "detector_sha256": detector.manifest.sha256,
+                    **holdout.score_sets(cues, detector, args.media, cache=args.cache, sets=sets)}  # fmt: skip
+
+    def cell(m: dict) -> str:
+        return " / ".join("-" if m[k] is None else f"{m[k]:.3f}" for k in ("face_auc", "clip_auc"))
+
+    print(f"{'held-out set':16s} " + " ".join(f"{n:>23s}" for n in names), file=sys.stderr)
     for s in sets:
-        cells = [f"{report[c][s]['face_auc']:.3f} / {report[c][s]['clip_auc']:.3f}" if report[c][s]["clip_auc"]
-                 is not None else f"{report[c][s]['face_auc']:.3f} / -" for c in args.cues.split(",")]  # fmt: skip
-        print(f"{s:16s} " + " ".join(f"{v:>23s}" for v in cells), file=sys.stderr)
+        print(f"{s:16s} " + " ".join(f"{cell(report[n][s]):>23s}" for n in names), file=sys.stderr)
     print("(face AUC / clip AUC; higher score = fake)", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

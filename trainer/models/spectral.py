@@ -106,21 +106,25 @@ class BandStatistics(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = nn.functional
         g = (x * self.grey).sum(dim=1, keepdim=True)  # (B, 1, S, S)
-        dark = (g < CANVAS).float()
-        ring = self.ring * (1.0 - f.max_pool2d(dark, 9, stride=1, padding=4))  # (B, 1, S, S): canvas left out
-        inner = self.inner.expand_as(ring)
-        # colour: mean chroma of the inner face minus the ring's
-        chroma = torch.cat([x[:, 0:1] - x[:, 1:2], x[:, 2:3] - x[:, 1:2]], dim=1)  # (B, 2, S, S)
-        diff = self._mean(chroma, inner) - self._mean(chroma, ring)  # (B, 2)
-        stats = [diff, diff.abs()] if self.use_chroma else []
+        regions = [self.inner]  # (1, 1, S, S) each; the ring only where a statistic uses it
+        stats: list[torch.Tensor] = []
+        if self.use_ring or self.use_chroma:
+            dark = (g < CANVAS).float()
+            ring = self.ring * (1.0 - f.max_pool2d(dark, 9, stride=1, padding=4))  # (B, 1, S, S): canvas left out
+            if self.use_chroma:  # mean chroma of the inner face minus the ring's
+                chroma = torch.cat([x[:, 0:1] - x[:, 1:2], x[:, 2:3] - x[:, 1:2]], dim=1)  # (B, 2, S, S)
+                diff = self._mean(chroma, self.inner) - self._mean(chroma, ring)  # (B, 2)
+                stats += [diff, diff.abs()]
+            if self.use_ring:
+                regions.append(ring)
         p = g
         for _ in range(self.bands):
             low = f.avg_pool2d(p, 2)
             band = p - f.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
-            for region in (inner, ring) if self.use_ring else (inner,):
+            for region in regions:
                 stats.append(torch.log(self._mean(band.abs(), region) + EPS))
                 stats.append(0.5 * torch.log(self._mean(band * band, region) + EPS * EPS))
-            p, inner, ring = low, f.avg_pool2d(inner, 2), f.avg_pool2d(ring, 2)
+            p, regions = low, [f.avg_pool2d(r, 2) for r in regions]
         return torch.cat(stats, dim=1)
 
 
