@@ -12,7 +12,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TextIO
 
 import redis
@@ -560,7 +560,7 @@ class RedisSink:
         return self.target.scrub(exc)
 
 
-def _verdicts(items: Sequence[Publication | StreamRemoved] | collections.deque[Publication | StreamRemoved]) -> int:
+def _verdicts(items: Iterable[Publication | StreamRemoved]) -> int:
     """How many of ``items`` are verdicts (not markers of removed streams)."""
     return sum(not isinstance(item, StreamRemoved) for item in items)
 
