@@ -144,7 +144,8 @@ def test_bad_configs_name_the_value_and_the_valid_options(name, overrides, messa
 @pytest.mark.parametrize(
     ("name", "size", "args"),
     [("paper_cnn", 48, {}), ("paper_cnn_deep", 64, {}), ("efficientnet_b0", 64, {}), ("rescnn", 64, {}),
-     ("rescnn", 64, {"pool": "lse"}), ("spectral", 64, {"bands": 3}), ("spectral", 64, {"bands": 3, "hidden": 8})],
+     ("rescnn", 64, {"pool": "lse"}), ("spectral", 64, {"bands": 3}), ("spectral", 64, {"bands": 3, "hidden": 8}),
+     ("spectral", 64, {"bands": 3, "statistics": "slopes", "chroma": False})],
     # fmt: skip
 )
 def test_registered_models_export_to_onnx_and_score_through_engines(tmp_path, name, size, args):
@@ -213,6 +214,28 @@ def test_spectral_front_end_sees_a_face_that_lost_its_finest_octave_where_it_los
     inner_only = create_model("spectral", input_size=128, regions="inner").eval()
     c, d = _stats(inner_only, np.stack([real, pasted]))
     assert c.shape == (12,) and torch.allclose(c[4:6], a[4:6]) and torch.allclose(c[6:8], a[8:10])  # no ring columns
+
+
+def test_spectral_slopes_ignore_the_faces_contrast_and_see_its_lost_finest_octave():
+    from trainer.models.spectral import INNER, _ellipse
+
+    model = create_model("spectral", input_size=128, regions="inner", chroma=False, statistics="slopes").eval()
+    assert model.cfg.features == 6  # (mean |.|, rms) of the inner face, for 3 pairs of neighbouring octaves
+    real = torch.from_numpy(_face_crop(seed=2)).permute(2, 0, 1).float()[None] / 255.0
+    dim = 0.5 * real + 0.25  # half the contrast: every band's level falls by log 2, no ratio moves
+    soft = real.clone()  # the inner face generated at half the side and pasted back
+    low = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(real, 2), scale_factor=2.0, mode="bilinear")
+    inner = _ellipse(128, 0.25, *INNER).bool()
+    soft[..., inner] = low[..., inner]
+    with torch.no_grad():
+        a, b, c = model.statistics(torch.cat([real, dim, soft]))
+        levels = _stats(model, torch.cat([real, dim]).permute(0, 2, 3, 1).mul(255).numpy())
+    assert torch.all(levels[1] < levels[0] - 0.6)  # the levels fell (log 2 = 0.69)...
+    assert torch.allclose(a, b, atol=0.02)  # ...the slopes did not
+    assert c[0] < a[0] - 1.0 and c[1] < a[1] - 1.0  # finest octave against the next: far weaker
+    assert torch.allclose(c[4:], a[4:], atol=0.2)  # coarser octaves kept their shape
+    with pytest.raises(ModelConfigError, match="slopes compare neighbouring bands and need 2 or more, got 1"):
+        create_model("spectral", statistics="slopes", bands=1)
 
 
 def test_spectral_ring_leaves_a_black_canvas_out_and_chroma_compares_inner_and_ring():

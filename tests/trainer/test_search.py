@@ -80,13 +80,15 @@ def test_suggest_config_builds_the_residual_family_and_draws_the_input_size():
 def test_suggest_config_builds_the_band_statistics_family():
     trial = optuna.trial.FixedTrial({
         "family": "spectral", "spec_bands": 3, "spec_regions": "inner", "spec_chroma": False, "spec_hidden": 8,
+        "spec_statistics": "slopes",
         "spec_dropout": 0.1, "lr": 1e-2, "augment": "none",
     })  # fmt: skip
     cfg = suggest_config(trial, base=TrainConfig(epochs=2, input_size=256))
-    assert cfg.model == "spectral" and cfg.model_args == {"bands": 3, "regions": "inner", "chroma": False,
-                                                          "hidden": 8, "dropout": 0.1}  # fmt: skip
+    assert cfg.model == "spectral"
+    assert cfg.model_args == {"bands": 3, "regions": "inner", "chroma": False, "statistics": "slopes", "hidden": 8,
+                              "dropout": 0.1}  # fmt: skip
     model = cfg.build_model()
-    assert model.cfg.features == 6 and model.head[2].out_features == 8  # 3 bands x (mean |.|, rms) of the inner face
+    assert model.cfg.features == 4 and model.head[2].out_features == 8  # 2 octave pairs x (mean |.|, rms), inner face
 
 
 def test_search_space_names_bad_choices():

@@ -24,6 +24,11 @@ Crops come from ``engines.crop_faces``: the face box is the centred square of si
 ``S / (1 + 2 * margin)``; ``margin`` must be the crop margin of the store and the manifest
 (0.25 in the pack), or the regions sit in the wrong place.
 
+``statistics="slopes"``: the head sees, per region, each band's log statistics minus the next
+octave's (log ratios between neighbouring octaves, ``dfwatch-train cues``' ``octave_slope`` among
+them) instead of the levels. A ratio does not move with the face's contrast or sharpness as a
+whole, only with the shape of its spectrum, so the head cannot learn "soft face = fake".
+
 Head: BatchNorm over the statistics, dropout, then one dense unit (``hidden=0``) or one hidden
 layer. Input (B, 3, S, S) float32 in [0, 1] -> fake logits (B, 1), like every family; it exports
 to ONNX (pooling, bilinear resize, elementwise ops).
@@ -43,6 +48,7 @@ RING = ((0.46, 0.56), (0.62, 0.72))  # ring between two centred ellipses (half-w
 CANVAS = 0.02  # grey below this (a black canvas) is left out of the ring, with a 4 px border
 EPS = 1e-4  # floor of every statistic before its log
 REGIONS = ("inner", "both")
+STATISTICS = ("levels", "slopes")
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class SpectralConfig:
     margin: float = 0.25  # the crop margin the regions are placed for (engines.crop_faces)
     regions: str = "both"  # band statistics of "inner" (the inner face alone) or "both" (inner face and ring)
     chroma: bool = True  # add the chroma difference between inner face and ring (signed and absolute)
+    statistics: str = "levels"  # the head sees each band's log statistics ("levels") or minus the next's ("slopes")
 
     def __post_init__(self) -> None:
         if self.bands < 1 or self.input_size >> self.bands < 4:
@@ -65,13 +72,21 @@ class SpectralConfig:
             raise ModelConfigError(f"spectral: dropout must be in [0, 1), got {self.dropout}")
         if self.regions not in REGIONS:
             raise ModelConfigError(f"spectral: regions {self.regions!r} is not one of {list(REGIONS)}")
+        if self.statistics not in STATISTICS:
+            raise ModelConfigError(f"spectral: statistics {self.statistics!r} is not one of {list(STATISTICS)}")
+        if self.statistics == "slopes" and self.bands < 2:
+            raise ModelConfigError(f"spectral: slopes compare neighbouring bands and need 2 or more, got {self.bands}")
         if not 0.0 <= self.margin <= 1.0:
             raise ModelConfigError(f"spectral: margin must be in [0, 1], got {self.margin}")
 
     @property
     def features(self) -> int:
-        per_band = 4 if self.regions == "both" else 2  # (mean |band|, rms) x (inner[, ring])
-        return per_band * self.bands + (4 if self.chroma else 0)  # and the chroma difference, signed and absolute
+        rows = self.bands - (self.statistics == "slopes")  # slopes: one per pair of neighbouring bands
+        return self.per_band * rows + (4 if self.chroma else 0)  # and the chroma difference, signed and absolute
+
+    @property
+    def per_band(self) -> int:
+        return 4 if self.regions == "both" else 2  # (mean |band|, rms) x (inner[, ring])
 
     def build(self) -> SpectralNet:
         return SpectralNet(self)
@@ -143,7 +158,16 @@ class SpectralNet(nn.Module):
         self.head = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stats(x))  # (B, 3, S, S) -> (B, F) -> (B, 1) logits
+        return self.head(self.statistics(x))  # (B, 3, S, S) -> (B, F) -> (B, 1) logits
+
+    def statistics(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head sees: (B, 3, S, S) -> (B, F)."""
+        s = self.stats(x)  # (B, [4 chroma +] bands * per_band)
+        if self.cfg.statistics == "slopes":  # each band's log statistics minus the next octave's: log ratios
+            lead = 4 if self.cfg.chroma else 0
+            b = s[:, lead:].reshape(s.shape[0], self.cfg.bands, self.cfg.per_band)
+            s = torch.cat([s[:, :lead], (b[:, :-1] - b[:, 1:]).flatten(1)], dim=1)
+        return s
 
 
 @register
