@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from engines._artifact import Artifact
-from engines.errors import InputError
+from engines.errors import InputError, ManifestError
 from engines.images import normalise
 
 
 class Classifier:
     """Scores face crops made by ``engines.crop_faces`` with this artifact's size and margin.
 
-    ``device`` ("cpu", "cuda" or None: the artifact's own) and ``threads`` go to the backend.
+    ``device`` ("cpu", "cuda" or None: the artifact's own) and ``threads`` go to the backend. ``min_face``
+    (manifest ``preprocess.min_face``, 0 when absent): the smallest face box height in frame pixels the
+    artifact is meant to score; the service leaves smaller faces unscored.
     """
 
     def __init__(self, path: str | Path, *, threads: int | None = None, device: str | None = None) -> None:
@@ -23,6 +25,10 @@ class Classifier:
         self.input_size = self.manifest.input_size
         self.crop_margin = float(self.manifest.preprocess["crop_margin"])
         self.threshold = float(self.manifest.thresholds["fake"])
+        self.min_face = self.manifest.preprocess.get("min_face", 0)
+        if not isinstance(self.min_face, int) or isinstance(self.min_face, bool) or self.min_face < 0:
+            raise ManifestError(f"manifest of {path}: preprocess.min_face must be a whole number of pixels >= 0, "
+                                f"got {self.min_face!r}")  # fmt: skip
 
     @property
     def backend_name(self) -> str:

@@ -175,11 +175,16 @@ def export_classifier(
     placeholder: bool,
     training: dict | None = None,
     torch_reference: bool = True,
+    min_face: int = 0,
 ) -> tuple[Manifest, float]:
     """Export a classifier (logits (B, 1)) as an ONNX model that outputs P(fake) (B, 1).
 
-    With ``torch_reference`` the same module (with its sigmoid) is also written as ``.pt2``.
+    With ``torch_reference`` the same module (with its sigmoid) is also written as ``.pt2``. ``min_face`` > 0
+    goes into the manifest (``preprocess.min_face``): the service scores only faces at least that many pixels
+    high, for a model whose cue a smaller, upscaled face does not carry.
     """
+    if min_face < 0:
+        raise ExportError(f"min_face must be >= 0 pixels, got {min_face}")
     import torch
 
     wrapped = torch.nn.Sequential(module, torch.nn.Sigmoid()).eval()
@@ -193,7 +198,7 @@ def export_classifier(
         class_names=["fake"],
         placeholder=placeholder,
         io=_io("crops", "p_fake", "(N, 1) probability that the face is fake"),
-        preprocess={"crop_margin": crop_margin},
+        preprocess={"crop_margin": crop_margin} | ({"min_face": int(min_face)} if min_face else {}),
         training=training,
     )
     if torch_reference:

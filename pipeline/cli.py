@@ -300,6 +300,9 @@ def resolve_verdict(verdict: VerdictConfig, classifier: Classifier) -> VerdictCo
     resolved = verdict.resolved(calibrated)
     logger.info("verdict: FAKE at %.3f for %d frames in a row, back to REAL at %.3f (from %s)", resolved.enter_fake,
                 resolved.confirm_frames, resolved.leave_fake, verdict.source(calibrated))  # fmt: skip
+    if classifier.min_face:
+        logger.info("classifier: faces lower than %d px are tracked but not scored (its manifest's min_face)",
+                    classifier.min_face)  # fmt: skip
     return resolved
 
 

@@ -50,7 +50,10 @@ class TrackStage:
     """Carries faces between detections per stream (IoU tracker) and scores the faces that are due.
 
     A batch may hold several frames of one stream: it is worked through in rounds with each stream at
-    most once, so every tracker advances frame by frame, and the classifier runs once per round.
+    most once, so every tracker advances frame by frame, and the classifier runs once per round. Faces
+    lower than the classifier's ``min_face`` are tracked but never scored (``due`` False, their track's
+    score unchanged): the artifact says its cue does not hold for them, and a frame whose faces are all
+    that small has no score (the verdict reads it as no face).
     """
 
     def __init__(self, classifier: Classifier, cfg: TrackerConfig = TrackerConfig()) -> None:
@@ -66,6 +69,9 @@ class TrackStage:
             faces = Faces.concatenate([self._step(batch, i) for i in rnd])
             t1 = time.perf_counter()
             spent["track"] += t1 - t0
+            if self.classifier.min_face:
+                tall = (faces.xyxy[:, 3] - faces.xyxy[:, 1]) >= self.classifier.min_face
+                faces = replace(faces, due=faces.due & tall)
             due = np.flatnonzero(faces.due)  # (k,) rows of ``faces``
             if len(due):
                 crops = crop_faces(images, faces[due], size=self.classifier.input_size,

@@ -54,6 +54,19 @@ def test_export_then_onnx_runtime_scores_like_torch_and_tells_fakes_apart(traine
     assert "PLACEHOLDER" not in card and ckpt["dataset"]["fingerprint"][:16] in card and "| Accuracy |" in card
 
 
+def test_export_writes_the_smallest_face_the_service_should_score(trained, tmp_path):
+    from engines import Classifier, load_manifest
+    from trainer.cli import main
+
+    plain, sized = tmp_path / "plain" / "c.onnx", tmp_path / "sized" / "c.onnx"
+    assert main(["export", "--checkpoint", str(trained), "--out", str(plain)]) == 0
+    assert main(["export", "--checkpoint", str(trained), "--out", str(sized), "--min-face", "96"]) == 0
+    assert Classifier(plain).min_face == 0 and "min_face" not in load_manifest(plain, kind="classifier").preprocess
+    manifest = load_manifest(sized, kind="classifier")
+    assert Classifier(sized).min_face == 96 and manifest.preprocess == {"crop_margin": 0.25, "min_face": 96}
+    assert "--min-face 96" in manifest.training["command"]
+
+
 def test_export_refuses_what_is_not_a_checkpoint_and_a_foreign_report(trained, tmp_path):
     from trainer.cli import main
 

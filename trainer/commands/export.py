@@ -131,6 +131,7 @@ def export_checkpoint(
     threshold: float = 0.5,
     report: Path | None = None,
     command: str = "",
+    min_face: int = 0,
 ) -> tuple[Any, float]:
     """Export ``checkpoint`` to ``out`` (.onnx) through engines.export.export_classifier, verified
     against torch; writes the manifest (with training provenance) and a model card (.md)."""
@@ -151,6 +152,7 @@ def export_checkpoint(
         threshold=threshold,
         placeholder=False,
         training=training,
+        min_face=min_face,
     )
     params = sum(p.numel() for p in model.parameters())
     out.with_suffix(".md").write_text(_card(out, training, params=params))
@@ -171,10 +173,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             "--threshold",
             str(args.threshold),
         ]
+        + (["--min-face", str(args.min_face)] if args.min_face else [])
         + (["--report", str(args.report)] if args.report else [])
     )
     manifest, diff = export_checkpoint(
-        args.checkpoint, args.out, weights=args.weights, threshold=args.threshold, report=args.report, command=command
+        args.checkpoint, args.out, weights=args.weights, threshold=args.threshold, report=args.report, command=command,
+        min_face=args.min_face,
     )
     print(
         f"export: {args.out} ({args.out.stat().st_size >> 10} KiB, {manifest.name}, input {manifest.input_size}, "
@@ -188,6 +192,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="best", choices=("best", "last"), help="epoch to export (default: best)")
     p.add_argument("--threshold", type=float, default=0.5, help="P(fake) threshold written to the manifest")
+    p.add_argument("--min-face", type=int, default=0, metavar="PX",
+                   help="the service scores only faces at least PX high (manifest preprocess.min_face; default 0: all)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
