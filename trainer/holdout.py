@@ -51,19 +51,20 @@ def face_sets(classifier: Any, detector: Any, media: Path, *, cache: Path | None
 
 def score_sets(scorers: Mapping[str, Any], detector: Any, media: Path, *, cache: Path | None,
                sets: Sequence[str] = realval.SET_NAMES) -> dict[str, dict[str, dict[str, Any]]]:  # fmt: skip
-    """``face_sets`` of several scorers that cut faces alike (``input_size``, ``crop_margin``): each set is read
-    and cut once. Returns scorer name -> set -> measures."""
-    cuts = {(c.input_size, c.crop_margin) for c in scorers.values()}
+    """``face_sets`` of several scorers that cut faces alike (``input_size``, ``crop_margin``, ``min_face`` where
+    they have one): each set is read and cut once. Returns scorer name -> set -> measures."""
+    cuts = {(c.input_size, c.crop_margin, getattr(c, "min_face", 0)) for c in scorers.values()}
     if len(cuts) != 1:
-        raise TrainerError(f"scorers cut faces differently (input size, margin): {sorted(cuts)}")
-    (size, margin), out = cuts.pop(), {n: {} for n in scorers}
+        raise TrainerError(f"scorers cut faces differently (input size, margin, min face): {sorted(cuts)}")
+    (size, margin, min_face), out = cuts.pop(), {n: {} for n in scorers}
     for name in sets:
         face_set = realval.load_set(name, media, detector, detector_sha=detector.manifest.sha256, size=size,
-                                    margin=margin, cache=cache)  # fmt: skip
+                                    margin=margin, cache=cache, min_face=min_face)  # fmt: skip
         role = next(s for s in realval.SETS if s.name == name)
         for scorer, score in scorers.items():
             scores = np.concatenate([score(face_set.images[i : i + 64]) for i in range(0, len(face_set), 64)])
             out[scorer][name] = {"what": role.what, "role": role.role, "missed_faces": face_set.missed,
+                                 "small_faces": face_set.small,
                                  **realval.measure(face_set, scores.astype(np.float64))}  # fmt: skip
     return out
 

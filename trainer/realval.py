@@ -85,6 +85,7 @@ class FaceSet:
     groups: np.ndarray
     missed: int  # frames or photos where the detector found no face (left out)
     sources: np.ndarray | None = None
+    small: int = 0  # faces lower than the classifier's min_face (left out: the service does not score them)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -152,8 +153,10 @@ def load_set(
     margin: float,
     cache: Path | None = None,
     frames_per_video: int = FRAMES_PER_VIDEO,
+    min_face: int = 0,
 ) -> FaceSet:
-    """Set ``name`` cut at ``size`` with ``margin``; the detector's boxes come from ``cache`` when there."""
+    """Set ``name`` cut at ``size`` with ``margin``; the detector's boxes come from ``cache`` when there. Faces
+    lower than ``min_face`` pixels are left out, as the service leaves them unscored."""
     todo = items(name, media)
     if not todo:
         raise realmedia.MediaError(f"held-out set {name!r} has no files under {media}/labelled")
@@ -162,7 +165,7 @@ def load_set(
     if cached is not None and cached.is_file():
         with np.load(cached, allow_pickle=False) as z:
             boxes = {k: z[k] for k in z.files}
-    crops, labels, groups, sources, missed, fresh = [], [], [], [], 0, False
+    crops, labels, groups, sources, missed, small, fresh = [], [], [], [], 0, 0, False
     for item in todo:
         frames, _ = read_frames(item, frames_per_video)
         key = f"{item.path.relative_to(media).as_posix()}:{item.half}"
@@ -171,7 +174,9 @@ def load_set(
             fresh = True
         found = ~np.isnan(boxes[key][:, 0])
         missed += int((~found).sum())
-        idx = np.flatnonzero(found)
+        tall = found & ((boxes[key][:, 3] - boxes[key][:, 1]) >= min_face)  # NaN compares False
+        small += int((found & ~tall).sum())
+        idx = np.flatnonzero(tall)
         if len(idx):
             dets = Detections(boxes[key][idx], np.ones(len(idx), np.float32), idx)
             crops.append(crop_faces(frames, dets, size=size, margin=margin))
@@ -185,8 +190,12 @@ def load_set(
         tmp.replace(cached)
     if missed:
         logger.info("held-out set %s: no face found in %d frame(s) or photo(s); they are left out", name, missed)
+    if small:
+        logger.info("held-out set %s: %d face(s) lower than %d px left out (not scored as served)", name, small,
+                    min_face)  # fmt: skip
     images = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
-    return FaceSet(name, images, np.asarray(labels, np.int64), np.asarray(groups), missed, np.asarray(sources))
+    return FaceSet(name, images, np.asarray(labels, np.int64), np.asarray(groups), missed, np.asarray(sources),
+                   small)  # fmt: skip
 
 
 def _best_boxes(detector: Callable[[list[np.ndarray]], Detections], frames: Sequence[np.ndarray]) -> np.ndarray:

@@ -69,10 +69,12 @@ def test_face_sets_score_the_served_crops(tmp_path):
     result = holdout.face_sets(classifier, detector, SHARED_DATA, cache=tmp_path, sets=("dfdc_test",))
     m = result["dfdc_test"]
     face_set = realval.load_set("dfdc_test", SHARED_DATA, detector, detector_sha=detector.manifest.sha256,
-                                size=classifier.input_size, margin=classifier.crop_margin, cache=tmp_path)  # fmt: skip
+                                size=classifier.input_size, margin=classifier.crop_margin, cache=tmp_path,
+                                min_face=classifier.min_face)  # fmt: skip
     expected = realval.measure(face_set, classifier(face_set.images).astype(np.float64))
     assert m["face_auc"] == pytest.approx(expected["face_auc"]) and m["faces"] == len(face_set)
-    assert m["role"] == "report" and m["missed_faces"] == face_set.missed
+    assert m["role"] == "report" and m["missed_faces"] == face_set.missed and m["small_faces"] == face_set.small
+    assert classifier.min_face == 0 or face_set.small > 0  # the pack's min_face leaves out faces it would not score
 
 
 def test_video_sets_count_alerts_and_catches_per_clip():

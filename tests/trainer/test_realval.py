@@ -93,6 +93,12 @@ def test_celebdf_segments_are_cut_as_served_and_boxes_are_cached(detector, tmp_p
     assert counting.calls == 28  # boxes from the cache; crops cut again at the new size
     assert again.images.shape == (28, 64, 64, 3)
     np.testing.assert_array_equal(again.groups, face_set.groups)
+    with np.load(next(tmp_path.glob("celebdf_hard-*.npz"))) as z:
+        heights = np.concatenate([z[k][:, 3] - z[k][:, 1] for k in z.files])  # (28,) the cached boxes
+    cut = float(np.median(heights))
+    sized = realval.load_set("celebdf_hard", SHARED_DATA, counting, size=64, min_face=cut, **kwargs)
+    assert sized.small == int((heights < cut).sum()) > 0 and len(sized) == int((heights >= cut).sum())  # as served
+    assert counting.calls == 28 and sized.missed == 0  # too small is not "no face found"
 
 
 def test_measure_gives_face_and_clip_auc():
