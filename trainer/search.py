@@ -95,7 +95,7 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
     ``cnn_dropout_conv``, ``cnn_dropout_dense``, ``cnn_batch_norm`` (when the space allows both);
     efficientnet: ``efficientnet_variant``, ``efficientnet_dropout``; rescnn: ``res_stages``,
     ``res_stem``, ``res_width``, ``res_blocks``, ``res_srm``, ``res_dropout``, ``res_pool``; spectral:
-    ``spec_bands`` (3-4), ``spec_regions``, ``spec_chroma``, ``spec_statistics``, ``spec_hidden``,
+    ``spec_bands`` (2-4), ``spec_regions``, ``spec_chroma``, ``spec_statistics``, ``spec_hidden``,
     ``spec_dropout``; all: ``lr``,
     ``augment``, and ``input_size`` when the space lists sizes.
     """
@@ -141,7 +141,7 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
         model, args = (
             "spectral",
             {
-                "bands": trial.suggest_int("spec_bands", 3, 4),  # 4 octaves need an input of 64 px or more
+                "bands": trial.suggest_int("spec_bands", 2, 4),  # 4 octaves need an input of 64 px or more
                 "regions": trial.suggest_categorical("spec_regions", ["inner", "both"]),
                 "chroma": bool(trial.suggest_categorical("spec_chroma", [False, True])),
                 "statistics": trial.suggest_categorical("spec_statistics", ["levels", "slopes"]),
