@@ -6,9 +6,10 @@ inside the face is weaker (relative to the octave below) than in a real face of 
 and the inner face and its surroundings differ in sharpness, noise and colour. A CNN trained
 from scratch on a few thousand faces learns the look of its training faces before it learns
 that; this family measures it directly and learns only how to weigh it. Measured on the held-out
-real swaps (``models/deepfake_classifier.md``): trained on self-blends alone, the head weighs the
-inner face's finest octave (how soft the face is), not its slope against the next octave, which
-``dfwatch-train cues`` shows is the trace that holds on Celeb-DF.
+real swaps (``models/deepfake_classifier.md``): trained on self-blends alone, a head on the octaves'
+levels weighs the inner face's finest octave (how soft the face is), not its slope against the next
+octave, which ``dfwatch-train cues`` shows is the trace that holds on Celeb-DF; with
+``statistics="slopes"`` (the default pack) the head sees only the slopes.
 
 Front end (fixed, no weights): the grey image's Laplacian-style pyramid, ``bands`` octaves
 (``|p_k - up(p_{k+1})|``, ``p_{k+1}`` the 2x2 average of ``p_k``); for each band, the mean
