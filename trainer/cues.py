@@ -37,8 +37,10 @@ class Cue:
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         import torch
 
+        from trainer.models.spectral import octave_slopes
+
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
-            s = self.stats(x).double().numpy()  # (N, 4): per octave, log mean |band| and log rms of the inner face
-        finest, next_octave = s[:, 0], s[:, 2]
-        return -finest if self.name == "inner_sharpness" else -(finest - next_octave)
+            s = self.stats(x).double()  # (N, 4): per octave, log mean |band| and log rms of the inner face
+        cue = s[:, 0] if self.name == "inner_sharpness" else octave_slopes(s, 2)[:, 0]  # finest octave / over the next
+        return -cue.numpy()

@@ -144,6 +144,13 @@ class BandStatistics(nn.Module):
         return torch.cat(stats, dim=1)
 
 
+def octave_slopes(levels: torch.Tensor, bands: int) -> torch.Tensor:
+    """(B, bands * k) per-band log statistics (k per band, band-major, as ``BandStatistics`` lays them out) ->
+    (B, (bands - 1) * k): each band's statistics minus the next octave's, the log ratios of neighbouring octaves."""
+    b = levels.reshape(levels.shape[0], bands, -1)
+    return (b[:, :-1] - b[:, 1:]).flatten(1)
+
+
 class SpectralNet(nn.Module):
     def __init__(self, cfg: SpectralConfig) -> None:
         super().__init__()
@@ -166,8 +173,7 @@ class SpectralNet(nn.Module):
         s = self.stats(x)  # (B, [4 chroma +] bands * per_band)
         if self.cfg.statistics == "slopes":  # each band's log statistics minus the next octave's: log ratios
             lead = 4 if self.cfg.chroma else 0
-            b = s[:, lead:].reshape(s.shape[0], self.cfg.bands, self.cfg.per_band)
-            s = torch.cat([s[:, :lead], (b[:, :-1] - b[:, 1:]).flatten(1)], dim=1)
+            s = torch.cat([s[:, :lead], octave_slopes(s[:, lead:], self.cfg.bands)], dim=1)
         return s
 
 
