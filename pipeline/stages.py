@@ -53,7 +53,9 @@ class TrackStage:
     most once, so every tracker advances frame by frame, and the classifier runs once per round. Faces
     lower than the classifier's ``min_face`` are tracked but never scored (``due`` False, their track's
     score unchanged): the artifact says its cue does not hold for them, and a frame whose faces are all
-    that small has no score (the verdict reads it as no face).
+    that small has no score (the verdict reads it as no face). A face that shrinks below it is published
+    with no score while it stays that small, not with the score it had when larger; its track keeps that
+    score and goes on from it if the face grows back.
     """
 
     def __init__(self, classifier: Classifier, cfg: TrackerConfig = TrackerConfig()) -> None:
@@ -69,9 +71,11 @@ class TrackStage:
             faces = Faces.concatenate([self._step(batch, i) for i in rnd])
             t1 = time.perf_counter()
             spent["track"] += t1 - t0
-            if self.classifier.min_face:
-                tall = (faces.xyxy[:, 3] - faces.xyxy[:, 1]) >= self.classifier.min_face
-                faces = replace(faces, due=faces.due & tall)
+            if self.classifier.min_face:  # too small now: not scored, and no score from when it was larger
+                small = (faces.xyxy[:, 3] - faces.xyxy[:, 1]) < self.classifier.min_face
+                nan = np.where(small, np.nan, 0.0)
+                faces = replace(faces, due=faces.due & ~small, p_fake=faces.p_fake + nan,
+                                p_fake_last=faces.p_fake_last + nan)  # fmt: skip
             due = np.flatnonzero(faces.due)  # (k,) rows of ``faces``
             if len(due):
                 crops = crop_faces(images, faces[due], size=self.classifier.input_size,

@@ -56,3 +56,28 @@ def test_a_bad_min_face_in_the_manifest_is_refused(fast_models: Path, tmp_path, 
     models = _models(fast_models, tmp_path, value)
     with pytest.raises(ManifestError, match=r"preprocess.min_face must be a whole number of pixels >= 0"):
         Classifier(models / "deepfake_classifier.onnx")
+
+
+def test_a_face_that_shrinks_below_min_face_loses_its_score_until_it_grows_back(fast_models: Path, tmp_path):
+    import numpy as np
+
+    from pipeline.messages import Batch, Faces, Frame
+    from pipeline.stages import TrackStage
+
+    stage = TrackStage(Classifier(_models(fast_models, tmp_path, 100) / "deepfake_classifier.onnx"))
+    image = np.random.default_rng(0).integers(0, 255, (320, 320, 3), np.uint8)
+    frames = iter(range(10))
+
+    def step(side: float) -> dict:  # one frame, its face detected as a centred square of ``side`` px
+        box = np.array([[160 - side / 2, 160 - side / 2, 160 + side / 2, 160 + side / 2]], np.float32)
+        frame = Frame("s", next(frames), None, 0.0, image)
+        batch = Batch((frame,), 0.0, np.array([True]), 1, faces=Faces.of(box, np.ones(1, np.float32), np.zeros(1)))
+        (face,) = stage.process(batch).faces.to_records()
+        return face
+
+    large = step(140)
+    assert large["p_fake"] is not None  # scored
+    shrunk = step(90)  # the same track (IoU 0.41), now below min_face
+    assert shrunk["track"] == large["track"] and shrunk["p_fake"] is None and shrunk["p_fake_last"] is None
+    back = step(140)
+    assert back["track"] == large["track"] and back["p_fake"] is not None  # scored again, its EMA going on
