@@ -212,12 +212,15 @@ def _fmt(v: Any) -> str:
 
 
 def report_markdown(report: dict[str, Any]) -> str:
-    """The validate report as markdown tables (the model card quotes them)."""
-    lines = ["| held-out set (faces as served) | role | faces | clips | face AUC | clip AUC |",
-             "|---|---|--:|--:|--:|--:|"]  # fmt: skip
+    """The validate report as markdown tables (the model card quotes them). "size-matched": the face AUC between
+    faces of about the same size (``realval.size_matched_auc``); "face size alone": the AUC of the face's size
+    (smaller = fake), what a score that only follows size would reach."""
+    lines = ["| held-out set (faces as served) | role | faces | clips | face AUC | face AUC, size-matched | clip AUC | "
+             "face size alone |", "|---|---|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
     for name, m in report["face_sets"].items():
         lines.append(f"| {name}: {m['what']} | {m['role']} | {m['faces']} | {m['clips']} | {_fmt(m['face_auc'])} | "
-                     f"{_fmt(m['clip_auc'])} |")  # fmt: skip
+                     f"{_fmt(m['face_auc_size_matched'])} | {_fmt(m['clip_auc'])} | "
+                     f"{_fmt(m['size_alone_auc'])} |")  # fmt: skip
     lines += ["", "| videos through `dfwatch watch` | real / fake clips | clip AUC (mean score) | real clips alerted | "
               "fakes caught |", "|---|--:|--:|--:|--:|"]  # fmt: skip
     for name, m in report["video_sets"].items():

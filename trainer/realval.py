@@ -86,6 +86,7 @@ class FaceSet:
     missed: int  # frames or photos where the detector found no face (left out)
     sources: np.ndarray | None = None
     small: int = 0  # faces lower than the classifier's min_face (left out: the service does not score them)
+    heights: np.ndarray | None = None  # (n,) the detector box's height in source pixels (None: not known)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -165,7 +166,7 @@ def load_set(
     if cached is not None and cached.is_file():
         with np.load(cached, allow_pickle=False) as z:
             boxes = {k: z[k] for k in z.files}
-    crops, labels, groups, sources, missed, small, fresh = [], [], [], [], 0, 0, False
+    crops, labels, groups, sources, heights, missed, small, fresh = [], [], [], [], [], 0, 0, False
     for item in todo:
         frames, _ = read_frames(item, frames_per_video)
         key = f"{item.path.relative_to(media).as_posix()}:{item.half}"
@@ -183,6 +184,7 @@ def load_set(
             labels += [item.label] * len(idx)
             groups += [item.group] * len(idx)
             sources += [item.source] * len(idx)
+            heights.append(boxes[key][idx, 3] - boxes[key][idx, 1])
     if fresh and cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(cached.name + ".tmp.npz")
@@ -195,7 +197,7 @@ def load_set(
                     min_face)  # fmt: skip
     images = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
     return FaceSet(name, images, np.asarray(labels, np.int64), np.asarray(groups), missed, np.asarray(sources),
-                   small)  # fmt: skip
+                   small, np.concatenate(heights) if heights else np.zeros(0, np.float32))  # fmt: skip
 
 
 def _best_boxes(detector: Callable[[list[np.ndarray]], Detections], frames: Sequence[np.ndarray]) -> np.ndarray:
@@ -235,14 +237,46 @@ def within_source_auc(labels: np.ndarray, scores: np.ndarray, sources: np.ndarra
     return total / weight if weight else None
 
 
+SIZE_BINS = 5
+
+
+def size_matched_auc(labels: np.ndarray, scores: np.ndarray, heights: np.ndarray | None,
+                     sources: np.ndarray | None = None, bins: int = SIZE_BINS) -> float | None:  # fmt: skip
+    """ROC AUC over the real-fake pairs of faces of about the same size (and source): the faces of each source
+    are cut into ``bins`` bins by the quantiles of their box height, each bin's AUC weighted by its pairs.
+
+    A score that follows the face's size (a small face is upscaled into the crop and looks soft) ranks a set
+    whose fakes are smaller than its reals well for the wrong reason; matched on size, it is at chance.
+    None where no bin holds both classes (or ``heights`` is unknown)."""
+    if heights is None or len(heights) != len(labels):
+        return None
+    total = weight = 0.0
+    groups = np.zeros(len(labels), np.int64) if sources is None else np.unique(sources, return_inverse=True)[1]
+    for g in np.unique(groups):
+        mine = np.flatnonzero(groups == g)
+        edges = np.quantile(heights[mine], np.linspace(0.0, 1.0, bins + 1)[1:-1])
+        strata = np.searchsorted(edges, heights[mine], side="right")  # 0 .. bins - 1
+        for b in np.unique(strata):
+            cell = mine[strata == b]
+            pos, neg = int(labels[cell].sum()), int((labels[cell] == 0).sum())
+            if pos and neg:
+                total += roc_auc(labels[cell], scores[cell]) * pos * neg
+                weight += pos * neg
+    return total / weight if weight else None
+
+
 def measure(face_set: FaceSet, scores: np.ndarray) -> dict[str, float | int | None]:
     """Face-level and clip-level ROC AUC of ``scores`` (n,) P(fake) on ``face_set`` (and face-level within
-    each source, where it mixes sources)."""
+    each source, where it mixes sources, and between faces of about the same size: ``size_matched_auc``).
+    ``size_alone_auc`` is the set's, not the score's: how well the face's size alone (smaller = fake) ranks it."""
     clip_labels, clip_mean = clip_scores(face_set, scores)
     real, fake = scores[face_set.labels == 0], scores[face_set.labels == 1]
     return {"faces": len(face_set), "clips": len(clip_labels), "fake_clips": int(clip_labels.sum()),
             "face_auc": _auc(face_set.labels, scores), "clip_auc": _auc(clip_labels, clip_mean),
             "face_auc_within_source": within_source_auc(face_set.labels, scores, face_set.sources),
+            "face_auc_size_matched": size_matched_auc(face_set.labels, scores, face_set.heights, face_set.sources),
+            "size_alone_auc": None if face_set.heights is None or len(face_set.heights) != len(scores)
+            else within_source_auc(face_set.labels, -face_set.heights.astype(np.float64), face_set.sources),
             "mean_p_fake_real": float(real.mean()) if len(real) else None,
             "mean_p_fake_fake": float(fake.mean()) if len(fake) else None}  # fmt: skip
 

@@ -47,7 +47,7 @@ def test_cues_command_measures_each_cue_on_the_served_crops(tmp_path):
            "--cache", str(tmp_path / "cache"), "--out", str(out), "--threads", "2"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "dfdc_test" in proc.stderr and "face AUC / clip AUC" in proc.stderr
+    assert "dfdc_test" in proc.stderr and "face AUC / face AUC between faces of about the same size" in proc.stderr
     report = json.loads(out.read_text())
     detector = Detector(ROOT / "models" / "face_detector.onnx")
     faces = realval.load_set("dfdc_test", SHARED_DATA, detector, detector_sha=detector.manifest.sha256, size=256,
@@ -55,4 +55,5 @@ def test_cues_command_measures_each_cue_on_the_served_crops(tmp_path):
     for name in ("inner_sharpness", "octave_slope"):
         expected = realval.measure(faces, Cue(name)(faces.images))
         assert report[name]["dfdc_test"]["face_auc"] == pytest.approx(expected["face_auc"])
+        assert report[name]["dfdc_test"]["face_auc_size_matched"] == pytest.approx(expected["face_auc_size_matched"])
         assert report[name]["dfdc_test"]["faces"] == len(faces) > 30

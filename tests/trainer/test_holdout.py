@@ -75,6 +75,12 @@ def test_face_sets_score_the_served_crops(tmp_path):
     assert m["face_auc"] == pytest.approx(expected["face_auc"]) and m["faces"] == len(face_set)
     assert m["role"] == "report" and m["missed_faces"] == face_set.missed and m["small_faces"] == face_set.small
     assert classifier.min_face == 0 or face_set.small > 0  # the pack's min_face leaves out faces it would not score
+    assert m["face_auc_size_matched"] == pytest.approx(expected["face_auc_size_matched"])
+    alerts = {"real_alerted": 0, "real_clips": 0, "fake_caught": 0, "fake_clips": 0}
+    row = next(line for line in holdout.report_markdown({"face_sets": result, "video_sets": {}, "alerts": alerts})
+               .splitlines() if line.startswith("| dfdc_test"))  # fmt: skip
+    cells = [c.strip() for c in row.split("|")[1:-1]]  # set, role, faces, clips, face AUC, size-matched, clip, size
+    assert cells[4:] == [f"{m[k]:.3f}" for k in ("face_auc", "face_auc_size_matched", "clip_auc", "size_alone_auc")]
 
 
 def test_video_sets_count_alerts_and_catches_per_clip():

@@ -98,6 +98,7 @@ def test_celebdf_segments_are_cut_as_served_and_boxes_are_cached(detector, tmp_p
     cut = float(np.median(heights))
     sized = realval.load_set("celebdf_hard", SHARED_DATA, counting, size=64, min_face=cut, **kwargs)
     assert sized.small == int((heights < cut).sum()) > 0 and len(sized) == int((heights >= cut).sum())  # as served
+    np.testing.assert_allclose(np.sort(sized.heights), np.sort(heights[heights >= cut]))  # each served face's size
     assert counting.calls == 28 and sized.missed == 0  # too small is not "no face found"
 
 
@@ -114,6 +115,25 @@ def test_measure_gives_face_and_clip_auc():
     one_class = realval.measure(realval.FaceSet("r", images[:2], np.array([0, 0]), np.array(["a", "b"]), 0),
                                 scores[:2])  # fmt: skip
     assert one_class["face_auc"] is None and one_class["mean_p_fake_fake"] is None
+
+
+def test_size_matched_auc_sees_through_a_score_that_only_follows_the_face_size():
+    # small faces are mostly fake, large ones mostly real: face size alone ranks the set well
+    heights = np.array([100.0] * 4 + [200.0] * 4 + [300.0] * 4)
+    labels = np.array([1, 1, 1, 0, 1, 0, 1, 0, 1, 0, 0, 0])
+    follows_size = 1.0 / heights  # a small face, upscaled into the crop, looks soft
+    assert realval._auc(labels, follows_size) > 0.7
+    assert realval.size_matched_auc(labels, follows_size, heights, bins=3) == pytest.approx(0.5)  # ties in every bin
+    knows = labels + 0.01 * heights / 300  # separates reals from fakes of the same size
+    assert realval.size_matched_auc(labels, knows, heights, bins=3) == 1.0
+    # bins are per source: a source of only small fakes and one of only large reals have no matched pair
+    sources = np.array(["a"] * 6 + ["b"] * 6)
+    assert realval.size_matched_auc(np.array([1] * 6 + [0] * 6), follows_size, heights, sources) is None
+    assert realval.size_matched_auc(labels, follows_size, None) is None
+    face_set = realval.FaceSet("t", np.zeros((12, 8, 8, 3), np.uint8), labels, np.arange(12).astype(str), 0,
+                               heights=heights)  # fmt: skip
+    m = realval.measure(face_set, follows_size)
+    assert m["size_alone_auc"] == pytest.approx(m["face_auc"]) and m["face_auc_size_matched"] is not None
 
 
 def test_selector_scores_a_torch_model_and_selects_on_validation_sets_only(tmp_path):

@@ -21,12 +21,14 @@ def cmd_cues(args: argparse.Namespace) -> int:
                     **holdout.score_sets(cues, detector, args.media, cache=args.cache, sets=sets)}  # fmt: skip
 
     def cell(m: dict) -> str:
-        return " / ".join("-" if m[k] is None else f"{m[k]:.3f}" for k in ("face_auc", "clip_auc"))
+        keys = ("face_auc", "face_auc_size_matched", "clip_auc")
+        return " / ".join("-" if m[k] is None else f"{m[k]:.3f}" for k in keys)
 
-    print(f"{'held-out set':16s} " + " ".join(f"{n:>23s}" for n in names), file=sys.stderr)
+    print(f"{'held-out set':16s} " + " ".join(f"{n:>25s}" for n in names), file=sys.stderr)
     for s in sets:
-        print(f"{s:16s} " + " ".join(f"{cell(report[n][s]):>23s}" for n in names), file=sys.stderr)
-    print("(face AUC / clip AUC; higher score = fake)", file=sys.stderr)
+        print(f"{s:16s} " + " ".join(f"{cell(report[n][s]):>25s}" for n in names), file=sys.stderr)
+    print("(face AUC / face AUC between faces of about the same size / clip AUC; higher score = fake)",
+          file=sys.stderr)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"cues: wrote {args.out}", file=sys.stderr)

@@ -22,8 +22,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     "thresholds": classifier.manifest.thresholds}  # fmt: skip
     report["face_sets"] = holdout.face_sets(classifier, detector, args.media, cache=args.cache)
     for name, m in report["face_sets"].items():
-        print(f"{name:16s} {m['faces']:4d} faces {m['clips']:4d} clips: face AUC {m['face_auc']}, clip AUC "
-              f"{m['clip_auc']}", file=sys.stderr)  # fmt: skip
+        print(f"{name:16s} {m['faces']:4d} faces {m['clips']:4d} clips: face AUC {m['face_auc']} (size-matched "
+              f"{m['face_auc_size_matched']}), clip AUC {m['clip_auc']}", file=sys.stderr)  # fmt: skip
     if not args.skip_videos:
         report["video_sets"] = holdout.video_sets(args.models, args.media, split=args.real_split,
                                                   extra_args=args.watch_args)  # fmt: skip
