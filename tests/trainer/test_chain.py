@@ -86,7 +86,7 @@ def test_compare_protocols_plans_two_stores_one_search_two_fits_and_one_table(tm
                                 "--compare-protocols", "--out", str(tmp_path / "eval")]  # fmt: skip
     assert argv["export"][1] == str(tmp_path / "identity" / "fit" / "checkpoint.pt")
     fit = stage_namespace("fit", argv["fit:paper"], args)
-    assert (fit.epochs, fit.threads, fit.device, fit.resume, fit.batch_size) == (7, 2, "auto", True, 8)
+    assert (fit.epochs, fit.threads, fit.device, fit.resume, fit.batch_size) == (7, 2, "auto", True, None)  # config's
     search = stage_namespace("search", argv["search"], args)
     assert (search.threads, search.n_trials, search.epochs) == (1, 5, 10)  # its own flag wins; defaults stay
     engines = stage_namespace("engines", ["--models", str(tmp_path)], args)

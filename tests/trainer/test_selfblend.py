@@ -173,6 +173,11 @@ def test_fit_and_search_flags_reach_the_training_config(tiny_store, tmp_path, mo
     assert (
         resolve_config(build_parser().parse_args([*argv, "--config", str(best), "--no-self-blend"])).self_blend is False
     )
+    assert resolve_config(build_parser().parse_args(argv)).batch_size == 8  # the paper's
+    best.write_text(json.dumps({"trial": 0, "config": {**CFG.to_dict(), "batch_size": 64}}))
+    assert resolve_config(build_parser().parse_args([*argv, "--config", str(best)])).batch_size == 64  # searched with
+    flag = build_parser().parse_args([*argv, "--config", str(best), "--batch-size", "16"])
+    assert resolve_config(flag).batch_size == 16
 
     bases: list[TrainConfig] = []
 

@@ -12,9 +12,10 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-# The fields a --config file (the search's best_config.json) decides; epochs, batch and seed are fit's own.
+# The fields a --config file (the search's best_config.json) decides, the batch size too (a searched lr was tuned
+# with it; --batch-size still wins); epochs and seed are fit's own.
 CONFIG_FIELDS = ("model", "model_args", "input_size", "lr", "weight_decay", "augment", "self_blend", "capture",
-                 "schedule", "epoch_samples", "stored_share")
+                 "schedule", "epoch_samples", "stored_share", "batch_size")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -53,9 +54,8 @@ def resolve_config(args: argparse.Namespace) -> Any:
     flags = ("input_size", "lr", "augment", "self_blend", "capture", "schedule", "epoch_samples", "stored_share")
     overrides = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     model_args = {**cfg.model_args, **parse_model_args(args.model_arg)}
-    return replace(
-        cfg, **overrides, model_args=model_args, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed
-    )
+    batch_size = cfg.batch_size if args.batch_size is None else args.batch_size  # the config's, else 8
+    return replace(cfg, **overrides, model_args=model_args, epochs=args.epochs, batch_size=batch_size, seed=args.seed)
 
 
 def add_select_options(p: argparse.ArgumentParser) -> None:
@@ -167,7 +167,8 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
                    help="share of each epoch that is the store's own fakes (real tools' outputs from realfaces "
                         "--tools), each beside a real of its source; needs --capture and --epoch-samples")  # fmt: skip
     p.add_argument("--epochs", type=int, default=20, help="epochs in total (default: 20)")
-    p.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="crops per step (default: the config's, else 8, the paper's)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and dropout (default: 0)")
 
 
