@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, SHARED_DATA
-from trainer.cues import Cue
+from trainer.cues import CUES, Cue
 from trainer.errors import TrainerError
 
 
@@ -33,8 +33,27 @@ def test_both_cues_rise_for_a_face_without_its_finest_octave_and_only_the_slope_
     assert slope[1] > slope[0] + 1.0 and slope[2] > slope[0] + 1.0  # its finest octave weak against the next one
     assert sharp[3] > sharp[0] + 0.5  # a dimmer real face looks softer to the sharpness cue
     assert abs(slope[3] - slope[0]) < 0.05  # but not to the slope, a ratio of two octaves
-    with pytest.raises(TrainerError, match=r"unknown cue 'blur'; valid: \['inner_sharpness', 'octave_slope'\]"):
+    with pytest.raises(TrainerError, match=r"unknown cue 'blur'; valid: \['inner_sharpness', 'octave_slope', 'mouth"):
         Cue("blur")
+
+
+def test_mouth_detail_rises_when_the_mouth_is_sharper_than_the_eyes_of_the_same_face():
+    from trainer.cues import EYES, MOUTH
+
+    real = _texture(1, 256)
+    soft = cv2.GaussianBlur(real, (0, 0), 1.2)
+    box = 256 / 1.5  # crop_faces' face box at margin 0.25, centred
+
+    def rows(rect):
+        return slice(int(128 + rect[2] * box), int(128 + rect[3] * box))
+
+    lipsync = soft.copy()
+    lipsync[rows(MOUTH)] = real[rows(MOUTH)]  # a soft face whose mouth was rendered again, sharp
+    blurred_eyes = real.copy()
+    blurred_eyes[rows(EYES)] = soft[rows(EYES)]
+    cue = Cue("mouth_detail")(np.stack([real, soft, lipsync, blurred_eyes]))
+    assert abs(cue[0]) < 0.1 and abs(cue[1]) < 0.1  # sharp or soft all over: the face is its own reference
+    assert cue[2] > cue[0] + 0.5 and cue[3] > cue[0] + 0.5
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "labelled").is_dir(), reason=f"real media missing: {SHARED_DATA}")
@@ -52,7 +71,7 @@ def test_cues_command_measures_each_cue_on_the_served_crops(tmp_path):
     detector = Detector(ROOT / "models" / "face_detector.onnx")
     faces = realval.load_set("dfdc_test", SHARED_DATA, detector, detector_sha=detector.manifest.sha256, size=256,
                              margin=0.25, cache=tmp_path / "cache")  # fmt: skip
-    for name in ("inner_sharpness", "octave_slope"):
+    for name in CUES:
         expected = realval.measure(faces, Cue(name)(faces.images))
         assert report[name]["dfdc_test"]["face_auc"] == pytest.approx(expected["face_auc"])
         assert report[name]["dfdc_test"]["face_auc_size_matched"] == pytest.approx(expected["face_auc_size_matched"])
