@@ -73,9 +73,8 @@ class TrackStage:
             spent["track"] += t1 - t0
             if self.classifier.min_face:  # too small now: not scored, and no score from when it was larger
                 small = (faces.xyxy[:, 3] - faces.xyxy[:, 1]) < self.classifier.min_face
-                nan = np.where(small, np.nan, 0.0)
-                faces = replace(faces, due=faces.due & ~small, p_fake=faces.p_fake + nan,
-                                p_fake_last=faces.p_fake_last + nan)  # fmt: skip
+                faces = replace(faces, due=faces.due & ~small, p_fake=np.where(small, np.nan, faces.p_fake),
+                                p_fake_last=np.where(small, np.nan, faces.p_fake_last))  # fmt: skip
             due = np.flatnonzero(faces.due)  # (k,) rows of ``faces``
             if len(due):
                 crops = crop_faces(images, faces[due], size=self.classifier.input_size,

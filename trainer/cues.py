@@ -35,12 +35,14 @@ MOUTH = (-0.20, 0.20, 0.15, 0.36)
 
 class Cue:
     def __init__(self, name: str, *, input_size: int = 256, crop_margin: float = 0.25) -> None:
-        from trainer.models.spectral import BandStatistics
+        from trainer.models.spectral import BandStatistics, rect_mask
 
         if name not in CUES:
             raise TrainerError(f"unknown cue {name!r}; valid: {list(CUES)}")
         self.name, self.input_size, self.crop_margin = name, input_size, crop_margin
-        self.stats = BandStatistics(input_size, 2, crop_margin, ring=False, chroma=False).eval()
+        regions = [rect_mask(input_size, crop_margin, r) for r in (EYES, MOUTH)] if name == "mouth_detail" else [None]
+        self.stats = [BandStatistics(input_size, 2, crop_margin, ring=False, chroma=False, inner=r).eval()
+                      for r in regions]  # fmt: skip  # the inner face; or the eye band and the mouth
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         import torch
@@ -49,30 +51,10 @@ class Cue:
 
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
-            if self.name == "mouth_detail":
-                return (_slope(x, self.crop_margin, EYES) - _slope(x, self.crop_margin, MOUTH)).double().numpy()
-            s = self.stats(x).double()  # (N, 4): per octave, log mean |band| and log rms of the inner face
-        cue = s[:, 0] if self.name == "inner_sharpness" else octave_slopes(s, 2)[:, 0]  # finest octave / over the next
+            # (N, 4) per region: per octave, log mean |band| and log rms
+            s = [stats(x).double() for stats in self.stats]
+        if self.name == "mouth_detail":  # the eyes' octave slope minus the mouth's (finest over the next octave)
+            eyes, mouth = (-octave_slopes(r, 2)[:, 0] for r in s)
+            return (eyes - mouth).numpy()
+        cue = s[0][:, 0] if self.name == "inner_sharpness" else octave_slopes(s[0], 2)[:, 0]
         return -cue.numpy()
-
-
-def _slope(x, margin: float, rect: tuple[float, float, float, float]):
-    """(N, 3, S, S) in [0, 1] -> (N,): log mean |next octave| minus log mean |finest octave| of the grey crop
-    inside ``rect`` (face-box units): high where the finest octave is weak, as ``octave_slope``."""
-    import torch
-    from torch.nn import functional as f
-
-    from trainer.models.spectral import EPS
-
-    size = x.shape[-1]
-    c = (torch.arange(size, dtype=torch.float32) + 0.5 - size / 2) / (size / (1 + 2 * margin))  # box units
-    x0, x1, y0, y1 = rect
-    w = ((c[:, None] >= y0) & (c[:, None] <= y1) & (c[None, :] >= x0) & (c[None, :] <= x1)).float()[None, None]
-    p = (x * torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)).sum(dim=1, keepdim=True)
-    levels = []
-    for _ in range(2):
-        low = f.avg_pool2d(p, 2)
-        band = (p - f.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)).abs()
-        levels.append(torch.log((band * w).sum(dim=(1, 2, 3)) / w.sum() + EPS))
-        p, w = low, f.avg_pool2d(w, 2)
-    return levels[1] - levels[0]

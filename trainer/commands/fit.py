@@ -51,11 +51,11 @@ def resolve_config(args: argparse.Namespace) -> Any:
         cfg = replace(cfg, **{k: getattr(loaded, k) for k in CONFIG_FIELDS})
     if args.model is not None and args.model != cfg.model:
         cfg = replace(cfg, model=args.model, model_args={})  # the config's args belong to its own model
-    flags = ("input_size", "lr", "augment", "self_blend", "capture", "schedule", "epoch_samples", "stored_share")
+    flags = ("input_size", "lr", "augment", "self_blend", "capture", "schedule", "epoch_samples", "stored_share",
+             "batch_size")  # fmt: skip
     overrides = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     model_args = {**cfg.model_args, **parse_model_args(args.model_arg)}
-    batch_size = cfg.batch_size if args.batch_size is None else args.batch_size  # the config's, else 8
-    return replace(cfg, **overrides, model_args=model_args, epochs=args.epochs, batch_size=batch_size, seed=args.seed)
+    return replace(cfg, **overrides, model_args=model_args, epochs=args.epochs, seed=args.seed)
 
 
 def add_select_options(p: argparse.ArgumentParser) -> None:

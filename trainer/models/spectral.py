@@ -93,24 +93,37 @@ class SpectralConfig:
         return SpectralNet(self)
 
 
+def _box_units(size: int, margin: float) -> torch.Tensor:
+    """(size,) pixel centres of a crop side in face-box units from the crop's centre (crop_faces' box at ``margin``)."""
+    return (torch.arange(size, dtype=torch.float32) + 0.5 - size / 2) / (size / (1 + 2 * margin))
+
+
 def _ellipse(size: int, margin: float, half_w: float, half_h: float, down: float = 0.0) -> torch.Tensor:
     """(size, size) float mask of an ellipse in face-box units, centred in the crop (``down``: shifted down)."""
-    box = size / (1 + 2 * margin)
-    c = (torch.arange(size, dtype=torch.float32) + 0.5 - size / 2) / box  # pixel centres, box units
+    c = _box_units(size, margin)
     y, x = c[:, None] - down, c[None, :]
     return ((x / half_w) ** 2 + (y / half_h) ** 2 <= 1.0).float()
+
+
+def rect_mask(size: int, margin: float, rect: tuple[float, float, float, float]) -> torch.Tensor:
+    """(size, size) float mask of the rectangle ``rect`` = (x0, x1, y0, y1) in face-box units, y down."""
+    c = _box_units(size, margin)
+    x0, x1, y0, y1 = rect
+    return ((c[:, None] >= y0) & (c[:, None] <= y1) & (c[None, :] >= x0) & (c[None, :] <= x1)).float()
 
 
 class BandStatistics(nn.Module):
     """(B, 3, S, S) in [0, 1] -> (B, F) statistics (module docstring): the chroma difference (R-G, B-G) signed and
     absolute (``chroma=True``), then per band the log mean |band| and log rms of the inner face (and of the ring,
-    ``ring=True``)."""
+    ``ring=True``). ``inner`` (S, S) replaces the inner-face ellipse with another region of the face."""
 
-    def __init__(self, size: int, bands: int, margin: float, *, ring: bool = True, chroma: bool = True) -> None:
+    def __init__(self, size: int, bands: int, margin: float, *, ring: bool = True, chroma: bool = True,
+                 inner: torch.Tensor | None = None) -> None:  # fmt: skip
         super().__init__()
         self.bands, self.use_ring, self.use_chroma = bands, ring, chroma
         self.register_buffer("grey", torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1))
-        self.register_buffer("inner", _ellipse(size, margin, *INNER)[None, None])  # (1, 1, S, S)
+        inner = _ellipse(size, margin, *INNER) if inner is None else inner
+        self.register_buffer("inner", inner[None, None])  # (1, 1, S, S)
         ring = _ellipse(size, margin, *RING[1]) * (1.0 - _ellipse(size, margin, *RING[0]))
         self.register_buffer("ring", ring[None, None])
 
