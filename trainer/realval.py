@@ -250,19 +250,13 @@ def size_matched_auc(labels: np.ndarray, scores: np.ndarray, heights: np.ndarray
     None where no bin holds both classes (or ``heights`` is unknown)."""
     if heights is None or len(heights) != len(labels):
         return None
-    total = weight = 0.0
+    strata = np.zeros(len(labels), np.int64)  # (n,) source * bins + size bin, each source binned on its own faces
     groups = np.zeros(len(labels), np.int64) if sources is None else np.unique(sources, return_inverse=True)[1]
     for g in np.unique(groups):
         mine = np.flatnonzero(groups == g)
         edges = np.quantile(heights[mine], np.linspace(0.0, 1.0, bins + 1)[1:-1])
-        strata = np.searchsorted(edges, heights[mine], side="right")  # 0 .. bins - 1
-        for b in np.unique(strata):
-            cell = mine[strata == b]
-            pos, neg = int(labels[cell].sum()), int((labels[cell] == 0).sum())
-            if pos and neg:
-                total += roc_auc(labels[cell], scores[cell]) * pos * neg
-                weight += pos * neg
-    return total / weight if weight else None
+        strata[mine] = g * bins + np.searchsorted(edges, heights[mine], side="right")  # bins 0 .. bins - 1
+    return within_source_auc(labels, scores, strata)
 
 
 def measure(face_set: FaceSet, scores: np.ndarray) -> dict[str, float | int | None]:
@@ -271,12 +265,14 @@ def measure(face_set: FaceSet, scores: np.ndarray) -> dict[str, float | int | No
     ``size_alone_auc`` is the set's, not the score's: how well the face's size alone (smaller = fake) ranks it."""
     clip_labels, clip_mean = clip_scores(face_set, scores)
     real, fake = scores[face_set.labels == 0], scores[face_set.labels == 1]
+    heights = (None if face_set.heights is None or len(face_set.heights) != len(scores)
+               else face_set.heights.astype(np.float64))  # fmt: skip
     return {"faces": len(face_set), "clips": len(clip_labels), "fake_clips": int(clip_labels.sum()),
             "face_auc": _auc(face_set.labels, scores), "clip_auc": _auc(clip_labels, clip_mean),
             "face_auc_within_source": within_source_auc(face_set.labels, scores, face_set.sources),
-            "face_auc_size_matched": size_matched_auc(face_set.labels, scores, face_set.heights, face_set.sources),
-            "size_alone_auc": None if face_set.heights is None or len(face_set.heights) != len(scores)
-            else within_source_auc(face_set.labels, -face_set.heights.astype(np.float64), face_set.sources),
+            "face_auc_size_matched": size_matched_auc(face_set.labels, scores, heights, face_set.sources),
+            "size_alone_auc": None if heights is None else within_source_auc(face_set.labels, -heights,
+                                                                              face_set.sources),
             "mean_p_fake_real": float(real.mean()) if len(real) else None,
             "mean_p_fake_fake": float(fake.mean()) if len(fake) else None}  # fmt: skip
 

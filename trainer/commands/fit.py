@@ -51,8 +51,8 @@ def resolve_config(args: argparse.Namespace) -> Any:
         cfg = replace(cfg, **{k: getattr(loaded, k) for k in CONFIG_FIELDS})
     if args.model is not None and args.model != cfg.model:
         cfg = replace(cfg, model=args.model, model_args={})  # the config's args belong to its own model
-    flags = ("input_size", "lr", "augment", "self_blend", "capture", "schedule", "epoch_samples", "stored_share",
-             "batch_size")  # fmt: skip
+    # each config field's flag wins where given; model is handled above, model_args merged below, weight_decay has none
+    flags = [k for k in CONFIG_FIELDS if k not in ("model", "model_args", "weight_decay")]
     overrides = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     model_args = {**cfg.model_args, **parse_model_args(args.model_arg)}
     return replace(cfg, **overrides, model_args=model_args, epochs=args.epochs, seed=args.seed)
