@@ -11,6 +11,9 @@ Presets:
   scale, Gaussian noise, CLAHE.
 - ``broadcast``: ``paper`` plus JPEG recompression and downscaling, as broadcast feeds
   are recompressed and rescaled before dfwatch sees them.
+- ``flip``: a horizontal flip, nothing else: for fine-tuning with capture simulation
+  (trainer.capture), which already draws the size and the codec; an upside-down face or a
+  redrawn histogram is no view a feed shows.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-PRESETS = ("none", "paper", "broadcast")
+PRESETS = ("none", "paper", "broadcast", "flip")
 
 Augment = Callable[[np.ndarray], np.ndarray]
 
@@ -45,6 +48,10 @@ def _broadcast(A: Any) -> list[Any]:
         A.ImageCompression(compression_type="jpeg", quality_range=(40, 90), p=0.5),
         A.Downscale(scale_range=(0.5, 0.9), p=0.3),
     ]
+
+
+def _flip(A: Any) -> list[Any]:
+    return [A.HorizontalFlip(p=0.5)]
 
 
 class _Albumentations:
@@ -91,7 +98,7 @@ def build_augment(preset: str = "paper", *, seed: int | None = None) -> Augment:
         return _identity
     import albumentations as A
 
-    transforms = _paper(A) if preset == "paper" else _broadcast(A)
+    transforms = {"paper": _paper, "broadcast": _broadcast, "flip": _flip}[preset](A)
     return _Albumentations(preset, transforms, seed)
 
 

@@ -37,6 +37,7 @@ CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adam", "adamw")
 PRECISE_BN_BATCHES = 32  # train batches whose statistics replace BatchNorm's running averages after each epoch
 
 
@@ -47,8 +48,10 @@ class TrainConfig:
     model: str = "paper_cnn"  # registered architecture (trainer.models.list_models())
     model_args: dict[str, Any] = field(default_factory=dict)  # overrides of the architecture's config
     input_size: int | None = None  # network input side; None = the store's crop size
-    lr: float = 1e-3  # Adam learning rate
-    weight_decay: float = 0.0  # Adam weight decay
+    lr: float = 1e-3  # learning rate (of the head, where the model names one: see backbone_lr)
+    weight_decay: float = 0.0  # weight decay (Adam: L2 in the gradient; AdamW: decoupled)
+    optimizer: str = "adam"  # "adam" (the paper) or "adamw" (fine-tuning a pretrained backbone)
+    backbone_lr: float = 1.0  # learning rate of a pretrained model's backbone, as a fraction of lr (head_prefixes)
     augment: str = "none"  # on-the-fly augmentation preset of the train split (trainer.augment)
     epochs: int = 20  # epochs to train in total (a resumed run trains the rest)
     batch_size: int = 8  # crops per optimiser step
@@ -79,6 +82,10 @@ class TrainConfig:
         if self.stored_share and not (self.capture and self.epoch_samples):
             raise FitError("stored_share draws the store's fakes into each epoch's pairs: it needs capture and "
                            "epoch_samples")  # fmt: skip
+        if self.optimizer not in OPTIMIZERS:
+            raise FitError(f"unknown optimizer {self.optimizer!r}; valid: {list(OPTIMIZERS)}")
+        if not 0.0 < self.backbone_lr <= 1.0:
+            raise FitError(f"backbone_lr is a fraction of lr in (0, 1], got {self.backbone_lr}")
         if self.schedule not in SCHEDULES:
             raise FitError(f"unknown schedule {self.schedule!r}; valid: {list(SCHEDULES)}")
         if self.capture and not self.self_blend:
@@ -216,6 +223,24 @@ def make_loader(
                       generator=generator, persistent_workers=False)  # fmt: skip
 
 
+def make_optimizer(model: Any, cfg: TrainConfig) -> Any:
+    """Adam or AdamW over the trainable parameters. A model whose ``head_prefixes`` name its head (a pretrained
+    backbone under a new head) gets two groups: the head at ``cfg.lr``, the rest at ``cfg.lr * cfg.backbone_lr``
+    (each group's ``lr_scale``, which the schedule multiplies)."""
+    import torch
+
+    heads = tuple(getattr(model, "head_prefixes", ()))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise FitError(f"model {cfg.model!r} has no trainable parameter (all frozen?)")
+    head = [p for n, p in named if heads and n.startswith(heads)]
+    body = [p for n, p in named if not (heads and n.startswith(heads))]
+    groups = [{"params": ps, "lr": cfg.lr * scale, "lr_scale": scale}
+              for ps, scale in ((body, cfg.backbone_lr if heads else 1.0), (head, 1.0)) if ps]  # fmt: skip
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def lr_factor(schedule: str, progress: float, *, epochs: int) -> float:
     """The learning rate's multiplier at ``progress`` epochs into a run of ``epochs`` (0 <= progress <= epochs)."""
     if schedule == "constant":
@@ -287,14 +312,14 @@ def precise_bn(model: Any, loader: Any, *, device: str, batches: int = PRECISE_B
     Returns False (and changes nothing) for a model without BatchNorm."""
     import torch
 
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    model.train()  # a frozen part of the model stays in eval mode: its statistics are kept as loaded
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
     if not norms:
         return False
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
-    model.train()
     with torch.no_grad():
         for k, (x, _) in enumerate(loader):
             if k >= batches:
@@ -408,7 +433,7 @@ def fit(
                        f"margin {info['crop_margin']}; pass --model-arg margin={info['crop_margin']}")
     if dev == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"epoch": 0, "val_loss": float("inf"), "select": -float("inf"), "model": None}
     if resume:
@@ -451,7 +476,8 @@ def fit(
 
         def set_lr(fraction: float, epoch: int = epoch) -> None:
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg.schedule, epoch - 1 + fraction, epochs=cfg.epochs)
+                factor = lr_factor(cfg.schedule, epoch - 1 + fraction, epochs=cfg.epochs)
+                group["lr"] = cfg.lr * group.get("lr_scale", 1.0) * factor
 
         train_loss, train_acc = train_one_epoch(model, train, optimizer, device=dev, desc=desc, progress=progress,
                                                 set_lr=set_lr)  # fmt: skip

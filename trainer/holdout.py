@@ -9,7 +9,9 @@ Two views of the labelled sets of ``../shared/data`` (trainer.realval):
   decode, detect, track, classify, smooth, verdict at the shipped thresholds): per clip the mean
   raw face score and whether the verdict ever turned FAKE; per set the clip-level AUC of the
   mean score, the share of real clips that ever alerted and the share of fakes caught. The
-  held-out real clips (``real_videos`` of the ``test`` split) join them, to count false alerts.
+  held-out real clips (``real_videos`` of the ``test`` split) join them, to count false alerts,
+  as they are (``real_clips``) and under five broadcast conditions (``real_broadcast``,
+  trainer.conditions: heavy compression, SD upscaled, sharpened, denoised, smaller).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from trainer.metrics import roc_auc
 
 logger = logging.getLogger(__name__)
 
-VIDEO_SETS = ("celebdf_hard", "deeperforensics", "lipsync", "deepfacelive", "real_clips")
+VIDEO_SETS = ("celebdf_hard", "deeperforensics", "lipsync", "deepfacelive", "real_clips", "real_broadcast")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,11 @@ def clips(name: str, media: Path, work: Path, *, split: str = "test") -> list[Cl
     ``real_clips`` are the ``real_videos`` clips of ``split`` (all real)."""
     if name == "real_clips":
         return [Clip(s.path, 0, s.rel) for s in realmedia.real_videos(media) if s.split == split]
+    if name == "real_broadcast":
+        from trainer import conditions
+
+        real = [s.path for s in realmedia.real_videos(media) if s.split == split]
+        return [Clip(path, 0, what) for path, what in conditions.variants(real, work / "broadcast").items()]
     if name not in VIDEO_SETS:
         raise TrainerError(f"unknown video set {name!r}; valid: {list(VIDEO_SETS)}")
     out = []
@@ -89,10 +96,15 @@ def clips(name: str, media: Path, work: Path, *, split: str = "test") -> list[Cl
     return out
 
 
-def calibration_clips(media: Path) -> tuple[list[Path], list[Path]]:
+def calibration_clips(media: Path, work: Path | None = None) -> tuple[list[Path], list[Path]]:
     """(real, fake) videos that set the verdict thresholds (`dfwatch-train calibrate`), apart from what
-    ``video_sets`` reports alerts on: the ``val`` real_videos clips and the Celeb-DF hard segments' fakes."""
+    ``video_sets`` reports alerts on: the ``val`` real_videos clips (with ``work``, also under every broadcast
+    condition, written there) and the Celeb-DF hard segments' fakes."""
     real = [s.path for s in realmedia.real_videos(media) if s.split == "val"]
+    if work is not None:
+        from trainer import conditions
+
+        real += list(conditions.variants(real, work / "broadcast"))
     fake = [i.path for i in realval.items("celebdf_hard", media) if i.label == 1]
     return real, fake
 

@@ -284,7 +284,7 @@ class RealFakeValidator:
     """``validator(model) -> {"select": ..., "<set>_face_auc": ..., "<set>_clip_auc": ...}`` for ``fit(select=...)``.
 
     Loads the held-out sets once (crops at the model's input size, detector boxes cached). The
-    selection score is the mean face-level AUC within source over the ``select`` sets; the other
+    selection score is the lowest face-level AUC within source over the ``select`` sets (the worst decides); the other
     sets are measured and recorded alongside, never used to pick.
     """
 
@@ -337,5 +337,5 @@ class RealFakeValidator:
             for key in ("face_auc", "clip_auc", *(["face_auc_within_source"] if mixed else [])):
                 record[f"{name}_{key}"] = float("nan") if m[key] is None else float(m[key])
         within = [record.get(f"{n}_face_auc_within_source", record[f"{n}_face_auc"]) for n in self.select]
-        record["select"] = float(np.mean(within))
+        record["select"] = float(np.min(within))  # the worst set decides: a mean lets one set hide another
         return record

@@ -34,9 +34,10 @@ from trainer.fit import FitError, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("paper_cnn", "efficientnet", "rescnn", "spectral")
+FAMILIES = ("paper_cnn", "efficientnet", "efficientnet_lite", "rescnn", "spectral")
 # = trainer.models.efficientnet.VARIANTS, repeated so that building the CLI parser never imports torch
 EFFICIENTNET_VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
+LITE_VARIANTS = ("lite0", "lite1", "lite2")  # = trainer.models.efficientnet_lite.PARAMS, ImageNet-pretrained
 PRUNERS = ("median", "hyperband", "none")
 CNN_FILTERS = (16, 32, 64, 128)
 CNN_DENSE = (0, 64, 128, 256)
@@ -93,8 +94,9 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
     ``cnn_kernel``, ``cnn_pool_type``, ``cnn_pool_every`` (only with 2 blocks; deeper stacks pool
     after every block), ``cnn_dense_units`` (only with 3+ blocks, to bound the dense layer),
     ``cnn_dropout_conv``, ``cnn_dropout_dense``, ``cnn_batch_norm`` (when the space allows both);
-    efficientnet: ``efficientnet_variant``, ``efficientnet_dropout``; rescnn: ``res_stages``,
-    ``res_stem``, ``res_width``, ``res_blocks``, ``res_srm``, ``res_dropout``, ``res_pool``; spectral:
+    efficientnet: ``efficientnet_variant``, ``efficientnet_dropout``; efficientnet_lite (ImageNet weights,
+    AdamW): ``lite_variant``, ``lite_frozen_stages`` (0-3), ``lite_dropout``, ``lite_backbone_lr``; rescnn:
+    ``res_stages``, ``res_stem``, ``res_width``, ``res_blocks``, ``res_srm``, ``res_dropout``, ``res_pool``; spectral:
     ``spec_bands`` (2-4), ``spec_regions``, ``spec_chroma``, ``spec_statistics``, ``spec_hidden``,
     ``spec_dropout``; all: ``lr``,
     ``augment``, and ``input_size`` when the space lists sizes.
@@ -149,6 +151,13 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
                 "dropout": trial.suggest_float("spec_dropout", 0.0, 0.3),
             },
         )
+    elif family == "efficientnet_lite":  # fine-tuned from ImageNet: AdamW, a slower backbone, early stages frozen
+        variant = trial.suggest_categorical("lite_variant", list(LITE_VARIANTS))
+        model, args = f"efficientnet_{variant}", {
+            "frozen_stages": trial.suggest_int("lite_frozen_stages", 0, 3),
+            "dropout": trial.suggest_float("lite_dropout", 0.1, 0.5),
+        }
+        base = replace(base, optimizer="adamw", backbone_lr=trial.suggest_float("lite_backbone_lr", 0.1, 1.0, log=True))
     else:
         variant = trial.suggest_categorical("efficientnet_variant", list(space.efficientnet_variants))
         model, args = f"efficientnet_{variant}", {"dropout": trial.suggest_float("efficientnet_dropout", 0.1, 0.5)}

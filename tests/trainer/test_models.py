@@ -110,9 +110,8 @@ def test_rescnn_srm_front_end_is_fixed_high_pass_of_the_grey_image():
 
 
 def test_unknown_model_lists_the_valid_ones():
-    assert {"paper_cnn", "paper_cnn_deep", "rescnn", "spectral"} | {f"efficientnet_b{i}" for i in range(8)} == set(
-        list_models()
-    )
+    families = {"paper_cnn", "paper_cnn_deep", "rescnn", "spectral"} | {f"efficientnet_b{i}" for i in range(8)}
+    assert families | {f"efficientnet_lite{i}" for i in range(3)} == set(list_models())
     with pytest.raises(ModelConfigError, match=r"unknown model 'resnet9'; valid: \['efficientnet_b0'.*'paper_cnn'"):
         create_model("resnet9")
 
@@ -145,7 +144,8 @@ def test_bad_configs_name_the_value_and_the_valid_options(name, overrides, messa
     ("name", "size", "args"),
     [("paper_cnn", 48, {}), ("paper_cnn_deep", 64, {}), ("efficientnet_b0", 64, {}), ("rescnn", 64, {}),
      ("rescnn", 64, {"pool": "lse"}), ("spectral", 64, {"bands": 3}), ("spectral", 64, {"bands": 3, "hidden": 8}),
-     ("spectral", 64, {"bands": 3, "statistics": "slopes", "chroma": False})],
+     ("spectral", 64, {"bands": 3, "statistics": "slopes", "chroma": False}),
+     ("efficientnet_lite0", 64, {"pretrained": False})],
     # fmt: skip
 )
 def test_registered_models_export_to_onnx_and_score_through_engines(tmp_path, name, size, args):

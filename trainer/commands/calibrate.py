@@ -1,7 +1,8 @@
 """dfwatch-train calibrate: the model pack's verdict thresholds from held-out real clips and validation fakes.
 
 Runs ``dfwatch watch`` on the ``real_videos`` clips of the ``val`` split (real footage no training
-row came from, and not the ``test`` clips that `dfwatch-train validate` counts false alerts on)
+row came from, and not the ``test`` clips that `dfwatch-train validate` counts false alerts on),
+as they are and under five broadcast conditions (trainer.conditions; written once into ``--work``),
 and on the Celeb-DF hard segments' fakes (validation-only material), keeps the verdict lines in
 ``--work``, then lets ``dfwatch calibrate`` replay them and write the thresholds into the
 classifier's manifest.
@@ -18,7 +19,7 @@ from pathlib import Path
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from trainer import holdout
 
-    real, fake = holdout.calibration_clips(args.media)
+    real, fake = holdout.calibration_clips(args.media, None if args.no_broadcast else args.work)
     paths = {"real": args.work / "calibrate-real.jsonl", "fake": args.work / "calibrate-fake.jsonl"}
     for kind, videos in (("real", real), ("fake", fake)):
         print(f"calibrate: {len(videos)} {kind} clips through dfwatch watch", file=sys.stderr)
@@ -40,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work", type=Path, default=Path("runs/calibrate"), help="where the verdict lines are kept")
     p.add_argument("--margin", type=float, default=0.05, help="added above the reals' highest quiet threshold")
     p.add_argument("--dry-run", action="store_true", help="print the thresholds, leave the manifest alone")
+    p.add_argument("--no-broadcast", action="store_true",
+                   help="the val real clips only as they are, not also under the broadcast conditions")  # fmt: skip
     p.add_argument("--watch-args", nargs=argparse.REMAINDER, default=[],
                    help="extra `dfwatch watch` flags (last on the line)")  # fmt: skip
     p.set_defaults(func=cmd_calibrate)

@@ -14,8 +14,8 @@ logger = logging.getLogger(__name__)
 
 # The fields a --config file (the search's best_config.json) decides, the batch size too (a searched lr was tuned
 # with it; --batch-size still wins); epochs and seed are fit's own.
-CONFIG_FIELDS = ("model", "model_args", "input_size", "lr", "weight_decay", "augment", "self_blend", "capture",
-                 "schedule", "epoch_samples", "stored_share", "batch_size")
+CONFIG_FIELDS = ("model", "model_args", "input_size", "lr", "weight_decay", "optimizer", "backbone_lr", "augment",
+                 "self_blend", "capture", "schedule", "epoch_samples", "stored_share", "batch_size")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -51,8 +51,8 @@ def resolve_config(args: argparse.Namespace) -> Any:
         cfg = replace(cfg, **{k: getattr(loaded, k) for k in CONFIG_FIELDS})
     if args.model is not None and args.model != cfg.model:
         cfg = replace(cfg, model=args.model, model_args={})  # the config's args belong to its own model
-    # each config field's flag wins where given; model is handled above, model_args merged below, weight_decay has none
-    flags = [k for k in CONFIG_FIELDS if k not in ("model", "model_args", "weight_decay")]
+    # each config field's flag wins where given; model is handled above, model_args merged below
+    flags = [k for k in CONFIG_FIELDS if k not in ("model", "model_args")]
     overrides = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     model_args = {**cfg.model_args, **parse_model_args(args.model_arg)}
     return replace(cfg, **overrides, model_args=model_args, epochs=args.epochs, seed=args.seed)
@@ -140,6 +140,12 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--input-size", type=int, default=None, help="network input side (default: the store's crop size)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-3, or the config's)")
+    p.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: 0, or the config's)")
+    p.add_argument("--optimizer", choices=("adam", "adamw"), default=None,
+                   help="adam (the paper) or adamw (fine-tuning); default: adam, or the config's")  # fmt: skip
+    p.add_argument("--backbone-lr", type=float, default=None, metavar="F",
+                   help="a pretrained backbone's learning rate as a fraction of --lr (its new head gets --lr); "
+                   "default: 1, or the config's")  # fmt: skip
     p.add_argument(
         "--augment",
         default=None,

@@ -9,7 +9,7 @@ face at native resolution, a small learned head).
 
 from __future__ import annotations
 
-from trainer.models import efficientnet, paper_cnn, rescnn, spectral  # noqa: F401  (registers the families)
+from trainer.models import efficientnet, efficientnet_lite, paper_cnn, rescnn, spectral  # noqa: F401  (registers)
 from trainer.models._registry import (
     ModelConfig,
     ModelConfigError,
