@@ -166,6 +166,89 @@ def test_a_pt2_that_would_unpickle_code_is_refused_before_torch_loads_it(models_
     raw = json.loads(manifest_path(artifact).read_text())
     raw["sha256"] = sha256_file(artifact)  # an attacker replaces both files
     manifest_path(artifact).write_text(json.dumps(raw))
-    with pytest.raises(ModelLoadError, match=r"sample_inputs/model.pt is a pickle that does not load as plain data"):
+    with pytest.raises(ModelLoadError, match=r"sample_inputs/model.pt holds \d+ bytes of sample inputs, a pickle"):
         Classifier(artifact)
+    assert not marker.exists()
+
+
+def _tamper(artifact: Path, *, add: dict[str, bytes], constants: dict | None = None) -> None:
+    """Rewrite the ``.pt2`` at ``artifact`` with members ``add`` (``ROOT`` in a name: the archive's root folder)
+    and ``constants`` entries added to its constants config, and its manifest's sha256 with it (an attacker
+    replaces both)."""
+    import json
+    import zipfile
+
+    tampered = artifact.with_suffix(".tampered")
+    with zipfile.ZipFile(artifact) as src, zipfile.ZipFile(tampered, "w") as out:
+        root = src.namelist()[0].split("/", 1)[0]
+        for info in src.infolist():
+            data = src.read(info)
+            if constants and info.filename.endswith("_constants_config.json"):
+                config = json.loads(data)
+                config["config"].update(constants)
+                data = json.dumps(config).encode()
+            out.writestr(info, data)
+        for name, data in add.items():
+            out.writestr(name.replace("ROOT", root), data)
+    tampered.replace(artifact)
+    raw = json.loads(manifest_path(artifact).read_text())
+    raw["sha256"] = sha256_file(artifact)
+    manifest_path(artifact).write_text(json.dumps(raw))
+
+
+def _opaque_constant(payload: bytes) -> dict:
+    """A constants-config entry that sends ``payload`` to torch's ``pickle.loads`` (opaque objects are unpickled
+    whatever the entry's ``use_pickle`` says; a tensor_meta gets it past torch's own checks)."""
+    meta = {
+        "dtype": 1,  # uint8: any payload length is a whole number of elements
+        "sizes": [{"as_int": len(payload)}],
+        "strides": [{"as_int": 1}],
+        "storage_offset": {"as_int": 0},
+        "requires_grad": False,
+        "device": {"type": "cpu", "index": None},
+        "layout": 7,
+    }
+    return {"opaque": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": False, "tensor_meta": meta}}
+
+
+def test_a_pt2_with_an_opaque_object_constant_is_refused_and_its_payload_never_runs(models_copy: Path, tmp_path: Path):
+    """Issue 23 item 2: torch.export.load unpickles ``opaque_obj_*`` constants with ``pickle.loads`` before the load
+    fails; the old check looked only at ``use_pickle`` and ``.pt``/``.pkl`` members, so the payload ran."""
+    import pickle
+
+    marker = tmp_path / "code-ran"
+    payload = pickle.dumps(_Marker(marker))
+    artifact = models_copy / "deepfake_classifier.pt2"
+    _tamper(artifact, add={"ROOT/data/constants/opaque_obj_0": payload}, constants=_opaque_constant(payload))
+    with pytest.raises(ModelLoadError, match=r"entry 'opaque' .*opaque_obj_0.* is not a raw tensor payload"):
+        Classifier(artifact)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("member", "refused"),
+    [
+        ("ROOT/data/constants/opaque_obj_0", r"member '[^']*data/constants/opaque_obj_0' is not one"),
+        ("ROOT/data/constants/custom_obj_0", r"member '[^']*data/constants/custom_obj_0' is not one"),
+        ("ROOT/data/weights/model.pt", r"member '[^']*data/weights/model.pt' is not one"),  # legacy: weights_only=False
+        ("ROOT/data/weights/payload.pkl", r"member '[^']*payload.pkl' is not one"),
+        ("ROOT/extra/module_info.json", r"member '[^']*extra/module_info.json' is not one"),
+        ("ROOT/data/aotinductor/model/model.so", r"member '[^']*model.so' is not one"),
+        ("other/data/weights/weight_0", r"has one root folder"),
+        ("ROOT/data/weights/weight_0", r"appear twice"),
+    ],
+)
+def test_only_the_members_of_a_weights_only_export_are_allowed(models_copy: Path, tmp_path: Path, member, refused):
+    """An allow-list, not a denylist: any member a weights-only ``torch.export.save`` does not write is refused
+    before torch opens the archive, and the payload (a pickle that would write a marker) never runs."""
+    import pickle
+    import warnings
+
+    marker = tmp_path / "code-ran"
+    artifact = models_copy / "face_detector.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate name it is asked to write
+        _tamper(artifact, add={member: pickle.dumps(_Marker(marker))})
+    with pytest.raises(ModelLoadError, match=refused):
+        Detector(artifact)
     assert not marker.exists()
