@@ -5,8 +5,15 @@ control hash. Before a stream starts, ``SourcePolicy.admit`` checks it:
 
 - the URL is at most ``max_url_length`` characters and holds no control characters;
 - a URL's scheme (``rtsp://``, or FFmpeg's ``proto:`` form such as ``concat:`` or ``pipe:``) is
-  one of ``allow_schemes`` (default rtsp, rtsps, http, https); ``listen`` options, which would
-  make FFmpeg open a listening socket, are refused;
+  one of ``allow_schemes`` (default rtsp, rtsps, http, https). Its options are read as FFmpeg
+  reads them (``ffmpeg_url_options``: everything after the first ``?``, split at ``&``, a ``#``
+  included), and a ``#`` is refused outright; a ``listen`` option or SRT's ``mode=listener`` /
+  ``rendezvous``, which would make FFmpeg open a listening socket, is refused;
+- a UDP source (``udp``, ``udplite``, ``rtp``, where an operator allows them) receives, so it binds
+  a local address: FFmpeg binds the wildcard (every interface) for any unicast host. Its host (or
+  its ``localaddr`` option) must be an IP address that is not the wildcard, and FFmpeg is told to
+  bind exactly that (``localaddr``); a multicast group binds the group. ``udp_bind_any`` allows
+  the wildcard;
 - anything else is a local path. With ``allow_dirs`` empty (the default) local files come only
   from the operator, never from the control hash; with folders listed, a local file from any
   origin must resolve (symlinks followed) to a file inside one of them. It must be a regular file
@@ -26,14 +33,15 @@ cannot reach addresses inside the cluster other than Redis and DNS.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 import stat
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from pipeline.errors import ConfigError
 
@@ -52,7 +60,7 @@ _PROTOCOLS = {
 }
 _TLS_SCHEMES = ("https", "rtsps")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.,-]*):")  # FFmpeg's own test for "this names a protocol"
-_LISTEN = re.compile(r"(?:^|[?&])listen(?:=|&|$)", re.IGNORECASE)
+_UDP_SCHEMES = ("udp", "udplite", "rtp")  # FFmpeg protocols that bind a local UDP port to receive
 
 
 class Origin(str, Enum):
@@ -69,6 +77,7 @@ class SourcePolicy:
     max_url_length: int = 2048  # longer URLs (and paths) are refused
     max_pixels: int = 3840 * 2160  # largest frame (width x height) a decoder accepts; memory per frame is 3x this
     ca_file: Path | None = None  # PEM bundle of CAs for https/rtsps instead of the system's (self-signed cameras)
+    udp_bind_any: bool = False  # udp/rtp sources may bind the wildcard address (every interface); else one IP
 
     def __post_init__(self) -> None:
         schemes = tuple(str(s).lower() for s in self.allow_schemes)
@@ -97,14 +106,31 @@ class SourcePolicy:
             if scheme not in self.allow_schemes:
                 raise ConfigError(f"{where}: scheme {scheme!r} is not allowed; allowed: {list(self.allow_schemes)} "
                                   "([sources] allow_schemes)")  # fmt: skip
-            if _LISTEN.search(urlparse(url).query):
-                raise ConfigError(f"{where}: a 'listen' option would open a listening socket; dfwatch only connects")
+            self._check_url_options(url, scheme, where=where)
             return spec
         if origin is Origin.CONTROL and not self.allow_dirs:
             raise ConfigError(f"{where}: local files are not accepted from the control hash; an operator may allow "
                               "folders with [sources] allow_dirs")  # fmt: skip
         self.check_local(url, where=where)
         return spec
+
+    def _check_url_options(self, url: str, scheme: str, *, where: str) -> None:
+        """Refuse a fragment, and options that make FFmpeg listen or bind every interface, read as FFmpeg reads them."""
+        if "#" in url:  # FFmpeg has no fragments: what follows '#' may still carry options
+            raise ConfigError(f"{where}: its URL holds a '#'; FFmpeg would read what follows as part of the URL")
+        options = [(tag.lower(), value) for tag, value in ffmpeg_url_options(url)]  # any case, any repeat: stricter
+        if any(tag == "listen" for tag, _ in options):
+            raise ConfigError(f"{where}: a 'listen' option would open a listening socket; dfwatch only connects")
+        for tag, value in options:
+            if scheme == "srt" and tag == "mode" and value.lower() != "caller":
+                raise ConfigError(f"{where}: SRT mode {value[:32]!r} would open a listening socket; dfwatch only "
+                                  "connects (mode=caller)")  # fmt: skip
+        if scheme in _UDP_SCHEMES and not self.udp_bind_any:
+            host = _udp_bind_host(url)
+            if _bind_address(host) is None:
+                raise ConfigError(f"{where}: a {scheme} source binds its host (or localaddr) to receive, and "
+                                  f"{host[:64]!r} is not an IP address other than the wildcard; name one (e.g. "
+                                  f"{scheme}://127.0.0.1:5000) or set [sources] udp_bind_any = true")  # fmt: skip
 
     def check_local(self, path: str, *, where: str) -> Path:
         """The resolved path of a local source: inside ``allow_dirs`` (when set), a regular file or a FIFO.
@@ -133,6 +159,10 @@ class SourcePolicy:
             "protocol_whitelist": _PROTOCOLS.get(scheme, f"{scheme},tcp,udp,tls"),
             "max_pixels": str(self.max_pixels),  # reaches the decoders that probe the stream while it opens
         }
+        if scheme in _UDP_SCHEMES and not self.udp_bind_any:
+            address = _bind_address(_udp_bind_host(url))
+            if address is not None and not address.is_multicast:  # FFmpeg binds a multicast group itself
+                options["localaddr"] = str(address)  # else FFmpeg binds the wildcard (a URL's localaddr wins)
         if scheme in _TLS_SCHEMES:
             options["tls_verify"] = "1"
             if self.ca_file is not None:
@@ -144,3 +174,44 @@ def url_scheme(url: str) -> str | None:
     """The lower-case scheme of ``url``, or None for a local path. ``proto:rest`` counts, as it does for FFmpeg."""
     match = _SCHEME.match(url)
     return match.group(1).split(",", 1)[0].lower() if match else None
+
+
+def ffmpeg_url_options(url: str) -> list[tuple[str, str]]:
+    """The ``(tag, value)`` options FFmpeg's protocols read from ``url`` (``av_find_info_tag``): everything after
+    the first ``?``, '#' included, split at ``&``; a value runs to the next ``&`` and a tag without ``=`` has ""."""
+    if "?" not in url:
+        return []
+    options = []
+    for part in url.split("?", 1)[1].split("&"):
+        tag, _, value = part.partition("=")
+        options.append((tag, value.replace("+", " ")))
+    return options
+
+
+def ffmpeg_url_host(url: str) -> str:
+    """The host FFmpeg's ``av_url_split`` reads from ``url``: after ``proto:`` and ``//``, up to the first of
+    ``/?#``, after the last ``@`` before that, without brackets or ``:port``."""
+    rest = url.split(":", 1)[1] if ":" in url else url
+    rest = rest[2:] if rest.startswith("//") else rest.removeprefix("/")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0].rsplit("@", 1)[-1]
+    if authority.startswith("[") and "]" in authority:
+        return authority[1 : authority.index("]")]
+    return authority.split(":", 1)[0]
+
+
+def _udp_bind_host(url: str) -> str:
+    """What FFmpeg's udp/rtp protocol binds to receive: the URL's first ``localaddr`` option, else its host."""
+    return next((value for tag, value in ffmpeg_url_options(url) if tag == "localaddr"), ffmpeg_url_host(url))
+
+
+def _bind_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as the IP address a socket would bind, None when it is no IP literal or is the wildcard.
+
+    Parsed as the C library parses it (``0``, ``0x0`` and ``0.0`` are 0.0.0.0 to getaddrinfo); no name lookup.
+    """
+    try:
+        sockaddr = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)[0][4]
+        address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+    except (OSError, ValueError, UnicodeError, IndexError):
+        return None
+    return None if address.is_unspecified else address

@@ -75,6 +75,105 @@ def test_an_operator_may_allow_more_schemes_but_never_a_listening_socket() -> No
         SourcePolicy(allow_schemes=("rtsp", "file"))
 
 
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [  # FFmpeg reads options from the first '?', '#' included; urlparse put the listen option in the fragment
+        ("tcp://127.0.0.1:47011#x?listen=1", "its URL holds a '#'"),
+        ("tcp://127.0.0.1:47012?a=1#&listen=1", "its URL holds a '#'"),
+        ("tcp://127.0.0.1:47013/x?a=1&listen", "'listen' option"),
+        ("tcp://127.0.0.1:47013?a=1=2&LISTEN=0", "'listen' option"),
+        ("tcp://127.0.0.1:47013?timeout=5000000", None),
+        ("srt://127.0.0.1:47015?mode=listener", "SRT mode 'listener' would open a listening socket"),
+        ("srt://127.0.0.1:47015?MODE=caller&mode=rendezvous", "SRT mode 'rendezvous' would open"),
+        ("srt://127.0.0.1:47015?mode=caller", None),
+        ("udp://0.0.0.0:47014", "'0.0.0.0' is not an IP address other than the wildcard"),
+        ("udp://:47014", "'' is not an IP address other than the wildcard"),
+        ("udp://@:47014", "'' is not an IP address other than the wildcard"),
+        ("udp://[::]:47014", "'::' is not an IP address other than the wildcard"),
+        ("udp://0:47014", "'0' is not an IP address other than the wildcard"),  # getaddrinfo reads 0 as 0.0.0.0
+        ("udp://127.0.0.1:47014?localaddr=0.0.0.0", "'0.0.0.0' is not an IP address"),
+        ("udp://camera.example:47014", "'camera.example' is not an IP address"),  # no name lookup at admission
+        ("rtp://0.0.0.0:47016", "a rtp source binds its host"),
+        ("udp://127.0.0.1:47014", None),
+        ("udp://0.0.0.0:47014?localaddr=127.0.0.1", None),
+        ("udp://239.1.2.3:47014", None),  # a multicast group binds the group
+    ],
+)
+def test_options_are_read_as_ffmpeg_reads_them_and_udp_binds_no_wildcard(url: str, refusal: str | None) -> None:
+    policy = SourcePolicy(allow_schemes=("rtsp", "tcp", "udp", "rtp", "srt"))
+    got = _admit(url, CONTROL, policy)
+    assert got is None if refusal is None else (got is not None and refusal in got), got
+
+
+def test_an_operator_may_let_udp_sources_bind_every_interface() -> None:
+    policy = SourcePolicy(allow_schemes=("udp",), udp_bind_any=True)
+    assert _admit("udp://0.0.0.0:47014", CONTROL, policy) is None
+    assert "localaddr" not in policy.ffmpeg_options("udp://0.0.0.0:47014")
+    assert "'listen' option" in _admit("udp://127.0.0.1:47014?listen=1", CONTROL, policy)
+    assert SourcePolicy().ffmpeg_options("udp://127.0.0.1:47014")["localaddr"] == "127.0.0.1"
+
+
+def _udp_sockets(port: int) -> list[str]:
+    """Local addresses (``/proc/net/udp`` hex, e.g. ``0100007F`` for 127.0.0.1) of this host's IPv4 UDP sockets on
+    ``port``."""
+    rows = Path("/proc/net/udp").read_text().splitlines()[1:]
+    local = [row.split()[1].split(":") for row in rows]
+    return [address for address, hex_port in local if int(hex_port, 16) == port]
+
+
+@pytest.mark.parametrize(
+    ("host", "bind_any", "bound_hex"),
+    [("127.0.0.1", False, "0100007F"), ("0.0.0.0", True, "00000000")],  # /proc/net/udp: 127.0.0.1, every interface
+)
+def test_a_udp_source_binds_the_address_it_names_not_every_interface(
+    tmp_path: Path, demo_clip, host: str, bind_any: bool, bound_hex: str
+) -> None:
+    """Real FFmpeg receives a real MPEG-TS stream sent over UDP: an admitted ``udp://127.0.0.1:P`` binds loopback
+    only; every interface (``udp://0.0.0.0:P``, refused by default) only where ``[sources] udp_bind_any`` says so.
+    (The libavformat here binds a unicast host itself; the policy also passes it as ``localaddr``, so the bind
+    does not depend on the FFmpeg build.)"""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ts = remux(demo_clip.path, tmp_path / "clip.ts", format="mpegts").read_bytes()
+    stop = threading.Event()
+
+    def sender() -> None:  # the clip over and over, in 7-packet datagrams, as an encoder streams it
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            while not stop.is_set():
+                for i in range(0, len(ts), 1316):
+                    out.sendto(ts[i : i + 1316], ("127.0.0.1", port))
+                    if stop.wait(0.0005):
+                        return
+
+    bound: list[str] = []
+
+    def watch_bind() -> None:
+        while not stop.is_set() and not bound:
+            bound.extend(_udp_sockets(port))
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (sender, watch_bind)]
+    for t in threads:
+        t.start()
+    policy = SourcePolicy(allow_schemes=("udp",), udp_bind_any=bind_any)
+    spec = SourceSpec("udp", f"udp://{host}:{port}", open_timeout=10, read_timeout=5)
+    try:
+        frames = 0
+        for _ in read_frames(policy.admit(spec, origin=CONTROL), policy=policy):
+            frames += 1
+            if frames == 10:
+                break
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+    assert frames == 10
+    assert bound == [bound_hex], f"bound {bound} (00000000 is every interface)"
+
+
 def test_allow_dirs_admit_files_inside_only_even_through_symlinks(tmp_path: Path) -> None:
     videos, elsewhere = tmp_path / "videos", tmp_path / "elsewhere"
     videos.mkdir()
