@@ -5,7 +5,8 @@ score, faces, verdicts per second, capture-to-publish p95, up or down, last aler
 is *down* when its latest verdict is older than ``stale`` seconds: that covers a feed that stopped
 delivering, a file that ended and a worker that died, which no flag written by the worker could.
 FAKE streams come first, then down ones, then the rest, each by name. Refreshed in place with ANSI
-escapes on a terminal; a plain sequence of tables otherwise.
+escapes on a terminal; a plain sequence of tables otherwise. A key of the wrong type (another writer's
+``SET dfwatch:state:x``) is skipped and counted under the table; the other streams are still shown.
 """
 
 from __future__ import annotations
@@ -75,20 +76,36 @@ def _number(fields: dict[str, str]):
     return get
 
 
-def read_rows(client: redis.Redis, *, match: str | None = None) -> tuple[list[StreamRow], int]:
-    """Every published stream (matching the shell pattern ``match``) with a state hash, and how many had none."""
-    raw = {_text(s): s if isinstance(s, bytes) else s.encode() for s in client.smembers(STREAMS_KEY)}
+def read_rows(client: redis.Redis, *, match: str | None = None) -> tuple[list[StreamRow], int, list[str]]:
+    """Every published stream (matching the shell pattern ``match``) with a state hash, how many had none, and
+    the keys skipped for being of the wrong type (``dfwatch:streams`` not a set, a state key not a hash)."""
+    try:
+        members = client.smembers(STREAMS_KEY)
+    except redis.ResponseError as exc:
+        if not _wrong_type(exc):
+            raise
+        return [], 0, [STREAMS_KEY]  # no index of streams: nothing else can be listed
+    raw = {_text(s): s if isinstance(s, bytes) else s.encode() for s in members}
     ids = sorted(s for s in raw if not match or fnmatch.fnmatchcase(s, match))
     pipe = client.pipeline(transaction=False)
     for stream in ids:  # by the id's own bytes: one that is not UTF-8 still finds its hash
         pipe.hgetall(STATE_KEY.encode().replace(b"{stream}", raw[stream]))
-    rows, missing = [], 0
-    for stream, fields in zip(ids, pipe.execute() if ids else []):
+    rows, missing, bad = [], 0, []
+    for stream, fields in zip(ids, pipe.execute(raise_on_error=False) if ids else []):
+        if isinstance(fields, redis.ResponseError) and _wrong_type(fields):
+            bad.append(STATE_KEY.format(stream=stream))  # another writer's key: skip it, show the rest
+            continue
+        if isinstance(fields, Exception):
+            raise fields
         if not fields:
             missing += 1  # in the set, but its state hash expired or was deleted
             continue
         rows.append(StreamRow.from_hash(stream, {_text(k): _text(v) for k, v in fields.items()}))
-    return rows, missing
+    return rows, missing, bad
+
+
+def _wrong_type(exc: redis.ResponseError) -> bool:
+    return str(exc).startswith("WRONGTYPE")
 
 
 def sort_rows(rows: Sequence[StreamRow], *, now: float, stale: float) -> list[StreamRow]:
@@ -103,9 +120,19 @@ def sort_rows(rows: Sequence[StreamRow], *, now: float, stale: float) -> list[St
 
 
 def format_table(
-    rows: Sequence[StreamRow], *, now: float, stale: float, title: str, missing: int = 0, colour: bool = False
+    rows: Sequence[StreamRow],
+    *,
+    now: float,
+    stale: float,
+    title: str,
+    missing: int = 0,
+    skipped: Sequence[str] = (),
+    colour: bool = False,
 ) -> list[str]:
-    """The table as lines (header, column names, one line per stream worst first, footnotes)."""
+    """The table as lines (header, column names, one line per stream worst first, footnotes).
+
+    ``skipped``: keys of the wrong type that ``read_rows`` left out, named (escaped) in a footnote.
+    """
     rows = sort_rows(rows, now=now, stale=stale)
     fake = sum(r.verdict == "FAKE" for r in rows)
     down = sum(not r.is_up(now=now, stale=stale) for r in rows)
@@ -134,6 +161,10 @@ def format_table(
         lines.append("(no stream has published a verdict to this Redis yet)")
     if missing:
         lines.append(f"({missing} stream ids in {STREAMS_KEY} have no state hash: expired or deleted)")
+    if skipped:
+        names = ", ".join(printable(k) for k in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        lines.append(f"({len(skipped)} keys skipped: not of the type dfwatch writes (a set of ids, a hash per "
+                     f"stream): {names})")  # fmt: skip
     return lines
 
 
@@ -170,8 +201,10 @@ def watch_status(
         while True:
             now = time.time()
             try:
-                rows, missing = read_rows(client, match=match)
-                lines = format_table(rows, now=now, stale=stale, title=title, missing=missing, colour=tty)
+                rows, missing, skipped = read_rows(client, match=match)
+                lines = format_table(
+                    rows, now=now, stale=stale, title=title, missing=missing, skipped=skipped, colour=tty
+                )
             except redis.RedisError as exc:
                 if once:
                     raise SinkError(f"Redis at {redact(url)}: {exc}") from exc

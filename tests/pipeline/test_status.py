@@ -182,9 +182,9 @@ def test_state_hash_carries_rates_worker_and_last_alert(redis_client, stream_id)
     try:
         state = redis_client.hgetall(STATE_KEY.format(stream=stream_id))
         assert state["last_alert_frame"] == "1" and state["frame"] == "2"
-        rows, missing = read_rows(redis_client, match=stream_id)
+        rows, missing, skipped = read_rows(redis_client, match=stream_id)
         (row,) = rows
-        assert missing == 0 and row.verdict == "FAKE" and row.worker == sink.worker
+        assert missing == 0 and skipped == [] and row.verdict == "FAKE" and row.worker == sink.worker
         assert row.last_alert == pytest.approx(float(state["last_alert"])) and row.last_alert <= row.updated
         assert json.loads(state["json"])["frame"] == 2
     finally:
@@ -213,8 +213,13 @@ def test_what_another_writer_left_in_redis_is_shown_not_fatal_and_never_drives_t
         evil = "evil\x1b[2J\x1b]0;owned\x07"
         hashes = {
             b"cam\xff": {b"verdict": b"REAL", b"score": b"0.2", b"updated": str(time.time()).encode()},
-            evil.encode(): {b"verdict": b"FAKE\x1b[31m", b"faces": b"inf", b"fps": b"nan", b"updated": b"-inf",
-                            b"worker": b"host\rX"},  # fmt: skip
+            evil.encode(): {
+                b"verdict": b"FAKE\x1b[31m",
+                b"faces": b"inf",
+                b"fps": b"nan",
+                b"updated": b"-inf",
+                b"worker": b"host\rX",
+            },
             b"plain": {b"verdict": b"REAL", b"faces": b"1e400", b"updated": str(time.time()).encode()},
         }
         for sid, fields in hashes.items():
@@ -226,3 +231,38 @@ def test_what_another_writer_left_in_redis_is_shown_not_fatal_and_never_drives_t
     assert "\x1b" not in out and "\x07" not in out and "\r" not in out
     assert "cam\\xff" in out and "evil\\x1b[2J\\x1b]0;owned\\x07" in out and "host\\x0dX" in out
     assert "3 streams" in out
+
+
+def test_a_key_of_the_wrong_type_is_skipped_and_counted_and_the_other_streams_shown():
+    """Issue 23 item 7: `SET dfwatch:state:x` + `SADD dfwatch:streams x` gave `--once` rc 1 and no table; the live
+    table showed only "Redis does not answer". A throwaway redis-server: the shared one's streams set is left alone."""
+    from tests._redis import redis_server
+
+    with redis_server() as server:
+        client = server.client()
+        sink = RedisSink(server.url)
+        try:
+            sink.publish(encode([verdict("good-a", 0), verdict("good-b", 0, VerdictState.FAKE, changed=True)]))
+        finally:
+            sink.close()
+        client.set(STATE_KEY.format(stream="x"), "not a hash")
+        client.sadd(STREAMS_KEY, "x")
+        client.sadd(STREAMS_KEY, "l\x1b[2J")
+        client.rpush(STATE_KEY.format(stream="l\x1b[2J"), "a list")  # the skipped key's name is shown escaped
+        once = _status("--redis", server.url, "--once")
+        live = _Terminal(frames=1)
+        assert watch_status(server.url, interval=0.01, out=live) == 0
+        client.delete(STREAMS_KEY)
+        client.set(STREAMS_KEY, "not a set")  # the index itself: nothing can be listed, and the table says why
+        broken = _status("--redis", server.url, "--once")
+    assert once.returncode == 0, once.stderr
+    assert sorted(_rows(once.stdout)) == ["good-a", "good-b"] and "2 streams: 1 FAKE" in once.stdout
+    assert "(2 keys skipped: not of the type dfwatch writes" in once.stdout
+    assert "dfwatch:state:x" in once.stdout and "dfwatch:state:l\\x1b[2J" in once.stdout
+    assert "\x1b" not in once.stdout
+    assert "good-a" in live.getvalue() and "2 keys skipped" in live.getvalue()
+    assert "does not answer" not in live.getvalue()
+    assert broken.returncode == 0, broken.stderr
+    assert f"(1 keys skipped: not of the type dfwatch writes (a set of ids, a hash per stream): {STREAMS_KEY})" in (
+        broken.stdout
+    )
