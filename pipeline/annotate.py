@@ -33,6 +33,7 @@ import av
 import cv2
 import numpy as np
 
+from engines.urls import printable
 from pipeline.errors import SinkError
 from pipeline.messages import Frame, Verdict, VerdictState
 
@@ -143,6 +144,18 @@ def check_writable(directory: Path, *, what: str) -> Path:
     except OSError as exc:
         raise SinkError(f"cannot write {what} in {directory}: {exc.strerror or exc}") from exc
     return directory
+
+
+def open_no_follow(path: Path, *, what: str) -> int:
+    """A file descriptor of ``path`` opened for writing (created or truncated) without following a symbolic link
+    at its last component: a link planted there cannot make dfwatch overwrite its target. SinkError naming
+    ``what`` and the path (escaped) otherwise."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as exc:
+        symlink = " (a symbolic link: dfwatch never writes through one)" if Path(path).is_symlink() else ""
+        raise SinkError(f"cannot write {what} {printable(str(path))}: {exc.strerror or exc}{symlink}") from exc
 
 
 class _StreamVideo:
@@ -289,12 +302,7 @@ class _OutputFile(io.RawIOBase):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            self.fd = os.open(path, flags, 0o644)
-        except OSError as exc:
-            symlink = " (a symbolic link: dfwatch never writes through one)" if path.is_symlink() else ""
-            raise SinkError(f"cannot write annotated video {path}: {exc.strerror or exc}{symlink}") from exc
+        self.fd = open_no_follow(path, what="annotated video")
         self.path, self.pos, self.whole = path, 0, 0
         self.error: OSError | None = None
 

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from engines.urls import printable
 from pipeline.config import ModelsConfig, WatchConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.policy import Origin
@@ -452,9 +453,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = args.out or args.clip.with_name(args.clip.name + ".report.png")
     if out.suffix.lower() not in REPORT_SUFFIXES:
-        raise ConfigError(f"--out {out}: the report is written as {' or '.join(REPORT_SUFFIXES)}, by its suffix")
+        raise ConfigError(f"--out {printable(str(out))}: the report is written as {' or '.join(REPORT_SUFFIXES)}, "
+                          "by its suffix")  # fmt: skip
     if not args.clip.is_file():
-        raise ConfigError(f"clip {args.clip}: " + ("is a directory" if args.clip.is_dir() else "no such file"))
+        missing = "is a directory" if args.clip.is_dir() else "no such file"
+        raise ConfigError(f"clip {printable(str(args.clip))}: {missing}")
     cfg = apply_flags(load_config(args.config) if args.config else WatchConfig(), args)
     detector, classifier = load_models(cfg.models)
     report = make_report(args.clip, detector, classifier, out=out, verdicts_out=args.verdicts,

@@ -13,6 +13,10 @@ Written as PNG (matplotlib, Agg canvas, no GUI) or HTML (the same PNG inline, pl
 changes); the plotted series go to a JSON file beside it (``report.png`` -> ``report.json``), so
 what the chart shows can be checked against the verdict messages. A clip in which no face was
 found gets no chart: the summary says so.
+
+The report, its series and ``--verdicts`` are written without following a symbolic link (a link
+planted at one of those names is refused, never written through), and the clip's name is printed
+with its control characters escaped, as everywhere else.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -35,7 +40,8 @@ import numpy as np
 from tqdm import tqdm
 
 from engines import Classifier, Detector, crop_faces
-from pipeline.annotate import VERDICT_COLOURS, check_writable, score_colour
+from engines.urls import printable
+from pipeline.annotate import VERDICT_COLOURS, check_writable, open_no_follow, score_colour
 from pipeline.errors import PipelineError
 from pipeline.messages import Frame, Publication, Verdict, VerdictState
 from pipeline.observer import NullObserver
@@ -197,18 +203,21 @@ def make_report(
     """
     suffix = out.suffix.lower()
     if suffix not in REPORT_SUFFIXES:
-        raise PipelineError(f"report {out}: write it as {' or '.join(REPORT_SUFFIXES)}, got {suffix or 'no suffix'!r}")
-    check_writable(out.parent, what=f"the report {out.name}")  # before the run, not after it
+        raise PipelineError(f"report {printable(str(out))}: write it as {' or '.join(REPORT_SUFFIXES)}, "
+                            f"got {suffix or 'no suffix'!r}")  # fmt: skip
+    check_writable(out.parent, what=f"the report {printable(out.name)}")  # before the run, not after it
+    data = out.with_suffix(".json")
+    for path, what in ((out, "the report"), (data, "the report's series")):  # refused now, not after the run
+        if path.is_symlink():
+            raise PipelineError(f"cannot write {what} {printable(str(path))}: it is a symbolic link, and dfwatch "
+                                "never writes through one")  # fmt: skip
     spec = SourceSpec(re.sub(r"[^A-Za-z0-9_.-]+", "_", clip.stem) or "clip", str(clip))  # a path, even with '='
     collector = _Collector(_declared_frames(clip))
     thumbs = _TopFaces(k=THUMBNAILS, margin=classifier.crop_margin)
     sinks: list = [collector]
     verdict_file = None
     if verdicts_out is not None:
-        try:
-            verdict_file = open(verdicts_out, "w")  # noqa: SIM115 - closed below, after the run
-        except OSError as exc:
-            raise PipelineError(f"cannot write the verdicts to {verdicts_out}: {exc.strerror or exc}") from exc
+        verdict_file = os.fdopen(open_no_follow(verdicts_out, what="the verdicts"), "w")  # closed after the run
         sinks.append(JsonLinesSink(verdict_file))
     observer = NullObserver()
     processor = BatchProcessor(detector, classifier, observer, schedule=schedule, verdict=verdict)
@@ -221,27 +230,31 @@ def make_report(
     records = collector.records
     error = stats.streams[spec.stream_id].error
     if not records:
-        raise PipelineError(f"clip {clip}: no frame went through the pipeline ({error or 'empty video'})")
+        raise PipelineError(f"clip {printable(str(clip))}: no frame went through the pipeline "
+                            f"({error or 'empty video'})")  # fmt: skip
     series = timeline(records, verdict=verdict)
     series["clip"] = str(clip)
     series["placeholder_models"] = placeholder_models
     series["thumbnails"] = [
         {"track": t.track, "frame": t.frame, "t": t.t, "p_fake": round(t.p_fake, 4)} for t in thumbs.thumbs
     ]  # p_fake rounded as in the verdict records
+    name = printable(clip.name)  # a file name can hold terminal escapes: it is printed
     broke = f"; the clip broke off after {len(records)} frames ({error})" if error else ""
     noise = " (PLACEHOLDER models: scores are noise)" if placeholder_models else ""
     if not series["faces"]:
-        summary = (f"{clip.name}: no face found in {len(records)} frames (verdict {records[-1]['verdict']}); "
+        summary = (f"{name}: no face found in {len(records)} frames (verdict {records[-1]['verdict']}); "
                    f"nothing to chart, no report written{broke}{noise}")  # fmt: skip
         return Report(clip, None, None, len(records), 0, series["verdict"], series["changes"], summary, error)
-    png = _draw(series, thumbs.thumbs, title=clip.name)
-    data = out.with_suffix(".json")
-    try:
-        out.write_bytes(png if suffix == ".png" else _html(series, png, title=clip.name).encode())
-        data.write_text(json.dumps(series, indent=1))
-    except OSError as exc:
-        raise PipelineError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
-    summary = f"{clip.name}: {_story(series)}; report {out}, series {data.name}{broke}{noise}"
+    png = _draw(series, thumbs.thumbs, title=name)
+    page = png if suffix == ".png" else _html(series, png, title=name).encode()
+    for path, what, content in ((out, "the report", page), (data, "the report's series", json.dumps(series, indent=1))):
+        try:
+            with os.fdopen(open_no_follow(path, what=what), "wb") as file:
+                file.write(content if isinstance(content, bytes) else content.encode())
+        except OSError as exc:
+            raise PipelineError(f"cannot write {what} {printable(str(path))}: {exc.strerror or exc}") from exc
+    summary = (f"{name}: {_story(series)}; report {printable(str(out))}, "
+               f"series {printable(data.name)}{broke}{noise}")  # fmt: skip
     return Report(clip, out, data, len(records), series["faces"], series["verdict"], series["changes"], summary, error)
 
 

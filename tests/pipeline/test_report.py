@@ -172,3 +172,34 @@ def test_no_progress_bar_noise_when_stderr_is_a_log_file(dfwatch, fast_models: P
     run = _report(dfwatch, fast_models, str(demo_clip.path), "--out", str(tmp_path / "r.png"))
     assert run.returncode == 0, run.stderr
     assert "\r" not in run.stderr and "frame/s" not in run.stderr
+
+
+def test_a_clip_name_with_terminal_escapes_is_printed_escaped(dfwatch, fast_models: Path, tmp_path: Path):
+    """Issue 23 item 9: a clip name holding terminal escapes was printed raw (it could clear the screen or retitle
+    the terminal); now it is shown as everywhere else, by engines.urls.printable."""
+    evil = "evil\x1b[2J\x1b]0;owned\x07"
+    clip = make_demo_clip(tmp_path / f"{evil}.mp4", real_seconds=0.2, fake_seconds=0.2, size=(320, 240))
+    run = _report(dfwatch, fast_models, str(clip.path), "--out", str(tmp_path / "r.png"))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("evil\\x1b[2J\\x1b]0;owned\\x07.mp4: ")
+    missing = _report(dfwatch, fast_models, str(tmp_path / f"gone{evil}.mp4"))
+    assert missing.returncode == 1 and "gone" + "evil\\x1b[2J" in missing.stderr
+    for text in (run.stdout, run.stderr, missing.stdout, missing.stderr):
+        assert "\x1b" not in text and "\x07" not in text
+
+
+@pytest.mark.parametrize("planted", ["r.png", "r.json", "verdicts.jsonl"])
+def test_out_and_verdicts_never_write_through_a_symlink(
+    dfwatch, fast_models: Path, demo_clip, tmp_path: Path, planted: str
+):
+    """Issue 23 item 9: `--out`, its series file and `--verdicts` followed symlinks and overwrote their targets;
+    now each is refused with one line before the run, as the annotator refuses its files, and the target is kept."""
+    precious = tmp_path / "precious"
+    precious.write_text("keep me")
+    (tmp_path / planted).symlink_to(precious)
+    args = [str(demo_clip.path), "--out", str(tmp_path / "r.png"), "--verdicts", str(tmp_path / "verdicts.jsonl")]
+    run = _report(dfwatch, fast_models, *args)
+    assert run.returncode == 1, run.stderr
+    assert len(run.error_lines) == 1 and f"{tmp_path / planted}" in run.error_lines[0], run.stderr
+    assert "symbolic link" in run.error_lines[0] and "never writes through one" in run.error_lines[0]
+    assert precious.read_text() == "keep me" and run.stdout == ""
