@@ -9,7 +9,9 @@ its blend is made at the native size. So a fake is made here as swaps are:
     stored crop -> native size -> [blend, fakes only] -> codec -> input size
 
 and a real crop goes through the same steps without the blend, so that size, sharpness and
-compression say nothing about the label; only the blend does.
+compression say nothing about the label; only the blend does. A broadcast chain may also filter the
+whole picture (``p_sharpen``, ``p_soften``: an unsharp mask, a blur or a denoiser, after the blend and
+before the codec), so a sharp or a soft face is no label either.
 
 Some material reaches the classifier cut out already: a face near the frame's edge, or footage
 distributed as face crops on a black canvas (Celeb-DF segments, DFDC crops). ``crop_faces``
@@ -41,13 +43,17 @@ class CaptureConfig:
     h264_crf: tuple[int, int] = (20, 32)  # from near-transparent to a busy low-bitrate feed
     p_border: float = 0.4  # probability that everything outside a rectangle around the face box is black
     border_keep: tuple[float, float] = (0.0, 0.3)  # that rectangle's margin on each side, fraction of the box side
+    p_sharpen: float = 0.0  # probability of a broadcast chain's unsharp mask over the whole picture (amount 0.3-1.2)
+    p_soften: float = 0.0  # probability of a whole-picture blur or denoise (Gaussian sigma 0.5-1.2 px, or bilateral)
 
     def __post_init__(self) -> None:
         if self.min_native < 8:
             raise ValueError(f"min_native must be >= 8, got {self.min_native}")
-        ps = (self.p_full, self.p_jpeg, self.p_h264, self.p_border)
-        if min(ps) < 0 or self.p_jpeg + self.p_h264 > 1 or max(self.p_full, self.p_border) > 1:
-            raise ValueError("capture probabilities must be >= 0, p_full and p_border <= 1 and p_jpeg + p_h264 <= 1")
+        ps = (self.p_full, self.p_jpeg, self.p_h264, self.p_border, self.p_sharpen, self.p_soften)
+        if min(ps) < 0 or self.p_jpeg + self.p_h264 > 1 or self.p_sharpen + self.p_soften > 1 or \
+                max(self.p_full, self.p_border) > 1:  # fmt: skip
+            raise ValueError("capture probabilities must be >= 0, p_full and p_border <= 1, p_jpeg + p_h264 <= 1 and "
+                             "p_sharpen + p_soften <= 1")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class Capture:
     codec: str
     quality: int = 0
     border: tuple[float, float, float, float] | None = None
+    look: tuple[str, float] = ("none", 0.0)  # the chain's filter over the whole picture: sharpen / blur / denoise
 
 
 def draw_capture(rng: np.random.Generator, stored: int, cfg: CaptureConfig = CaptureConfig()) -> Capture:
@@ -71,10 +78,33 @@ def draw_capture(rng: np.random.Generator, stored: int, cfg: CaptureConfig = Cap
     border = tuple(float(v) for v in rng.uniform(*cfg.border_keep, 4)) if rng.random() < cfg.p_border else None
     u = rng.random()
     if u < cfg.p_jpeg:
-        return Capture(native, "jpeg", int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)), border)
-    if u < cfg.p_jpeg + cfg.p_h264:
-        return Capture(native, "h264", int(rng.integers(cfg.h264_crf[0], cfg.h264_crf[1] + 1)), border)
-    return Capture(native, "none", 0, border)
+        codec, quality = "jpeg", int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+    elif u < cfg.p_jpeg + cfg.p_h264:
+        codec, quality = "h264", int(rng.integers(cfg.h264_crf[0], cfg.h264_crf[1] + 1))
+    else:
+        codec, quality = "none", 0
+    look: tuple[str, float] = ("none", 0.0)
+    if cfg.p_sharpen or cfg.p_soften:  # drawn last: configs without a look draw what they always drew
+        v = rng.random()
+        if v < cfg.p_sharpen:
+            look = ("sharpen", float(rng.uniform(0.3, 1.2)))
+        elif v < cfg.p_sharpen + cfg.p_soften:
+            look = ("blur", float(rng.uniform(0.5, 1.2))) if rng.random() < 0.6 else ("denoise", 0.0)
+    return Capture(native, codec, quality, border, look)
+
+
+def apply_look(image: np.ndarray, look: tuple[str, float]) -> np.ndarray:
+    """``image`` (S, S, 3) uint8 after a broadcast chain's whole-picture filter (a new array; "none": as is)."""
+    kind, amount = look
+    if kind == "none":
+        return image
+    if kind == "sharpen":  # unsharp mask, radius about 1 px
+        return cv2.addWeighted(image, 1.0 + amount, cv2.GaussianBlur(image, (0, 0), 1.0), -amount, 0)
+    if kind == "blur":
+        return cv2.GaussianBlur(image, (0, 0), amount)
+    if kind == "denoise":
+        return cv2.bilateralFilter(image, 5, 30, 5)
+    raise ValueError(f"unknown look {kind!r}; valid: ['none', 'sharpen', 'blur', 'denoise']")
 
 
 def black_outside(image: np.ndarray, border: tuple[float, float, float, float], *, margin: float) -> np.ndarray:
@@ -147,6 +177,7 @@ def simulate_capture(
     x = resize_square(image, capture.native)  # (n, n, 3)
     if swap is not None:
         x = swap(x, rng)
+    x = apply_look(x, capture.look)  # the chain filters the picture the swap is part of
     if capture.border is not None:
         x = black_outside(x, capture.border, margin=margin)
     return resize_square(encode(x, capture), size)  # (size, size, 3)

@@ -61,6 +61,7 @@ class TrainConfig:
     schedule: str = "constant"  # learning rate: "constant" or "cosine" (to 0 at the last epoch, after 1 warm-up epoch)
     epoch_samples: int | None = None  # train items per epoch, a fresh random subset each epoch; None = all
     stored_share: float = 0.0  # share of each epoch that is the store's own fakes, each beside a real of its source
+    capture_look: float = 0.0  # with capture: share of crops whose whole picture is sharpened (half) or softened (half)
 
     def __post_init__(self) -> None:
         try:  # plain JSON values (tuples -> lists), so a config compares equal after a round trip
@@ -86,6 +87,8 @@ class TrainConfig:
             raise FitError(f"unknown optimizer {self.optimizer!r}; valid: {list(OPTIMIZERS)}")
         if not 0.0 < self.backbone_lr <= 1.0:
             raise FitError(f"backbone_lr is a fraction of lr in (0, 1], got {self.backbone_lr}")
+        if not 0.0 <= self.capture_look <= 1.0 or (self.capture_look and not self.capture):
+            raise FitError(f"capture_look is a share in [0, 1] and needs capture, got {self.capture_look}")
         if self.schedule not in SCHEDULES:
             raise FitError(f"unknown schedule {self.schedule!r}; valid: {list(SCHEDULES)}")
         if self.capture and not self.self_blend:
@@ -171,7 +174,7 @@ def stored_groups(videos: np.ndarray) -> np.ndarray:
 def make_loader(
     data: Path, split: str, *, input_size: int, batch_size: int, augment: str = "none", shuffle: bool,
     seed: int = 0, workers: int = 0, self_blend: bool = False, capture: bool = False, samples: int | None = None,
-    stored_share: float = 0.0,
+    stored_share: float = 0.0, capture_look: float = 0.0,
 ) -> Any:  # fmt: skip
     """A DataLoader of (B, 3, S, S) float32 crops and (B,) float32 labels for one split of the store.
 
@@ -203,7 +206,8 @@ def make_loader(
         with FaceStore(data) as store:
             margin = float(store.attrs["crop_margin"])
             videos = store.meta("video")[dataset.rows] if stored_share else None
-        dataset = SelfBlendDataset(dataset, margin=margin, seed=seed, capture=CaptureConfig() if capture else None,
+        look = CaptureConfig(p_sharpen=capture_look / 2, p_soften=capture_look / 2) if capture else None
+        dataset = SelfBlendDataset(dataset, margin=margin, seed=seed, capture=look,
                                    size=input_size if capture else None, augment=fn if capture else None)  # fmt: skip
     generator = torch.Generator().manual_seed(seed)
     sampler = None
@@ -458,7 +462,8 @@ def fit(
         logger.warning("self-blending whole frames: the blend mask sits in the frame's centre, where the face may "
                        "not be; self-blend suits face-crop stores")  # fmt: skip
     val = make_loader(data, "val", input_size=size, batch_size=max(cfg.batch_size, 32), shuffle=False,
-                      workers=workers, self_blend=cfg.self_blend, capture=cfg.capture)  # fmt: skip
+                      workers=workers, self_blend=cfg.self_blend, capture=cfg.capture,
+                      capture_look=cfg.capture_look)  # fmt: skip
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("fit %s (%s parameters, input %d) on %s: %d train / %d val crops, %d epochs, batch %d, lr %g, "
                 "augment %s%s%s, %s schedule, device %s", cfg.model, f"{n_params:,}", size, data,
@@ -471,6 +476,7 @@ def fit(
         train = make_loader(data, "train", input_size=size, batch_size=cfg.batch_size, augment=cfg.augment,
                             shuffle=True, seed=cfg.seed * 100_003 + epoch, workers=workers,
                             self_blend=cfg.self_blend, capture=cfg.capture, samples=cfg.epoch_samples,
+                            capture_look=cfg.capture_look,
                             stored_share=cfg.stored_share)  # fmt: skip
         desc = f"epoch {epoch}/{cfg.epochs}"
 
@@ -483,7 +489,8 @@ def fit(
                                                 set_lr=set_lr)  # fmt: skip
         stats = make_loader(data, "train", input_size=size, batch_size=max(cfg.batch_size, 32), augment=cfg.augment,
                             shuffle=True, seed=cfg.seed * 100_003 + epoch + 50_000, self_blend=cfg.self_blend,
-                            capture=cfg.capture, samples=PRECISE_BN_BATCHES * max(cfg.batch_size, 32))  # fmt: skip
+                            capture=cfg.capture, samples=PRECISE_BN_BATCHES * max(cfg.batch_size, 32),
+                            capture_look=cfg.capture_look)  # fmt: skip
         precise_bn(model, stats, device=dev)
         val_loss, val_acc = evaluate_epoch(model, val, device=dev, progress=progress)
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,

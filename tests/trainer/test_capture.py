@@ -13,7 +13,7 @@ import torch
 
 from engines.crops import resize_square
 from tests.trainer._tiny import write_tiny_store
-from trainer.capture import Capture, CaptureConfig, draw_capture, encode, simulate_capture
+from trainer.capture import Capture, CaptureConfig, apply_look, draw_capture, encode, simulate_capture
 from trainer.fit import make_loader
 from trainer.selfblend import SelfBlendDataset
 from trainer.store import FaceDataset, FaceStore
@@ -100,6 +100,41 @@ def test_capture_config_is_checked():
         CaptureConfig(min_native=4)
     with pytest.raises(ValueError, match="p_jpeg \\+ p_h264 <= 1"):
         CaptureConfig(p_jpeg=0.8, p_h264=0.4)
+    with pytest.raises(ValueError, match="p_sharpen \\+ p_soften <= 1"):
+        CaptureConfig(p_sharpen=0.6, p_soften=0.6)
+
+
+def _detail(img: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
+def test_a_broadcast_look_sharpens_or_softens_the_whole_picture_in_its_share():
+    cfg = CaptureConfig(p_sharpen=0.2, p_soften=0.3)
+    rng = np.random.default_rng(0)
+    kinds = Counter(draw_capture(rng, 256, cfg).look[0] for _ in range(4000))
+    assert abs(kinds["sharpen"] / 4000 - 0.2) < 0.03 and abs((kinds["blur"] + kinds["denoise"]) / 4000 - 0.3) < 0.03
+    for seed in range(50):  # the look is drawn last: sizes, codecs and borders come out as without it
+        a, b = draw_capture(np.random.default_rng(seed), 256), draw_capture(np.random.default_rng(seed), 256, cfg)
+        assert a.look == ("none", 0.0) and (a.native, a.codec, a.quality, a.border) == (b.native, b.codec, b.quality,
+                                                                                          b.border)  # fmt: skip
+    img = _scene(96)
+    assert apply_look(img, ("none", 0.0)) is img
+    assert _detail(apply_look(img, ("sharpen", 1.0))) > 2 * _detail(img)
+    assert _detail(apply_look(img, ("blur", 1.0))) < 0.5 * _detail(img)
+    assert _detail(apply_look(img, ("denoise", 0.0))) < _detail(img)
+    with pytest.raises(ValueError, match="unknown look 'vhs'"):
+        apply_look(img, ("vhs", 1.0))
+
+
+def test_a_fake_and_its_real_twin_get_the_same_look(tiny_store):
+    loader = make_loader(tiny_store, "train", input_size=64, batch_size=4, shuffle=True, seed=3, self_blend=True,
+                         capture=True, capture_look=1.0)  # fmt: skip
+    ds = loader.dataset
+    assert ds.capture.p_sharpen == ds.capture.p_soften == 0.5
+    n = len(ds.base)
+    for k in range(min(4, len(ds.real))):
+        real, fake = ds.image(int(ds.real[k])), ds.image(n + k)
+        assert np.abs(real[:6, :6].astype(int) - fake[:6, :6]).max() <= 2  # outside the blend: the same pixels
 
 
 @pytest.fixture(scope="module")

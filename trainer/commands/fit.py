@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 # The fields a --config file (the search's best_config.json) decides, the batch size too (a searched lr was tuned
 # with it; --batch-size still wins); epochs and seed are fit's own.
 CONFIG_FIELDS = ("model", "model_args", "input_size", "lr", "weight_decay", "optimizer", "backbone_lr", "augment",
-                 "self_blend", "capture", "schedule", "epoch_samples", "stored_share", "batch_size")
+                 "self_blend", "capture", "capture_look", "schedule", "epoch_samples", "stored_share", "batch_size")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -165,6 +165,9 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         help="show every crop as a feed would (native size, JPEG / H.264) with the blends made at the native size "
         "(trainer.capture; needs --self-blend; default: off, or the config's)",
     )
+    p.add_argument("--capture-look", type=float, default=None, metavar="F",
+                   help="with --capture: share of crops whose whole picture a broadcast chain sharpens (half) or "
+                   "softens (half), real and fake alike, so sharpness is no label (default: 0)")  # fmt: skip
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
                    help="learning rate schedule (default: constant, or the config's)")  # fmt: skip
     p.add_argument("--epoch-samples", type=int, default=None, metavar="N",
