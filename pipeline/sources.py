@@ -142,6 +142,25 @@ def to_i420(frame: av.VideoFrame) -> np.ndarray | None:
     return i420.reshape(h * 3 // 2, w)
 
 
+def upright(image: np.ndarray, rotation: float, *, i420: bool) -> np.ndarray:
+    """``image`` turned as players show it: ``rotation`` is the stream's display matrix (PyAV's
+    ``frame.rotation``, counterclockwise degrees; FFmpeg's autorotate turns the same way). RGB (H, W, 3) or
+    packed I420 (H * 3/2, W), each plane turned; a quarter turn swaps the sides. Other angles than multiples
+    of 90 are rounded to the nearest."""
+    k = round(rotation / 90) % 4
+    if k == 0:
+        return image
+    if not i420:
+        return np.ascontiguousarray(np.rot90(image, k))  # (W, H, 3) or (H, W, 3)
+    h, w = image.shape[0] * 2 // 3, image.shape[1]
+    flat = image.reshape(-1)
+    planes = [flat[: h * w].reshape(h, w), flat[h * w : h * w * 5 // 4].reshape(h // 2, w // 2),
+              flat[h * w * 5 // 4 :].reshape(h // 2, w // 2)]  # fmt: skip
+    turned = [np.rot90(p, k) for p in planes]
+    out = np.concatenate([t.reshape(-1) for t in turned])  # Y, then U and V, packed as before
+    return out.reshape(turned[0].shape[0] * 3 // 2, turned[0].shape[1])
+
+
 def to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """A decoded frame as (H, W, 3) uint8 RGB, converted once.
 
@@ -294,6 +313,8 @@ def read_frames(
                 t0 = time.perf_counter()
                 planes = None if rgb else to_i420(frame)  # (H * 3/2, W)
                 image = to_rgb(frame) if planes is None else planes  # (H, W, 3)
+                if frame.rotation:  # stored sideways with a display matrix: turn it as every player does
+                    image = upright(image, frame.rotation, i420=planes is not None)
                 work += time.perf_counter() - t0
                 yield Frame(
                     stream_id=spec.stream_id,

@@ -369,3 +369,46 @@ def test_other_pixel_formats_take_swscale_and_say_so_once(tmp_path: Path, caplog
             assert frame.format.name == "yuv444p"
             np.testing.assert_array_equal(to_rgb(frame), frame.to_ndarray(format="rgb24"))
     assert sum("yuv444p 64x48" in r.getMessage() for r in caplog.records) == 1
+
+
+def _rotated_copy(src: Path, dst: Path, rotation: int) -> None:
+    """``src``'s pixels stored turned so that a player applying the display matrix ``rotation`` (counterclockwise
+    degrees, as FFmpeg's autorotate reads it: checked against the ffmpeg CLI when this was written) shows them
+    upright again, as a phone or an editor stores a clip filmed sideways."""
+    import av
+    import numpy as np
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = None
+        for frame in inp.decode(video=0):
+            turned = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), -rotation // 90))
+            if stream is None:
+                stream = out.add_stream("libx264", rate=25)
+                stream.width, stream.height, stream.pix_fmt = turned.shape[1], turned.shape[0], "yuv420p"
+                stream.options = {"crf": "12"}
+                stream.set_display_rotation(rotation)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(turned, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, -90])
+def test_a_clip_stored_sideways_is_decoded_upright_as_players_show_it(tmp_path: Path, clips, rotation):
+    """A display matrix turns the frame for every player; dfwatch turns it too, in the RGB and the I420 path, or a
+    fake uploaded sideways reaches the detector on its side (issue 23: it then scored REAL)."""
+    import numpy as np
+
+    from pipeline.sources import read_frames
+
+    upright_clip, turned = tmp_path / "upright.mp4", tmp_path / f"turned{rotation}.mp4"
+    _rotated_copy(clips["small"], upright_clip, 0)  # the same encoder settings, no rotation
+    _rotated_copy(clips["small"], turned, rotation)
+    reference = [f.image for f in read_frames(SourceSpec("a", str(upright_clip)))]
+    rgb = list(read_frames(SourceSpec("b", str(turned))))
+    planes = list(read_frames(SourceSpec("c", str(turned)), rgb=False))
+    assert len(rgb) == len(planes) == len(reference) == 50
+    for ref, eager, lazy in zip(reference, rgb, planes):
+        assert eager.size == lazy.size == (320, 240)  # the upright sides, whatever the stored ones
+        assert np.abs(eager.image.astype(int) - ref).mean() < 3  # the same picture (two H.264 encodes apart)
+        np.testing.assert_array_equal(lazy.rgb().image, eager.image)  # the planes turned as the RGB frame
