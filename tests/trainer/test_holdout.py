@@ -74,7 +74,11 @@ def test_face_sets_score_the_served_crops(tmp_path):
     expected = realval.measure(face_set, classifier(face_set.images).astype(np.float64))
     assert m["face_auc"] == pytest.approx(expected["face_auc"]) and m["faces"] == len(face_set)
     assert m["role"] == "report" and m["missed_faces"] == face_set.missed and m["small_faces"] == face_set.small
-    assert classifier.min_face == 0 or face_set.small > 0  # the pack's min_face leaves out faces it would not score
+    assert face_set.heights.min() >= classifier.min_face  # the pack's min_face: no face it would not score
+    unfiltered = realval.load_set("dfdc_test", SHARED_DATA, detector, detector_sha=detector.manifest.sha256,
+                                  size=classifier.input_size, margin=classifier.crop_margin, cache=tmp_path,
+                                  min_face=128)  # fmt: skip
+    assert unfiltered.small > 0 and len(unfiltered) + unfiltered.small == len(face_set) + face_set.small
     assert m["face_auc_size_matched"] == pytest.approx(expected["face_auc_size_matched"])
     alerts = {"real_alerted": 0, "real_clips": 0, "fake_caught": 0, "fake_clips": 0}
     row = next(line for line in holdout.report_markdown({"face_sets": result, "video_sets": {}, "alerts": alerts})
