@@ -21,7 +21,7 @@ Deepfake face classifier trained by dfwatch-train: P(fake) for a {size}x{size} R
 
 - architecture: `{model}` {model_args}; {params} parameters; {weights} weights (epoch {epoch} of {epochs})
 - trained on: `{data}` (dataset fingerprint `{fingerprint}`, {protocol} split protocol{whole})
-- training: Adam lr {lr}, batch {batch}, augmentation `{augment}`, seed {seed}
+- training: {optimizer} lr {lr}, batch {batch}, augmentation `{augment}`, seed {seed}
 - validation at that epoch: loss {val_loss:.4f}, accuracy {val_acc:.4f}
 - built by: `{command}`
 {metrics}"""
@@ -112,6 +112,7 @@ def _card(path: Path, training: dict[str, Any], *, params: int) -> str:
         fingerprint=data["fingerprint"][:16],
         protocol=data["split_protocol"],
         whole=", whole frames" if data["whole_frames"] else "",
+        optimizer={"adam": "Adam", "adamw": "AdamW"}[cfg.get("optimizer", "adam")],
         lr=cfg["lr"],
         batch=cfg["batch_size"],
         augment=cfg["augment"],
