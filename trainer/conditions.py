@@ -53,11 +53,17 @@ CONDITIONS: dict[str, tuple[Op | None, int]] = {
 
 def write_condition(src: Path, dst: Path, condition: str) -> Path:
     """``src`` under ``condition`` as an H.264 file ``dst`` at the same frame rate; returns ``dst``."""
-    import av
-
     if condition not in CONDITIONS:
         raise ValueError(f"unknown broadcast condition {condition!r}; valid: {list(CONDITIONS)}")
     op, crf = CONDITIONS[condition]
+    return rewrite(src, dst, op, crf=crf)
+
+
+def rewrite(src: Path, dst: Path, op: Op | None, *, crf: int) -> Path:
+    """Every frame of ``src`` through ``op`` (RGB in, RGB out; None: as is), cut to even sides and encoded as
+    H.264 (yuv420p, ``crf``) into ``dst`` at the source's frame rate; returns ``dst``."""
+    import av
+
     dst.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         vin = inp.streams.video[0]

@@ -111,27 +111,13 @@ def calibration_clips(media: Path, work: Path | None = None) -> tuple[list[Path]
 
 def _write_half(src: Path, dst: Path, half: str) -> None:
     """The left or right half of every frame of ``src``, as an H.264 file at the same rate (near-lossless)."""
-    import av
+    from trainer.conditions import rewrite
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        rate = vin.average_rate or 25
-        stream = None
-        for frame in inp.decode(vin):
-            img = frame.to_ndarray(format="rgb24")
-            w = img.shape[1] // 2 // 2 * 2  # even sides for yuv420p
-            part = np.ascontiguousarray(img[: img.shape[0] // 2 * 2, :w] if half == "left" else
-                                        img[: img.shape[0] // 2 * 2, img.shape[1] - w :])  # fmt: skip
-            if stream is None:
-                stream = out.add_stream("libx264", rate=rate)
-                stream.width, stream.height, stream.pix_fmt = part.shape[1], part.shape[0], "yuv420p"
-                stream.options = {"crf": "12", "preset": "veryfast"}
-            for packet in stream.encode(av.VideoFrame.from_ndarray(part, format="rgb24")):
-                out.mux(packet)
-        if stream is not None:
-            for packet in stream.encode():
-                out.mux(packet)
+    def cut(img: np.ndarray) -> np.ndarray:
+        w = img.shape[1] // 2 // 2 * 2  # even sides for yuv420p
+        return img[:, :w] if half == "left" else img[:, img.shape[1] - w :]
+
+    rewrite(src, dst, cut, crf=12)
 
 
 @dataclass(frozen=True)
