@@ -5,6 +5,7 @@ It lives in engines/ only because both of them import engines; nothing in engine
 
 from __future__ import annotations
 
+import logging
 import re
 
 SHOWN_CHARS = 200  # a longer URL is cut here in logs (a 100,000-character URL must not fill the log)
@@ -41,3 +42,20 @@ def redact(url: str, *, limit: int = SHOWN_CHARS) -> str:
 def printable(text: str) -> str:
     """``text`` with every character that is not printable (ESC, CR, NUL, ...) shown as ``\\xNN`` or ``\\uNNNN``."""
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in text)
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_text(text: str) -> str:
+    """Free text (a log line, an exception, a traceback) with every ``scheme://...`` in it redacted (``redact``,
+    no length bound); the rest is left as it is, line breaks included."""
+    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0), limit=1 << 62), text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """A logging formatter whose every line, exception text and traceback included, passes ``redact_text``:
+    a password in a URL never reaches a log, whichever call site wrote it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))

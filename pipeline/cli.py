@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from engines.urls import printable
+from engines.urls import RedactingFormatter, printable
 from pipeline.config import ModelsConfig, WatchConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.policy import Origin
@@ -502,19 +502,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s dfwatch %(levelname)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s dfwatch %(levelname)s: %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, handlers=[handler], force=True)
     try:
         return args.func(args)
     except Exception as exc:
-        if args.debug:
-            raise
-        logger.error("%s", exc)
+        if args.debug:  # the traceback through the logging formatter, so it is redacted like every other line
+            logger.exception("%s", exc)
+        else:
+            logger.error("%s", exc)
         return EXIT_FAILED
 
 

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from trainer.commands import COMMANDS
 
@@ -23,17 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from engines.urls import RedactingFormatter, redact_text
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, handlers=[handler])
     try:
         return args.func(args)
     except Exception as exc:
-        if args.debug:
-            raise
-        print(f"dfwatch-train {args.command}: error: {exc}", file=sys.stderr)
+        if args.debug:  # the traceback, redacted like every log line
+            print(redact_text(traceback.format_exc()), end="", file=sys.stderr)
+        print(f"dfwatch-train {args.command}: error: {redact_text(str(exc))}", file=sys.stderr)
         return 1
 
 

@@ -166,3 +166,33 @@ def test_config_errors_name_the_field(dfwatch, tmp_path: Path):
     run = dfwatch("watch", "--config", str(config))
     assert run.returncode == 1
     assert len(run.error_lines) == 1 and "unknown field 'max_bach'; valid: ['max_batch'" in run.error_lines[0]
+
+
+def test_debug_tracebacks_and_errors_never_show_a_camera_password(dfwatch, tmp_path: Path):
+    """A URL with a password in an exception, a traceback or a log line from any call site is redacted by the log
+    formatter (engines.urls.RedactingFormatter), not by each call site (issue 23: --debug printed it)."""
+    from tests._rtsp import free_port
+
+    url = f"rtsp://admin:s3cretpw@127.0.0.1:{free_port()}/cam?token=t0k3n"  # nothing listens: refused at once
+    for flags in (["--debug"], []):
+        run = dfwatch(*flags, "watch", f"cam={url}", "--no-reconnect", "--open-timeout", "2")
+        assert run.returncode == 1, run.stderr
+        assert "s3cretpw" not in run.stderr and "t0k3n" not in run.stderr
+        assert "rtsp://admin:***@127.0.0.1" in run.stderr
+        assert ("Traceback" in run.stderr) == bool(flags)
+
+
+def test_the_redacting_formatter_covers_exception_text():
+    import logging
+    import sys
+
+    from engines.urls import RedactingFormatter, redact_text
+
+    text = "open http://u:pw@h/x?sig=abc failed\nnext line"
+    assert redact_text(text) == "open http://u:***@h/x?sig=*** failed\nnext line"
+    try:
+        raise ValueError("cannot open rtsp://admin:hunter2@cam.local/stream")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "lost %s", ("rtsp://a:pw2@h",), sys.exc_info())
+    text = RedactingFormatter("%(message)s").format(record)
+    assert "hunter2" not in text and "pw2" not in text and "Traceback" in text and "admin:***@cam.local" in text
