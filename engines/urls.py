@@ -53,6 +53,15 @@ def redact_text(text: str) -> str:
     return _URL_IN_TEXT.sub(lambda m: redact(m.group(0), limit=1 << 62), text)
 
 
+def redacting_handler(fmt: str, *, datefmt: str | None = None) -> logging.Handler:
+    """A stderr handler whose lines pass ``RedactingFormatter``: what the entry points log through."""
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(fmt, datefmt=datefmt))
+    return handler
+
+
 class RedactingFormatter(logging.Formatter):
     """A logging formatter whose every line, exception text and traceback included, passes ``redact_text``:
     a password in a URL never reaches a log, whichever call site wrote it."""

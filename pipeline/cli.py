@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from engines.urls import RedactingFormatter, printable
+from engines.urls import printable, redacting_handler
 from pipeline.config import ModelsConfig, WatchConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.policy import Origin
@@ -502,8 +502,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s dfwatch %(levelname)s: %(message)s", datefmt="%H:%M:%S"))
+    handler = redacting_handler("%(asctime)s dfwatch %(levelname)s: %(message)s", datefmt="%H:%M:%S")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, handlers=[handler], force=True)
     try:
         return args.func(args)

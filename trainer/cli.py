@@ -24,10 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from engines.urls import RedactingFormatter, redact_text
+    from engines.urls import redact_text, redacting_handler
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = redacting_handler("%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, handlers=[handler])
     try:
         return args.func(args)

