@@ -23,15 +23,19 @@ class LetterboxInfo:
     height: int  # source frame height
 
 
-def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, LetterboxInfo]:
-    """Resize ``frame`` (H, W, 3) uint8 keeping its aspect ratio and pad it to (size, size, 3)."""
+def letterbox(
+    frame: np.ndarray, size: int | tuple[int, int], *, pad: int = PAD_VALUE
+) -> tuple[np.ndarray, LetterboxInfo]:
+    """Resize ``frame`` (H, W, 3) uint8 keeping its aspect ratio and pad it with ``pad`` to (size, size, 3), or to
+    (height, width, 3) for ``size`` = (width, height)."""
+    out_w, out_h = (size, size) if isinstance(size, int) else size
     h, w = frame.shape[:2]
-    scale = min(size / h, size / w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    scale = min(out_h / h, out_w / w)
+    new_w, new_h = min(out_w, max(1, round(w * scale))), min(out_h, max(1, round(h * scale)))
     frame = resize(frame, new_w, new_h)
-    pad_x, pad_y = (size - new_w) / 2, (size - new_h) / 2
+    pad_x, pad_y = (out_w - new_w) / 2, (out_h - new_h) / 2
     top, left = int(round(pad_y - 0.1)), int(round(pad_x - 0.1))
-    out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    out = np.full((out_h, out_w, 3), pad, dtype=np.uint8)
     out[top : top + new_h, left : left + new_w] = frame
     return out, LetterboxInfo(scale, float(left), float(top), w, h)
 

@@ -8,7 +8,11 @@ killed leaves a playable file that lacks at most its last second.
 
 Disk per stream is bounded by ``max_mb``: when ``<stream>.mp4`` reaches half of it, the file is
 closed and renamed ``<stream>.1.mp4`` (replacing the older one) and a new ``<stream>.mp4`` starts,
-so the newest footage is always kept. A resolution change also starts a new file this way.
+so the newest footage is always kept. A frame whose size differs from the open file's (a camera that
+reconnects at another resolution, a source that alternates sizes) is scaled into the file's size, aspect
+kept and black bars added (letterboxed), said once per stream: a resolution change never starts a new file,
+so it cannot push footage out (a source alternating 64x64 and 128x96 left 2 of 60 frames on disk, and a
+log line per frame). The next file, after a rotation by size, takes the size of the frame that starts it.
 
 A file that cannot be written (disk full) stops that stream's video, not the process: the muxer
 writes through a file object that keeps the first write error to itself (FFmpeg's MP4 muxer
@@ -33,9 +37,11 @@ import av
 import cv2
 import numpy as np
 
+from engines.letterbox import letterbox
 from engines.urls import printable
 from pipeline.errors import SinkError
 from pipeline.messages import Frame, Verdict, VerdictState
+from pipeline.ranges import check_ranges, ranged
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +64,14 @@ RETRY_SECONDS = 30.0  # after a write error (disk full), a stream's video starts
 @dataclass(frozen=True)
 class AnnotateConfig:
     dir: Path | None = None  # one annotated MP4 per stream in this directory; None = no annotated video
-    max_mb: float = 200.0  # disk per stream: <stream>.mp4 rotates to <stream>.1.mp4 at half of this
-    crf: int = 23  # x264 quality: lower is sharper and bigger (0..51)
-    keyframe_every: int = 25  # frames between keyframes = frames per MP4 fragment (lost at most when killed)
+    # disk per stream: <stream>.mp4 rotates to <stream>.1.mp4 at half of this
+    max_mb: float = ranged(200.0, 0, 1_000_000, open_lo=True, unit="MB")
+    crf: int = ranged(23, 0, 51)  # x264 quality: lower is sharper and bigger
+    # frames between keyframes = frames per MP4 fragment (lost at most when killed)
+    keyframe_every: int = ranged(25, 1, 600)
 
     def __post_init__(self) -> None:
-        if not self.max_mb > 0:
-            raise ValueError(f"annotate max_mb must be above 0, got {self.max_mb}")
-        if not 0 <= self.crf <= 51:
-            raise ValueError(f"annotate crf must be 0..51, got {self.crf}")
-        if self.keyframe_every < 1:
-            raise ValueError(f"annotate keyframe_every must be at least 1, got {self.keyframe_every}")
+        check_ranges(self, "annotate.")
 
 
 def score_colour(p_fake: float | None) -> Colour:
@@ -159,7 +162,7 @@ def open_no_follow(path: Path, *, what: str) -> int:
 
 
 class _StreamVideo:
-    """One stream's current MP4 file: opened at its first frame, rotated by size or resolution."""
+    """One stream's current MP4 file: opened at its first frame at that frame's size, rotated by disk size."""
 
     def __init__(self, directory: Path, stream_id: str, cfg: AnnotateConfig, *, name: str | None = None) -> None:
         """``name``: the file name stem; by default the stream id made safe for a file name."""
@@ -174,6 +177,7 @@ class _StreamVideo:
         self.frames = 0  # frames in the open file
         self.written = 0  # frames written in all, over rotations
         self.rotations = 0
+        self.scaled = 0  # frames letterboxed into the file's size (another resolution), over rotations
         self._start_ms = 0  # output time of the open file's first frame
         self._clock_ms: int | None = None  # output time of the last frame, over rotations
         self._last: Frame | None = None
@@ -203,10 +207,11 @@ class _StreamVideo:
             except OSError:
                 pass  # the new file's open says what is wrong
         image = _even(image)  # (H', W', 3) with H', W' even: yuv420p needs it
+        if self.container is not None and self.bytes >= self.cfg.max_mb * 1e6 / 2:
+            self._rotate("size limit reached")
+        if self.container is not None and self.size != (image.shape[1], image.shape[0]):
+            image = self._fit(image)  # (H_file, W_file, 3)
         size = (image.shape[1], image.shape[0])
-        if self.container is not None and (size != self.size or self.bytes >= self.cfg.max_mb * 1e6 / 2):
-            why = f"resolution changed to {size[0]}x{size[1]}" if size != self.size else "size limit reached"
-            self._rotate(why)
         try:
             if self.container is None:
                 self._open(size, t_ms)
@@ -281,6 +286,17 @@ class _StreamVideo:
         self.container, self.video, self.size = container, video, size
         self.bytes = self.frames = 0
         self._start_ms = t_ms
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        """``image`` (H, W, 3) letterboxed into the open file's (H_file, W_file, 3); the first time, said once."""
+        assert self.size is not None
+        if not self.scaled:
+            logger.info("annotated video of %r: a frame of %dx%d in a file of %dx%d; frames of another size are "
+                        "scaled into the file's (aspect kept, black bars) until it rotates at its size limit "
+                        "(said once per stream)", self.stream_id, image.shape[1], image.shape[0],
+                        *self.size)  # fmt: skip
+        self.scaled += 1
+        return letterbox(image, self.size, pad=0)[0]
 
     def _rotate(self, why: str) -> None:
         self.close()
@@ -425,5 +441,6 @@ class Annotator:
         size = video.path.stat().st_size / 1e6 if video.path.exists() else 0.0
         kept = f", older footage in {video.previous.name}" if video.rotations else ""
         skipped = f", {video.skipped} frames skipped (write errors)" if video.skipped else ""
-        logger.info("annotated video of %r: %s (%d frames, %.1f MB)%s%s", video.stream_id, video.path,
-                    video.frames, size, kept, skipped)  # fmt: skip
+        scaled = f", {video.scaled} frames of another size scaled in" if video.scaled else ""
+        logger.info("annotated video of %r: %s (%d frames, %.1f MB)%s%s%s", video.stream_id, video.path,
+                    video.frames, size, kept, scaled, skipped)  # fmt: skip

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from engines.urls import printable, redacting_handler
-from pipeline.config import ModelsConfig, WatchConfig, load_config
+from pipeline.config import SECTIONS, ModelsConfig, WatchConfig, load_config
 from pipeline.errors import ConfigError
+from pipeline.lograte import StreamLogLimit
 from pipeline.policy import Origin
+from pipeline.ranges import bounded, flag_type
 from pipeline.shard import Shard
 from pipeline.sources import SourceKind, SourceSpec
 
@@ -39,6 +41,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def number_flag(group: argparse._ArgumentGroup, flag: str, dest: str, *, help: str) -> None:
+    """A flag that overrides config field ``dest`` ("section.name"): its type and range are the field's."""
+    section, name = dest.split(".")
+    group.add_argument(flag, type=flag_type(SECTIONS[section], name), dest=dest, help=help)
+
+
 def add_models_args(parser: argparse.ArgumentParser) -> None:
     """The model flags that watch and report share (override [models])."""
     g = parser.add_argument_group("models (override [models])")
@@ -50,23 +58,23 @@ def add_models_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--detector", type=Path, dest="models.detector", help="detector artifact")
     g.add_argument("--classifier", type=Path, dest="models.classifier", help="classifier artifact")
-    g.add_argument("--threads", type=int, dest="models.threads", help="ONNX Runtime threads (default: all cores)")
-    g.add_argument("--det-conf", type=float, dest="models.det_conf", help="detector threshold (default: manifest)")
-    g.add_argument("--max-faces", type=int, dest="models.max_faces", help="most faces scored per frame (default 20)")
+    number_flag(g, "--threads", "models.threads", help="ONNX Runtime threads (default: all cores)")
+    number_flag(g, "--det-conf", "models.det_conf", help="detector threshold (default: manifest)")
+    number_flag(g, "--max-faces", "models.max_faces", help="most faces scored per frame (default 20)")
 
 
 def add_schedule_args(parser: argparse.ArgumentParser) -> None:
     """The schedule flags (override [schedule])."""
     g = parser.add_argument_group("schedule (override [schedule])")
-    g.add_argument("--detect-every", type=int, dest="schedule.detect_every",
+    number_flag(g, "--detect-every", "schedule.detect_every",
                    help="detect on every k-th frame per stream, track in between (default 1)")  # fmt: skip
-    g.add_argument("--max-detect-every", type=int, dest="schedule.max_detect_every",
+    number_flag(g, "--max-detect-every", "schedule.max_detect_every",
                    help="k may grow up to this under load (default 8)")  # fmt: skip
-    g.add_argument("--classify-every", type=int, dest="schedule.classify_every",
+    number_flag(g, "--classify-every", "schedule.classify_every",
                    help="classify each tracked face every m-th frame (default 1)")  # fmt: skip
-    g.add_argument("--max-classify-every", type=int, dest="schedule.max_classify_every",
+    number_flag(g, "--max-classify-every", "schedule.max_classify_every",
                    help="once k is at its maximum, m may grow up to this under load (default 4)")  # fmt: skip
-    g.add_argument("--latency-budget", type=float, dest="schedule.latency_budget",
+    number_flag(g, "--latency-budget", "schedule.latency_budget",
                    help="seconds from capture: a live frame that cannot be published within it is shed before "
                    "inference (default 1)")  # fmt: skip
 
@@ -74,7 +82,7 @@ def add_schedule_args(parser: argparse.ArgumentParser) -> None:
 def _name_metavars(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:  # "--threads N", not "--threads MODELS.THREADS"
         if "." in action.dest and action.metavar is None:
-            action.metavar = {int: "N", float: "X", Path: "PATH"}.get(action.type, "VALUE")
+            action.metavar = getattr(action.type, "metavar", None) or {Path: "PATH"}.get(action.type, "VALUE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,13 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TOML file with streams, models, runner, schedule, verdict, sinks, metrics")  # fmt: skip
     add_models_args(w)
     g = w.add_argument_group("batches (override [runner])")
-    g.add_argument("--max-batch", type=int, dest="runner.max_batch", help="frames per detector batch (default 8)")
-    g.add_argument("--max-wait-ms", type=float, dest="runner.max_wait_ms", help="wait to fill a batch (default 5)")
+    number_flag(g, "--max-batch", "runner.max_batch", help="frames per detector batch (default 8)")
+    number_flag(g, "--max-wait-ms", "runner.max_wait_ms", help="wait to fill a batch (default 5)")
     add_schedule_args(w)
     g = w.add_argument_group("sources (override every stream)")
     g.add_argument("--rtsp-transport", choices=("tcp", "udp"), help="RTSP transport (default tcp)")
-    g.add_argument("--open-timeout", type=float, help="seconds to open a stream (default 10)")
-    g.add_argument("--read-timeout", type=float, help="seconds without data before a stream is down (default 10)")
+    g.add_argument("--open-timeout", type=flag_type(SourceSpec, "open_timeout"), metavar="S",
+                   help="seconds to open a stream (default 10)")  # fmt: skip
+    g.add_argument("--read-timeout", type=flag_type(SourceSpec, "read_timeout"), metavar="S",
+                   help="seconds without data before a stream is down (default 10)")  # fmt: skip
     g.add_argument(
         "--no-reconnect",
         action="store_false",
@@ -113,11 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="local files may come only from these folders, and then from the control hash too (repeat for more; "
         "overrides [sources] allow_dirs; default: files only from the command line and config)",
     )  # fmt: skip
+    number_flag(
+        g,
+        "--max-streams",
+        "sources.max_streams",
+        help="streams this worker watches at most; more control-hash entries wait, counted (default 64)",
+    )
     g.add_argument("--loop", action="store_true", default=None, help="files: start again at the end")
     g.add_argument("--pace", action="store_true", default=None, help="files: deliver at their frame rate, like live")
     g.add_argument(
         "--demo-seconds",
-        type=float,
+        type=bounded(0, 3600, open_lo=True, unit="seconds"),
         default=4.0,
         help="with no SOURCE: seconds of real, then of manipulated face in the demo clip (default 4)",
     )
@@ -134,15 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="add and remove streams at run time through the Redis hash dfwatch:control:streams",
     )
     g.add_argument("--metrics-host", dest="metrics.host", help="Prometheus bind address (default 127.0.0.1)")
-    g.add_argument("--metrics-port", type=int, dest="metrics.port", help="Prometheus port; 0 disables (default 9108)")
+    number_flag(g, "--metrics-port", "metrics.port", help="Prometheus port; 0 disables (default 9108)")
     g.add_argument(
         "--annotate", type=Path, metavar="DIR", dest="annotate.dir",
         help="also write per stream an annotated H.264 MP4 (boxes, track ids, fake scores, verdict) into DIR",
     )  # fmt: skip
-    g.add_argument(
-        "--annotate-max-mb", type=float, dest="annotate.max_mb",
+    number_flag(
+        g,
+        "--annotate-max-mb",
+        "annotate.max_mb",
         help="disk per annotated stream; at half of it DIR/<stream>.mp4 becomes <stream>.1.mp4 (default 200)",
-    )  # fmt: skip
+    )
     g = w.add_argument_group("cluster (overrides the top-level shard key)")
     g.add_argument(
         "--shard",
@@ -157,16 +175,27 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="write the demo clip (real face, then a manipulated one) to a file")
     d.add_argument("out", type=Path, help="output .mp4")
     d.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
-    d.add_argument("--seconds", type=float, default=4.0, help="seconds of each part (default 4)")
+    d.add_argument(
+        "--seconds",
+        type=bounded(0, 3600, open_lo=True, unit="seconds"),
+        default=4.0,
+        help="seconds of each part (default 4)",
+    )
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("status", help="a live table of every stream published to Redis, worst first")
     s.add_argument("--redis", metavar="URL", required=True, help="Redis URL, e.g. redis://127.0.0.1:6379/0")
     s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
     s.add_argument("--once", action="store_true", help="print the table once and exit (for scripts)")
-    s.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes (default 1)")
     s.add_argument(
-        "--stale", type=float, default=10.0, metavar="S",
+        "--interval",
+        type=bounded(0.05, 3600, unit="seconds"),
+        default=1.0,
+        metavar="S",
+        help="seconds between refreshes (default 1)",
+    )
+    s.add_argument(
+        "--stale", type=bounded(0, 86400, open_lo=True, unit="seconds"), default=10.0, metavar="S",
         help="a stream with no verdict for this many seconds shows as down (default 10, the read timeout)",
     )  # fmt: skip
     s.add_argument("--match", metavar="GLOB", help="only stream ids matching this shell pattern, e.g. 'lobby-*'")
@@ -176,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
     h.add_argument("--url", default="http://127.0.0.1:9108/metrics", help="its metrics (default: %(default)s)")
     h.add_argument(
-        "--max-age", type=float, default=60.0, metavar="S",
+        "--max-age", type=bounded(0, 86400, open_lo=True, unit="seconds"), default=60.0, metavar="S",
         help="unhealthy when the stage loop last turned more than S seconds ago (default 60)",
     )  # fmt: skip
     h.set_defaults(func=cmd_health)
@@ -204,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fake", type=Path, nargs="*", default=[], metavar="FILE", help="verdict lines of fakes")
     c.add_argument("--classifier", type=Path, default=Path("models/deepfake_classifier.onnx"),
                    help="classifier artifact whose manifest gets the thresholds (default: the bundled)")  # fmt: skip
-    c.add_argument("--margin", type=float, default=0.05, help="added above the reals' highest quiet threshold")
+    c.add_argument("--margin", type=bounded(0, 1), default=0.05, help="added above the reals' highest quiet threshold")
     c.add_argument("--dry-run", action="store_true", help="print the thresholds, leave the manifest alone")
     c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
     c.set_defaults(func=cmd_calibrate)
@@ -441,8 +470,6 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from pipeline.status import watch_status
 
-    if args.interval <= 0 or args.stale <= 0:
-        raise ConfigError(f"--interval and --stale must be above 0, got {args.interval} and {args.stale}")
     password = os.environ.get("DFWATCH_REDIS_PASSWORD")
     return watch_status(args.redis, once=args.once, interval=args.interval, stale=args.stale, match=args.match,
                         password=password)  # fmt: skip
@@ -503,6 +530,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = redacting_handler("%(asctime)s dfwatch %(levelname)s: %(message)s", datefmt="%H:%M:%S")
+    handler.addFilter(StreamLogLimit())  # a flapping feed cannot flood the log (pipeline.lograte)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, handlers=[handler], force=True)
     try:
         return args.func(args)

@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.annotate import AnnotateConfig
 from pipeline.errors import ConfigError
 from pipeline.policy import SourcePolicy
+from pipeline.ranges import check_ranges, ranged
 from pipeline.runner import RunnerConfig
 from pipeline.schedule import ScheduleConfig
 from pipeline.shard import Shard
@@ -31,13 +32,12 @@ class ModelsConfig:
     dir: Path = Path("models")  # holds face_detector.onnx and deepfake_classifier.onnx
     detector: Path | None = None  # detector artifact; default dir/face_detector.onnx
     classifier: Path | None = None  # classifier artifact; default dir/deepfake_classifier.onnx
-    threads: int | None = None  # ONNX Runtime intra-op threads; None = all cores
-    det_conf: float | None = None  # detector confidence threshold; None = the manifest's
-    max_faces: int = 20  # most faces scored per frame, best first
+    threads: int | None = ranged(None, 1, 1024)  # ONNX Runtime intra-op threads; None = all cores
+    det_conf: float | None = ranged(None, 0, 1, open_lo=True)  # detector confidence threshold; None = the manifest's
+    max_faces: int = ranged(20, 1, 1000)  # most faces scored per frame, best first
 
     def __post_init__(self) -> None:
-        if self.max_faces < 1:
-            raise ConfigError(f"models.max_faces must be at least 1, got {self.max_faces}")
+        check_ranges(self, "models.")
 
     @property
     def detector_path(self) -> Path:
@@ -51,19 +51,20 @@ class ModelsConfig:
 @dataclass(frozen=True)
 class SinksConfig:
     redis: str | None = None  # redis://, rediss:// or unix:// URL; None = stdout only
-    redis_maxlen: int = 10_000  # approximate cap of each per-stream Redis Stream
-    redis_ttl: float = 7 * 86400  # seconds after its latest write a verdict key expires; 0 = never
+    redis_maxlen: int = ranged(10_000, 1, 100_000_000)  # approximate cap of each per-stream Redis Stream
+    redis_ttl: float = ranged(7 * 86400, 0, 10 * 365 * 86400, unit="seconds")  # key expiry after last write; 0 = never
 
     def __post_init__(self) -> None:
-        if self.redis_maxlen < 1 or not (self.redis_ttl >= 0 and math.isfinite(self.redis_ttl)):
-            raise ConfigError(f"sinks.redis_maxlen must be at least 1 and sinks.redis_ttl a finite number of seconds "
-                              f"(0 = never expire), got {self.redis_maxlen} and {self.redis_ttl}")  # fmt: skip
+        check_ranges(self, "sinks.")
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     host: str = "127.0.0.1"  # Prometheus bind address; keep it on loopback unless a proxy guards it
-    port: int = 9108  # 0 disables the endpoint
+    port: int = ranged(9108, 0, 65535)  # 0 disables the endpoint
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "metrics.")
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class WatchConfig:
     shard: Shard | None = None  # top-level `shard = "i/N"`: keep only the streams rendezvous hashing gives worker i
 
 
-_SECTIONS = {"models": ModelsConfig, "runner": RunnerConfig, "schedule": ScheduleConfig, "verdict": VerdictConfig,
+SECTIONS = {"models": ModelsConfig, "runner": RunnerConfig, "schedule": ScheduleConfig, "verdict": VerdictConfig,
              "sinks": SinksConfig, "metrics": MetricsConfig, "annotate": AnnotateConfig,
              "sources": SourcePolicy}  # fmt: skip
 
@@ -98,10 +99,10 @@ def load_config(path: str | Path) -> WatchConfig:
 
 
 def parse_config(raw: dict[str, Any], *, where: str = "config") -> WatchConfig:
-    unknown = sorted(raw.keys() - _SECTIONS.keys() - {"streams", "shard"})
+    unknown = sorted(raw.keys() - SECTIONS.keys() - {"streams", "shard"})
     if unknown:
         raise ConfigError(
-            f"{where}: unknown section(s) {unknown}; valid: {sorted([*_SECTIONS, 'streams'])} and the key 'shard'"
+            f"{where}: unknown section(s) {unknown}; valid: {sorted([*SECTIONS, 'streams'])} and the key 'shard'"
         )
     shard = None
     if "shard" in raw:
@@ -109,9 +110,7 @@ def parse_config(raw: dict[str, Any], *, where: str = "config") -> WatchConfig:
             shard = Shard.parse(raw["shard"])
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-    parts: dict[str, Any] = {
-        name: build(cls, raw.get(name, {}), f"{where} [{name}]") for name, cls in _SECTIONS.items()
-    }
+    parts: dict[str, Any] = {name: build(cls, raw.get(name, {}), f"{where} [{name}]") for name, cls in SECTIONS.items()}
     streams = raw.get("streams", [])
     if not isinstance(streams, list):
         raise ConfigError(f"{where}: streams must be an array of tables ([[streams]]), got {type(streams).__name__}")
@@ -159,6 +158,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
+        if len(options) == 2 and type(None) in options:  # X | None: X's own message (None is not TOML)
+            return _coerce(value, next(o for o in options if o is not type(None)), where)
         for option in options:
             if option is type(None):
                 continue

@@ -32,7 +32,7 @@ from typing import Any
 import redis
 
 from pipeline.config import build
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, StreamLimitError
 from pipeline.policy import Origin, SourcePolicy
 from pipeline.runner import Runner
 from pipeline.sources import SourceSpec
@@ -89,6 +89,7 @@ class RedisControl:
         self._epoch: bytes | None = None  # the marker value this worker saw last
         self._draining: set[str] = set()  # ids this control stopped whose old instance may still be draining
         self._bad: dict[str, bytes] = {}  # id -> value already reported as invalid
+        self._over: set[str] = set()  # ids refused for [sources] max_streams at the last poll
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="redis-control", daemon=True)
         self._failing: str | None = None  # why the last poll failed, logged once
@@ -150,6 +151,7 @@ class RedisControl:
                 if self._bad.get(sid) != value:
                     logger.error("%s; ignoring it", exc)
                     self._bad[sid] = value
+                    self.runner.observer.streams_refused("invalid", 1)
         for sid, spec in list(self.managed.items()):
             if desired.get(sid) != spec:  # deleted or changed: stop it (a changed one restarts below)
                 self.runner.remove_stream(sid)
@@ -157,7 +159,8 @@ class RedisControl:
                 self._values.pop(sid, None)
                 self._draining.add(sid)
         watched = set(self.runner.stream_ids)
-        for sid, spec in desired.items():
+        over: list[str] = []  # entries past [sources] max_streams, retried on every poll
+        for sid, spec in sorted(desired.items()):  # by id: which entries get in does not depend on hash order
             if sid in self.managed:
                 continue
             if sid in watched:
@@ -167,9 +170,30 @@ class RedisControl:
                     self._bad[sid] = values[sid]
                 continue  # a restarted stream's old instance is still draining: start it on a later poll
             self._draining.discard(sid)
-            self.runner.add_stream(spec)
+            try:
+                self.runner.add_stream(spec)
+            except StreamLimitError:
+                over.append(sid)
+                continue
             self.managed[sid] = spec
             self._values[sid] = values[sid]
+        self._report_over(over)
+
+    def _report_over(self, over: list[str]) -> None:
+        """One line when the set of entries refused for [sources] max_streams changes; each counted once."""
+        new = set(over) - self._over
+        if new:
+            self.runner.observer.streams_refused("max_streams", len(new))
+        if set(over) == self._over:
+            return
+        if over:
+            names = ", ".join(over[:5]) + (", ..." if len(over) > 5 else "")
+            logger.warning("control hash %s: %d entries refused (%s): this worker watches %d streams, its "
+                           "[sources] max_streams; they start when streams leave", self.key, len(over), names,
+                           self.runner.max_streams)  # fmt: skip
+        else:
+            logger.info("control hash %s: every entry is watched again (within [sources] max_streams)", self.key)
+        self._over = set(over)
 
     def _lost(self, epoch: bytes | None) -> bool:
         """True when Redis lost the control hash since the last poll: the entries of this worker go back in."""

@@ -27,3 +27,7 @@ class SinkError(PipelineError):
 
 class ConfigError(PipelineError, ValueError):
     """A configuration value is invalid; the message names it and the valid choices."""
+
+
+class StreamLimitError(ConfigError):
+    """A worker already watches ``[sources] max_streams`` streams."""

@@ -59,6 +59,10 @@ class PrometheusObserver(Observer):
         self.sink_buffered = Gauge("dfwatch_sink_buffered", "Records waiting for a sink", ["sink"], registry=r)
         self.sink_connected = Gauge("dfwatch_sink_connected", "1 while a sink's server answers", ["sink"], registry=r)
         self.reconnects = Counter("dfwatch_reconnects", "Reconnect attempts", ["stream"], registry=r)
+        self.refused = Counter(
+            "dfwatch_streams_refused", "Control-hash entries refused (invalid, or past [sources] max_streams)",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.alerts = Counter("dfwatch_alerts", "Times a stream turned FAKE", ["stream"], registry=r)
         self.fps = Gauge("dfwatch_stream_fps", "Verdicts published per second, per stream", ["stream"], registry=r)
         self.detect_every = Gauge("dfwatch_detect_every", "The detector runs on every k-th frame", registry=r)
@@ -161,6 +165,9 @@ class PrometheusObserver(Observer):
 
     def sink_errors(self, sink: str, count: int) -> None:
         self.sink_errors_total.labels(sink).inc(count)
+
+    def streams_refused(self, reason: str, count: int) -> None:
+        self.refused.labels(reason).inc(count)
 
     def sink_state(self, sink: str, *, buffered: int, connected: bool | None = None) -> None:
         self.sink_buffered.labels(sink).set(buffered)

@@ -41,6 +41,9 @@ class Observer:
     def forget_stream(self, stream: str) -> None:
         """``stream`` was removed: drop everything kept for it (so no alert keeps firing for it)."""
 
+    def streams_refused(self, reason: str, count: int) -> None:
+        """``count`` control-hash entries were refused (``reason``: "max_streams" or "invalid"); each once."""
+
     # Processing (the stage loop).
     def beat(self) -> None:
         """The stage loop turned (the liveness heartbeat `dfwatch health` reads)."""
@@ -112,6 +115,9 @@ class RecordingObserver(Observer):
     def forget_stream(self, stream: str) -> None:
         self.forgotten.append(stream)
         self.gauges = {key: value for key, value in self.gauges.items() if key[1] != stream}
+
+    def streams_refused(self, reason: str, count: int) -> None:
+        self.counts["refused", reason] += count
 
     def frames_shed(self, stream: str, count: int) -> None:
         self.counts["shed", stream] += count

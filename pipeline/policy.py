@@ -23,7 +23,9 @@ When FFmpeg opens an admitted source, ``ffmpeg_options`` adds what FFmpeg itself
 ``protocol_whitelist`` per scheme (an HLS playlist cannot send FFmpeg to ``file:``, ``tcp:`` or
 ``udp:``; a local file opens only as ``file:``), certificate checks for ``https`` and ``rtsps``
 (``tls_verify``, the system's CAs or ``ca_file``), and ``max_pixels``, so a decoder refuses a
-frame larger than that before it allocates it (one 16000x16000 PNG took 1.15 GB).
+frame larger than that before it allocates it (one 16000x16000 PNG took 1.15 GB). An http(s)
+connection makes at most ``max_http_requests`` requests without a decoded frame (``pipeline.http_budget``):
+an HLS playlist that lists itself, or whose segments all fail, no longer floods its server.
 
 What this cannot do: an HLS playlist on an allowed host may still name segments on other http(s)
 hosts (FFmpeg fetches them without asking), and FFmpeg does not pass ``tls_verify`` on to those
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError
+from pipeline.ranges import check_ranges, ranged
 
 if TYPE_CHECKING:
     from pipeline.sources import SourceSpec
@@ -74,10 +77,20 @@ class SourcePolicy:
 
     allow_schemes: tuple[str, ...] = DEFAULT_SCHEMES  # URL schemes a stream may use; any other is refused
     allow_dirs: tuple[Path, ...] = ()  # folders local files may come from; empty: only command line and config
-    max_url_length: int = 2048  # longer URLs (and paths) are refused
-    max_pixels: int = 3840 * 2160  # largest frame (width x height) a decoder accepts; memory per frame is 3x this
+    max_url_length: int = ranged(2048, 16, 65_536)  # longer URLs (and paths) are refused
+    # largest frame (width x height) a decoder accepts; memory per frame is 3x this
+    max_pixels: int = ranged(3840 * 2160, 64 * 64, 16_384 * 16_384)
     ca_file: Path | None = None  # PEM bundle of CAs for https/rtsps instead of the system's (self-signed cameras)
     udp_bind_any: bool = False  # udp/rtp sources may bind the wildcard address (every interface); else one IP
+    # streams one worker watches at most (config, command line and control hash); more are refused and counted
+    max_streams: int = ranged(64, 1, 10_000)
+    # HTTP requests an http(s) connection (an HLS playlist, its variants, segments and reloads) may make without a
+    # decoded frame (a master of 8 variants opens in 17); past it the connection ends, retried with backoff
+    # (pipeline.http_budget)
+    max_http_requests: int = ranged(50, 4, 10_000)
+    # netrc file of camera logins by host (machine HOST login USER password PW), read at start: a stream whose URL
+    # names no login is opened with its host's, which its URL, logs and Redis never show (pipeline.credentials)
+    credentials: Path | None = None
 
     def __post_init__(self) -> None:
         schemes = tuple(str(s).lower() for s in self.allow_schemes)
@@ -88,9 +101,17 @@ class SourcePolicy:
             raise ConfigError("[sources] allow_schemes: local files are allowed by allow_dirs, not the 'file' scheme")
         object.__setattr__(self, "allow_schemes", schemes)
         object.__setattr__(self, "allow_dirs", tuple(Path(os.path.realpath(d)) for d in self.allow_dirs))
-        if self.max_url_length < 16 or self.max_pixels < 64 * 64:
-            raise ConfigError(f"[sources] max_url_length must be at least 16 and max_pixels at least 4096, "
-                              f"got {self.max_url_length} and {self.max_pixels}")  # fmt: skip
+        check_ranges(self, "[sources] ")
+        if self.credentials is not None:  # read once, here: a missing or world-readable file fails at start
+            from pipeline.credentials import read_logins  # it imports this module
+
+            object.__setattr__(self, "_logins", read_logins(self.credentials))
+
+    def login_url(self, url: str) -> str:
+        """``url`` as FFmpeg gets it: with its host's login from ``credentials`` inserted where it names none
+        (pipeline.credentials). Only for av.open: never logged, stored or shown."""
+        logins = getattr(self, "_logins", None)
+        return url if logins is None else logins.url_for(url)
 
     def admit(self, spec: SourceSpec, *, origin: Origin) -> SourceSpec:
         """``spec`` when it may be opened; ConfigError naming the stream and the rule otherwise."""

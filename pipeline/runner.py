@@ -10,19 +10,20 @@ their own. Once a second it tells the schedule how loaded the queues are.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.errors import SourceError
+from pipeline.errors import SourceError, StreamLimitError
+from pipeline.lograte import READER_PREFIX
 from pipeline.messages import Frame, StreamRemoved, Verdict
 from pipeline.observer import Observer
 from pipeline.policy import SourcePolicy
 from pipeline.processor import BatchProcessor
 from pipeline.publish import Publisher
 from pipeline.queues import BoundedQueue, DropPolicy
+from pipeline.ranges import check_ranges, ranged
 from pipeline.sinks import FrameSink, Sink
 from pipeline.sources import SourceSpec
 from pipeline.summary import RunStats
@@ -37,23 +38,17 @@ DRAIN_QUIET = 0.5  # seconds with every queue empty after which a drain ends, th
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    max_batch: int = 8  # frames per detector call, taken round-robin across streams
-    max_wait_ms: float = 5.0  # how long a batch that is not full waits for more frames
-    queue_size: int = 16  # frames buffered per stream between its reader and the stages
-    drain_seconds: float = 10.0  # on shutdown, frames still queued after this long are dropped (and counted)
-    idle_wait: float = 0.05  # seconds the stages sleep when no stream has a frame
-    frame_sink_queue: int = 32  # (frame, verdict) pairs queued per frame sink; live frames skip a full queue
+    max_batch: int = ranged(8, 1, 256)  # frames per detector call, taken round-robin across streams
+    max_wait_ms: float = ranged(5.0, 0, 1000, unit="ms")  # how long a batch that is not full waits for more frames
+    queue_size: int = ranged(16, 1, 1000)  # frames buffered per stream between its reader and the stages
+    # on shutdown, frames still queued after this long are dropped (and counted)
+    drain_seconds: float = ranged(10.0, 0, 3600, unit="seconds")
+    idle_wait: float = ranged(0.05, 0, 1, open_lo=True, unit="seconds")  # the stages' sleep when no stream has a frame
+    # (frame, verdict) pairs queued per frame sink; live frames skip a full queue
+    frame_sink_queue: int = ranged(32, 1, 1000)
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "queue_size", "frame_sink_queue"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_wait_ms", "drain_seconds"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number, 0 or more, got {value!r}")
-        if not (self.idle_wait > 0 and math.isfinite(self.idle_wait)):
-            raise ValueError(f"idle_wait must be a finite number of seconds above 0, got {self.idle_wait!r}")
+        check_ranges(self)
 
 
 @dataclass
@@ -115,6 +110,10 @@ class Runner:
         for room, frames of live streams skip a full queue and are counted, so drawing never holds up a feed.
         """
         ids = [s.stream_id for s in specs]
+        self.max_streams = (policy or SourcePolicy()).max_streams
+        if len(ids) > self.max_streams:
+            raise StreamLimitError(f"{len(ids)} streams given, more than [sources] max_streams = {self.max_streams} "
+                                   "(raise it, or spread the streams over workers with shard)")  # fmt: skip
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             raise ValueError(f"stream ids must be unique, {dup} appear twice; name them with NAME=URL")
@@ -147,10 +146,14 @@ class Runner:
         return stream
 
     def add_stream(self, spec: SourceSpec) -> None:
-        """Start watching another stream while running (e.g. from the Redis control hash)."""
+        """Start watching another stream while running (e.g. from the Redis control hash); StreamLimitError when
+        the worker already watches ``[sources] max_streams``."""
         with self._lock:
             if spec.stream_id in self.streams:
                 raise ValueError(f"stream id {spec.stream_id!r} is already watched")
+            if len(self.streams) >= self.max_streams:  # removed streams count until their reader is gone
+                raise StreamLimitError(f"stream {spec.stream_id!r}: this worker already watches {len(self.streams)} "
+                                       f"streams, its [sources] max_streams")  # fmt: skip
         stream = self._register(spec)
         self._start(stream)
         logger.info("stream %r (%s) added", spec.stream_id, spec.display)
@@ -178,7 +181,8 @@ class Runner:
     def _start(self, stream: _Stream) -> None:
         if stream.thread is not None:
             return
-        stream.thread = threading.Thread(target=self._read, args=(stream,), name=f"src-{stream.spec.stream_id}")
+        name = f"{READER_PREFIX}{stream.spec.stream_id}"  # its log lines are bounded per stream (pipeline.lograte)
+        stream.thread = threading.Thread(target=self._read, args=(stream,), name=name)
         stream.thread.daemon = True
         stream.thread.start()
 

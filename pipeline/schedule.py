@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.messages import Batch, Frame
 from pipeline.observer import Observer
+from pipeline.ranges import check_ranges, ranged
 
 logger = logging.getLogger(__name__)
 
@@ -28,18 +29,15 @@ PUBLISH_MARGIN = 0.02  # seconds added to that estimate for publishing the batch
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    detect_every: int = 1  # run the detector on every k-th frame of a stream; the tracker carries faces between
-    max_detect_every: int = 8  # under load (live queues filling up, frames lost) k grows up to this (if above k)
-    classify_every: int = 1  # classify each tracked face every m-th frame it is on screen
-    max_classify_every: int = 4  # once k is at its maximum, m grows up to this under load (if above m)
-    latency_budget: float = 1.0  # seconds from capture within which a live frame's verdict is worth publishing
+    detect_every: int = ranged(1, 1, 1000)  # run the detector on every k-th frame; the tracker carries faces between
+    max_detect_every: int = ranged(8, 1, 1000)  # under load (live queues filling up, frames lost) k grows up to this
+    classify_every: int = ranged(1, 1, 1000)  # classify each tracked face every m-th frame it is on screen
+    max_classify_every: int = ranged(4, 1, 1000)  # once k is at its maximum, m grows up to this under load
+    # from capture, within which a live frame's verdict is worth publishing
+    latency_budget: float = ranged(1.0, 0, 60, open_lo=True, unit="seconds")
 
     def __post_init__(self) -> None:
-        for name in ("detect_every", "classify_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.latency_budget > 0:
-            raise ValueError(f"latency_budget must be a positive number of seconds, got {self.latency_budget}")
+        check_ranges(self)
 
 
 class Schedule:

@@ -16,7 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
+from pipeline.ranges import REQUIRED, out_of_range, ranged
 
+MAX_WORKERS = 4096  # a stream's owner is the highest of N hashes, so N bounds the work per stream id
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
@@ -37,14 +39,15 @@ def owner(stream_id: str, count: int) -> int:
 class Shard:
     """Worker ``index`` of ``count`` (0-based, like a StatefulSet pod's ordinal)."""
 
-    index: int
-    count: int
+    index: int = ranged(REQUIRED, 0, MAX_WORKERS - 1)  # this worker, below count
+    count: int = ranged(REQUIRED, 1, MAX_WORKERS)  # workers; each stream id is hashed once per worker
 
     def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
+        if out_of_range(self) or self.index >= self.count:
             raise ConfigError(
-                f"shard {self.index}/{self.count} is out of range: expected I/N with N >= 1 and 0 <= I < N "
-                f"(I is this worker's 0-based index, N the number of workers), e.g. 0/{max(self.count, 1)}"
+                f"shard {self.index}/{self.count} is out of range: expected I/N with 1 <= N <= {MAX_WORKERS} and "
+                f"0 <= I < N (I is this worker's 0-based index, N the number of workers), e.g. "
+                f"0/{min(max(self.count, 1), MAX_WORKERS)}"
             )
 
     @classmethod

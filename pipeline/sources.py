@@ -26,8 +26,11 @@ import numpy as np
 
 from engines.urls import redact
 from pipeline.errors import ConfigError, SourceError
+from pipeline.http_budget import RequestBudget, release
 from pipeline.messages import Frame
+from pipeline.open_errors import explain
 from pipeline.policy import SourcePolicy, url_scheme
+from pipeline.ranges import check_ranges, ranged
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt", "tcp")
 RTSP_TRANSPORTS = ("tcp", "udp")
@@ -48,25 +51,26 @@ class SourceKind(str, Enum):
 class SourceSpec:
     stream_id: str  # unique name used in verdicts, Redis keys and metrics labels
     url: str  # file path or URL
-    open_timeout: float = 10.0  # seconds to connect and read the stream header
-    read_timeout: float = 10.0  # seconds without a packet before the stream counts as dead
+    # to connect and read the stream header
+    open_timeout: float = ranged(10.0, 0, MAX_SECONDS, open_lo=True, unit="seconds")
+    # without a packet before the stream counts as dead
+    read_timeout: float = ranged(10.0, 0, MAX_SECONDS, open_lo=True, unit="seconds")
     rtsp_transport: str = "tcp"  # "tcp" or "udp"
     loop: bool = False  # files: start again at the end (frame indices keep counting)
     pace: bool = False  # files: deliver at the file's frame rate, like a live feed
     reconnect: bool | None = None  # reopen after an error or a live feed's end; None: live yes, files no
-    backoff_initial: float = 0.5  # seconds: longest wait before the first reconnect (doubles per attempt)
-    backoff_max: float = 30.0  # seconds: cap of the wait between reconnects
-    stall_seconds: float | None = None  # no frame for this long: close and retry; None: read_timeout
+    # longest wait before the first reconnect (doubles per attempt)
+    backoff_initial: float = ranged(0.5, 0, MAX_SECONDS, open_lo=True, unit="seconds")
+    # cap of the wait between reconnects
+    backoff_max: float = ranged(30.0, 0, MAX_SECONDS, open_lo=True, unit="seconds")
+    # no frame for this long: close and retry; None: read_timeout
+    stall_seconds: float | None = ranged(None, 0, MAX_SECONDS, open_lo=True, unit="seconds")
 
     def __post_init__(self) -> None:
         where = f"stream {self.stream_id!r}"
         if not self.stream_id or len(self.stream_id) > MAX_ID_LENGTH or not self.stream_id.isprintable():
             raise ConfigError(f"{where}: a stream id is 1 to {MAX_ID_LENGTH} printable characters")
-        for name in ("open_timeout", "read_timeout", "backoff_initial", "backoff_max", "stall_seconds"):
-            value = getattr(self, name)
-            if value is not None and not 0 < value <= MAX_SECONDS:
-                raise ConfigError(f"{where}: {name} must be a number of seconds above 0, at most {MAX_SECONDS:g}, "
-                                  f"got {value!r}")  # fmt: skip
+        check_ranges(self, f"{where}: ")
         if self.backoff_max < self.backoff_initial:
             got = f"{self.backoff_max:g} < {self.backoff_initial:g}"
             raise ConfigError(f"{where}: backoff_max must be at least backoff_initial, got {got}")
@@ -127,6 +131,12 @@ def _open_options(spec: SourceSpec, policy: SourcePolicy) -> dict[str, str]:
     return options
 
 
+def _request_budget(spec: SourceSpec, policy: SourcePolicy) -> RequestBudget:
+    """[sources] max_http_requests for an http(s) connection (HLS included); no budget for other sources."""
+    limit = policy.max_http_requests if url_scheme(spec.url) in ("http", "https") else None
+    return RequestBudget(limit, hold=spec.open_timeout + 0.5)  # while opening; reading: read_frames sets it
+
+
 def to_i420(frame: av.VideoFrame) -> np.ndarray | None:
     """The decoder's yuv420p planes packed as one (H * 3/2, W) I420 array (a copy without row padding), or None
     for another pixel format or odd sides."""
@@ -183,7 +193,7 @@ def to_rgb(frame: av.VideoFrame) -> np.ndarray:
 def _describe(exc: BaseException, spec: SourceSpec | None = None) -> str:
     if isinstance(exc, av.error.ExitError) and spec is not None:  # PyAV's timeout interrupted a read
         return f"no data for {_read_timeout(spec):g} s (read timeout)"
-    if isinstance(exc, av.error.ArgumentError):  # what a decoder says about a frame over max_pixels
+    if isinstance(exc, av.error.ArgumentError) and spec is not None:  # a decoder refusing a frame over max_pixels
         return f"{exc.strerror} (a frame larger than [sources] max_pixels is refused this way)"
     if isinstance(exc, (av.error.FFmpegError, OSError)):  # strerror: str() would repeat the (secret) URL
         return exc.strerror or type(exc).__name__
@@ -197,7 +207,8 @@ def open_container(spec: SourceSpec, *, policy: SourcePolicy | None = None) -> a
     name; a FIFO is read through Python with the open and read timeouts (FFmpeg's block for ever).
     """
     policy = policy or SourcePolicy()
-    target: str | _FifoReader = spec.url
+    target: str | _FifoReader = policy.login_url(spec.url)  # + its host's login from [sources] credentials, if any
+    regular: Path | None = None  # the local file, unless a FIFO: read once more when FFmpeg refuses it
     if spec.kind is SourceKind.FILE:
         try:
             path = policy.check_local(spec.url, where="cannot open")
@@ -205,7 +216,8 @@ def open_container(spec: SourceSpec, *, policy: SourcePolicy | None = None) -> a
             raise SourceError(spec, str(exc)) from None
         if not path.exists():
             raise SourceError(spec, "cannot open: no such file")
-        target = _FifoReader(spec, path) if stat.S_ISFIFO(path.stat().st_mode) else f"file:{path}"
+        regular = None if stat.S_ISFIFO(path.stat().st_mode) else path
+        target = f"file:{path}" if regular else _FifoReader(spec, path)
     start = time.monotonic()
     try:
         timeouts = (spec.open_timeout, _read_timeout(spec))
@@ -215,7 +227,9 @@ def open_container(spec: SourceSpec, *, policy: SourcePolicy | None = None) -> a
         # An interrupted open surfaces as ExitError or, for RTSP, as "Invalid data found": say what happened.
         if spec.kind is SourceKind.LIVE and waited >= min(spec.open_timeout, _read_timeout(spec)) - 0.05:
             raise SourceError(spec, f"cannot open: timed out after {waited:.1f} s ({_describe(exc)})") from exc
-        raise SourceError(spec, f"cannot open: {_describe(exc)}") from exc
+        # FFmpeg's errno misleads for a refused redirect, bad y4m dimensions, an untrusted certificate: say which
+        why = explain(spec.url, policy, exc, path=regular, timeout=spec.open_timeout) or _describe(exc)
+        raise SourceError(spec, f"cannot open: {why}") from exc
     if not container.streams.video:
         container.close()
         raise SourceError(spec, "cannot open: no video stream (not a video file?)")
@@ -285,52 +299,66 @@ def read_frames(
     (for files) ends before the frame count its container declares; frames decoded before that
     are yielded first, so a truncated file still produces verdicts. ``policy``: see open_container.
     """
-    container = open_container(spec, policy=policy)
-    try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        declared = stream.frames  # 0 when the container does not say
-        index = first_index
-        packets = container.demux(stream)
-        resumed = time.monotonic()  # reset whenever the caller gives control back
-        work = 0.0  # seconds spent decoding and converting since the last frame (not waiting for data)
-        while True:
-            try:
-                packet = next(packets, None)
-                if packet is None:
-                    break
-                # Checked per packet, not per frame: packets that never decode must not hide a stall.
-                if time.monotonic() - resumed > spec.stall_timeout:
-                    why = f"no frame for {spec.stall_timeout:g} s"
-                    raise SourceError(spec, f"stalled after {index - first_index} frames: {why}")
-                t0 = time.perf_counter()
-                frames = packet.decode()
-                work += time.perf_counter() - t0
-            except (av.error.FFmpegError, OSError) as exc:  # OSError: a FIFO's TimeoutError too
-                reason = f"stream broke after {index - first_index} frames: {_describe(exc, spec)}"
-                raise SourceError(spec, reason) from exc
-            for frame in frames:
-                t0 = time.perf_counter()
-                planes = None if rgb else to_i420(frame)  # (H * 3/2, W)
-                image = to_rgb(frame) if planes is None else planes  # (H, W, 3)
-                if frame.rotation:  # stored sideways with a display matrix: turn it as every player does
-                    image = upright(image, frame.rotation, i420=planes is not None)
-                work += time.perf_counter() - t0
-                yield Frame(
-                    stream_id=spec.stream_id,
-                    index=index,
-                    pts=None if frame.pts is None or frame.time_base is None else float(frame.pts * frame.time_base),
-                    capture_time=time.time(),
-                    image=image,
-                    decode_seconds=work,
-                    pixel_format="rgb24" if planes is None else "i420",
-                )
-                index += 1
-                work, resumed = 0.0, time.monotonic()
-        decoded = index - first_index
-        if decoded == 0:
-            raise SourceError(spec, "no frame could be decoded (corrupt or truncated file?)")
-        if spec.kind is SourceKind.FILE and declared and decoded < declared:
-            raise SourceError(spec, f"truncated: decoded {decoded} of {declared} frames the file declares")
-    finally:
-        container.close()
+    policy = policy or SourcePolicy()
+    budget = _request_budget(spec, policy)
+    with budget:
+        try:
+            container = open_container(spec, policy=policy)
+        except SourceError as exc:
+            if budget.exceeded:  # FFmpeg's error is the timeout that ended it: say why it was ended
+                raise SourceError(spec, f"cannot open: {budget.reason}") from exc
+            raise
+        budget.hold = _read_timeout(spec) + 0.5  # PyAV's read timeout runs from each read
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            declared = stream.frames  # 0 when the container does not say
+            index = first_index
+            packets = container.demux(stream)
+            resumed = time.monotonic()  # reset whenever the caller gives control back
+            work = 0.0  # seconds spent decoding and converting since the last frame (not waiting for data)
+            while True:
+                try:
+                    packet = next(packets, None)
+                    if packet is None:
+                        break
+                    # Checked per packet, not per frame: packets that never decode must not hide a stall.
+                    if time.monotonic() - resumed > spec.stall_timeout:
+                        why = f"no frame for {spec.stall_timeout:g} s"
+                        raise SourceError(spec, f"stalled after {index - first_index} frames: {why}")
+                    t0 = time.perf_counter()
+                    frames = packet.decode()
+                    work += time.perf_counter() - t0
+                except (av.error.FFmpegError, OSError) as exc:  # OSError: a FIFO's TimeoutError too
+                    why = budget.reason if budget.exceeded else _describe(exc, spec)
+                    reason = f"stream broke after {index - first_index} frames: {why}"
+                    raise SourceError(spec, reason) from exc
+                for frame in frames:
+                    budget.frame()
+                    t0 = time.perf_counter()
+                    planes = None if rgb else to_i420(frame)  # (H * 3/2, W)
+                    image = to_rgb(frame) if planes is None else planes  # (H, W, 3)
+                    if frame.rotation:  # stored sideways with a display matrix: turn it as every player does
+                        image = upright(image, frame.rotation, i420=planes is not None)
+                    work += time.perf_counter() - t0
+                    pts = None if frame.pts is None or frame.time_base is None else float(frame.pts * frame.time_base)
+                    yield Frame(
+                        stream_id=spec.stream_id,
+                        index=index,
+                        pts=pts,
+                        capture_time=time.time(),
+                        image=image,
+                        decode_seconds=work,
+                        pixel_format="rgb24" if planes is None else "i420",
+                    )
+                    index += 1
+                    work, resumed = 0.0, time.monotonic()
+            decoded = index - first_index
+            if budget.exceeded:  # FFmpeg may end an interrupted playlist as if it had ended
+                raise SourceError(spec, f"stream broke after {decoded} frames: {budget.reason}")
+            if decoded == 0:
+                raise SourceError(spec, "no frame could be decoded (corrupt or truncated file?)")
+            if spec.kind is SourceKind.FILE and declared and decoded < declared:
+                raise SourceError(spec, f"truncated: decoded {decoded} of {declared} frames the file declares")
+        finally:
+            release(container)  # the decoder flushed first: see pipeline.http_budget

@@ -13,21 +13,17 @@ import numpy as np
 
 from engines.boxes import iou_matrix
 from pipeline.messages import Faces
+from pipeline.ranges import check_ranges, ranged
 
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    iou_match: float = 0.3  # least IoU between a track's box and a detection for the two to match, in (0, 1]
-    max_missed: int = 2  # detection rounds in a row a track survives unmatched; one more drops it
-    ema_alpha: float = 0.3  # weight of the newest classifier score in a track's moving average, in (0, 1]
+    iou_match: float = ranged(0.3, 0, 1, open_lo=True)  # least IoU between a track's box and a detection to match
+    max_missed: int = ranged(2, 0, 1000)  # detection rounds in a row a track survives unmatched; one more drops it
+    ema_alpha: float = ranged(0.3, 0, 1, open_lo=True)  # weight of the newest classifier score in a track's average
 
     def __post_init__(self) -> None:
-        if not 0 < self.iou_match <= 1:
-            raise ValueError(f"iou_match must be in (0, 1], got {self.iou_match}")
-        if self.max_missed < 0:
-            raise ValueError(f"max_missed must be >= 0, got {self.max_missed}")
-        if not 0 < self.ema_alpha <= 1:
-            raise ValueError(f"ema_alpha must be in (0, 1], got {self.ema_alpha}")
+        check_ranges(self)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ here takes that calibrated value (``VerdictConfig.resolved``), else ``FALLBACK``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from pipeline.messages import VerdictState
+from pipeline.ranges import check_ranges, ranged
 
 FALLBACK = {"enter_fake": 0.6, "leave_fake": 0.4, "confirm_frames": 5}  # for a classifier with no calibration
 MANIFEST_KEYS = {"enter_fake": "verdict_enter", "leave_fake": "verdict_leave", "confirm_frames": "verdict_frames"}
@@ -25,25 +25,21 @@ MANIFEST_KEYS = {"enter_fake": "verdict_enter", "leave_fake": "verdict_leave", "
 
 @dataclass(frozen=True)
 class VerdictConfig:
-    enter_fake: float | None = None  # frame score at or above which a stream starts turning FAKE; None = calibrated
-    leave_fake: float | None = None  # frame score at or below which a FAKE stream turns back REAL; None = calibrated
-    confirm_frames: int | None = None  # frames in a row past a threshold before the verdict switches; None = calibrated
-    min_face_frames: int = 3  # frames with faces needed before leaving UNKNOWN / NO_FACE
-    no_face_frames: int = 10  # frames in a row without a face before NO_FACE
+    # frame score at or above which a stream starts turning FAKE; None = calibrated
+    enter_fake: float | None = ranged(None, 0, 1)
+    # frame score at or below which a FAKE stream turns back REAL; None = calibrated
+    leave_fake: float | None = ranged(None, 0, 1)
+    # frames in a row past a threshold before the verdict switches; None = calibrated
+    confirm_frames: int | None = ranged(None, 1, 10_000)
+    min_face_frames: int = ranged(3, 1, 10_000)  # frames with faces needed before leaving UNKNOWN / NO_FACE
+    no_face_frames: int = ranged(10, 1, 10_000)  # frames in a row without a face before NO_FACE
 
     def __post_init__(self) -> None:
-        for name in ("enter_fake", "leave_fake"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1):
-                raise ValueError(f"{name} must be a score in [0, 1], got {value!r}")
+        check_ranges(self)
         if self.enter_fake is not None and self.leave_fake is not None and self.leave_fake > self.enter_fake:
             raise ValueError(
                 f"need 0 <= leave_fake <= enter_fake <= 1, got leave {self.leave_fake}, enter {self.enter_fake}"
             )
-        for name in ("confirm_frames", "min_face_frames", "no_face_frames"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
 
     def resolved(self, calibrated: Mapping[str, float] | None = None) -> VerdictConfig:
         """Every unset threshold filled: from ``calibrated`` (a classifier manifest's ``thresholds``), else

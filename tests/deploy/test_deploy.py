@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -64,16 +65,29 @@ def test_every_yaml_json_and_toml_file_under_deploy_parses():
     assert files[".yaml"] + files[".yml"] >= 15 and files[".json"] >= 1 and files[".toml"] >= 2, files
 
 
+def _deploy_config(text: str, tmp_path: Path, *, where: str):
+    """A deploy config as a worker loads it; its camera logins file (a mounted secret there) is a real one here."""
+    raw = tomllib.loads(text)
+    if raw.get("sources", {}).get("credentials"):
+        cameras = tmp_path / "cameras.netrc"
+        cameras.write_text("machine 192.0.2.10 login viewer password not-a-secret\n")
+        cameras.chmod(0o440)
+        raw["sources"]["credentials"] = str(cameras)
+    return parse_config(raw, where=where)
+
+
 @pytest.mark.parametrize("path", [DEPLOY / "config" / "streams.toml", DEPLOY / "streams.example.toml"])
-def test_stream_configs_are_valid_dfwatch_configs(path):
-    cfg = parse_config(tomllib.loads(path.read_text()), where=str(path))
+def test_stream_configs_are_valid_dfwatch_configs(path, tmp_path):
+    cfg = _deploy_config(path.read_text(), tmp_path, where=str(path))
     assert cfg.metrics.port == 9108
 
 
-def test_the_configmap_holds_a_valid_dfwatch_config_that_serves_metrics_to_the_cluster():
+def test_the_configmap_holds_a_valid_dfwatch_config_that_serves_metrics_to_the_cluster(tmp_path):
     cm = _k8s(K8S / "base" / "configmap.yaml", "ConfigMap")
-    cfg = parse_config(tomllib.loads(cm["data"]["streams.toml"]), where="configmap")
-    assert len(cfg.streams) >= 3 and cfg.metrics.host == "0.0.0.0" and cfg.sinks.redis.startswith("redis://redis:")
+    cfg = _deploy_config(cm["data"]["streams.toml"], tmp_path, where="configmap")
+    assert len(cfg.streams) >= 3 and cfg.metrics.host == "0.0.0.0"
+    assert cfg.sinks.redis.startswith("redis://dfwatch@redis:")  # the workers' ACL user, not Redis' admin
+    assert cfg.sources.credentials is not None and not any("@" in s.url for s in cfg.streams)
     assert cfg.shard is None  # each worker's shard comes from its pod name, not the shared file
 
 
@@ -227,7 +241,7 @@ def test_dashboard_shows_verdicts_scores_stage_heatmaps_fps_drops_reconnects():
 # -- compose, prometheus and grafana fit together -----------------------------------------------------------------
 
 
-def test_compose_wires_dfwatch_redis_prometheus_and_grafana():
+def test_compose_wires_dfwatch_redis_prometheus_and_grafana(tmp_path):
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
     assert set(services) == {"dfwatch", "redis", "prometheus", "grafana"}
@@ -240,8 +254,8 @@ def test_compose_wires_dfwatch_redis_prometheus_and_grafana():
                 assert (DEPLOY / source).exists(), f"{name}: mounts missing {source}"
     config_mount = next(v for v in services["dfwatch"]["volumes"] if v.startswith("./config/"))
     assert config_mount.split(":")[1] in services["dfwatch"]["command"]
-    cfg = parse_config(tomllib.loads((DEPLOY / "config" / "streams.toml").read_text()))
-    assert cfg.metrics.host == "0.0.0.0" and cfg.sinks.redis == "redis://redis:6379/0"
+    cfg = _deploy_config((DEPLOY / "config" / "streams.toml").read_text(), tmp_path, where="compose config")
+    assert cfg.metrics.host == "0.0.0.0" and cfg.sinks.redis == "redis://dfwatch@redis:6379/0"  # the ACL user
     prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
     assert targets == [f"dfwatch:{cfg.metrics.port}"]
@@ -343,6 +357,8 @@ def test_kustomize_renders(overlay):
     container = sts["spec"]["template"]["spec"]["containers"][0]
     assert int(_shards_env(container)) == sts["spec"]["replicas"]
     assert all(d["metadata"].get("namespace") == "dfwatch" for d in docs if d["kind"] != "Namespace")
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "StatefulSet"]
+    assert [p.get("automountServiceAccountToken") for p in pods] == [False, False]  # no API token in any pod
     if overlay.endswith("gpu"):
         assert container["image"] == "dfwatch:gpu" and container["resources"]["requests"]["nvidia.com/gpu"] == 1
         assert {e["name"] for e in container["env"]} >= {"DFWATCH_SHARDS", "DFWATCH_POD_NAME", "DFWATCH_BUILD_ENGINES"}
@@ -382,8 +398,9 @@ def test_the_deployed_redis_demands_its_password_keeps_it_off_ps_persists_and_bo
         pytest.fail("redis-server is not installed (.ci/run installs it)")
     script = _compose_redis_script() if where == "compose" else _k8s_redis_script()
     password, port = "pw-Deploy-7f3a", free_port()
+    env = os.environ | {"REDIS_PASSWORD": password, "REDIS_WORKER_PASSWORD": "pw-Worker-2c9e"}
     proc = subprocess.Popen(_redis_command(script, conf=tmp_path / "auth.conf", port=port, data=tmp_path),
-                            env=os.environ | {"REDIS_PASSWORD": password}, stdout=subprocess.DEVNULL)  # fmt: skip
+                            env=env, stdout=subprocess.DEVNULL)  # fmt: skip
     try:
         client = redis_py.Redis(port=port, password=password, socket_timeout=5)
         for _ in range(100):
@@ -398,7 +415,7 @@ def test_the_deployed_redis_demands_its_password_keeps_it_off_ps_persists_and_bo
         assert config["appendonly"] == "yes" and config["appendfsync"] == "everysec"
         assert int(config["maxmemory"]) == 512 * 1024 * 1024 and config["maxmemory-policy"] == "volatile-lru"
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()  # exec: the shell became redis-server
-        assert b"redis-server" in cmdline and password.encode() not in cmdline
+        assert b"redis-server" in cmdline and password.encode() not in cmdline and b"pw-Worker" not in cmdline
         assert oct((tmp_path / "auth.conf").stat().st_mode & 0o777) == "0o600"
     finally:
         proc.kill()
@@ -411,7 +428,10 @@ def test_compose_requires_every_password_and_grafana_is_not_anonymous():
     grafana = services["grafana"]["environment"]
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")  # no default: refuse
     assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and "GF_AUTH_ANONYMOUS_ORG_ROLE" not in grafana
-    assert services["dfwatch"]["environment"]["DFWATCH_REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    # The worker holds only its ACL user's password; Redis gets both, each required.
+    assert services["dfwatch"]["environment"]["DFWATCH_REDIS_PASSWORD"].startswith("${REDIS_WORKER_PASSWORD:?")
+    assert services["redis"]["environment"]["REDIS_WORKER_PASSWORD"].startswith("${REDIS_WORKER_PASSWORD:?")
+    assert "${REDIS_PASSWORD" not in json.dumps(services["dfwatch"])  # never the admin's
     assert ":-" not in text.split("environment", 1)[1]  # no ${VAR:-default} left for a secret
     assert "change-me" not in text
 
@@ -425,8 +445,9 @@ def test_kubernetes_redis_is_reachable_only_from_workers_and_workers_not_inside_
     redis_policy = policies["redis"]["spec"]
     assert redis_policy["podSelector"]["matchLabels"].items() <= redis_labels.items()
     [rule] = redis_policy["ingress"]
-    assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [{k: worker_labels[k] for k in
-                                                                        rule["from"][0]["podSelector"]["matchLabels"]}]
+    assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [
+        {k: worker_labels[k] for k in rule["from"][0]["podSelector"]["matchLabels"]}
+    ]
     assert set(redis_policy["policyTypes"]) == {"Ingress", "Egress"} and redis_policy["egress"] == []
     worker_policy = policies["dfwatch-worker"]["spec"]
     assert worker_policy["podSelector"]["matchLabels"].items() <= worker_labels.items()
@@ -441,15 +462,151 @@ def test_kubernetes_redis_is_reachable_only_from_workers_and_workers_not_inside_
     container = workers["spec"]["template"]["spec"]["containers"][0]
     secret = next(e for e in container["env"] if e["name"] == "DFWATCH_REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]
     assert secret["name"] == "dfwatch-redis" and not secret.get("optional", False)  # no password-less fallback
+    assert secret["key"] == "worker-password"  # the ACL user's; the admin password stays with Redis
 
 
-def test_liveness_checks_the_stage_loop_not_only_the_metrics_thread():
+def test_liveness_checks_the_stage_loop_not_only_the_metrics_thread(tmp_path):
     container = _k8s(K8S / "base" / "statefulset.yaml", "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
     assert container["livenessProbe"]["exec"]["command"][:2] == ["dfwatch", "health"]
     for name in ("Dockerfile", "Dockerfile.gpu"):
         assert "CMD dfwatch health --url" in (DEPLOY / name).read_text()
-    cfg = parse_config(tomllib.loads(_k8s(K8S / "base" / "configmap.yaml", "ConfigMap")["data"]["streams.toml"]))
+    cm = _k8s(K8S / "base" / "configmap.yaml", "ConfigMap")
+    cfg = _deploy_config(cm["data"]["streams.toml"], tmp_path, where="configmap")
     assert cfg.sources.allow_dirs == () and cfg.sinks.redis_ttl > 0
+
+
+# -- least privilege: the workers' Redis ACL user, no API token, camera logins in a secret (issue 23) -----------------
+
+
+def test_no_pod_gets_an_api_token_and_workers_read_camera_logins_from_a_secret_where_their_config_looks():
+    for path in (K8S / "base" / "statefulset.yaml", K8S / "base" / "redis.yaml"):
+        pod = _k8s(path, "StatefulSet")["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False, path  # a hostile stream finds no Kubernetes token
+    workers = _k8s(K8S / "base" / "statefulset.yaml", "StatefulSet")["spec"]["template"]["spec"]
+    [volume] = [v for v in workers["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "dfwatch-cameras" and not volume["secret"].get("optional", False)
+    assert volume["secret"]["defaultMode"] & 0o007 == 0  # dfwatch refuses a logins file everyone may read
+    assert workers["securityContext"]["fsGroup"] == workers["securityContext"]["runAsGroup"]  # ... and reads it
+    mount = next(m for m in workers["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+    cm = tomllib.loads(_k8s(K8S / "base" / "configmap.yaml", "ConfigMap")["data"]["streams.toml"])
+    assert cm["sources"]["credentials"] == f"{mount['mountPath']}/netrc" and mount["readOnly"] is True
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    [secret] = compose["services"]["dfwatch"]["secrets"]
+    config = tomllib.loads((DEPLOY / "config" / "streams.toml").read_text())
+    assert config["sources"]["credentials"] == secret["target"]
+    assert compose["secrets"][secret["source"]]["file"].startswith("${DFWATCH_CAMERAS:?")  # no default file
+    for text in ((DEPLOY / "README.md").read_text(), (ROOT / "README.md").read_text()):
+        assert not re.search(r"redis-cli[^\n]*HSET[^\n]*://[^\s/@]+:[^\s/@]+@", text)  # no password in an argv
+
+
+def _start_deploy_redis(where: str, tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
+    import redis as redis_py
+
+    script = _compose_redis_script() if where == "compose" else _k8s_redis_script()
+    proc = subprocess.Popen(_redis_command(script, conf=tmp_path / "auth.conf", port=port, data=tmp_path),
+                            env=os.environ | env, stdout=subprocess.DEVNULL)  # fmt: skip
+    client = redis_py.Redis(port=port, password=env["REDIS_PASSWORD"], socket_timeout=5)
+    for _ in range(200):
+        try:
+            client.ping()
+            return proc
+        except redis_py.ConnectionError:
+            assert proc.poll() is None, f"redis-server exited {proc.returncode}"
+            time.sleep(0.05)
+    raise AssertionError("redis-server did not answer in 10 s")
+
+
+def _wait(condition, seconds: float, what: str) -> None:  # noqa: ANN001 - a callable returning a truth value
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {seconds:g} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("where", ["compose", "kubernetes"])
+def test_a_worker_logs_in_as_the_acl_user_runs_a_full_control_round_and_can_do_nothing_else(
+    where, model_dir, demo_clip, tmp_path
+):
+    """Every worker logged in as Redis' default user, which may run every command (CONFIG, FLUSHALL, EVAL, ...); a
+    camera's password went into redis-cli's argv and the AOF. Start the deploy file's redis-server; as its ACL user
+    a real worker takes a camera from the control hash (an HLS feed behind Basic authentication, its entry
+    without a login: the login comes from the credentials file), publishes verdicts, writes the hash back after a
+    FLUSHALL, and `dfwatch status` reads the table; the same user is refused everything else."""
+    import redis as redis_py
+
+    from tests._media import hls_playlist, http_server
+
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    admin_pw, worker_pw, camera_pw = "pw-Admin-5d1c", "pw-Worker-8b2e", "Cam-Zq7@pw"
+    port, data = free_port(), tmp_path / "redis"
+    data.mkdir()
+    proc = _start_deploy_redis(where, data, port, {"REDIS_PASSWORD": admin_pw, "REDIS_WORKER_PASSWORD": worker_pw})
+    admin = redis_py.Redis(port=port, password=admin_pw, socket_timeout=5, decode_responses=True)
+    worker_url = f"redis://dfwatch@127.0.0.1:{port}/0"
+    env = os.environ | {"DFWATCH_REDIS_PASSWORD": worker_pw, "OMP_NUM_THREADS": "2"}
+    www = tmp_path / "www"
+    www.mkdir()
+    hls_playlist(demo_clip.path, www)
+    cameras = tmp_path / "cameras.netrc"
+    cameras.write_text(f'machine 127.0.0.1 login admin password "{camera_pw}"\n')
+    cameras.chmod(0o600)
+    config = tmp_path / "worker.toml"
+    config.write_text(f'[sinks]\nredis = "{worker_url}"\n\n[sources]\ncredentials = "{cameras}"\n')
+    log = tmp_path / "worker.log"
+    watcher = None
+    try:
+        with http_server(www, basic=f"admin:{camera_pw}") as base, log.open("w") as err:
+            url = f"{base}/index.m3u8"
+            admin.hset("dfwatch:control:streams", "lobby", url)  # the operator's redis-cli: no password in it
+            watcher = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "watch", "--config", str(config),
+                                        "--control", "--models", str(model_dir), "--metrics-port", "0",
+                                        "--det-conf", "0.001", "--max-faces", "1"],
+                                       env=env, stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+            verdicts = lambda: admin.xlen("dfwatch:verdicts:lobby")  # noqa: E731
+            _wait(lambda: verdicts() >= 5 or watcher.poll() is not None, 120, "verdicts in Redis")
+            assert watcher.poll() is None, log.read_text()
+            assert admin.hget("dfwatch:state:lobby", "verdict") and admin.smembers("dfwatch:streams") == {"lobby"}
+            admin.flushall()  # Redis loses its data: the worker writes its entry back (HSETNX, SET NX, GET)
+            _wait(lambda: admin.hget("dfwatch:control:streams", "lobby") == url, 30, "the entry written back")
+            _wait(lambda: verdicts() >= 1, 60, "verdicts after the data loss")
+            status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--redis", worker_url, "--once"],
+                                    capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+            assert status.returncode == 0 and "lobby" in status.stdout, status.stderr
+            watcher.send_signal(signal.SIGTERM)
+            assert watcher.wait(60) == 0, log.read_text()
+        stderr = log.read_text()
+        assert "NOPERM" not in stderr and "no permissions" not in stderr, stderr
+        assert camera_pw not in stderr and worker_pw not in stderr and "Zq7" not in status.stdout + status.stderr
+        appendonly = b"".join(f.read_bytes() for f in data.rglob("*.aof"))
+        assert url.encode() in appendonly  # the AOF holds the entry as written: no password in it, nor anywhere
+        assert not any(b"Zq7" in f.read_bytes() for f in data.rglob("*") if f.is_file())
+        worker = redis_py.Redis(port=port, username="dfwatch", password=worker_pw, socket_timeout=5)
+        refused = {
+            "CONFIG GET": lambda: worker.config_get("*"),
+            "FLUSHALL": worker.flushall,
+            "KEYS": lambda: worker.keys("*"),
+            "EVAL": lambda: worker.eval("return 1", 0),
+            "GET another key": lambda: worker.get("session:1"),
+            "SET another key": lambda: worker.set("dfwatchx", 1),
+            "HSET the control hash": lambda: worker.hset("dfwatch:control:streams", "x", "rtsp://192.0.2.1/s"),
+            "DEL the control hash": lambda: worker.delete("dfwatch:control:streams"),
+            "PUBLISH another channel": lambda: worker.publish("other", "x"),
+            "ACL SETUSER": lambda: worker.acl_setuser("dfwatch", enabled=True, commands=["+@all"]),
+            "SHUTDOWN": lambda: worker.execute_command("SHUTDOWN"),
+        }
+        for what, call in refused.items():
+            with pytest.raises(redis_py.exceptions.NoPermissionError):
+                call()
+                pytest.fail(f"the worker's ACL user may {what}")
+        assert worker.hsetnx("dfwatch:control:streams", "x", "y") == 1  # what the write-back needs, and no more
+        assert admin.ping()  # still up, its data still there
+    finally:
+        if watcher is not None and watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+        proc.kill()
+        proc.wait()
 
 
 # -- the entry point: pod ordinal -> --shard, run for real -----------------------------------------------------------

@@ -19,6 +19,16 @@ def test_letterbox_wide_frame_is_scaled_and_padded_top_and_bottom():
     assert (boxed[:16] == 114).all() and (boxed[48:] == 114).all() and (boxed[16:48] == 7).all()
 
 
+def test_letterbox_into_a_rectangle_with_its_own_padding():
+    frame = np.full((96, 128, 3), 7, np.uint8)  # H=96, W=128 into a 64 x 64 annotated video (black bars)
+    boxed, info = letterbox(frame, (64, 64), pad=0)
+    assert boxed.shape == (64, 64, 3) and info.scale == 0.5 and (info.pad_x, info.pad_y) == (0.0, 8.0)
+    assert (boxed[:8] == 0).all() and (boxed[56:] == 0).all() and (boxed[8:56] == 7).all()
+    tall, info = letterbox(np.full((64, 64, 3), 7, np.uint8), (128, 96), pad=0)  # (width, height)
+    assert tall.shape == (96, 128, 3) and info.scale == 1.5 and (info.pad_x, info.pad_y) == (16.0, 0.0)
+    assert (tall[:, :16] == 0).all() and (tall[:, 112:] == 0).all() and (tall[:, 16:112] == 7).all()
+
+
 def test_unletterbox_maps_input_pixels_back_to_the_frame():
     _, info = letterbox(np.zeros((100, 200, 3), np.uint8), 64)
     in_input = np.array([[16, 24, 48, 40]], np.float32)  # frame box (50, 25, 150, 75) seen by the net

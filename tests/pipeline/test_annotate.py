@@ -141,9 +141,59 @@ def test_unwritable_directory_is_one_clear_error(dfwatch, fast_models: Path, dem
     assert f"cannot write the annotated video (--annotate DIR) in {blocker / 'videos'}" in run.error_lines[0]
 
 
+def _alternating_sizes(path: Path, n: int, sizes: tuple[tuple[int, int], ...], grey: int) -> Path:
+    """A real Matroska/MJPEG file whose frames alternate between ``sizes`` (each JPEG carries its own size), all
+    filled with ``grey``: a source whose resolution changes at every frame."""
+    from fractions import Fraction
+
+    step = Fraction(1, 25)
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = *sizes[0], "yuvj420p"
+        encoders = []
+        for w, h in sizes:
+            encoder = av.CodecContext.create("mjpeg", "w")
+            encoder.width, encoder.height, encoder.pix_fmt, encoder.time_base = w, h, "yuvj420p", step
+            encoders.append(encoder)
+        for i in range(n):
+            w, h = sizes[i % len(sizes)]
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), grey, np.uint8), format="rgb24")  # (h, w, 3)
+            frame = frame.reformat(format="yuvj420p")
+            frame.pts, frame.time_base = i, step
+            for packet in encoders[i % len(sizes)].encode(frame):
+                packet.stream, packet.pts, packet.dts, packet.time_base = stream, i, i, step
+                out.mux(packet)
+    with av.open(str(path)) as check:  # the decoder really sees the sizes alternate
+        assert [(f.width, f.height) for f in check.decode(video=0)][:2] == list(sizes[:2])
+    return path
+
+
+def test_a_source_that_alternates_sizes_keeps_every_frame_scaled_into_one_file_said_once(
+    dfwatch, fast_models: Path, tmp_path: Path
+):
+    """A source alternating 64x64 and 128x96 at every frame left 2 of 60 annotated frames on disk (each change
+    rotated the file over the previous one) and logged a line per frame. Now the file keeps its first size and
+    the frames of the other size are letterboxed into it, said once."""
+    clip = _alternating_sizes(tmp_path / "alternating.mkv", 60, ((64, 64), (128, 96)), grey=120)
+    out = tmp_path / "annotated"
+    run = _watch(dfwatch, fast_models, f"cam={clip}", "--annotate", str(out))
+    assert run.returncode == 0, run.stderr
+    assert len(run.records) == 60
+    assert sorted(p.name for p in out.iterdir()) == ["cam.mp4"]  # no rotation: nothing pushed out
+    frames = [f.to_ndarray(format="rgb24") for f in _decode(out / "cam.mp4")]  # (64, 64, 3) each
+    assert len(frames) == 60 and all(f.shape == (64, 64, 3) for f in frames)
+    # 128x96 in 64x64: scaled by 1/2 to 64x48, black bars of 8 rows above and below; the 64x64 frames have none.
+    bottom = [float(np.median(f[58:])) for f in frames]
+    assert all(b < 30 for b in bottom[1::2]) and all(abs(b - 120) < 30 for b in bottom[0::2]), bottom
+    lines = [line for line in run.stderr.splitlines() if "annotated video of 'cam'" in line]
+    assert len(lines) == 2, lines  # the one note, and the closing line
+    assert "a frame of 128x96 in a file of 64x64" in lines[0] and "said once" in lines[0]
+    assert "(60 frames" in lines[1] and "30 frames of another size scaled in" in lines[1]
+
+
 def test_bad_size_bound_is_named(dfwatch, fast_models: Path, demo_clip, tmp_path: Path):
     run = _watch(dfwatch, fast_models, str(demo_clip.path), "--annotate", str(tmp_path), "--annotate-max-mb", "0")
-    assert run.returncode == 1 and "annotate max_mb must be above 0, got 0.0" in run.error_lines[0]
+    assert run.returncode == 2 and "argument --annotate-max-mb: must be in (0, 1e+06] MB, got '0'" in run.stderr
 
 
 @pytest.mark.parametrize(
@@ -172,10 +222,12 @@ def test_draw_puts_each_box_in_its_colour_and_leaves_the_input_alone():
 
 
 def test_config_refuses_bad_values_by_name():
-    with pytest.raises(ValueError, match="crf must be 0..51, got 60"):
+    with pytest.raises(ValueError, match=r"annotate.crf must be in \[0, 51\], got 60"):
         AnnotateConfig(crf=60)
-    with pytest.raises(ValueError, match="keyframe_every must be at least 1, got 0"):
+    with pytest.raises(ValueError, match=r"annotate.keyframe_every must be in \[1, 600\], got 0"):
         AnnotateConfig(keyframe_every=0)
+    with pytest.raises(ValueError, match=r"keyframe_every must be in \[1, 600\], got 2147483648"):
+        AnnotateConfig(keyframe_every=2**31)  # was a traceback from the encoder
 
 
 class _Recorder:

@@ -10,10 +10,12 @@ import json
 import re
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 from pipeline.control import CONTROL_KEY, EPOCH_KEY
+from pipeline.lograte import BURST
 from tests._redis import redis_server
 from tests._rtsp import free_port, requires_rtsp, rtsp_server, rtsp_server_process
 
@@ -142,3 +144,49 @@ def test_a_backoff_without_a_floor_cannot_flood_the_log(service):
     per_second = max(times.count(t) for t in set(times))
     assert per_second <= 5, f"{per_second} reconnect lines in one second"  # the floor is 0.25 s
     assert re.search(r"reconnect attempt \d+ in 0\.[23] s", svc.stderr)  # logged with one decimal
+
+
+def _threads(svc) -> int:
+    status = Path(f"/proc/{svc.proc.pid}/status").read_text()
+    return int(re.search(r"^Threads:\s+(\d+)", status, re.M)[1])
+
+
+def test_a_flood_of_entries_is_held_to_max_streams_and_the_rest_wait_their_turn(service, demo_clip):
+    """1,000 entries were all started: 1,015 threads, the running feed 25 -> 16 verdicts/s, 392 log lines/s."""
+    dead = f"rtsp://127.0.0.1:{free_port()}/x"  # nothing listens: these reconnect for ever
+    flood = {f"flood{i:03d}": dead for i in range(200)}
+    with redis_server() as redis_srv, rtsp_server({"cam": demo_clip.path}, loop=True) as base:
+        client = redis_srv.client()
+        client.hset(CONTROL_KEY, mapping={**flood, "a-good": f"{base}/cam"})  # ids start in sorted order
+        svc = service("--control", "--redis", redis_srv.url, "--max-streams", "5")
+        svc.wait_for(lambda: len(svc.of("a-good")) >= 10, 90, "verdicts of the feed that got in first")
+        svc.wait_for(lambda: "entries refused" in svc.stderr, 30, "the line about the refused entries")
+        time.sleep(3)  # a few more polls: nothing more is started, nothing more is said
+        threads = _threads(svc)
+        added = re.findall(r"stream '(\S+)' \(.*\) added", svc.stderr)
+        client.hdel(CONTROL_KEY, "a-good")
+        svc.wait_for(lambda: "flood004" in re.findall(r"stream '(\S+)' \(.*\) added", svc.stderr), 30,
+                     "the next entry taking the freed place")  # fmt: skip
+        code, took = svc.stop()
+    assert code == 0 and took < 15
+    assert added == ["a-good", "flood000", "flood001", "flood002", "flood003"], added
+    assert threads < 40, threads  # 5 readers, the stage loop, sinks, control, ONNX Runtime's pool; not 200
+    refused = [line for line in svc.stderr.splitlines() if "entries refused" in line]
+    assert len(refused) == 2, refused  # once for the flood, once more when one got in: not at every poll
+    assert "196 entries refused (flood004, flood005" in refused[0] and "max_streams" in refused[0]
+    assert "195 entries refused (flood005," in refused[1]
+
+
+def test_a_flapping_stream_writes_at_most_its_burst_of_log_lines(service):
+    """A reconnecting stream logs a bounded number of lines per minute, then says how many it held back."""
+    dead = f"rtsp://127.0.0.1:{free_port()}/x"
+    with redis_server() as redis_srv:
+        redis_srv.client().hset(CONTROL_KEY, "flap", json.dumps({"url": dead, "backoff_initial": 1e-9,
+                                                                 "backoff_max": 1e-9}))  # fmt: skip
+        svc = service("--control", "--redis", redis_srv.url)
+        svc.wait_for(lambda: "reconnect attempt" in svc.stderr, 60, "the first reconnect attempt")
+        time.sleep(12)  # at the 0.25 s floor: about 50 attempts, each with its lines
+        code, _ = svc.stop()
+    assert code == 0
+    lines = [line for line in svc.stderr.splitlines() if "stream 'flap'" in line]
+    assert 10 <= len(lines) <= BURST + 2, len(lines)  # + the removal and shutdown lines of other threads

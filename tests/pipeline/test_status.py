@@ -105,7 +105,7 @@ def test_unreachable_redis_is_one_line_and_exit_1():
 
 def test_bad_interval_is_refused():
     run = _status("--redis", REDIS_URL, "--interval", "0")
-    assert run.returncode == 1 and "--interval and --stale must be above 0, got 0.0" in run.stderr
+    assert run.returncode == 2 and "argument --interval: must be in [0.05, 3600] seconds, got '0'" in run.stderr
 
 
 def _row(stream: str, verdict: str, *, age: float | None, **fields) -> StreamRow:

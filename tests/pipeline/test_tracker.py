@@ -212,7 +212,7 @@ def test_add_scores_rejects_bad_input(ids, p_fake, message):
     [
         ({"iou_match": 0}, r"iou_match must be in \(0, 1\], got 0"),
         ({"iou_match": 1.5}, r"iou_match must be in \(0, 1\], got 1.5"),
-        ({"max_missed": -1}, "max_missed must be >= 0, got -1"),
+        ({"max_missed": -1}, r"max_missed must be in \[0, 1000\], got -1"),
         ({"ema_alpha": 0}, r"ema_alpha must be in \(0, 1\], got 0"),
         ({"ema_alpha": 1.2}, r"ema_alpha must be in \(0, 1\], got 1.2"),
     ],

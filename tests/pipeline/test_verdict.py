@@ -50,8 +50,8 @@ def test_no_face_after_enough_faceless_frames_and_evidence_restarts():
     "cfg, message",
     [
         ({"enter_fake": 0.3, "leave_fake": 0.5}, "leave_fake <= enter_fake"),
-        ({"leave_fake": float("nan")}, r"leave_fake must be a score in \[0, 1\], got nan"),
-        ({"confirm_frames": 0}, "confirm_frames must be at least 1"),
+        ({"leave_fake": float("nan")}, r"leave_fake must be in \[0, 1\], got nan"),
+        ({"confirm_frames": 0}, r"confirm_frames must be in \[1, 10000\], got 0"),
     ],
 )
 def test_invalid_config_names_the_field(cfg, message):

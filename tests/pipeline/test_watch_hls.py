@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._media import hls_playlist, http_server
+from tests._media import hls_playlist, hostile_hls, http_server
 
 
 @pytest.fixture()
@@ -25,3 +25,21 @@ def test_hls_stream_gives_verdicts_for_every_segment(dfwatch, demo_clip, hls_url
     assert len(frames) + run.summary_row("news")["drops"] == demo_clip.n_frames  # a live feed: drops are counted
     assert all(r["stream"] == "news" for r in run.records)
     assert "live stream ended after 50 frames" in run.stderr
+
+
+def test_a_playlist_that_lists_itself_or_whose_segments_all_fail_is_cut_at_its_request_budget(
+    dfwatch, demo_clip, hls_url
+):
+    """Both made thousands of GETs (4,746 and about 11,600 in 10 s); now each stops at [sources] max_http_requests
+    (50) with one line that says why, and the healthy stream beside them decodes every frame."""
+    with hostile_hls() as (base, requests):
+        run = dfwatch("watch", f"news={hls_url}", f"loop={base}/master.m3u8", f"gaps={base}/missing.m3u8",
+                      "--no-reconnect", "--open-timeout", "3")  # fmt: skip
+    master = requests["/master.m3u8"]
+    missing = sum(n for path, n in requests.items() if path.startswith("/missing"))
+    assert 0 < master <= 50 and 0 < missing <= 50, requests.most_common(3)
+    for stream in ("loop", "gaps"):
+        lines = [line for line in run.stderr.splitlines() if f"'{stream}'" in line and "after 50 HTTP requests" in line]
+        assert len(lines) == 1 and "max_http_requests" in lines[0], run.stderr
+    frames = [r["frame"] for r in run.records if r["stream"] == "news"]
+    assert len(frames) + run.summary_row("news")["drops"] == demo_clip.n_frames, run.stderr

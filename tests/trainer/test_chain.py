@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from trainer.fit import load_checkpoint
 from trainer.store import FaceStore
 
