@@ -77,8 +77,9 @@ class Setup:
     conf: float  # the detector's threshold (manifest): also ultralytics' conf
 
 
-def transcode(source: Path, out: Path, *, height: int, fps: int) -> int:
-    """``source`` as H.264 at ``height`` lines (width to match, even) and ``fps``, a keyframe a second; frames."""
+def transcode(source: Path, out: Path, *, height: int, fps: int, pix_fmt: str = "yuv420p") -> int:
+    """``source`` as H.264 at ``height`` lines (width to match, even) and ``fps`` in ``pix_fmt``, a keyframe a
+    second; frames."""
     from fractions import Fraction
 
     import av
@@ -88,9 +89,9 @@ def transcode(source: Path, out: Path, *, height: int, fps: int) -> int:
         video = src.streams.video[0]
         width = round(video.codec_context.width * height / video.codec_context.height / 2) * 2
         stream = dst.add_stream("libx264", rate=fps, options={"g": str(fps), "crf": "23", "preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt, stream.time_base = width, height, "yuv420p", Fraction(1, fps)
+        stream.width, stream.height, stream.pix_fmt, stream.time_base = width, height, pix_fmt, Fraction(1, fps)
         for frame in src.decode(video):
-            frame = frame.reformat(width=width, height=height, format="yuv420p")
+            frame = frame.reformat(width=width, height=height, format=pix_fmt)
             frame.pts, frame.time_base = n, Fraction(1, fps)
             dst.mux(stream.encode(frame))
             n += 1
@@ -107,8 +108,9 @@ def prepare(tmp: Path, args: argparse.Namespace) -> Setup:
     clips, frames = {}, 0
     for height in args.resolutions:
         clips[height] = tmp / f"feed-{height}p.mp4"
-        frames = transcode(args.clip, clips[height], height=height, fps=args.fps)
-        log(f"feed clip {clips[height].name}: {frames} frames of {args.clip.name}, {height} lines, {args.fps} fps")
+        frames = transcode(args.clip, clips[height], height=height, fps=args.fps, pix_fmt=args.pix_fmt)
+        log(f"feed clip {clips[height].name}: {frames} frames of {args.clip.name}, {height} lines, {args.fps} fps, "
+            f"{args.pix_fmt}")
     detector = load_manifest(args.models / "face_detector.onnx")
     classifier = load_manifest(args.models / "deepfake_classifier.onnx")
     log(f"models {args.models}: detector {detector.name} at {detector.input_size}, classifier {classifier.name} at "
@@ -348,7 +350,7 @@ def run_dfwatch(
 
     port = free_port()
     cmd = [sys.executable, "-m", "pipeline.cli", "watch", *(f"{name}={url}" for name, url in urls.items()),
-           "--models", str(setup.models), "--metrics-port", str(port)]  # fmt: skip
+           "--models", str(setup.models), "--metrics-port", str(port), *shlex.split(args.dfwatch_args)]  # fmt: skip
     probe = MetricsProbe(port)
     probe.start()
     try:
@@ -366,7 +368,7 @@ def run_dfwatch(
                 c2p = r["latency_ms"]["capture_to_publish"]
                 published = r["capture_time"] + c2p / 1000
                 if window.start <= published <= window.end:
-                    rows.append((r["frame"], r["pts"], r["capture_time"], c2p, len(r["faces"])))
+                    rows.append((r["frame"], r["pts"], r["capture_time"], c2p, len(r["faces"]), r["verdict"]))
         streams[name] = _dfwatch_stream(rows, window)
     load = probe.during(window)
     for name, shed in load.pop("shed").items():
@@ -374,8 +376,10 @@ def run_dfwatch(
             streams[name]["shed"] = shed
     stderr = (run_dir / "stderr").read_text(errors="replace")
     summary = stderr[stderr.rfind("dfwatch summary") :].strip() if "dfwatch summary" in stderr else None
+    served = re.search(r"detector (\S+) \(([^,]+),", stderr)
     return {
         "command": shlex.join(cmd),
+        "detector_served": f"{_rel(served[1])} ({served[2]})" if served else None,
         "window": asdict(window) | {"seconds": round(window.seconds, 2)},
         "streams": streams,
         **load,
@@ -386,8 +390,8 @@ def run_dfwatch(
 def _dfwatch_stream(rows: list[tuple], window: Window) -> dict:
     """One stream's verdicts published in the window: rate, drops, latency, whether decoding kept pace.
 
-    ``rows`` are (frame index, pts, capture time, capture-to-publish ms, faces) of the verdicts published
-    in the window.
+    ``rows`` are (frame index, pts, capture time, capture-to-publish ms, faces, verdict) of the verdicts
+    published in the window.
     """
     if not rows:
         return {"published": 0, "fps": 0.0, "drop_rate": 1.0, "latency_ms": _percentiles([])}
@@ -408,6 +412,8 @@ def _dfwatch_stream(rows: list[tuple], window: Window) -> dict:
         "latency_ms": _percentiles([r[3] for r in rows]),
         "decode_lag_growth_s": lag,
         "faces_per_verdict": round(sum(r[4] for r in rows) / len(rows), 2),
+        "verdicts_fake": sum(r[5] == "FAKE" for r in rows),  # the feeds are copies of one clip: they should agree
+        "last_verdict": max(rows, key=lambda r: r[0])[5],
     }
 
 
@@ -501,6 +507,9 @@ def summarise(n: int, system: str, run: dict) -> dict:
             if k > 1
             else "detector and classifier on every frame"
         )
+        fake = [s.get("verdicts_fake", 0) for s in streams]
+        if any(fake) and not all(fake):  # copies of one clip: load may thin the work but must not flip a verdict
+            notes.append(f"identical feeds disagree: FAKE in {sum(map(bool, fake))} of {len(fake)}")
         shed = sum(st.get("shed", 0) for st in streams)
         if shed:
             notes.append(f"{shed} late frames shed")
@@ -522,6 +531,7 @@ def summarise(n: int, system: str, run: dict) -> dict:
         "cpu_pct": run["window"]["cpu_pct"],
         "peak_rss_mib": run["window"]["peak_rss_mib"],
         "real_time": real_time,
+        "feeds_agree": None if system != "dfwatch" else len({bool(s.get("verdicts_fake")) for s in streams}) == 1,
         "notes": "; ".join(notes),
     }
 
@@ -584,7 +594,7 @@ def markdown_report(result: dict) -> str:
         f"Feeds: N looped copies of a real face clip ({s['clip']}) served live over RTSP (TCP) by the GStreamer "
         f"test server on the same box. Each run: {s['seconds']:.0f} s after every stream's first result, the first "
         f"{s['warmup']:.0f} s skipped. Models: {s['models']} (detector at {s['detector_size']}, threshold "
-        f"{s['detector_conf']}), `dfwatch watch` defaults. The ultralytics baseline is "
+        f"{s['detector_conf']}), `dfwatch watch` defaults{_served(result)}. The ultralytics baseline is "
         "`YOLO(face_detector.onnx).predict(source=feeds.streams, stream=True)` on the same network at the same size "
         "and threshold: detector only (no classifier, tracker or verdicts) and no latency (it keeps no capture time).",
         "",
@@ -607,6 +617,12 @@ def markdown_report(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _served(result: dict) -> str:
+    served = next((r["detector_served"] for r in result["runs"] if r.get("detector_served")), None)
+    extra = f", plus `{result['settings']['dfwatch_args']}`" if result["settings"].get("dfwatch_args") else ""
+    return f"{extra} (dfwatch's detector: {served})" if served else extra
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--streams", default="1,2,4,8,16", help="numbers of feeds, comma-separated (default 1,2,4,8,16)")
@@ -617,6 +633,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=20.0, help="seconds per run after every stream's first result")
     p.add_argument("--warmup", type=float, default=3.0, help="first seconds of a run left out (default 3)")
     p.add_argument("--fps", type=int, default=25, help="frame rate of the feeds (default 25)")
+    p.add_argument("--pix-fmt", default="yuv420p", help="feeds' pixel format: yuv420p (default), yuv444p, yuv422p10le")
+    p.add_argument(
+        "--dfwatch-args", default="", help="more dfwatch watch flags, e.g. '--detector models/face_detector.onnx'"
+    )
     p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
     p.add_argument("--machine", help="name in the result file names (default: e.g. xeon-2c-24g)")
     p.add_argument("--out-dir", type=Path, default=BENCH / "results", help="default benchmarks/results")
@@ -718,7 +738,7 @@ def measure_files(args: argparse.Namespace, setup: Setup, env: dict[str, str], t
         results = tmp / f"files-{system}.txt"
         if system == "dfwatch":
             cmd = [sys.executable, "-m", "pipeline.cli", "watch", *(str(c) for c in sorted(folder.iterdir())),
-                   "--models", str(setup.models), "--metrics-port", "0"]  # fmt: skip
+                   "--models", str(setup.models), "--metrics-port", "0", *shlex.split(args.dfwatch_args)]  # fmt: skip
         else:
             cmd = [sys.executable, str(BASELINE_SCRIPT), "predict", "--model", str(setup.models / "face_detector.onnx"),
                    "--source", str(folder), "--imgsz", str(setup.detector_size), "--conf", str(setup.conf),
@@ -760,13 +780,15 @@ def result_document(args: argparse.Namespace, setup: Setup, rows: list[dict], ru
             "seconds": args.seconds,
             "warmup": args.warmup,
             "fps": args.fps,
+            "pix_fmt": args.pix_fmt,
+            "dfwatch_args": args.dfwatch_args,
             "resolutions": args.resolutions,
             "models": str(setup.models),
             "detector_size": setup.detector_size,
             "detector_conf": setup.conf,
             "systems": args.systems,
             "clip": f"{setup.source} transcoded at run time to each resolution: {setup.clip_frames} frames, "
-            f"{args.fps} fps, H.264, a keyframe a second, looped",
+            f"{args.fps} fps, H.264 {args.pix_fmt}, a keyframe a second, looped",
             "real_time": {
                 "p95_capture_to_publish_ms_below": REAL_TIME_P95_MS,
                 "drop_rate_below": REAL_TIME_DROP,

@@ -408,7 +408,7 @@ class Annotator:
             if video is None:
                 video = self.videos[frame.stream_id] = self._new_video(frame.stream_id)
             if not video.waiting(frame):  # a frame that will be skipped is not drawn
-                video.write(draw(frame.image, verdict), frame)
+                video.write(draw(frame.rgb().image, verdict), frame)  # tracked-past frames are still I420
 
     def forget_stream(self, stream_id: str) -> None:
         """The stream was removed: finish its file and drop its encoder and last frame."""

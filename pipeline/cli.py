@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from engines.urls import printable, redacting_handler
-from pipeline.config import SECTIONS, ModelsConfig, WatchConfig, load_config
+from pipeline.config import FAST_DETECTOR, SECTIONS, ModelsConfig, WatchConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.lograte import StreamLogLimit
 from pipeline.policy import Origin
@@ -299,11 +299,27 @@ def resolve_config(args: argparse.Namespace) -> WatchConfig:
     return dataclasses.replace(cfg, streams=tuple(streams), shard=shard or cfg.shard)
 
 
+def open_detector(m: ModelsConfig) -> Detector:
+    """``m.detector``; by default the fastest accepted artifact in ``m.dir``: FAST_DETECTOR (OpenVINO INT8) when it
+    is there and opens, else ONNX Runtime fp32 (face_detector.onnx); falling back says once why."""
+    from engines import Detector
+    from engines.errors import EngineError
+
+    options = {"threads": m.threads, "conf": m.det_conf, "max_det": m.max_faces}
+    fast = m.dir / FAST_DETECTOR
+    if m.detector is None and fast.is_file():
+        try:
+            return Detector(fast, **options)
+        except EngineError as exc:
+            logger.warning("detector: %s; serving %s instead", exc, m.detector_path)
+    return Detector(m.detector_path, **options)
+
+
 def load_models(m: ModelsConfig) -> tuple[Detector, Classifier]:
     """The detector and classifier of ``m``'s artifacts; a placeholder among them is logged."""
-    from engines import Classifier, Detector
+    from engines import Classifier
 
-    detector = Detector(m.detector_path, threads=m.threads, conf=m.det_conf, max_det=m.max_faces)
+    detector = open_detector(m)
     classifier = Classifier(m.classifier_path, threads=m.threads)
     placeholder = detector.manifest.placeholder or classifier.manifest.placeholder
     if placeholder:

@@ -196,6 +196,20 @@ class Batch:
     faces: Faces = field(default_factory=Faces.empty)  # every face of the batch (detect, then track and score)
     verdicts: tuple[Verdict, ...] = ()  # one per frame, in frame order (decide)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step: letterbox, detect, track, ...
+    _rgb: dict[int, Frame] = field(default_factory=dict, repr=False, compare=False)  # frames converted so far
+
+    def image(self, i: int) -> np.ndarray:
+        """Frame ``i``'s (H, W, 3) RGB image, its I420 planes converted on first use and kept for the batch: only the
+        frames a stage looks at (detected, or with a face to score) are converted, not the frames tracked past."""
+        frame = self._rgb.get(i)
+        if frame is None:
+            frame = self._rgb[i] = self.frames[i].rgb()
+        return frame.image
+
+    @property
+    def frames_as_converted(self) -> tuple[Frame, ...]:
+        """``frames``, each converted one in RGB (for a frame sink, which converts the rest itself)."""
+        return tuple(self._rgb.get(i, f) for i, f in enumerate(self.frames))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 
 from engines import Classifier, Detector
 from pipeline.messages import Batch, Frame
@@ -47,10 +46,7 @@ class BatchProcessor:
     def process(self, frames: Sequence[Frame], *, taken: float | None = None) -> Batch:
         """Verdicts for ``frames`` (taken from their queues at ``taken``, time.time(); default now)."""
         start = time.perf_counter()
-        frames = [f.rgb() for f in frames]  # frames still in the decoder's I420 are converted now, once
-        converted = time.perf_counter() - start
-        batch = self.schedule.process(frames, taken=taken)
-        batch = replace(batch, timings={"convert": converted})
+        batch = self.schedule.process(list(frames), taken=taken)  # I420 frames convert when a stage needs them
         for stage in self.stages:
             batch = stage.process(batch)
         self.schedule.took(time.perf_counter() - start)

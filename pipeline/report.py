@@ -121,7 +121,7 @@ class _TopFaces:
                     continue
                 if held is None and len(self.best) >= self.k and self._lowest().p_fake >= p_fake:
                     continue
-                crop = crop_faces([frame.image], faces[[row]], size=THUMB_SIZE, margin=self.margin)[0]  # (S, S, 3)
+                crop = crop_faces([frame.rgb().image], faces[[row]], size=THUMB_SIZE, margin=self.margin)[0]
                 self.best[key] = Thumb(track, frame.index, t, p_fake, crop)
                 if len(self.best) > self.k:
                     lowest = self._lowest()

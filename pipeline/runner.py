@@ -295,7 +295,7 @@ class Runner:
         self._busy += time.perf_counter() - start
         waits = [self.streams[f.stream_id].queue.policy is DropPolicy.WAIT for f in batch.frames]
         for worker in self._frame_sinks:
-            skipped = worker.put(batch.frames, batch.verdicts, wait=waits)
+            skipped = worker.put(batch.frames_as_converted, batch.verdicts, wait=waits)
             if skipped:
                 self.observer.sink_errors(worker.sink.name, skipped)
             self.observer.sink_state(worker.sink.name, buffered=len(worker.queue))

@@ -58,7 +58,9 @@ class Sink(Protocol):
 class FrameSink(Protocol):
     """A sink that needs the pixels too (the annotated video): each published verdict comes with its frame.
 
-    runner.py calls it from a thread of its own, behind a bounded queue, never from the stage loop.
+    runner.py calls it from a thread of its own, behind a bounded queue, never from the stage loop. A frame the
+    stages tracked past without looking at it comes in the decoder's I420: ``frame.rgb()`` converts it, in the
+    sink's own thread.
     """
 
     name: str

@@ -33,7 +33,7 @@ class DetectStage:
         if not len(rows):
             return batch
         t0 = time.perf_counter()
-        inputs, placed = self.detector.prepare([batch.frames[i].image for i in rows])  # (d, 3, S, S)
+        inputs, placed = self.detector.prepare([batch.image(i) for i in rows])  # (d, 3, S, S)
         t1 = time.perf_counter()
         found = self.detector.boxes(self.detector.infer(inputs), placed)
         t2 = time.perf_counter()
@@ -44,6 +44,19 @@ class DetectStage:
 
     def forget(self, stream_id: str) -> None:
         pass
+
+
+class _Images:
+    """``batch``'s RGB images by frame position, each converted when a crop first needs it (engines.crop_faces)."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.batch.image(int(i))
+
+    def __len__(self) -> int:
+        return len(self.batch.frames)
 
 
 class TrackStage:
@@ -63,7 +76,7 @@ class TrackStage:
         self.trackers: dict[str, FaceTracker] = {}
 
     def process(self, batch: Batch) -> Batch:
-        images = [f.image for f in batch.frames]
+        images = _Images(batch)
         spent = {"track": 0.0, "crop": 0.0, "classify": 0.0}
         parts = []
         for rnd in rounds(batch.frames):

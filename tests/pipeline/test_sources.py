@@ -344,31 +344,94 @@ def test_frames_left_in_i420_convert_to_the_same_rgb_when_processed(real_video: 
         np.testing.assert_array_equal(rgb.image, eager.image)
 
 
+def _encode(frames, path: Path, codec: str, pix_fmt: str) -> Path:
+    """RGB ``frames`` (H, W, 3) written with ``codec`` in ``pix_fmt``, as a camera or an editor would store them."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=25)
+        (h, w), video.pix_fmt, video.time_base = frames[0].shape[:2], pix_fmt, Fraction(1, 25)
+        video.width, video.height = w, h
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=pix_fmt)
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le"])
+def test_every_planar_yuv_format_takes_the_fast_path_and_matches_swscale(real_video: Path, tmp_path, pix_fmt, caplog):
+    """4:2:2 / 4:4:4, 8- and 10-bit (contribution feeds, FaceForensics++ files) went through swscale: a 4:4:4
+    720p feed fell out of real time. Real footage re-encoded in each format, against PyAV's own conversion."""
+    import logging
+
+    import av
+    import numpy as np
+
+    from pipeline.sources import to_i420, to_rgb
+
+    with av.open(str(real_video)) as container:
+        source = [f.to_ndarray(format="rgb24") for f, _ in zip(container.decode(video=0), range(6))]
+    path = _encode(source, tmp_path / f"{pix_fmt}.mkv", "libx264", pix_fmt)
+    caplog.set_level(logging.INFO, logger="pipeline.sources")
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 6 and {f.format.name for f in frames} == {pix_fmt}
+    for frame in frames:
+        assert to_i420(frame) is not None
+        ours, reference = to_rgb(frame).astype(int), frame.to_ndarray(format="rgb24").astype(int)
+        assert ours.shape == reference.shape == (frame.height, frame.width, 3)
+        diff = np.abs(ours - reference)  # chroma averaged to 4:2:0 differs only at sharp colour edges
+        assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 8, (diff.mean(), np.percentile(diff, 99))
+    assert not [r for r in caplog.records if "swscale" in r.getMessage()]
+
+
+def test_only_frames_a_stage_looks_at_are_converted_and_the_verdicts_do_not_change(fast_models: Path, demo_clip):
+    """I420 -> RGB for detected frames and frames with a face to score, not for frames the tracker carries past
+    (issue 25's budget: 200 frames/s at 8 x 720p); the faces and scores are those of converting every frame."""
+    import numpy as np
+
+    from engines import Classifier, Detector
+    from pipeline.processor import BatchProcessor
+    from pipeline.schedule import ScheduleConfig
+    from pipeline.sources import read_frames
+
+    def run(rgb: bool):
+        processor = BatchProcessor(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
+                                   Classifier(fast_models / "deepfake_classifier.onnx"),
+                                   schedule=ScheduleConfig(detect_every=4, classify_every=3))  # fmt: skip
+        frames = list(read_frames(SourceSpec("demo", str(demo_clip.path)), rgb=rgb))[:24]
+        batches = [processor.process(frames[i : i + 4]) for i in range(0, len(frames), 4)]  # one stream: 4 rounds
+        return batches
+
+    lazy, eager = run(rgb=False), run(rgb=True)
+    converted = [f.pixel_format == "rgb24" for b in lazy for f in b.frames_as_converted]
+    looked_at = [bool(b.detect[i]) or bool(b.faces.frame(i).due.any()) for b in lazy for i in range(len(b.frames))]
+    assert converted == looked_at and 0 < sum(converted) < len(converted), (converted, looked_at)
+    for a, b in zip(lazy, eager):
+        np.testing.assert_allclose(a.faces.xyxy, b.faces.xyxy)
+        np.testing.assert_array_equal(a.faces.p_fake, b.faces.p_fake)
+
+
 def test_other_pixel_formats_take_swscale_and_say_so_once(tmp_path: Path, caplog):
     import logging
-    from fractions import Fraction
 
     import av
     import numpy as np
 
     from pipeline.sources import to_rgb
 
-    path = tmp_path / "yuv444.mp4"
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=25)
-        video.width, video.height, video.pix_fmt, video.time_base = 64, 48, "yuv444p", Fraction(1, 25)
-        for i in range(3):
-            image = np.full((48, 64, 3), (40 * i, 90, 200), np.uint8)  # (H, W, 3)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv444p")
-            frame.pts = i
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
+    images = [np.full((48, 64, 3), (40 * i, 90, 200), np.uint8) for i in range(3)]  # (H, W, 3)
+    path = _encode(images, tmp_path / "yuvj.mkv", "mjpeg", "yuvj444p")  # full range: not on the fast path
     caplog.set_level(logging.INFO, logger="pipeline.sources")
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
-            assert frame.format.name == "yuv444p"
+            assert frame.format.name == "yuvj444p"
             np.testing.assert_array_equal(to_rgb(frame), frame.to_ndarray(format="rgb24"))
-    assert sum("yuv444p 64x48" in r.getMessage() for r in caplog.records) == 1
+    assert sum("yuvj444p 64x48" in r.getMessage() for r in caplog.records) == 1
 
 
 def _rotated_copy(src: Path, dst: Path, rotation: int) -> None:
