@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to open a stream (default 10)")  # fmt: skip
     g.add_argument("--read-timeout", type=flag_type(SourceSpec, "read_timeout"), metavar="S",
                    help="seconds without data before a stream is down (default 10)")  # fmt: skip
+    g.add_argument("--decoder-threads", type=flag_type(SourceSpec, "decoder_threads"), metavar="N",
+                   help="FFmpeg decoder threads per stream; 0 = FFmpeg's choice (default 0; 1 saves memory with "
+                   "many streams)")  # fmt: skip
     g.add_argument(
         "--no-reconnect",
         action="store_false",
@@ -287,7 +290,8 @@ def resolve_config(args: argparse.Namespace) -> WatchConfig:
     cfg = apply_flags(load_config(args.config) if args.config else WatchConfig(), args)
     try:
         every = {"rtsp_transport": args.rtsp_transport, "open_timeout": args.open_timeout,
-                 "read_timeout": args.read_timeout, "reconnect": args.reconnect}  # fmt: skip
+                 "read_timeout": args.read_timeout, "reconnect": args.reconnect,
+                 "decoder_threads": args.decoder_threads}  # fmt: skip
         files = {"loop": args.loop, "pace": args.pace}
         streams = []
         for spec in [*cfg.streams, *(SourceSpec.parse(s) for s in args.sources)]:

@@ -22,7 +22,7 @@ from pipeline.observer import Observer
 from pipeline.policy import SourcePolicy
 from pipeline.processor import BatchProcessor
 from pipeline.publish import Publisher
-from pipeline.queues import BoundedQueue, DropPolicy
+from pipeline.queues import BoundedQueue, ByteBudget, DropPolicy
 from pipeline.ranges import check_ranges, ranged
 from pipeline.sinks import FrameSink, Sink
 from pipeline.sources import SourceSpec
@@ -46,9 +46,15 @@ class RunnerConfig:
     idle_wait: float = ranged(0.05, 0, 1, open_lo=True, unit="seconds")  # the stages' sleep when no stream has a frame
     # (frame, verdict) pairs queued per frame sink; live frames skip a full queue
     frame_sink_queue: int = ranged(32, 1, 1000)
+    # decoded frames that files (not live feeds) may hold queued, all streams together; their readers wait beyond it
+    file_queue_mb: float = ranged(256.0, 1, 100_000, unit="MB")
 
     def __post_init__(self) -> None:
         check_ranges(self)
+
+
+def _frame_bytes(item: Frame | StreamRemoved) -> int:
+    return item.image.nbytes if isinstance(item, Frame) else 0
 
 
 @dataclass
@@ -130,6 +136,7 @@ class Runner:
         self.stats = RunStats([])
         self.publisher = Publisher(sinks, observer, self.stats)
         self._frame_sinks = [_FrameSinkWorker(sink, config.frame_sink_queue, self.abort) for sink in frame_sinks]
+        self._file_bytes = ByteBudget(int(config.file_queue_mb * 1e6))
         self._adapted_at = time.monotonic()
         self._busy = 0.0  # seconds the stages worked since the last load report
         for spec in specs:
@@ -137,8 +144,12 @@ class Runner:
 
     # -- streams -----------------------------------------------------------------------------
     def _register(self, spec: SourceSpec) -> _Stream:
-        policy = DropPolicy.DROP_OLDEST if spec.is_live else DropPolicy.WAIT
-        stream = _Stream(spec, BoundedQueue(self.config.queue_size, policy, wake=self.wake))
+        if spec.is_live:
+            queue = BoundedQueue(self.config.queue_size, DropPolicy.DROP_OLDEST, wake=self.wake)
+        else:  # files wait for room: bounded in frames per stream and in bytes for all of them
+            queue = BoundedQueue(self.config.queue_size, DropPolicy.WAIT, wake=self.wake, budget=self._file_bytes,
+                                 weigh=_frame_bytes)  # fmt: skip
+        stream = _Stream(spec, queue)
         with self._lock:
             self.streams[spec.stream_id] = stream
             self._order.append(spec.stream_id)

@@ -68,6 +68,9 @@ class SourceSpec:
     backoff_max: float = ranged(30.0, 0, MAX_SECONDS, open_lo=True, unit="seconds")
     # no frame for this long: close and retry; None: read_timeout
     stall_seconds: float | None = ranged(None, 0, MAX_SECONDS, open_lo=True, unit="seconds")
+    # FFmpeg decoder threads of this stream; 0: FFmpeg's choice (cores + 1, frame and slice threads). With many
+    # streams their readers decode in parallel already, and 1 saves each decoder's frame-thread buffers
+    decoder_threads: int = ranged(0, 0, 64)
 
     def __post_init__(self) -> None:
         where = f"stream {self.stream_id!r}"
@@ -328,6 +331,8 @@ def read_frames(
         try:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            if spec.decoder_threads:
+                stream.codec_context.thread_count = spec.decoder_threads
             declared = stream.frames  # 0 when the container does not say
             index = first_index
             packets = container.demux(stream)

@@ -389,6 +389,20 @@ def test_every_planar_yuv_format_takes_the_fast_path_and_matches_swscale(real_vi
     assert not [r for r in caplog.records if "swscale" in r.getMessage()]
 
 
+def test_one_decoder_thread_gives_the_same_pixels_as_ffmpegs_own_threading(real_video: Path):
+    """``decoder_threads = 1`` (fewer threads and frame buffers with many streams) changes no pixel."""
+    import numpy as np
+
+    from pipeline.sources import read_frames
+
+    threaded = list(read_frames(SourceSpec("clip", str(real_video)), rgb=False))[:12]
+    single = list(read_frames(SourceSpec("clip", str(real_video), decoder_threads=1), rgb=False))[:12]
+    assert len(single) == len(threaded) == 12
+    for a, b in zip(single, threaded):
+        assert (a.index, a.pts) == (b.index, b.pts)
+        np.testing.assert_array_equal(a.image, b.image)
+
+
 def test_only_frames_a_stage_looks_at_are_converted_and_the_verdicts_do_not_change(fast_models: Path, demo_clip):
     """I420 -> RGB for detected frames and frames with a face to score, not for frames the tracker carries past
     (issue 25's budget: 200 frames/s at 8 x 720p); the faces and scores are those of converting every frame."""
