@@ -343,11 +343,14 @@ def test_a_hostile_playlist_makes_at_most_max_http_requests_a_try_and_is_retried
         gets = sum(requests.values())
     assert frames == 0 and took < 9
     tries = len(events.reasons) + 1  # the one that stop ended
-    assert 2 <= len(events.reasons) <= 5, events.reasons  # each try held to its open timeout, then the backoff
     assert gets <= 20 * tries, (gets, tries)
-    assert set(events.reasons) == {"cannot open: ended after 20 HTTP requests without a frame ([sources] "
-                                   "max_http_requests): an HLS playlist that lists itself, or whose segments all "
-                                   "fail?"}  # fmt: skip
+    budget = ("cannot open: ended after 20 HTTP requests without a frame ([sources] max_http_requests): an HLS "
+              "playlist that lists itself, or whose segments all fail?")  # fmt: skip
+    # FFmpeg does not always loop on the self-listing master: some runs it refuses the playlist at its second
+    # fetch ("Master Playlist tag found in a Media Playlist"), each try then ends at once and the backoff spaces them
+    refused = "cannot open: Invalid data found when processing input"
+    allowed = {budget, refused} if playlist == "master.m3u8" else {budget}
+    assert 2 <= len(events.reasons) <= 10 and set(events.reasons) <= allowed, events.reasons
 
 
 def test_a_corrupt_stream_closed_mid_decode_never_deadlocks_with_ffmpegs_log_counted(tmp_path: Path, demo_clip) -> None:
