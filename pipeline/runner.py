@@ -53,8 +53,8 @@ class RunnerConfig:
         check_ranges(self)
 
 
-def _frame_bytes(item: Frame | StreamRemoved) -> int:
-    return item.image.nbytes if isinstance(item, Frame) else 0
+def _frame_bytes(frame: Frame) -> int:
+    return frame.image.nbytes  # a stream's queue holds its frames only
 
 
 @dataclass
