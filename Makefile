@@ -73,8 +73,10 @@ bench-backends: $(STAMP)
 	  --backends onnxruntime-cpu,onnxruntime-int8,openvino-fp32,openvino-int8 --batches 1,8 $(BENCH_ARGS); \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
+# ruff's linter and its formatter (the tree is `ruff format`ted; no `# fmt: skip` markers).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check engines pipeline trainer tests benchmarks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) build *.egg-info

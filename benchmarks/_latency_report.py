@@ -8,8 +8,9 @@ from benchmarks._latency_pass import STAGES
 
 
 def _baseline(doc: dict, size: int, batch: int) -> dict | None:
-    return next((r for r in doc["rows"] if r["system"] == "ultralytics" and r["size"] == size and r["batch"] == batch),
-                None)  # fmt: skip
+    return next(
+        (r for r in doc["rows"] if r["system"] == "ultralytics" and r["size"] == size and r["batch"] == batch), None
+    )
 
 
 def _ms(d: dict) -> str:
@@ -60,19 +61,28 @@ def stage_table(doc: dict) -> str:
         lines.append(f"| {r['size']} | {r['backend']} | {r['batch']} | {cells} |")
     base = [r for r in doc["rows"] if r["system"] == "ultralytics"]
     if base:
-        lines += ["", "ultralytics' own per-image split (`Result.speed`, p50 ms):", "",
-                  "| detector | batch | preprocess | inference | postprocess | end to end (incl. reading the video) |",
-                  "|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+        lines += [
+            "",
+            "ultralytics' own per-image split (`Result.speed`, p50 ms):",
+            "",
+            "| detector | batch | preprocess | inference | postprocess | end to end (incl. reading the video) |",
+            "|--:|--:|--:|--:|--:|--:|",
+        ]
         for r in sorted(base, key=lambda r: (r["size"], r["batch"])):
             pf = r["per_frame_ms"]
-            lines.append(f"| {r['size']} | {r['batch']} | {pf['preprocess']['p50']:.2f} | {pf['inference']['p50']:.2f} "
-                         f"| {pf['postprocess']['p50']:.2f} | {pf['end_to_end']['p50']:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {r['size']} | {r['batch']} | {pf['preprocess']['p50']:.2f} | {pf['inference']['p50']:.2f} "
+                f"| {pf['postprocess']['p50']:.2f} | {pf['end_to_end']['p50']:.2f} |"
+            )
     return "\n".join(lines)
 
 
 def floor_table(doc: dict) -> str:
-    lines = ["| model | GFLOPs / frame | floor ms at the measured peak | its stage (detect / classify) p50 ms/frame, "
-             "best backend and batch | share of peak reached |", "|---|--:|--:|--:|--:|"]  # fmt: skip
+    lines = [
+        "| model | GFLOPs / frame | floor ms at the measured peak | its stage (detect / classify) p50 ms/frame, "
+        "best backend and batch | share of peak reached |",
+        "|---|--:|--:|--:|--:|",
+    ]
     rows = [r for r in doc["rows"] if r["system"] == "dfwatch"]
     for name, flops in doc["flops"].items():
         kind, size = name.rsplit("_", 1)
@@ -83,8 +93,10 @@ def floor_table(doc: dict) -> str:
             continue
         measured = best["per_frame_ms"][stage]["p50"]
         floor = doc["floor_ms"][name]
-        lines.append(f"| {kind} {size} | {flops / 1e9:.2f} | {floor:.2f} | {measured:.2f} ({best['backend']}, "
-                     f"b{best['batch']}) | {100 * floor / measured:.0f} % |")  # fmt: skip
+        lines.append(
+            f"| {kind} {size} | {flops / 1e9:.2f} | {floor:.2f} | {measured:.2f} ({best['backend']}, "
+            f"b{best['batch']}) | {100 * floor / measured:.0f} % |"
+        )
     return "\n".join(lines)
 
 
@@ -129,8 +141,12 @@ def _short(backend: str) -> str:
     """A backend's name for an axis label: "onnxruntime-cpu" -> "ORT\ncpu", "torch-cpu-eager-fp32" -> "torch\neager"."""
     if backend == "ultralytics":
         return "ultra-\nlytics"
-    for long, short in (("onnxruntime-", "ORT\n"), ("torch-cpu-", "torch\n"), ("torch-cuda-", "torch\ncuda "),
-                        ("tensorrt-", "TRT\n")):  # fmt: skip
+    for long, short in (
+        ("onnxruntime-", "ORT\n"),
+        ("torch-cpu-", "torch\n"),
+        ("torch-cuda-", "torch\ncuda "),
+        ("tensorrt-", "TRT\n"),
+    ):
         if backend.startswith(long):
             return short + backend[len(long) :].replace("-fp32", "").replace("-", " ")
     return backend
@@ -157,8 +173,9 @@ def plot(doc: dict, path: Path) -> None:
                 value = pf[stage]["p50"]
                 color = colors[i % 10] if r["system"] == "dfwatch" else colors[[1, 2, 3][i]]
                 label = stage if r["system"] == "dfwatch" else f"ultralytics {stage}"
-                ax.bar(x, value, bottom=bottom, color=color, hatch="//" if r["system"] != "dfwatch" else None,
-                       label=label)  # fmt: skip
+                ax.bar(
+                    x, value, bottom=bottom, color=color, hatch="//" if r["system"] != "dfwatch" else None, label=label
+                )
                 bottom += value
             rest = pf["end_to_end"]["p50"] - bottom
             if rest > 0:
@@ -173,9 +190,11 @@ def plot(doc: dict, path: Path) -> None:
         for handle, name in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(name, handle)
     fig.legend(legend.values(), legend.keys(), fontsize=7, loc="center right")
-    fig.suptitle(f"dfwatch per-frame latency by stage vs ultralytics predict (hatched), {doc['machine']['slug']}; "
-                 f"{'untrained placeholder' if doc['setup']['placeholder'] else 'trained'} models; * = busy box",
-                 fontsize=9)  # fmt: skip
+    fig.suptitle(
+        f"dfwatch per-frame latency by stage vs ultralytics predict (hatched), {doc['machine']['slug']}; "
+        f"{'untrained placeholder' if doc['setup']['placeholder'] else 'trained'} models; * = busy box",
+        fontsize=9,
+    )
     fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -61,8 +61,10 @@ def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | No
 def machine_slug() -> str:
     """A short file-name-safe name for this kind of machine, e.g. 'xeon-2c-24g' or 'epyc-16c-128g-h200'."""
     model = cpu_model().lower()
-    family = next((w for w in ("xeon", "epyc", "ryzen", "threadripper", "core", "graviton", "neoverse", "apple")
-                   if w in model), re.sub(r"[^a-z0-9]+", "", model.split()[0]) if model else "cpu")  # fmt: skip
+    family = next(
+        (w for w in ("xeon", "epyc", "ryzen", "threadripper", "core", "graviton", "neoverse", "apple") if w in model),
+        re.sub(r"[^a-z0-9]+", "", model.split()[0]) if model else "cpu",
+    )
     ram_gib = round(psutil.virtual_memory().total / 2**30)
     slug = f"{family}-{psutil.cpu_count(logical=True)}c-{ram_gib}g"
     gpus = gpu_names()

@@ -104,8 +104,17 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         print(f"shape mismatch: onnx {o.shape}, ultralytics {y.shape}", file=sys.stderr)
         return 1
     diff = float(np.abs(o - y).max())
-    print(json.dumps({"checkpoint": str(args.out), "task": loaded.task, "names": loaded.names,
-                      "max_abs_diff_vs_onnx": diff, "output_shape": list(o.shape)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(args.out),
+                "task": loaded.task,
+                "names": loaded.names,
+                "max_abs_diff_vs_onnx": diff,
+                "output_shape": list(o.shape),
+            }
+        )
+    )
     return 0 if diff < 1e-2 else 1
 
 
@@ -118,9 +127,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = YOLO(str(args.model), task="detect")  # a .pt, or the ONNX artifact dfwatch serves
     first = True
     with open(args.out, "w", buffering=1) as out:  # line-buffered: the parent watches the file grow
-        for result in model.predict(source=str(args.source), stream=True, imgsz=args.imgsz, conf=args.conf,
-                                    max_det=args.max_det, device="cpu", verbose=False,
-                                    **_square(args.model)):  # fmt: skip
+        for result in model.predict(
+            source=str(args.source),
+            stream=True,
+            imgsz=args.imgsz,
+            conf=args.conf,
+            max_det=args.max_det,
+            device="cpu",
+            verbose=False,
+            **_square(args.model),
+        ):
             # result.path is the cleaned source URL, e.g. rtsp___127.0.0.1_8554_cam3: the mount name is last
             out.write(f"{result.path.rsplit('_', 1)[-1]} {time.time():.6f}\n")
             if first:  # ultralytics sets torch's threads when predict starts (select_device): say how many
@@ -136,14 +152,34 @@ def cmd_latency(args: argparse.Namespace) -> int:
     model = YOLO(str(args.model), task="detect")
     rows = []
     start = time.perf_counter()
-    for result in model.predict(source=str(args.source), stream=True, imgsz=args.imgsz, conf=args.conf,
-                                max_det=args.max_det, batch=args.batch, device=args.device, verbose=False,
-                                **_square(args.model)):  # fmt: skip
+    for result in model.predict(
+        source=str(args.source),
+        stream=True,
+        imgsz=args.imgsz,
+        conf=args.conf,
+        max_det=args.max_det,
+        batch=args.batch,
+        device=args.device,
+        verbose=False,
+        **_square(args.model),
+    ):
         s = result.speed  # ms per image of this Result's batch
-        rows.append({"t": time.perf_counter(), "boxes": len(result.boxes), "preprocess": s["preprocess"],
-                     "inference": s["inference"], "postprocess": s["postprocess"]})  # fmt: skip
-    doc = {"start": start, "torch_threads": torch.get_num_threads(), "batch": args.batch, "imgsz": args.imgsz,
-           "results": rows}  # fmt: skip
+        rows.append(
+            {
+                "t": time.perf_counter(),
+                "boxes": len(result.boxes),
+                "preprocess": s["preprocess"],
+                "inference": s["inference"],
+                "postprocess": s["postprocess"],
+            }
+        )
+    doc = {
+        "start": start,
+        "torch_threads": torch.get_num_threads(),
+        "batch": args.batch,
+        "imgsz": args.imgsz,
+        "results": rows,
+    }
     Path(args.out).write_text(json.dumps(doc))
     _exit_now()
 

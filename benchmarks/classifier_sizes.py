@@ -63,16 +63,34 @@ def main(argv: list[str] | None = None) -> int:
             for size in SIZES:
                 net = TrainConfig(model=model, model_args=model_args, input_size=size).build_model().eval()
                 path = Path(tmp) / f"{name}{size}.onnx"
-                export_onnx(torch.nn.Sequential(net, torch.nn.Sigmoid()).eval(), path, input_size=size,
-                            input_name="crops", output_name="p_fake")  # fmt: skip
+                export_onnx(
+                    torch.nn.Sequential(net, torch.nn.Sigmoid()).eval(),
+                    path,
+                    input_size=size,
+                    input_name="crops",
+                    output_name="p_fake",
+                )
                 params = sum(t.numel() for t in net.parameters())
                 for batch in BATCHES:
                     ms = time_onnx(path, size, batch, threads=args.threads, runs=args.runs)
-                    rows.append({"model": name, "input": size, "batch": batch, "params": params,
-                                 "ms_per_batch": round(ms, 2), "ms_per_face": round(ms / batch, 2)})  # fmt: skip
+                    rows.append(
+                        {
+                            "model": name,
+                            "input": size,
+                            "batch": batch,
+                            "params": params,
+                            "ms_per_batch": round(ms, 2),
+                            "ms_per_face": round(ms / batch, 2),
+                        }
+                    )
                     print(rows[-1], file=sys.stderr)
-    result = {"machine": machine_facts(), "others_cpu_pct": load.others_cpu_pct, "seconds": load.seconds,
-              "config": str(args.config), "rows": rows}  # fmt: skip
+    result = {
+        "machine": machine_facts(),
+        "others_cpu_pct": load.others_cpu_pct,
+        "seconds": load.seconds,
+        "config": str(args.config),
+        "rows": rows,
+    }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / f"classifier-sizes-{machine_slug()}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))

@@ -51,8 +51,11 @@ BACKENDS = (
     "openvino-fp32",  # NAME.fp32.xml (`dfwatch-train engines --openvino`)
     "openvino-int8",  # NAME.int8.xml (`--int8`)
 )
-PREBUILT = {"onnxruntime-int8": "{stem}.int8.onnx", "openvino-fp32": "{stem}.fp32.xml",
-            "openvino-int8": "{stem}.int8.xml"}  # fmt: skip
+PREBUILT = {
+    "onnxruntime-int8": "{stem}.int8.onnx",
+    "openvino-fp32": "{stem}.fp32.xml",
+    "openvino-int8": "{stem}.int8.xml",
+}
 PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "tensorrt", "triton", "numpy", "psutil")
 
 
@@ -113,8 +116,10 @@ def open_backends(models: Path, kind: str, names: list[str], device: str) -> dic
             elif name in PREBUILT:
                 path = models / PREBUILT[name].format(stem=stem)
                 if not path.is_file():
-                    raise FileNotFoundError(f"{path} is not there: build it with dfwatch-train engines --models "
-                                            f"{models} --openvino --int8 (an INT8 refused by its check is not kept)")
+                    raise FileNotFoundError(
+                        f"{path} is not there: build it with dfwatch-train engines --models "
+                        f"{models} --openvino --int8 (an INT8 refused by its check is not kept)"
+                    )
             elif name == "torch-eager":
                 path = models / f"{stem}.pt2"
             elif name.startswith("torch-compiled-"):
@@ -228,13 +233,24 @@ def measure(
             runs = {name: (lambda b=b, x=x: b.run(x)) for name, b in backends.items()}
             samples, others, attempts = measure_cell(args, runs, budget)
             for name, times in samples.items():
-                row = {"kind": kind, "input_size": size, "backend": name, "runtime": backends[name].name,
-                       "batch": batch, **summarise(times, batch), "others_cpu_pct": others,
-                       "busy": others > args.busy_limit, "attempts": attempts}  # fmt: skip
+                row = {
+                    "kind": kind,
+                    "input_size": size,
+                    "backend": name,
+                    "runtime": backends[name].name,
+                    "batch": batch,
+                    **summarise(times, batch),
+                    "others_cpu_pct": others,
+                    "busy": others > args.busy_limit,
+                    "attempts": attempts,
+                }
                 rows.append(row)
-                tqdm.write(f"{time.strftime('%H:%M:%S')} engines: {kind} {name} batch {batch}: median "
-                           f"{row['median_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms, {row['images_per_s']:.0f} img/s, "
-                           f"others' CPU {others:.0f} %", file=sys.stderr)  # fmt: skip
+                tqdm.write(
+                    f"{time.strftime('%H:%M:%S')} engines: {kind} {name} batch {batch}: median "
+                    f"{row['median_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms, {row['images_per_s']:.0f} img/s, "
+                    f"others' CPU {others:.0f} %",
+                    file=sys.stderr,
+                )
             save(rows)
             bar.update()
         del backends
@@ -275,7 +291,7 @@ def markdown_report(doc: dict) -> str:
     others = sorted(r["others_cpu_pct"] for r in doc["rows"])
     gpu = ", ".join(m["gpus"]) or "none"
     cut = "" if doc.get("complete", True) else "**Incomplete: the run was cut short; below are the cells it finished.**"
-    return "\n".join([
+    lines = [
         f"# engines: backends side by side on `{m['slug']}`",
         "",
         *([cut, ""] if cut else []),
@@ -296,7 +312,8 @@ def markdown_report(doc: dict) -> str:
         f"{doc['settings']['seconds']} s per cell. Inputs: {doc['inputs']}. Models: {doc['models']}.",
         "",
         markdown_tables(doc["rows"]),
-    ]) + "\n"  # fmt: skip
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def describe_models(models: Path, *, given: Path | None) -> str:

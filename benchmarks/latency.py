@@ -65,18 +65,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=ints, default=[320, 416, 640], help="detector input sides (default 320,416,640)")
     batch = RunnerConfig().max_batch
-    p.add_argument("--batches", type=ints, default=[1, batch],
-                   help=f"batch sizes (default 1 and the pipeline's max_batch, {batch})")  # fmt: skip
-    p.add_argument("--backends", type=backends, default=list(BACKENDS),
-                   help="onnxruntime,torch,tensorrt (default: each one available here)")  # fmt: skip
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="ONNX Runtime and torch device (default: the artifact's own); ultralytics' too")  # fmt: skip
+    p.add_argument(
+        "--batches",
+        type=ints,
+        default=[1, batch],
+        help=f"batch sizes (default 1 and the pipeline's max_batch, {batch})",
+    )
+    p.add_argument(
+        "--backends",
+        type=backends,
+        default=list(BACKENDS),
+        help="onnxruntime,torch,tensorrt (default: each one available here)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="ONNX Runtime and torch device (default: the artifact's own); ultralytics' too",
+    )
     p.add_argument("--trt-precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT plans' precision")
-    p.add_argument("--detector-artifact", type=Path, action="append", default=[], metavar="PATH",
-                   help="also time this detector artifact (any backend; at its manifest's input size)")  # fmt: skip
+    p.add_argument(
+        "--detector-artifact",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also time this detector artifact (any backend; at its manifest's input size)",
+    )
     p.add_argument("--frames", type=int, default=120, help="frames per configuration; the first batch warms up")
-    p.add_argument("--models", type=Path, default=None,
-                   help="a model pack (e.g. models: the shipped one) instead of exported placeholders")  # fmt: skip
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="a model pack (e.g. models: the shipped one) instead of exported placeholders",
+    )
     p.add_argument("--weights", default="yolov8n.yaml", help="yolov8n.yaml (untrained, default) or a face .pt")
     p.add_argument("--classifier", default="paper_cnn", help="registered classifier architecture (untrained)")
     p.add_argument("--classifier-size", type=int, default=256)
@@ -127,8 +149,10 @@ def pack_models(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     artifacts: dict = {"onnxruntime": {"detectors": {size: det}, "classifier": cls}}
     if "torch" in args.backends:
         artifacts["torch"] = {"detectors": {size: det.with_suffix(".pt2")}, "classifier": cls.with_suffix(".pt2")}
-    flops = {f"detector_{size}": model_flops(torch.export.load(str(det.with_suffix(".pt2"))).module(), size),
-             f"classifier_{cls_size}": model_flops(torch.export.load(str(cls.with_suffix(".pt2"))).module(), cls_size)}
+    flops = {
+        f"detector_{size}": model_flops(torch.export.load(str(det.with_suffix(".pt2"))).module(), size),
+        f"classifier_{cls_size}": model_flops(torch.export.load(str(cls.with_suffix(".pt2"))).module(), cls_size),
+    }
     args.classifier_size = cls_size
     return artifacts, flops, {} if "tensorrt" not in args.backends else {"tensorrt": "not built for --models"}
 
@@ -152,22 +176,32 @@ def build_models(args: argparse.Namespace, tmp: Path) -> tuple[dict, dict, dict]
     for size in args.sizes:
         torch.manual_seed(args.seed)  # the same untrained weights at every size (and in the modules below)
         path = tmp / f"face_detector-{size}.onnx"
-        _, diff = export_detector(args.weights, path, input_size=size, placeholder=placeholder,
-                                  torch_reference=with_torch)  # fmt: skip
+        _, diff = export_detector(
+            args.weights, path, input_size=size, placeholder=placeholder, torch_reference=with_torch
+        )
         onnx["detectors"][size] = path
         logger.info("exported %s (max |onnx - torch| = %.2g px)", path.name, diff)
     torch.manual_seed(args.seed)
     cls_module = create_model(args.classifier, input_size=args.classifier_size).eval()
     onnx["classifier"] = tmp / "deepfake_classifier.onnx"
-    export_classifier(cls_module, onnx["classifier"], name=args.classifier, input_size=args.classifier_size,
-                      crop_margin=0.25, placeholder=True, torch_reference=with_torch)  # fmt: skip
+    export_classifier(
+        cls_module,
+        onnx["classifier"],
+        name=args.classifier,
+        input_size=args.classifier_size,
+        crop_margin=0.25,
+        placeholder=True,
+        torch_reference=with_torch,
+    )
     artifacts: dict = {}
     skipped: dict[str, str] = {}
     if "onnxruntime" in args.backends:
         artifacts["onnxruntime"] = onnx
     if with_torch:
-        artifacts["torch"] = {"detectors": {s: p.with_suffix(".pt2") for s, p in onnx["detectors"].items()},
-                              "classifier": onnx["classifier"].with_suffix(".pt2")}  # fmt: skip
+        artifacts["torch"] = {
+            "detectors": {s: p.with_suffix(".pt2") for s, p in onnx["detectors"].items()},
+            "classifier": onnx["classifier"].with_suffix(".pt2"),
+        }
     if "tensorrt" in args.backends:
         from engines.rebuild import tensorrt_available
 
@@ -181,8 +215,10 @@ def build_models(args: argparse.Namespace, tmp: Path) -> tuple[dict, dict, dict]
             def plan(onnx_path: Path) -> Path:
                 return build_engine(onnx_path, precision=args.trt_precision)[0]
 
-            artifacts["tensorrt"] = {"detectors": {s: plan(p) for s, p in onnx["detectors"].items()},
-                                     "classifier": plan(onnx["classifier"])}  # fmt: skip
+            artifacts["tensorrt"] = {
+                "detectors": {s: plan(p) for s, p in onnx["detectors"].items()},
+                "classifier": plan(onnx["classifier"]),
+            }
     torch.manual_seed(args.seed)
     det_module = load_yolo_detector(args.weights)
     flops = {f"detector_{s}": model_flops(det_module, s) for s in args.sizes}
@@ -196,23 +232,53 @@ def baseline_checkpoint(args: argparse.Namespace, tmp: Path, onnx_640: Path, env
         return Path(args.weights), None
     size = max(args.sizes)
     out = tmp / "yolov8n-face-placeholder.pt"
-    cmd = [sys.executable, str(BASELINE_SCRIPT), "checkpoint", "--onnx", str(onnx_640), "--out", str(out),
-           "--imgsz", str(size), "--seed", str(args.seed)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(BASELINE_SCRIPT),
+        "checkpoint",
+        "--onnx",
+        str(onnx_640),
+        "--out",
+        str(out),
+        "--imgsz",
+        str(size),
+        "--seed",
+        str(args.seed),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"ultralytics checkpoint failed: {shlex.join(cmd)}\n{proc.stderr[-3000:]}")
     return out, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_baseline(pt: Path, clip: Path, *, size: int, batch: int, args: argparse.Namespace, env: dict,
-                 tmp: Path) -> dict:  # fmt: skip
+def run_baseline(
+    pt: Path, clip: Path, *, size: int, batch: int, args: argparse.Namespace, env: dict, tmp: Path
+) -> dict:
     """ultralytics' predict over the clip in a subprocess; per-frame times like timed_pass's."""
     from pipeline.summary import percentiles
 
     out = tmp / f"ultralytics-{size}-b{batch}.json"
-    cmd = [sys.executable, str(BASELINE_SCRIPT), "latency", "--model", str(pt), "--source", str(clip),
-           "--imgsz", str(size), "--batch", str(batch), "--conf", str(args.det_conf), "--max-det", str(args.faces),
-           "--device", "cuda:0" if args.device == "cuda" else "cpu", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(BASELINE_SCRIPT),
+        "latency",
+        "--model",
+        str(pt),
+        "--source",
+        str(clip),
+        "--imgsz",
+        str(size),
+        "--batch",
+        str(batch),
+        "--conf",
+        str(args.det_conf),
+        "--max-det",
+        str(args.faces),
+        "--device",
+        "cuda:0" if args.device == "cuda" else "cpu",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"ultralytics predict failed: {shlex.join(cmd)}\n{proc.stderr[-3000:]}")
@@ -284,8 +350,9 @@ def check_same_network(configs: list, clip: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr)  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
     command = shlex.join([".venv/bin/python", "benchmarks/latency.py", *(sys.argv[1:] if argv is None else argv)])
     if str(ROOT) not in sys.path:  # run as a script: import dfwatch and the benchmarks from the checkout
         sys.path.insert(0, str(ROOT))
@@ -329,8 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.models:  # ultralytics runs the pack's own ONNX detector (its ONNX Runtime backend)
                 pt, pt_check = args.models / "face_detector.onnx", None
             else:
-                pt, pt_check = (baseline_checkpoint(args, tmp, onnx_640, env)
-                                if args.baseline else (None, None))  # fmt: skip
+                pt, pt_check = baseline_checkpoint(args, tmp, onnx_640, env) if args.baseline else (None, None)
             jobs = [(b, s, e, batch) for b, s, e in configs for batch in args.batches]
             if args.baseline:
                 jobs += [("ultralytics", s, None, batch) for s in args.sizes for batch in args.batches]
@@ -348,12 +414,26 @@ def main(argv: list[str] | None = None) -> int:
                     if not disturbed or attempt == args.retries or retry_left < window.seconds:
                         break
                     retry_left -= window.seconds
-                    logger.info("%s %d b%d: other processes took %.0f%% of a core; running it again",
-                                backend, size, batch, window.others_cpu_pct)  # fmt: skip
-                rows.append({"system": "ultralytics" if eng is None else "dfwatch", "backend": backend,
-                             "size": size, "batch": batch, **result, "seconds": window.seconds,
-                             "others_cpu_pct": window.others_cpu_pct, "disturbed": disturbed,
-                             "attempts": attempt + 1})  # fmt: skip
+                    logger.info(
+                        "%s %d b%d: other processes took %.0f%% of a core; running it again",
+                        backend,
+                        size,
+                        batch,
+                        window.others_cpu_pct,
+                    )
+                rows.append(
+                    {
+                        "system": "ultralytics" if eng is None else "dfwatch",
+                        "backend": backend,
+                        "size": size,
+                        "batch": batch,
+                        **result,
+                        "seconds": window.seconds,
+                        "others_cpu_pct": window.others_cpu_pct,
+                        "disturbed": disturbed,
+                        "attempts": attempt + 1,
+                    }
+                )
     finally:
         if redis is not None:
             redis.close()
@@ -373,8 +453,11 @@ def main(argv: list[str] | None = None) -> int:
             "frames_per_config": args.frames,
             "weights": str(args.models) if args.models else str(args.weights),
             "placeholder": not args.models and not str(args.weights).endswith(".pt"),
-            "classifier": (f"the pack's, at {args.classifier_size}" if args.models
-                           else f"{args.classifier} at {args.classifier_size} (untrained)"),  # fmt: skip
+            "classifier": (
+                f"the pack's, at {args.classifier_size}"
+                if args.models
+                else f"{args.classifier} at {args.classifier_size} (untrained)"
+            ),
             "faces_per_frame": f"detector threshold fixed at {args.det_conf}, at most {args.faces} kept: the classify "
             "stage sees that many faces a frame whatever the detector scores",
             "threads": threads,
@@ -399,8 +482,13 @@ def main(argv: list[str] | None = None) -> int:
     plot(doc, Path(f"{stem}.png"))
     print(markdown_report(doc, tables_only=True))
     disturbed = sum(r["disturbed"] for r in rows)
-    logger.info("wrote %s.{json,md,png} in %.0f s (%d configurations; %d disturbed by other processes)",
-                stem, elapsed, len(rows), disturbed)  # fmt: skip
+    logger.info(
+        "wrote %s.{json,md,png} in %.0f s (%d configurations; %d disturbed by other processes)",
+        stem,
+        elapsed,
+        len(rows),
+        disturbed,
+    )
     return 0
 
 

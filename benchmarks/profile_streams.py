@@ -66,10 +66,31 @@ def main(argv: list[str] | None = None) -> int:
         transcode(args.clip, clip, height=args.height, fps=25)
         mounts = {f"cam{i}": clip for i in range(args.streams)}
         with rtsp_server_process(mounts, loop=True, timeout=30) as server:
-            watch = [sys.executable, "-m", "pipeline.cli", "watch", "--metrics-port", "0",
-                     *(f"{name}={server.url}/{name}" for name in mounts)]  # fmt: skip
-            cmd = [spy, "record", "-r", "50", "-d", str(args.seconds), "--idle", "--threads", "-f", "raw",
-                   "-o", f"{stem}.txt", "--", *watch]  # fmt: skip
+            watch = [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "watch",
+                "--metrics-port",
+                "0",
+                *(f"{name}={server.url}/{name}" for name in mounts),
+            ]
+            cmd = [
+                spy,
+                "record",
+                "-r",
+                "50",
+                "-d",
+                str(args.seconds),
+                "--idle",
+                "--threads",
+                "-f",
+                "raw",
+                "-o",
+                f"{stem}.txt",
+                "--",
+                *watch,
+            ]
             subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     total, rows = summarise(Path(f"{stem}.txt").read_text())
     lines = [

@@ -109,14 +109,17 @@ def prepare(tmp: Path, args: argparse.Namespace) -> Setup:
     for height in args.resolutions:
         clips[height] = tmp / f"feed-{height}p.mp4"
         frames = transcode(args.clip, clips[height], height=height, fps=args.fps, pix_fmt=args.pix_fmt)
-        log(f"feed clip {clips[height].name}: {frames} frames of {args.clip.name}, {height} lines, {args.fps} fps, "
-            f"{args.pix_fmt}")
+        log(
+            f"feed clip {clips[height].name}: {frames} frames of {args.clip.name}, {height} lines, {args.fps} fps, "
+            f"{args.pix_fmt}"
+        )
     detector = load_manifest(args.models / "face_detector.onnx")
     classifier = load_manifest(args.models / "deepfake_classifier.onnx")
-    log(f"models {args.models}: detector {detector.name} at {detector.input_size}, classifier {classifier.name} at "
-        f"{classifier.input_size}{' (PLACEHOLDERS)' if detector.placeholder or classifier.placeholder else ''}")
-    return Setup(clips, frames, args.clip, args.models, detector.input_size,
-                 float(detector.thresholds["confidence"]))  # fmt: skip
+    log(
+        f"models {args.models}: detector {detector.name} at {detector.input_size}, classifier {classifier.name} at "
+        f"{classifier.input_size}{' (PLACEHOLDERS)' if detector.placeholder or classifier.placeholder else ''}"
+    )
+    return Setup(clips, frames, args.clip, args.models, detector.input_size, float(detector.thresholds["confidence"]))
 
 
 class MetricsProbe(threading.Thread):
@@ -152,9 +155,11 @@ class MetricsProbe(threading.Thread):
         if not inside:
             return {"detect_every_max": None, "classify_every_max": None, "shed": {}}
         first, last = inside[0]["shed"], inside[-1]["shed"]
-        return {"detect_every_max": max(s.get("detect_every", 1) for s in inside),
-                "classify_every_max": max(s.get("classify_every", 1) for s in inside),
-                "shed": {k: int(v - first.get(k, 0.0)) for k, v in last.items()}}  # fmt: skip
+        return {
+            "detect_every_max": max(s.get("detect_every", 1) for s in inside),
+            "classify_every_max": max(s.get("classify_every", 1) for s in inside),
+            "shed": {k: int(v - first.get(k, 0.0)) for k, v in last.items()},
+        }
 
 
 # -- steps 3 and 4: one system on the feeds, measured from outside --------------------------------
@@ -349,14 +354,31 @@ def run_dfwatch(
     from tests._rtsp import free_port
 
     port = free_port()
-    cmd = [sys.executable, "-m", "pipeline.cli", "watch", *(f"{name}={url}" for name, url in urls.items()),
-           "--models", str(setup.models), "--metrics-port", str(port), *shlex.split(args.dfwatch_args)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "watch",
+        *(f"{name}={url}" for name, url in urls.items()),
+        "--models",
+        str(setup.models),
+        "--metrics-port",
+        str(port),
+        *shlex.split(args.dfwatch_args),
+    ]
     probe = MetricsProbe(port)
     probe.start()
     try:
-        window, lines = drive(cmd, env=env, run_dir=run_dir, names=list(urls), server=server,
-                              stream_of=lambda line: json.loads(line).get("stream"), seconds=args.seconds,
-                              warmup=args.warmup)  # fmt: skip
+        window, lines = drive(
+            cmd,
+            env=env,
+            run_dir=run_dir,
+            names=list(urls),
+            server=server,
+            stream_of=lambda line: json.loads(line).get("stream"),
+            seconds=args.seconds,
+            warmup=args.warmup,
+        )
     finally:
         probe.stop()
     records = [json.loads(line) for line in lines]
@@ -569,8 +591,12 @@ def files_table(rows: list[dict]) -> str:
     """The file-throughput row: frames per second over a folder of clips."""
     if not rows:
         return "File throughput: not measured (--files 0)."
-    lines = ["File throughput (a folder of real clips, nothing dropped):", "",
-             "| system | clips | frames | seconds | frames/s |", "|---|--:|--:|--:|--:|"]  # fmt: skip
+    lines = [
+        "File throughput (a folder of real clips, nothing dropped):",
+        "",
+        "| system | clips | frames | seconds | frames/s |",
+        "|---|--:|--:|--:|--:|",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['system']} | {r['clips']} | - | - | failed |")
@@ -713,9 +739,11 @@ def measure(args: argparse.Namespace, setup: Setup, env: dict[str, str], tmp: Pa
                     runs.append({"lines": height, "n": n, "system": system, **run})
                     p95 = row["latency_ms_worst_stream"]["p95"]
                     drop, real = 100 * row["drop_rate_worst"], "yes" if row["real_time"] else "no"
-                    log(f"{what}: {row['fps_per_stream_mean']:.1f} fps/stream, drop {drop:.1f}%, p95 "
+                    log(
+                        f"{what}: {row['fps_per_stream_mean']:.1f} fps/stream, drop {drop:.1f}%, p95 "
                         f"{'n/a' if p95 is None else f'{p95:.0f} ms'}, CPU {row['cpu_pct']:.0f}%, "
-                        f"RSS {row['peak_rss_mib']:.0f} MiB, real time: {real}")  # fmt: skip
+                        f"RSS {row['peak_rss_mib']:.0f} MiB, real time: {real}"
+                    )
                     time.sleep(1.0)  # let the previous system's sockets and threads go before the next one starts
     return rows, runs
 
@@ -737,30 +765,65 @@ def measure_files(args: argparse.Namespace, setup: Setup, env: dict[str, str], t
     for system in args.systems:
         results = tmp / f"files-{system}.txt"
         if system == "dfwatch":
-            cmd = [sys.executable, "-m", "pipeline.cli", "watch", *(str(c) for c in sorted(folder.iterdir())),
-                   "--models", str(setup.models), "--metrics-port", "0", *shlex.split(args.dfwatch_args)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "watch",
+                *(str(c) for c in sorted(folder.iterdir())),
+                "--models",
+                str(setup.models),
+                "--metrics-port",
+                "0",
+                *shlex.split(args.dfwatch_args),
+            ]
         else:
-            cmd = [sys.executable, str(BASELINE_SCRIPT), "predict", "--model", str(setup.models / "face_detector.onnx"),
-                   "--source", str(folder), "--imgsz", str(setup.detector_size), "--conf", str(setup.conf),
-                   "--max-det", str(MAX_FACES), "--out", str(results)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                str(BASELINE_SCRIPT),
+                "predict",
+                "--model",
+                str(setup.models / "face_detector.onnx"),
+                "--source",
+                str(folder),
+                "--imgsz",
+                str(setup.detector_size),
+                "--conf",
+                str(setup.conf),
+                "--max-det",
+                str(MAX_FACES),
+                "--out",
+                str(results),
+            ]
         log(f"files {system}: {len(clips)} clips ...")
         with LoadWindow() as window, open(results if system == "dfwatch" else os.devnull, "w") as stdout:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                                  timeout=1800)  # fmt: skip
+            proc = subprocess.run(
+                cmd, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=1800
+            )
         if proc.returncode != 0:
             log(f"files {system}: FAILED ({proc.returncode}): {proc.stderr[-500:]}")
             out.append({"system": system, "clips": len(clips), "error": proc.stderr[-500:]})
             continue
         lines = results.read_text().splitlines()
         if system == "dfwatch":
-            times = [json.loads(line)["capture_time"] + json.loads(line)["latency_ms"]["capture_to_publish"] / 1000
-                     for line in lines]  # fmt: skip
+            times = [
+                json.loads(line)["capture_time"] + json.loads(line)["latency_ms"]["capture_to_publish"] / 1000
+                for line in lines
+            ]
         else:
             times = [float(line.split()[1]) for line in lines]
         span = max(times) - min(times) if len(times) > 1 else 0.0
         fps = (len(times) - 1) / span if span > 0 else 0.0
-        out.append({"system": system, "clips": len(clips), "frames": len(times), "seconds": round(span, 2),
-                    "fps": round(fps, 1), "others_cpu_pct": window.others_cpu_pct})  # fmt: skip
+        out.append(
+            {
+                "system": system,
+                "clips": len(clips),
+                "frames": len(times),
+                "seconds": round(span, 2),
+                "fps": round(fps, 1),
+                "others_cpu_pct": window.others_cpu_pct,
+            }
+        )
         log(f"files {system}: {len(times)} frames in {span:.1f} s: {fps:.1f} frames/s")
     return out
 
@@ -810,8 +873,11 @@ def result_document(args: argparse.Namespace, setup: Setup, rows: list[dict], ru
             "stops reading after 99 of them (predict ended after 4 s); a live camera announces an open range",
         ],
         "rows": rows,
-        "largest_real_time_n": {f"{h}p {s}": largest_real_time([r for r in rows if r.get("lines") == h], s)
-                                for h in args.resolutions for s in args.systems},  # fmt: skip
+        "largest_real_time_n": {
+            f"{h}p {s}": largest_real_time([r for r in rows if r.get("lines") == h], s)
+            for h in args.resolutions
+            for s in args.systems
+        },
         "files": facts.get("files", []),
         "runs": runs,
     }
@@ -852,8 +918,9 @@ def main(argv: list[str] | None = None) -> int:
         rows, runs = measure(args, setup, env, tmp)
         files = measure_files(args, setup, env, tmp) if args.files else []
     elapsed = round(time.monotonic() - started, 1)
-    result = result_document(args, setup, rows, runs, command=command, machine=machine, quiet=quiet, elapsed_s=elapsed,
-                             files=files)  # fmt: skip
+    result = result_document(
+        args, setup, rows, runs, command=command, machine=machine, quiet=quiet, elapsed_s=elapsed, files=files
+    )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"streams-{args.machine or machine['slug']}"
     json_path, md_path = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"

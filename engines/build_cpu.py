@@ -41,8 +41,11 @@ def ort_int8_path(onnx_path: Path) -> Path:
 
 
 def _batches(source: Manifest, images: Iterable[np.ndarray], limit: int) -> list[np.ndarray]:
-    batches = list(calibration_batches(images, batch=CALIBRATION_BATCH, limit=limit,
-                                       preprocess=preprocess_for(source.kind, source.input_size)))  # fmt: skip
+    batches = list(
+        calibration_batches(
+            images, batch=CALIBRATION_BATCH, limit=limit, preprocess=preprocess_for(source.kind, source.input_size)
+        )
+    )
     if not batches:
         raise EngineBuildError(f"INT8 calibration of the {source.kind} got no full batch of {CALIBRATION_BATCH}")
     return batches
@@ -56,8 +59,16 @@ def _write(out: Path, source: Manifest, *, fmt: str, precision: str, runtime: di
         from engines.backends.openvino_backend import import_openvino
 
         versions["openvino"] = import_openvino().__version__
-    manifest = dataclasses.replace(source, format=fmt, file=out.name, sha256=sha256_file(out), precision=precision,
-                                   device={"type": "cpu"}, runtime=runtime, versions=versions)  # fmt: skip
+    manifest = dataclasses.replace(
+        source,
+        format=fmt,
+        file=out.name,
+        sha256=sha256_file(out),
+        precision=precision,
+        device={"type": "cpu"},
+        runtime=runtime,
+        versions=versions,
+    )
     write_manifest(out, manifest)
     return manifest
 
@@ -78,13 +89,23 @@ def build_openvino(
 
         data = _batches(source, calibration, limit)
         ignored = nncf.IgnoredScope(types=["Sigmoid", "Multiply", "Subtract", "Divide", "Softmax"], validate=False)
-        model = nncf.quantize(model, nncf.Dataset(data), subset_size=len(data), ignored_scope=ignored,
-                              preset=nncf.QuantizationPreset.MIXED)  # fmt: skip
+        model = nncf.quantize(
+            model,
+            nncf.Dataset(data),
+            subset_size=len(data),
+            ignored_scope=ignored,
+            preset=nncf.QuantizationPreset.MIXED,
+        )
     out = openvino_path(onnx_path, precision)
     ov.save_model(model, str(out), compress_to_fp16=False)
     weights = out.with_suffix(".bin")
-    _write(out, source, fmt="openvino", precision=precision,
-           runtime={"weights": weights.name, "weights_sha256": sha256_file(weights)})  # fmt: skip
+    _write(
+        out,
+        source,
+        fmt="openvino",
+        precision=precision,
+        runtime={"weights": weights.name, "weights_sha256": sha256_file(weights)},
+    )
     return out
 
 
@@ -107,9 +128,17 @@ def build_ort_int8(onnx_path: Path, *, calibration: Iterable[np.ndarray], limit:
     out = ort_int8_path(onnx_path)
     # reduce_range: 7-bit weights, so that u8 x s8 products cannot saturate on CPUs without VNNI (AVX2, AVX-512F);
     # without it the classifier lost 0.025 AUC here, with it 0.002.
-    quantize_static(str(onnx_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=QUANTISED_OPS)  # fmt: skip
+    quantize_static(
+        str(onnx_path),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=QUANTISED_OPS,
+    )
     _write(out, source, fmt="onnx", precision="int8", runtime={})
     return out
 
@@ -128,14 +157,25 @@ def gate_int8(artifact: Path, reference: Path, accept: Accept) -> dict[str, Any]
     manifest. Within INT8_TOLERANCE it is accepted; else its files are removed and the result says why."""
     manifest = load_manifest(artifact, verify=False)
     metric, fp32, int8 = accept(manifest.kind, reference, artifact)
-    result = {"metric": metric, "fp32": round(fp32, 4), "int8": round(int8, 4), "tolerance": INT8_TOLERANCE,
-              "accepted": bool(fp32 - int8 <= INT8_TOLERANCE)}  # fmt: skip
+    result = {
+        "metric": metric,
+        "fp32": round(fp32, 4),
+        "int8": round(int8, 4),
+        "tolerance": INT8_TOLERANCE,
+        "accepted": bool(fp32 - int8 <= INT8_TOLERANCE),
+    }
     if result["accepted"]:
         write_manifest(artifact, dataclasses.replace(manifest, runtime=manifest.runtime | {"accuracy": result}))
     else:
         remove_artifact(artifact)
-        logger.warning("%s refused: %s %.4f against %.4f in fp32 (more than %.2f lower)", artifact.name, metric, int8,
-                       fp32, INT8_TOLERANCE)  # fmt: skip
+        logger.warning(
+            "%s refused: %s %.4f against %.4f in fp32 (more than %.2f lower)",
+            artifact.name,
+            metric,
+            int8,
+            fp32,
+            INT8_TOLERANCE,
+        )
     return result
 
 

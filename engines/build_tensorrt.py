@@ -141,8 +141,9 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 layers fall back to FP16, not FP32, where INT8 does not pay
     if precision == "int8":
         preprocess = preprocess_for(source.kind, size)
-        batches = calibration_batches(calibration, batch=calibration_batch, preprocess=preprocess,
-                                      limit=calibration_limit)  # fmt: skip
+        batches = calibration_batches(
+            calibration, batch=calibration_batch, preprocess=preprocess, limit=calibration_limit
+        )
         config.set_flag(trt.BuilderFlag.INT8)
         calib_cache = out.with_name(out.name + ".calib-cache")
         # A cache from an earlier build would skip calibration: stale after a re-export or for other images.

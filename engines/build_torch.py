@@ -70,7 +70,11 @@ def sample_inputs(input_size: int, batch: int = 2, *, seed: int = 0) -> np.ndarr
 
 
 def verify_against_onnx(
-    artifact: Path, onnx_path: Path, *, device: str | None = None, inputs: np.ndarray | None = None,
+    artifact: Path,
+    onnx_path: Path,
+    *,
+    device: str | None = None,
+    inputs: np.ndarray | None = None,
     enforce: bool = True,
 ) -> float:
     """Run ``artifact`` through its backend and the source ONNX on the same batch; fail beyond tolerance.

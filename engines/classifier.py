@@ -27,8 +27,9 @@ class Classifier:
         self.threshold = float(self.manifest.thresholds["fake"])
         self.min_face = self.manifest.preprocess.get("min_face", 0)
         if not isinstance(self.min_face, int) or isinstance(self.min_face, bool) or self.min_face < 0:
-            raise ManifestError(f"manifest of {path}: preprocess.min_face must be a whole number of pixels >= 0, "
-                                f"got {self.min_face!r}")  # fmt: skip
+            raise ManifestError(
+                f"manifest of {path}: preprocess.min_face must be a whole number of pixels >= 0, got {self.min_face!r}"
+            )
 
     @property
     def backend_name(self) -> str:

@@ -64,9 +64,11 @@ class Detector:
         """Box decode, NMS and boxes back in frame pixels; ``frame_index`` is the position in the batch."""
         decoded = decode_yolov8(output, conf=self.conf, iou=self.iou, max_det=self.max_det)
         return Detections.concatenate(
-            [Detections(unletterbox_boxes(xyxy, info), score, np.full(len(score), i))
-             for i, ((xyxy, score), info) in enumerate(zip(decoded, infos))]
-        )  # fmt: skip
+            [
+                Detections(unletterbox_boxes(xyxy, info), score, np.full(len(score), i))
+                for i, ((xyxy, score), info) in enumerate(zip(decoded, infos))
+            ]
+        )
 
 
 def _check_frames(frames: np.ndarray | Sequence[np.ndarray]) -> None:

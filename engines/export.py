@@ -222,5 +222,12 @@ def _export_verified(module: Any, out: Path, *, input_size: int, names: tuple[st
 
 def _io(input_name: str, output_name: str, output_layout: str) -> dict[str, Any]:
     """The manifest's description of the network's tensors (every dfwatch input is the same kind)."""
-    return {"input": input_name, "layout": "NCHW", "dtype": "float32", "range": [0, 1], "color": "RGB",
-            "output": output_name, "output_layout": output_layout}  # fmt: skip
+    return {
+        "input": input_name,
+        "layout": "NCHW",
+        "dtype": "float32",
+        "range": [0, 1],
+        "color": "RGB",
+        "output": output_name,
+        "output_layout": output_layout,
+    }

@@ -131,14 +131,18 @@ def _check_types(raw: dict[str, Any], mpath: Path, hint: str) -> None:
     for name, value in raw.items():
         declared = hints[name]
         union = typing.get_origin(declared) in (typing.Union, types.UnionType)
-        allowed = tuple(object if t is Any else typing.get_origin(t) or t for t in (typing.get_args(declared) if union
-                                                                                   else (declared,)))  # fmt: skip
+        allowed = tuple(
+            object if t is Any else typing.get_origin(t) or t
+            for t in (typing.get_args(declared) if union else (declared,))
+        )
         if not isinstance(value, allowed) or (isinstance(value, bool) and not {bool, object} & set(allowed)):
             names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
             raise ManifestError(f"manifest {mpath}: field {name!r} must be {names}, got {value!r}; {hint}")
     if not 1 <= raw["batch_min"] <= raw["batch_max"] or raw["input_size"] < 1:
-        raise ManifestError(f"manifest {mpath}: needs 1 <= batch_min <= batch_max and input_size >= 1, got "
-                            f"{raw['batch_min']}, {raw['batch_max']}, {raw['input_size']}; {hint}")
+        raise ManifestError(
+            f"manifest {mpath}: needs 1 <= batch_min <= batch_max and input_size >= 1, got "
+            f"{raw['batch_min']}, {raw['batch_max']}, {raw['input_size']}; {hint}"
+        )
 
 
 def source_onnx_path(artifact: str | Path) -> Path:

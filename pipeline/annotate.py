@@ -236,8 +236,12 @@ class _StreamVideo:
         self.close()
         self._retry_at = time.monotonic() + RETRY_SECONDS
         self.skipped += 1
-        logger.error("annotated video of %r: %s; its frames are skipped, a new file is tried in %.0f s",
-                     self.stream_id, why, RETRY_SECONDS)  # fmt: skip
+        logger.error(
+            "annotated video of %r: %s; its frames are skipped, a new file is tried in %.0f s",
+            self.stream_id,
+            why,
+            RETRY_SECONDS,
+        )
         return False
 
     def close(self) -> None:
@@ -277,10 +281,15 @@ class _StreamVideo:
             self.file.close()
             raise SinkError(f"cannot write annotated video {self.path}: {exc}") from exc
         video = container.add_stream(
-            "libx264", rate=25,
-            options={"preset": "veryfast", "tune": "zerolatency", "crf": str(self.cfg.crf),
-                     "g": str(self.cfg.keyframe_every)},
-        )  # fmt: skip
+            "libx264",
+            rate=25,
+            options={
+                "preset": "veryfast",
+                "tune": "zerolatency",
+                "crf": str(self.cfg.crf),
+                "g": str(self.cfg.keyframe_every),
+            },
+        )
         video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
         video.time_base = video.codec_context.time_base = _TIME_BASE
         self.container, self.video, self.size = container, video, size
@@ -291,10 +300,15 @@ class _StreamVideo:
         """``image`` (H, W, 3) letterboxed into the open file's (H_file, W_file, 3); the first time, said once."""
         assert self.size is not None
         if not self.scaled:
-            logger.info("annotated video of %r: a frame of %dx%d in a file of %dx%d; frames of another size are "
-                        "scaled into the file's (aspect kept, black bars) until it rotates at its size limit "
-                        "(said once per stream)", self.stream_id, image.shape[1], image.shape[0],
-                        *self.size)  # fmt: skip
+            logger.info(
+                "annotated video of %r: a frame of %dx%d in a file of %dx%d; frames of another size are "
+                "scaled into the file's (aspect kept, black bars) until it rotates at its size limit "
+                "(said once per stream)",
+                self.stream_id,
+                image.shape[1],
+                image.shape[0],
+                *self.size,
+            )
         self.scaled += 1
         return letterbox(image, self.size, pad=0)[0]
 
@@ -302,8 +316,13 @@ class _StreamVideo:
         self.close()
         os.replace(self.path, self.previous)
         self.rotations += 1
-        logger.info("annotated video of %r: %s; kept as %s, new %s started", self.stream_id, why,
-                    self.previous.name, self.path.name)  # fmt: skip
+        logger.info(
+            "annotated video of %r: %s; kept as %s, new %s started",
+            self.stream_id,
+            why,
+            self.previous.name,
+            self.path.name,
+        )
 
 
 class _OutputFile(io.RawIOBase):
@@ -442,5 +461,13 @@ class Annotator:
         kept = f", older footage in {video.previous.name}" if video.rotations else ""
         skipped = f", {video.skipped} frames skipped (write errors)" if video.skipped else ""
         scaled = f", {video.scaled} frames of another size scaled in" if video.scaled else ""
-        logger.info("annotated video of %r: %s (%d frames, %.1f MB)%s%s%s", video.stream_id, video.path,
-                    video.frames, size, kept, scaled, skipped)  # fmt: skip
+        logger.info(
+            "annotated video of %r: %s (%d frames, %.1f MB)%s%s%s",
+            video.stream_id,
+            video.path,
+            video.frames,
+            size,
+            kept,
+            scaled,
+            skipped,
+        )

@@ -42,8 +42,11 @@ class Calibration:
 
     def thresholds(self) -> dict[str, float]:
         """The manifest ``thresholds`` entries that `dfwatch watch` reads (pipeline.verdict.MANIFEST_KEYS)."""
-        return {"verdict_enter": round(self.enter_fake, 4), "verdict_leave": round(self.leave_fake, 4),
-                "verdict_frames": self.confirm_frames}  # fmt: skip
+        return {
+            "verdict_enter": round(self.enter_fake, 4),
+            "verdict_leave": round(self.leave_fake, 4),
+            "verdict_frames": self.confirm_frames,
+        }
 
 
 def ever_fake(series: Sequence[float | None], cfg: VerdictConfig) -> bool:
@@ -68,9 +71,14 @@ def lowest_quiet_enter(series: Sequence[float | None], frames: int, *, tol: floa
     return hi
 
 
-def calibrate(real: Sequence[Sequence[float | None]], fake: Sequence[Sequence[float | None]], *,
-              frame_choices: Sequence[int] = FRAME_CHOICES, margin: float = MARGIN,
-              leave_gap: float = LEAVE_GAP) -> Calibration:  # fmt: skip
+def calibrate(
+    real: Sequence[Sequence[float | None]],
+    fake: Sequence[Sequence[float | None]],
+    *,
+    frame_choices: Sequence[int] = FRAME_CHOICES,
+    margin: float = MARGIN,
+    leave_gap: float = LEAVE_GAP,
+) -> Calibration:
     """Thresholds from the stream-score series of real and fake calibration clips (module docstring)."""
     if not real:
         raise ValueError("calibration needs at least one real clip")
@@ -80,13 +88,25 @@ def calibrate(real: Sequence[Sequence[float | None]], fake: Sequence[Sequence[fl
         enter = min(quiet + margin, 0.99)
         cfg = VerdictConfig(enter_fake=enter, leave_fake=max(enter - leave_gap, 0.0), confirm_frames=frames)
         caught = sum(ever_fake(s, cfg) for s in fake)
-        candidates.append({"confirm_frames": frames, "quiet_enter": round(quiet, 4), "enter_fake": round(enter, 4),
-                           "fakes_caught": int(caught)})  # fmt: skip
+        candidates.append(
+            {
+                "confirm_frames": frames,
+                "quiet_enter": round(quiet, 4),
+                "enter_fake": round(enter, 4),
+                "fakes_caught": int(caught),
+            }
+        )
     best = max(candidates, key=lambda c: (c["fakes_caught"], -c["confirm_frames"]))
     enter = best["enter_fake"]
-    return Calibration(enter_fake=enter, leave_fake=round(max(enter - leave_gap, 0.0), 4),
-                       confirm_frames=best["confirm_frames"], real_clips=len(real), fake_clips=len(fake),
-                       fakes_caught=best["fakes_caught"], candidates=candidates)  # fmt: skip
+    return Calibration(
+        enter_fake=enter,
+        leave_fake=round(max(enter - leave_gap, 0.0), 4),
+        confirm_frames=best["confirm_frames"],
+        real_clips=len(real),
+        fake_clips=len(fake),
+        fakes_caught=best["fakes_caught"],
+        candidates=candidates,
+    )
 
 
 def read_series(lines: Iterable[str], *, where: str = "verdicts") -> dict[str, list[float | None]]:
@@ -111,5 +131,6 @@ def write_calibration(classifier: Path, calibration: Calibration, *, provenance:
     manifest = load_manifest(classifier, kind="classifier")
     training = dict(manifest.training or {})
     training["calibration"] = {**provenance, **asdict(calibration)}
-    write_manifest(classifier, replace(manifest, thresholds={**manifest.thresholds, **calibration.thresholds()},
-                                       training=training))  # fmt: skip
+    write_manifest(
+        classifier, replace(manifest, thresholds={**manifest.thresholds, **calibration.thresholds()}, training=training)
+    )

@@ -66,17 +66,31 @@ def add_models_args(parser: argparse.ArgumentParser) -> None:
 def add_schedule_args(parser: argparse.ArgumentParser) -> None:
     """The schedule flags (override [schedule])."""
     g = parser.add_argument_group("schedule (override [schedule])")
-    number_flag(g, "--detect-every", "schedule.detect_every",
-                   help="detect on every k-th frame per stream, track in between (default 1)")  # fmt: skip
-    number_flag(g, "--max-detect-every", "schedule.max_detect_every",
-                   help="k may grow up to this under load (default 8)")  # fmt: skip
-    number_flag(g, "--classify-every", "schedule.classify_every",
-                   help="classify each tracked face every m-th frame (default 1)")  # fmt: skip
-    number_flag(g, "--max-classify-every", "schedule.max_classify_every",
-                   help="once k is at its maximum, m may grow up to this under load (default 4)")  # fmt: skip
-    number_flag(g, "--latency-budget", "schedule.latency_budget",
-                   help="seconds from capture: a live frame that cannot be published within it is shed before "
-                   "inference (default 1)")  # fmt: skip
+    number_flag(
+        g,
+        "--detect-every",
+        "schedule.detect_every",
+        help="detect on every k-th frame per stream, track in between (default 1)",
+    )
+    number_flag(
+        g, "--max-detect-every", "schedule.max_detect_every", help="k may grow up to this under load (default 8)"
+    )
+    number_flag(
+        g, "--classify-every", "schedule.classify_every", help="classify each tracked face every m-th frame (default 1)"
+    )
+    number_flag(
+        g,
+        "--max-classify-every",
+        "schedule.max_classify_every",
+        help="once k is at its maximum, m may grow up to this under load (default 4)",
+    )
+    number_flag(
+        g,
+        "--latency-budget",
+        "schedule.latency_budget",
+        help="seconds from capture: a live frame that cannot be published within it is shed before "
+        "inference (default 1)",
+    )
 
 
 def _name_metavars(parser: argparse.ArgumentParser) -> None:
@@ -98,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="video file, rtsp://, rtsps://, http(s):// or HLS URL; NAME=URL names the stream",
     )
     w.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and tracebacks")
-    w.add_argument("--config", type=Path,
-                   help="TOML file with streams, models, runner, schedule, verdict, sinks, metrics")  # fmt: skip
+    w.add_argument(
+        "--config", type=Path, help="TOML file with streams, models, runner, schedule, verdict, sinks, metrics"
+    )
     add_models_args(w)
     g = w.add_argument_group("batches (override [runner])")
     number_flag(g, "--max-batch", "runner.max_batch", help="frames per detector batch (default 8)")
@@ -107,13 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_schedule_args(w)
     g = w.add_argument_group("sources (override every stream)")
     g.add_argument("--rtsp-transport", choices=("tcp", "udp"), help="RTSP transport (default tcp)")
-    g.add_argument("--open-timeout", type=flag_type(SourceSpec, "open_timeout"), metavar="S",
-                   help="seconds to open a stream (default 10)")  # fmt: skip
-    g.add_argument("--read-timeout", type=flag_type(SourceSpec, "read_timeout"), metavar="S",
-                   help="seconds without data before a stream is down (default 10)")  # fmt: skip
-    g.add_argument("--decoder-threads", type=flag_type(SourceSpec, "decoder_threads"), metavar="N",
-                   help="FFmpeg decoder threads per stream; 0 = FFmpeg's choice (default 0; 1 saves memory with "
-                   "many streams)")  # fmt: skip
+    g.add_argument(
+        "--open-timeout",
+        type=flag_type(SourceSpec, "open_timeout"),
+        metavar="S",
+        help="seconds to open a stream (default 10)",
+    )
+    g.add_argument(
+        "--read-timeout",
+        type=flag_type(SourceSpec, "read_timeout"),
+        metavar="S",
+        help="seconds without data before a stream is down (default 10)",
+    )
+    g.add_argument(
+        "--decoder-threads",
+        type=flag_type(SourceSpec, "decoder_threads"),
+        metavar="N",
+        help="FFmpeg decoder threads per stream; 0 = FFmpeg's choice (default 0; 1 saves memory with many streams)",
+    )
     g.add_argument(
         "--no-reconnect",
         action="store_false",
@@ -122,10 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="live streams: fail on the first error instead of reconnecting with backoff",
     )
     g.add_argument(
-        "--allow-dir", type=Path, action="append", dest="sources.allow_dirs", metavar="DIR",
+        "--allow-dir",
+        type=Path,
+        action="append",
+        dest="sources.allow_dirs",
+        metavar="DIR",
         help="local files may come only from these folders, and then from the control hash too (repeat for more; "
         "overrides [sources] allow_dirs; default: files only from the command line and config)",
-    )  # fmt: skip
+    )
     number_flag(
         g,
         "--max-streams",
@@ -155,9 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metrics-host", dest="metrics.host", help="Prometheus bind address (default 127.0.0.1)")
     number_flag(g, "--metrics-port", "metrics.port", help="Prometheus port; 0 disables (default 9108)")
     g.add_argument(
-        "--annotate", type=Path, metavar="DIR", dest="annotate.dir",
+        "--annotate",
+        type=Path,
+        metavar="DIR",
+        dest="annotate.dir",
         help="also write per stream an annotated H.264 MP4 (boxes, track ids, fake scores, verdict) into DIR",
-    )  # fmt: skip
+    )
     number_flag(
         g,
         "--annotate-max-mb",
@@ -198,9 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between refreshes (default 1)",
     )
     s.add_argument(
-        "--stale", type=bounded(0, 86400, open_lo=True, unit="seconds"), default=10.0, metavar="S",
+        "--stale",
+        type=bounded(0, 86400, open_lo=True, unit="seconds"),
+        default=10.0,
+        metavar="S",
         help="a stream with no verdict for this many seconds shows as down (default 10, the read timeout)",
-    )  # fmt: skip
+    )
     s.add_argument("--match", metavar="GLOB", help="only stream ids matching this shell pattern, e.g. 'lobby-*'")
     s.set_defaults(func=cmd_status)
 
@@ -208,15 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
     h.add_argument("--url", default="http://127.0.0.1:9108/metrics", help="its metrics (default: %(default)s)")
     h.add_argument(
-        "--max-age", type=bounded(0, 86400, open_lo=True, unit="seconds"), default=60.0, metavar="S",
+        "--max-age",
+        type=bounded(0, 86400, open_lo=True, unit="seconds"),
+        default=60.0,
+        metavar="S",
         help="unhealthy when the stage loop last turned more than S seconds ago (default 60)",
-    )  # fmt: skip
+    )
     h.set_defaults(func=cmd_health)
 
     r = sub.add_parser(
-        "report", help="run a clip through the pipeline and chart its faces' fake scores and verdict",
+        "report",
+        help="run a clip through the pipeline and chart its faces' fake scores and verdict",
         epilog="exit codes: 0 report written; 3 no face found in the clip (nothing drawn); 1 error; 2 usage",
-    )  # fmt: skip
+    )
     r.add_argument("clip", type=Path, help="video file")
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
     r.add_argument("--out", type=Path, help="report.png or report.html (default: CLIP's name + .report.png)")
@@ -227,15 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     _name_metavars(r)
 
     c = sub.add_parser(
-        "calibrate", help="set the verdict thresholds in the classifier's manifest from recorded verdict lines",
+        "calibrate",
+        help="set the verdict thresholds in the classifier's manifest from recorded verdict lines",
         description="Replays verdict JSON lines that `dfwatch watch` printed (every stream of a --real file is real "
         "footage, of a --fake file a manipulated one) with candidate thresholds: FAKE is entered only above what "
         "every real stream reaches, plus --margin; the frames-in-a-row choice that catches the most fakes wins.",
-    )  # fmt: skip
+    )
     c.add_argument("--real", type=Path, nargs="+", required=True, metavar="FILE", help="verdict lines of real footage")
     c.add_argument("--fake", type=Path, nargs="*", default=[], metavar="FILE", help="verdict lines of fakes")
-    c.add_argument("--classifier", type=Path, default=Path("models/deepfake_classifier.onnx"),
-                   help="classifier artifact whose manifest gets the thresholds (default: the bundled)")  # fmt: skip
+    c.add_argument(
+        "--classifier",
+        type=Path,
+        default=Path("models/deepfake_classifier.onnx"),
+        help="classifier artifact whose manifest gets the thresholds (default: the bundled)",
+    )
     c.add_argument("--margin", type=bounded(0, 1), default=0.05, help="added above the reals' highest quiet threshold")
     c.add_argument("--dry-run", action="store_true", help="print the thresholds, leave the manifest alone")
     c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
@@ -267,8 +312,13 @@ def keep_own_streams(cfg: WatchConfig) -> WatchConfig:
         return cfg
     owned = tuple(s for s in cfg.streams if cfg.shard.owns(s.stream_id))
     names = ", ".join(s.stream_id for s in owned[:10]) + (", ..." if len(owned) > 10 else "")
-    logger.info("shard %s: this worker owns %d of %d configured streams%s", cfg.shard, len(owned), len(cfg.streams),
-                f" ({names})" if owned else "")  # fmt: skip
+    logger.info(
+        "shard %s: this worker owns %d of %d configured streams%s",
+        cfg.shard,
+        len(owned),
+        len(cfg.streams),
+        f" ({names})" if owned else "",
+    )
     return dataclasses.replace(cfg, streams=owned)
 
 
@@ -289,9 +339,13 @@ def resolve_config(args: argparse.Namespace) -> WatchConfig:
     """The config file (or defaults), then every CLI flag that was given on top."""
     cfg = apply_flags(load_config(args.config) if args.config else WatchConfig(), args)
     try:
-        every = {"rtsp_transport": args.rtsp_transport, "open_timeout": args.open_timeout,
-                 "read_timeout": args.read_timeout, "reconnect": args.reconnect,
-                 "decoder_threads": args.decoder_threads}  # fmt: skip
+        every = {
+            "rtsp_transport": args.rtsp_transport,
+            "open_timeout": args.open_timeout,
+            "read_timeout": args.read_timeout,
+            "reconnect": args.reconnect,
+            "decoder_threads": args.decoder_threads,
+        }
         files = {"loop": args.loop, "pace": args.pace}
         streams = []
         for spec in [*cfg.streams, *(SourceSpec.parse(s) for s in args.sources)]:
@@ -348,11 +402,18 @@ def resolve_verdict(verdict: VerdictConfig, classifier: Classifier) -> VerdictCo
     """``verdict`` with its unset thresholds from the classifier's calibration (manifest), logged once."""
     calibrated = classifier.manifest.thresholds
     resolved = verdict.resolved(calibrated)
-    logger.info("verdict: FAKE at %.3f for %d frames in a row, back to REAL at %.3f (from %s)", resolved.enter_fake,
-                resolved.confirm_frames, resolved.leave_fake, verdict.source(calibrated))  # fmt: skip
+    logger.info(
+        "verdict: FAKE at %.3f for %d frames in a row, back to REAL at %.3f (from %s)",
+        resolved.enter_fake,
+        resolved.confirm_frames,
+        resolved.leave_fake,
+        verdict.source(calibrated),
+    )
     if classifier.min_face:
-        logger.info("classifier: faces lower than %d px are tracked but not scored (its manifest's min_face)",
-                    classifier.min_face)  # fmt: skip
+        logger.info(
+            "classifier: faces lower than %d px are tracked but not scored (its manifest's min_face)",
+            classifier.min_face,
+        )
     return resolved
 
 
@@ -370,8 +431,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     sharded = cfg.shard is not None
     cfg = keep_own_streams(cfg)
     if sharded and not cfg.streams and not args.control:
-        logger.warning("shard %s owns none of the configured streams and --control is off: nothing to watch",
-                       cfg.shard)  # fmt: skip
+        logger.warning("shard %s owns none of the configured streams and --control is off: nothing to watch", cfg.shard)
         return EXIT_OK
     with tempfile.TemporaryDirectory(prefix="dfwatch-demo-") as tmp:
         if not cfg.streams and not args.control:
@@ -388,8 +448,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 clip.fake_start,
                 clip.fake_start / clip.fps,
             )
-            cfg = dataclasses.replace(cfg, streams=(dataclasses.replace(SourceSpec.parse(f"demo={clip.path}"),
-                                                                        pace=bool(args.pace)),))  # fmt: skip
+            cfg = dataclasses.replace(
+                cfg, streams=(dataclasses.replace(SourceSpec.parse(f"demo={clip.path}"), pace=bool(args.pace)),)
+            )
         frame_sinks = []
         if cfg.annotate.dir is not None:
             from pipeline.annotate import Annotator
@@ -397,15 +458,20 @@ def cmd_watch(args: argparse.Namespace) -> int:
             frame_sinks.append(Annotator(cfg.annotate))  # an unwritable directory fails here, before any work
         observer = PrometheusObserver()
         detector, classifier = load_models(cfg.models)
-        processor = BatchProcessor(detector, classifier, observer, schedule=cfg.schedule,
-                                   verdict=resolve_verdict(cfg.verdict, classifier))  # fmt: skip
+        processor = BatchProcessor(
+            detector, classifier, observer, schedule=cfg.schedule, verdict=resolve_verdict(cfg.verdict, classifier)
+        )
         sinks: list = [_stdout_sink()]
         password = os.environ.get("DFWATCH_REDIS_PASSWORD")  # never on the command line, where ps shows it
         redis_sink = None
         if cfg.sinks.redis:
-            redis_sink = RedisSink(cfg.sinks.redis, maxlen=cfg.sinks.redis_maxlen, password=password,
-                                   ttl=cfg.sinks.redis_ttl,
-                                   on_error=lambda kind: observer.sink_errors("redis", 1))  # fmt: skip
+            redis_sink = RedisSink(
+                cfg.sinks.redis,
+                maxlen=cfg.sinks.redis_maxlen,
+                password=password,
+                ttl=cfg.sinks.redis_ttl,
+                on_error=lambda kind: observer.sink_errors("redis", 1),
+            )
             sinks.append(redis_sink)
         elif args.control:
             raise ConfigError("--control needs a Redis URL (--redis or [sinks] redis)")
@@ -417,8 +483,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     f"cannot serve metrics on {cfg.metrics.host}:{cfg.metrics.port} ({exc}); "
                     "pass --metrics-port N, or 0 to disable"
                 ) from exc
-        runner = Runner(cfg.streams, processor, sinks, observer, config=cfg.runner, until_stopped=args.control,
-                        frame_sinks=frame_sinks, policy=policy)  # fmt: skip
+        runner = Runner(
+            cfg.streams,
+            processor,
+            sinks,
+            observer,
+            config=cfg.runner,
+            until_stopped=args.control,
+            frame_sinks=frame_sinks,
+            policy=policy,
+        )
         control = None
         if args.control:
             from pipeline.control import RedisControl
@@ -474,8 +548,9 @@ def cmd_health(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"unhealthy: {args.url} does not answer ({exc})", file=sys.stderr)
         return EXIT_FAILED
-    beat = next((line.split()[-1] for line in text.splitlines() if line.startswith("dfwatch_loop_heartbeat_seconds ")),
-                None)  # fmt: skip
+    beat = next(
+        (line.split()[-1] for line in text.splitlines() if line.startswith("dfwatch_loop_heartbeat_seconds ")), None
+    )
     if beat is None:
         print(f"unhealthy: {args.url} has no dfwatch_loop_heartbeat_seconds (not dfwatch watch?)", file=sys.stderr)
         return EXIT_FAILED
@@ -491,8 +566,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pipeline.status import watch_status
 
     password = os.environ.get("DFWATCH_REDIS_PASSWORD")
-    return watch_status(args.redis, once=args.once, interval=args.interval, stale=args.stale, match=args.match,
-                        password=password)  # fmt: skip
+    return watch_status(
+        args.redis, once=args.once, interval=args.interval, stale=args.stale, match=args.match, password=password
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -500,16 +576,24 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = args.out or args.clip.with_name(args.clip.name + ".report.png")
     if out.suffix.lower() not in REPORT_SUFFIXES:
-        raise ConfigError(f"--out {printable(str(out))}: the report is written as {' or '.join(REPORT_SUFFIXES)}, "
-                          "by its suffix")  # fmt: skip
+        raise ConfigError(
+            f"--out {printable(str(out))}: the report is written as {' or '.join(REPORT_SUFFIXES)}, by its suffix"
+        )
     if not args.clip.is_file():
         missing = "is a directory" if args.clip.is_dir() else "no such file"
         raise ConfigError(f"clip {printable(str(args.clip))}: {missing}")
     cfg = apply_flags(load_config(args.config) if args.config else WatchConfig(), args)
     detector, classifier = load_models(cfg.models)
-    report = make_report(args.clip, detector, classifier, out=out, verdicts_out=args.verdicts,
-                         verdict=resolve_verdict(cfg.verdict, classifier), schedule=cfg.schedule,
-                         runner=cfg.runner)  # fmt: skip
+    report = make_report(
+        args.clip,
+        detector,
+        classifier,
+        out=out,
+        verdicts_out=args.verdicts,
+        verdict=resolve_verdict(cfg.verdict, classifier),
+        schedule=cfg.schedule,
+        runner=cfg.runner,
+    )
     print(report.summary)
     if report.error:
         return EXIT_FAILED  # the clip broke off: the report covers the frames that decoded
@@ -534,16 +618,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise ConfigError(f"no verdict lines in {[str(p) for p in args.real]}: calibration needs real footage")
     result = calibrate(real, fake, margin=args.margin)
     for c in result.candidates:
-        print(f"confirm_frames {c['confirm_frames']:2d}: reals stay quiet from {c['quiet_enter']:.3f}; enter "
-              f"{c['enter_fake']:.3f} catches {c['fakes_caught']} of {len(fake)} fakes", file=sys.stderr)  # fmt: skip
-    print(f"calibrate: FAKE at {result.enter_fake:.3f} for {result.confirm_frames} frames in a row, REAL again at "
-          f"{result.leave_fake:.3f}: {len(real)} real streams stay quiet, {result.fakes_caught} of {len(fake)} fake "
-          "streams caught", file=sys.stderr)  # fmt: skip
+        print(
+            f"confirm_frames {c['confirm_frames']:2d}: reals stay quiet from {c['quiet_enter']:.3f}; enter "
+            f"{c['enter_fake']:.3f} catches {c['fakes_caught']} of {len(fake)} fakes",
+            file=sys.stderr,
+        )
+    print(
+        f"calibrate: FAKE at {result.enter_fake:.3f} for {result.confirm_frames} frames in a row, REAL again at "
+        f"{result.leave_fake:.3f}: {len(real)} real streams stay quiet, {result.fakes_caught} of {len(fake)} fake "
+        "streams caught",
+        file=sys.stderr,
+    )
     if not args.dry_run:
         provenance = {"real": [str(p) for p in args.real], "fake": [str(p) for p in args.fake], "margin": args.margin}
         write_calibration(args.classifier, result, provenance=provenance)
-        print(f"calibrate: wrote verdict_enter, verdict_leave, verdict_frames into {args.classifier}.json",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"calibrate: wrote verdict_enter, verdict_leave, verdict_frames into {args.classifier}.json",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

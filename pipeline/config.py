@@ -85,9 +85,16 @@ class WatchConfig:
     shard: Shard | None = None  # top-level `shard = "i/N"`: keep only the streams rendezvous hashing gives worker i
 
 
-SECTIONS = {"models": ModelsConfig, "runner": RunnerConfig, "schedule": ScheduleConfig, "verdict": VerdictConfig,
-             "sinks": SinksConfig, "metrics": MetricsConfig, "annotate": AnnotateConfig,
-             "sources": SourcePolicy}  # fmt: skip
+SECTIONS = {
+    "models": ModelsConfig,
+    "runner": RunnerConfig,
+    "schedule": ScheduleConfig,
+    "verdict": VerdictConfig,
+    "sinks": SinksConfig,
+    "metrics": MetricsConfig,
+    "annotate": AnnotateConfig,
+    "sources": SourcePolicy,
+}
 
 
 def load_config(path: str | Path) -> WatchConfig:
@@ -145,10 +152,13 @@ def build(cls: type, table: Any, where: str) -> Any:
             raise ConfigError(f"{where}: unknown field {key!r}; valid: {names}")
         values[key] = _coerce(value, hints[key], f"{where} {key}")
     missing = [
-        f.name for f in dataclasses.fields(cls)
-        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
         and f.name not in values
-    ]  # fmt: skip
+    ]
     if missing:
         raise ConfigError(f"{where}: missing field(s) {missing}")
     try:
@@ -171,8 +181,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, option, where)
             except ConfigError:
                 pass
-        raise ConfigError(f"{where}: expected {' or '.join(_name(o) for o in options if o is not type(None))}, "
-                          f"got {value!r}")  # fmt: skip
+        raise ConfigError(
+            f"{where}: expected {' or '.join(_name(o) for o in options if o is not type(None))}, got {value!r}"
+        )
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected an array, got {value!r}")

@@ -165,8 +165,12 @@ class RedisControl:
                 continue
             if sid in watched:
                 if sid not in self._draining and self._bad.get(sid) != values[sid]:
-                    logger.error("%s %s: stream id %r is already watched (config or command line); ignoring it",
-                                 self.key, sid, sid)  # fmt: skip
+                    logger.error(
+                        "%s %s: stream id %r is already watched (config or command line); ignoring it",
+                        self.key,
+                        sid,
+                        sid,
+                    )
                     self._bad[sid] = values[sid]
                 continue  # a restarted stream's old instance is still draining: start it on a later poll
             self._draining.discard(sid)
@@ -188,9 +192,14 @@ class RedisControl:
             return
         if over:
             names = ", ".join(over[:5]) + (", ..." if len(over) > 5 else "")
-            logger.warning("control hash %s: %d entries refused (%s): this worker watches %d streams, its "
-                           "[sources] max_streams; they start when streams leave", self.key, len(over), names,
-                           self.runner.max_streams)  # fmt: skip
+            logger.warning(
+                "control hash %s: %d entries refused (%s): this worker watches %d streams, its "
+                "[sources] max_streams; they start when streams leave",
+                self.key,
+                len(over),
+                names,
+                self.runner.max_streams,
+            )
         else:
             logger.info("control hash %s: every entry is watched again (within [sources] max_streams)", self.key)
         self._over = set(over)
@@ -205,10 +214,14 @@ class RedisControl:
                 epoch = self.client.get(self.epoch_key)
             self._epoch = epoch
             return False
-        logger.warning("control hash %s: its marker %s is %s: Redis lost its data (restarted without persistence, "
-                       "or flushed)? Keeping this worker's %d streams and writing their entries back",
-                       self.key, self.epoch_key, "gone" if epoch is None else "another",
-                       len(self.managed))  # fmt: skip
+        logger.warning(
+            "control hash %s: its marker %s is %s: Redis lost its data (restarted without persistence, "
+            "or flushed)? Keeping this worker's %d streams and writing their entries back",
+            self.key,
+            self.epoch_key,
+            "gone" if epoch is None else "another",
+            len(self.managed),
+        )
         pipe = self.client.pipeline(transaction=False)
         for sid, value in self._values.items():
             pipe.hsetnx(self.key, sid, value)

@@ -81,21 +81,25 @@ def read_logins(path: Path) -> CameraLogins:
         if not stat.S_ISREG(mode):
             raise ConfigError(f"{where}: not a regular file")
         if mode & 0o006:
-            raise ConfigError(f"{where}: readable or writable by every user (mode {stat.filemode(mode)}); it holds "
-                              f"camera passwords: chmod o-rwx it (0600, or 0440 for a group)")  # fmt: skip
+            raise ConfigError(
+                f"{where}: readable or writable by every user (mode {stat.filemode(mode)}); it holds "
+                f"camera passwords: chmod o-rwx it (0600, or 0440 for a group)"
+            )
     finally:
         os.close(fd)
     try:
         parsed = netrc.netrc(str(path))
     except netrc.NetrcParseError as exc:  # its message may quote a token of the file: a password, so not shown
-        raise ConfigError(f"{where}: line {exc.lineno} is not netrc (machine HOST login USER password PASSWORD)"
-                          ) from None  # fmt: skip
+        raise ConfigError(
+            f"{where}: line {exc.lineno} is not netrc (machine HOST login USER password PASSWORD)"
+        ) from None
     except (OSError, UnicodeError) as exc:
-        raise ConfigError(f"{where}: cannot read it ({getattr(exc, 'strerror', None) or type(exc).__name__})"
-                          ) from None  # fmt: skip
+        raise ConfigError(f"{where}: cannot read it ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
     if "default" in parsed.hosts:
-        raise ConfigError(f"{where}: a 'default' entry would send its password to any host a stream names; "
-                          "name each camera host with 'machine HOST'")  # fmt: skip
+        raise ConfigError(
+            f"{where}: a 'default' entry would send its password to any host a stream names; "
+            "name each camera host with 'machine HOST'"
+        )
     logins = {}
     for host, (login, _account, password) in parsed.hosts.items():
         if not (login or password):

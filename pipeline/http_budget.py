@@ -67,8 +67,10 @@ class RequestBudget:
 
     @property
     def reason(self) -> str:
-        return (f"ended after {self.limit} HTTP requests without a frame ([sources] max_http_requests): an HLS "
-                "playlist that lists itself, or whose segments all fail?")  # fmt: skip
+        return (
+            f"ended after {self.limit} HTTP requests without a frame ([sources] max_http_requests): an HLS "
+            "playlist that lists itself, or whose segments all fail?"
+        )
 
     def _request(self) -> None:
         self.requests += 1

@@ -48,8 +48,15 @@ class Frame:
         return replace(self, image=cv2.cvtColor(self.image, cv2.COLOR_YUV2RGB_I420), pixel_format="rgb24")
 
 
-_DTYPES = {"xyxy": np.float32, "det_score": np.float32, "frame_index": np.int64, "track_id": np.int64,
-           "due": np.bool_, "p_fake": np.float32, "p_fake_last": np.float32}  # fmt: skip
+_DTYPES = {
+    "xyxy": np.float32,
+    "det_score": np.float32,
+    "frame_index": np.int64,
+    "track_id": np.int64,
+    "due": np.bool_,
+    "p_fake": np.float32,
+    "p_fake_last": np.float32,
+}
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,12 @@ class Faces:
     def of(cls, xyxy: np.ndarray, det_score: np.ndarray, frame_index: np.ndarray, **columns: np.ndarray) -> Faces:
         """Faces of detector boxes: untracked, unscored, not due, unless ``columns`` say otherwise."""
         n = len(np.asarray(det_score).reshape(-1))
-        defaults = {"track_id": np.full(n, -1), "due": np.zeros(n, bool), "p_fake": np.full(n, np.nan),
-                    "p_fake_last": np.full(n, np.nan)}  # fmt: skip
+        defaults = {
+            "track_id": np.full(n, -1),
+            "due": np.zeros(n, bool),
+            "p_fake": np.full(n, np.nan),
+            "p_fake_last": np.full(n, np.nan),
+        }
         return cls(xyxy, det_score, frame_index, **(defaults | columns))
 
     @classmethod
@@ -117,11 +128,21 @@ class Faces:
     def to_records(self) -> list[dict[str, Any]]:
         """The faces as JSON-ready dicts, rounded as the verdict records carry them (None for NaN)."""
         return [
-            {"track": t, "box": [round(v, 1) for v in box], "det_score": round(d, 4), "p_fake": _round(p),
-             "p_fake_last": _round(last)}
-            for t, box, d, p, last in zip(self.track_id.tolist(), self.xyxy.tolist(), self.det_score.tolist(),
-                                          self.p_fake.tolist(), self.p_fake_last.tolist())
-        ]  # fmt: skip
+            {
+                "track": t,
+                "box": [round(v, 1) for v in box],
+                "det_score": round(d, 4),
+                "p_fake": _round(p),
+                "p_fake_last": _round(last),
+            }
+            for t, box, d, p, last in zip(
+                self.track_id.tolist(),
+                self.xyxy.tolist(),
+                self.det_score.tolist(),
+                self.p_fake.tolist(),
+                self.p_fake_last.tolist(),
+            )
+        ]
 
 
 @dataclass(frozen=True)

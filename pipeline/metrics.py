@@ -42,13 +42,17 @@ class PrometheusObserver(Observer):
         )
         self.frames_decoded = Counter("dfwatch_frames_decoded", "Frames decoded", ["stream"], registry=r)
         self.dropped_total = Counter(
-            "dfwatch_frames_dropped", "Decoded frames not processed (queue full, shed, shutdown)", ["stream"],
+            "dfwatch_frames_dropped",
+            "Decoded frames not processed (queue full, shed, shutdown)",
+            ["stream"],
             registry=r,
-        )  # fmt: skip
+        )
         self.shed_total = Counter(
-            "dfwatch_frames_shed", "Live frames shed before inference: too late for their latency budget",
-            ["stream"], registry=r,
-        )  # fmt: skip
+            "dfwatch_frames_shed",
+            "Live frames shed before inference: too late for their latency budget",
+            ["stream"],
+            registry=r,
+        )
         self.faces_found = Counter("dfwatch_faces", "Faces detected", ["stream"], registry=r)
         self.stream_errors = Counter(
             "dfwatch_stream_errors", "Streams that failed to open or broke", ["stream"], registry=r
@@ -60,9 +64,11 @@ class PrometheusObserver(Observer):
         self.sink_connected = Gauge("dfwatch_sink_connected", "1 while a sink's server answers", ["sink"], registry=r)
         self.reconnects = Counter("dfwatch_reconnects", "Reconnect attempts", ["stream"], registry=r)
         self.refused = Counter(
-            "dfwatch_streams_refused", "Control-hash entries refused (invalid, or past [sources] max_streams)",
-            ["reason"], registry=r,
-        )  # fmt: skip
+            "dfwatch_streams_refused",
+            "Control-hash entries refused (invalid, or past [sources] max_streams)",
+            ["reason"],
+            registry=r,
+        )
         self.alerts = Counter("dfwatch_alerts", "Times a stream turned FAKE", ["stream"], registry=r)
         self.fps = Gauge("dfwatch_stream_fps", "Verdicts published per second, per stream", ["stream"], registry=r)
         self.detect_every = Gauge("dfwatch_detect_every", "The detector runs on every k-th frame", registry=r)
@@ -128,9 +134,19 @@ class PrometheusObserver(Observer):
         series = [(g, (stream,)) for g in (self.up, self.depth, self.fps, self.fake_score)]
         series += [(self.verdict_state, (stream, state)) for state in _STATES]
         # and its counters and histogram: each holds a label set per stream id for ever otherwise
-        series += [(m, (stream,)) for m in (self.capture_to_publish, self.frames_decoded, self.dropped_total,
-                                            self.shed_total, self.faces_found, self.stream_errors, self.reconnects,
-                                            self.alerts)]  # fmt: skip
+        series += [
+            (m, (stream,))
+            for m in (
+                self.capture_to_publish,
+                self.frames_decoded,
+                self.dropped_total,
+                self.shed_total,
+                self.faces_found,
+                self.stream_errors,
+                self.reconnects,
+                self.alerts,
+            )
+        ]
         for gauge, labels in series:
             try:
                 gauge.remove(*labels)

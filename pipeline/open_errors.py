@@ -58,8 +58,10 @@ def refused_redirect(url: str, policy: SourcePolicy, *, timeout: float) -> str |
             return None
         target = urljoin(url, location)
         if url_scheme(target) not in allowed:
-            return (f"redirect refused: the server sent it to {redact(target)!r}, and an {scheme} source follows "
-                    f"redirects to {' or '.join(allowed)} only")  # fmt: skip
+            return (
+                f"redirect refused: the server sent it to {redact(target)!r}, and an {scheme} source follows "
+                f"redirects to {' or '.join(allowed)} only"
+            )
         url = target
     return None
 
@@ -90,8 +92,11 @@ def untrusted_certificate(url: str, policy: SourcePolicy, *, timeout: float) -> 
         with socket.create_connection((host, port), timeout=timeout) as sock:
             _tls_context(policy).wrap_socket(sock, server_hostname=host).close()
     except ssl.SSLCertVerificationError as exc:
-        trusted = (f"trusted: the CAs of [sources] ca_file {policy.ca_file}" if policy.ca_file else
-                   "trusted: the system's CAs; [sources] ca_file adds a self-signed camera's")  # fmt: skip
+        trusted = (
+            f"trusted: the CAs of [sources] ca_file {policy.ca_file}"
+            if policy.ca_file
+            else "trusted: the system's CAs; [sources] ca_file adds a self-signed camera's"
+        )
         return f"certificate not trusted: {str(exc.verify_message).rstrip('.')} ({trusted})"
     except (OSError, ValueError, KeyError):
         return None

@@ -118,20 +118,26 @@ class SourcePolicy:
         where = f"stream {spec.stream_id!r}"
         url = spec.url
         if len(url) > self.max_url_length:
-            raise ConfigError(f"{where}: its URL has {len(url)} characters, more than [sources] max_url_length = "
-                              f"{self.max_url_length}")  # fmt: skip
+            raise ConfigError(
+                f"{where}: its URL has {len(url)} characters, more than [sources] max_url_length = "
+                f"{self.max_url_length}"
+            )
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
             raise ConfigError(f"{where}: its URL holds control characters")
         scheme = url_scheme(url)
         if scheme is not None:
             if scheme not in self.allow_schemes:
-                raise ConfigError(f"{where}: scheme {scheme!r} is not allowed; allowed: {list(self.allow_schemes)} "
-                                  "([sources] allow_schemes)")  # fmt: skip
+                raise ConfigError(
+                    f"{where}: scheme {scheme!r} is not allowed; allowed: {list(self.allow_schemes)} "
+                    "([sources] allow_schemes)"
+                )
             self._check_url_options(url, scheme, where=where)
             return spec
         if origin is Origin.CONTROL and not self.allow_dirs:
-            raise ConfigError(f"{where}: local files are not accepted from the control hash; an operator may allow "
-                              "folders with [sources] allow_dirs")  # fmt: skip
+            raise ConfigError(
+                f"{where}: local files are not accepted from the control hash; an operator may allow "
+                "folders with [sources] allow_dirs"
+            )
         self.check_local(url, where=where)
         return spec
 
@@ -144,14 +150,18 @@ class SourcePolicy:
             raise ConfigError(f"{where}: a 'listen' option would open a listening socket; dfwatch only connects")
         for tag, value in options:
             if scheme == "srt" and tag == "mode" and value.lower() != "caller":
-                raise ConfigError(f"{where}: SRT mode {value[:32]!r} would open a listening socket; dfwatch only "
-                                  "connects (mode=caller)")  # fmt: skip
+                raise ConfigError(
+                    f"{where}: SRT mode {value[:32]!r} would open a listening socket; dfwatch only "
+                    "connects (mode=caller)"
+                )
         if scheme in _UDP_SCHEMES and not self.udp_bind_any:
             host = _udp_bind_host(url)
             if _bind_address(host) is None:
-                raise ConfigError(f"{where}: a {scheme} source binds its host (or localaddr) to receive, and "
-                                  f"{host[:64]!r} is not an IP address other than the wildcard; name one (e.g. "
-                                  f"{scheme}://127.0.0.1:5000) or set [sources] udp_bind_any = true")  # fmt: skip
+                raise ConfigError(
+                    f"{where}: a {scheme} source binds its host (or localaddr) to receive, and "
+                    f"{host[:64]!r} is not an IP address other than the wildcard; name one (e.g. "
+                    f"{scheme}://127.0.0.1:5000) or set [sources] udp_bind_any = true"
+                )
 
     def check_local(self, path: str, *, where: str) -> Path:
         """The resolved path of a local source: inside ``allow_dirs`` (when set), a regular file or a FIFO.
@@ -163,11 +173,14 @@ class SourcePolicy:
             resolved = Path(os.path.realpath(path))
             mode = resolved.stat().st_mode if resolved.exists() else None
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"{where}: cannot use {path[:80]!r} as a file: {getattr(exc, 'strerror', None) or exc}"
-                              ) from None  # fmt: skip
+            raise ConfigError(
+                f"{where}: cannot use {path[:80]!r} as a file: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
         if self.allow_dirs and not any(resolved.is_relative_to(d) for d in self.allow_dirs):
-            raise ConfigError(f"{where}: {resolved} is outside the folders of [sources] allow_dirs "
-                              f"{[str(d) for d in self.allow_dirs]}")  # fmt: skip
+            raise ConfigError(
+                f"{where}: {resolved} is outside the folders of [sources] allow_dirs "
+                f"{[str(d) for d in self.allow_dirs]}"
+            )
         if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
             kind = "a directory" if stat.S_ISDIR(mode) else "a device or socket"
             raise ConfigError(f"{where}: {resolved} is {kind}, not a video file")

@@ -94,8 +94,9 @@ def _number(scalar: type, declared: Range | None) -> Callable[[str], Any]:
         try:
             value = scalar(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if scalar is int else 'a number'}, "
-                                             f"got {text!r}") from None  # fmt: skip
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if scalar is int else 'a number'}, got {text!r}"
+            ) from None
         if declared is not None and value not in declared:
             raise argparse.ArgumentTypeError(f"must be in {declared}, got {text!r}")
         return value

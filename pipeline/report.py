@@ -160,8 +160,15 @@ def timeline(records: Sequence[dict], *, verdict: VerdictConfig) -> dict[str, An
         if segments and segments[-1]["verdict"] == r["verdict"]:
             segments[-1].update(end_frame=r["frame"], end_t=at(r))
         else:
-            segments.append({"verdict": r["verdict"], "start_frame": r["frame"], "end_frame": r["frame"],
-                             "start_t": at(r), "end_t": at(r)})  # fmt: skip
+            segments.append(
+                {
+                    "verdict": r["verdict"],
+                    "start_frame": r["frame"],
+                    "end_frame": r["frame"],
+                    "start_t": at(r),
+                    "end_t": at(r),
+                }
+            )
     return {
         "x": "pts" if use_pts else "frame",
         "frames": len(records),
@@ -172,7 +179,7 @@ def timeline(records: Sequence[dict], *, verdict: VerdictConfig) -> dict[str, An
             "frame": [r["frame"] for r in records],
             "t": [at(r) for r in records],
             "score": [r["score"] for r in records],
-        },  # fmt: skip
+        },
         "segments": segments,
         "changes": [{"frame": r["frame"], "t": at(r), "verdict": r["verdict"]} for r in records if r["changed"]],
         "verdict": clip_verdict(records),
@@ -203,14 +210,17 @@ def make_report(
     """
     suffix = out.suffix.lower()
     if suffix not in REPORT_SUFFIXES:
-        raise PipelineError(f"report {printable(str(out))}: write it as {' or '.join(REPORT_SUFFIXES)}, "
-                            f"got {suffix or 'no suffix'!r}")  # fmt: skip
+        raise PipelineError(
+            f"report {printable(str(out))}: write it as {' or '.join(REPORT_SUFFIXES)}, got {suffix or 'no suffix'!r}"
+        )
     check_writable(out.parent, what=f"the report {printable(out.name)}")  # before the run, not after it
     data = out.with_suffix(".json")
     for path, what in ((out, "the report"), (data, "the report's series")):  # refused now, not after the run
         if path.is_symlink():
-            raise PipelineError(f"cannot write {what} {printable(str(path))}: it is a symbolic link, and dfwatch "
-                                "never writes through one")  # fmt: skip
+            raise PipelineError(
+                f"cannot write {what} {printable(str(path))}: it is a symbolic link, and dfwatch "
+                "never writes through one"
+            )
     spec = SourceSpec(re.sub(r"[^A-Za-z0-9_.-]+", "_", clip.stem) or "clip", str(clip))  # a path, even with '='
     collector = _Collector(_declared_frames(clip))
     thumbs = _TopFaces(k=THUMBNAILS, margin=classifier.crop_margin)
@@ -230,8 +240,9 @@ def make_report(
     records = collector.records
     error = stats.streams[spec.stream_id].error
     if not records:
-        raise PipelineError(f"clip {printable(str(clip))}: no frame went through the pipeline "
-                            f"({error or 'empty video'})")  # fmt: skip
+        raise PipelineError(
+            f"clip {printable(str(clip))}: no frame went through the pipeline ({error or 'empty video'})"
+        )
     series = timeline(records, verdict=verdict)
     series["clip"] = str(clip)
     series["placeholder_models"] = placeholder_models
@@ -242,8 +253,10 @@ def make_report(
     broke = f"; the clip broke off after {len(records)} frames ({error})" if error else ""
     noise = " (PLACEHOLDER models: scores are noise)" if placeholder_models else ""
     if not series["faces"]:
-        summary = (f"{name}: no face found in {len(records)} frames (verdict {records[-1]['verdict']}); "
-                   f"nothing to chart, no report written{broke}{noise}")  # fmt: skip
+        summary = (
+            f"{name}: no face found in {len(records)} frames (verdict {records[-1]['verdict']}); "
+            f"nothing to chart, no report written{broke}{noise}"
+        )
         return Report(clip, None, None, len(records), 0, series["verdict"], series["changes"], summary, error)
     png = _draw(series, thumbs.thumbs, title=name)
     page = png if suffix == ".png" else _html(series, png, title=name).encode()
@@ -253,8 +266,7 @@ def make_report(
                 file.write(content if isinstance(content, bytes) else content.encode())
         except OSError as exc:
             raise PipelineError(f"cannot write {what} {printable(str(path))}: {exc.strerror or exc}") from exc
-    summary = (f"{name}: {_story(series)}; report {printable(str(out))}, "
-               f"series {printable(data.name)}{broke}{noise}")  # fmt: skip
+    summary = f"{name}: {_story(series)}; report {printable(str(out))}, series {printable(data.name)}{broke}{noise}"
     return Report(clip, out, data, len(records), series["faces"], series["verdict"], series["changes"], summary, error)
 
 
@@ -267,8 +279,10 @@ def _story(series: dict[str, Any]) -> str:
     changes = ", ".join(f"{c['verdict']} at {unit(c['t'])}" for c in series["changes"]) or "none"
     best = max(((p, k, t) for k, s in series["tracks"].items() for p, t in zip(s["p_fake"], s["t"])), default=None)
     top = f", highest fake score {best[0]:.2f} (track {best[1]} at {unit(best[2])})" if best else ""
-    return (f"verdict {series['verdict']}{where}; verdict changes: {changes}; {series['frames']} frames, "
-            f"{len(series['tracks'])} face tracks{top}")  # fmt: skip
+    return (
+        f"verdict {series['verdict']}{where}; verdict changes: {changes}; {series['frames']} frames, "
+        f"{len(series['tracks'])} face tracks{top}"
+    )
 
 
 def _draw(series: dict[str, Any], thumbs: Sequence[Thumb], *, title: str) -> bytes:
@@ -284,8 +298,14 @@ def _draw(series: dict[str, Any], thumbs: Sequence[Thumb], *, title: str) -> byt
     enter, leave = series["thresholds"]["enter_fake"], series["thresholds"]["leave_fake"]
     label_tracks = len(series["tracks"]) <= MAX_LEGEND_TRACKS
     for track, s in series["tracks"].items():
-        tracks_ax.plot(s["t"], s["p_fake"], marker=".", markersize=3, linewidth=1.2,
-                       label=f"track {track}" if label_tracks else None)  # fmt: skip
+        tracks_ax.plot(
+            s["t"],
+            s["p_fake"],
+            marker=".",
+            markersize=3,
+            linewidth=1.2,
+            label=f"track {track}" if label_tracks else None,
+        )
     for ax in (tracks_ax, verdict_ax):
         ax.axhline(enter, color="tab:red", linestyle="--", linewidth=1, label=f"enter FAKE ({enter:g})")
         ax.axhline(leave, color="tab:green", linestyle="--", linewidth=1, label=f"leave FAKE ({leave:g})")

@@ -118,8 +118,10 @@ class Runner:
         ids = [s.stream_id for s in specs]
         self.max_streams = (policy or SourcePolicy()).max_streams
         if len(ids) > self.max_streams:
-            raise StreamLimitError(f"{len(ids)} streams given, more than [sources] max_streams = {self.max_streams} "
-                                   "(raise it, or spread the streams over workers with shard)")  # fmt: skip
+            raise StreamLimitError(
+                f"{len(ids)} streams given, more than [sources] max_streams = {self.max_streams} "
+                "(raise it, or spread the streams over workers with shard)"
+            )
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             raise ValueError(f"stream ids must be unique, {dup} appear twice; name them with NAME=URL")
@@ -147,8 +149,9 @@ class Runner:
         if spec.is_live:
             queue = BoundedQueue(self.config.queue_size, DropPolicy.DROP_OLDEST, wake=self.wake)
         else:  # files wait for room: bounded in frames per stream and in bytes for all of them
-            queue = BoundedQueue(self.config.queue_size, DropPolicy.WAIT, wake=self.wake, budget=self._file_bytes,
-                                 weigh=_frame_bytes)  # fmt: skip
+            queue = BoundedQueue(
+                self.config.queue_size, DropPolicy.WAIT, wake=self.wake, budget=self._file_bytes, weigh=_frame_bytes
+            )
         stream = _Stream(spec, queue)
         with self._lock:
             self.streams[spec.stream_id] = stream
@@ -163,8 +166,10 @@ class Runner:
             if spec.stream_id in self.streams:
                 raise ValueError(f"stream id {spec.stream_id!r} is already watched")
             if len(self.streams) >= self.max_streams:  # removed streams count until their reader is gone
-                raise StreamLimitError(f"stream {spec.stream_id!r}: this worker already watches {len(self.streams)} "
-                                       f"streams, its [sources] max_streams")  # fmt: skip
+                raise StreamLimitError(
+                    f"stream {spec.stream_id!r}: this worker already watches {len(self.streams)} "
+                    f"streams, its [sources] max_streams"
+                )
         stream = self._register(spec)
         self._start(stream)
         logger.info("stream %r (%s) added", spec.stream_id, spec.display)
@@ -431,8 +436,12 @@ class _FrameSinkWorker:
         for pair, may_wait in zip(zip(frames, verdicts), wait):
             skipped += self.queue.put(pair, self.abort, policy=DropPolicy.WAIT if may_wait else DropPolicy.SKIP)
         if skipped and not self.skipped:
-            logger.warning("%s sink is behind: frames of live streams skip it while its queue (%d) is full; "
-                           "counted in the summary", self.sink.name, self.queue.size)  # fmt: skip
+            logger.warning(
+                "%s sink is behind: frames of live streams skip it while its queue (%d) is full; "
+                "counted in the summary",
+                self.sink.name,
+                self.queue.size,
+            )
         self.skipped += skipped
         return skipped
 
@@ -451,8 +460,12 @@ class _FrameSinkWorker:
         if self.thread.is_alive():
             self.thread.join(timeout)
         if self.thread.is_alive():
-            logger.error("%s sink: still busy after %.0f s at shutdown; %d frames not written",
-                         self.sink.name, timeout, len(self.queue))  # fmt: skip
+            logger.error(
+                "%s sink: still busy after %.0f s at shutdown; %d frames not written",
+                self.sink.name,
+                timeout,
+                len(self.queue),
+            )
             self.failed += sum(not isinstance(p, StreamRemoved) for p in self.queue.get_all(timeout=0))
         else:
             try:
@@ -486,8 +499,12 @@ class _FrameSinkWorker:
             self.sink.publish_frames(pairs)
         except Exception as exc:  # a sink never takes the pipeline down
             if not self.failed:
-                logger.error("%s sink failed (%s); further failures are counted, not logged", self.sink.name,
-                             exc, exc_info=logger.isEnabledFor(logging.DEBUG))  # fmt: skip
+                logger.error(
+                    "%s sink failed (%s); further failures are counted, not logged",
+                    self.sink.name,
+                    exc,
+                    exc_info=logger.isEnabledFor(logging.DEBUG),
+                )
             self.failed += len(pairs)
 
 

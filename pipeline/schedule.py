@@ -113,9 +113,15 @@ class Schedule:
                 self.detect_every -= 1
         if (self.detect_every, self.classify_every) != before:
             self.observer.intervals(self.detect_every, self.classify_every)
-            logger.info("load: live queues %.0f%% full, %d frames lost, stages busy %.0f%%: detecting every %d "
-                        "frames, classifying faces every %d", fill * 100, lost, busy * 100, self.detect_every,
-                        self.classify_every)  # fmt: skip
+            logger.info(
+                "load: live queues %.0f%% full, %d frames lost, stages busy %.0f%%: detecting every %d "
+                "frames, classifying faces every %d",
+                fill * 100,
+                lost,
+                busy * 100,
+                self.detect_every,
+                self.classify_every,
+            )
 
     def forget(self, stream_id: str) -> None:
         self._seen.pop(stream_id, None)

@@ -141,8 +141,11 @@ class StdoutSink:
                 self._lines.popleft()
             if excess > 0:
                 if not self.dropped:
-                    logger.warning("stdout is not being read: dropping the oldest of %d buffered verdict lines; "
-                                   "counted in the summary", self.buffer_size)  # fmt: skip
+                    logger.warning(
+                        "stdout is not being read: dropping the oldest of %d buffered verdict lines; "
+                        "counted in the summary",
+                        self.buffer_size,
+                    )
                 self.dropped += excess
             self._cond.notify()
 
@@ -158,8 +161,11 @@ class StdoutSink:
             self.unflushed += len(self._lines)
             self._lines.clear()
         if self.unflushed:
-            logger.error("stdout: %d verdict lines not written in %.1f s at shutdown (nobody read them)",
-                         self.unflushed, self.close_timeout)  # fmt: skip
+            logger.error(
+                "stdout: %d verdict lines not written in %.1f s at shutdown (nobody read them)",
+                self.unflushed,
+                self.close_timeout,
+            )
 
     def _run(self) -> None:
         while True:
@@ -179,9 +185,12 @@ class StdoutSink:
                     self.dropped += len(lines) + len(self._lines)
                     self._lines.clear()
                 closed = exc.errno == errno.EPIPE
-                logger.warning("stdout %s (%s): verdicts still go to the other sinks; those not written are "
-                               "counted in the summary", "was closed by its reader" if closed else "failed",
-                               self._broken)  # fmt: skip
+                logger.warning(
+                    "stdout %s (%s): verdicts still go to the other sinks; those not written are "
+                    "counted in the summary",
+                    "was closed by its reader" if closed else "failed",
+                    self._broken,
+                )
                 return
             if done < len(data):  # gave up at shutdown
                 with self._cond:
@@ -267,8 +276,10 @@ class RedisSink:
         thread with "connection" (a failed attempt) or "rejected" (a refused command); keep it quick.
         """
         if buffer_size < 1 or batch_size < 1 or maxlen < 1 or ttl < 0:
-            raise SinkError(f"buffer_size, batch_size and maxlen must be at least 1 and ttl at least 0, got "
-                            f"{buffer_size}, {batch_size}, {maxlen}, {ttl}")  # fmt: skip
+            raise SinkError(
+                f"buffer_size, batch_size and maxlen must be at least 1 and ttl at least 0, got "
+                f"{buffer_size}, {batch_size}, {maxlen}, {ttl}"
+            )
         self.target = RedisTarget(url, password=password)
         self.url = self.target.url  # redacted: the only form of the URL this object keeps
         self.maxlen, self.buffer_size, self.batch_size = maxlen, buffer_size, batch_size
@@ -441,8 +452,10 @@ class RedisSink:
             if verdict.changed and verdict.state is VerdictState.FAKE:
                 alert = {k: p.record[k] for k in ("stream", "frame", "pts", "score", "capture_time", "verdict")}
                 alerts.append(_dumps(alert))
-                last_alert[verdict.stream_id] = {"last_alert": _num(p.published, 6),
-                                                 "last_alert_frame": verdict.frame_index}  # fmt: skip
+                last_alert[verdict.stream_id] = {
+                    "last_alert": _num(p.published, 6),
+                    "last_alert_frame": verdict.frame_index,
+                }
         with self._cond:
             rates = dict(self._rates)
         for stream_id, p in latest.items():

@@ -39,8 +39,9 @@ MAX_ID_LENGTH = 128  # stream ids name Redis keys, metric labels and files
 MAX_SECONDS = 3600.0  # longest timeout or backoff a stream may ask for (a control entry included)
 _SLOW_FORMATS_LOGGED: set[str] = set()
 # Limited-range planar YUV that to_i420 packs (bits per sample); full-range "yuvj" and the rest take swscale.
-FAST_FORMATS = {f"yuv{chroma}p{depth}": bits for chroma in ("420", "422", "444")
-                for depth, bits in (("", 8), ("10le", 10))}  # fmt: skip
+FAST_FORMATS = {
+    f"yuv{chroma}p{depth}": bits for chroma in ("420", "422", "444") for depth, bits in (("", 8), ("10le", 10))
+}
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +183,11 @@ def upright(image: np.ndarray, rotation: float, *, i420: bool) -> np.ndarray:
         return np.ascontiguousarray(np.rot90(image, k))  # (W, H, 3) or (H, W, 3)
     h, w = image.shape[0] * 2 // 3, image.shape[1]
     flat = image.reshape(-1)
-    planes = [flat[: h * w].reshape(h, w), flat[h * w : h * w * 5 // 4].reshape(h // 2, w // 2),
-              flat[h * w * 5 // 4 :].reshape(h // 2, w // 2)]  # fmt: skip
+    planes = [
+        flat[: h * w].reshape(h, w),
+        flat[h * w : h * w * 5 // 4].reshape(h // 2, w // 2),
+        flat[h * w * 5 // 4 :].reshape(h // 2, w // 2),
+    ]
     turned = [np.rot90(p, k) for p in planes]
     out = np.concatenate([t.reshape(-1) for t in turned])  # Y, then U and V, packed as before
     return out.reshape(turned[0].shape[0] * 3 // 2, turned[0].shape[1])
@@ -202,9 +206,11 @@ def to_rgb(frame: av.VideoFrame) -> np.ndarray:
         name = f"{frame.format.name} {frame.width}x{frame.height}"
         if name not in _SLOW_FORMATS_LOGGED:
             _SLOW_FORMATS_LOGGED.add(name)
-            logger.info("frames in %s are converted to RGB by swscale (the fast path reads 8- and 10-bit "
-                        "yuv420p, yuv422p and yuv444p with even sides); this costs a few ms more per frame",
-                        name)  # fmt: skip
+            logger.info(
+                "frames in %s are converted to RGB by swscale (the fast path reads 8- and 10-bit "
+                "yuv420p, yuv422p and yuv444p with even sides); this costs a few ms more per frame",
+                name,
+            )
         return frame.to_ndarray(format="rgb24")
     return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)  # (h, w, 3)
 
@@ -255,8 +261,11 @@ def open_container(spec: SourceSpec, *, policy: SourcePolicy | None = None) -> a
     codec = container.streams.video[0].codec_context
     if codec.width * codec.height > policy.max_pixels:
         container.close()
-        raise SourceError(spec, f"cannot open: frames of {codec.width}x{codec.height} are larger than [sources] "
-                                f"max_pixels = {policy.max_pixels}")  # fmt: skip
+        raise SourceError(
+            spec,
+            f"cannot open: frames of {codec.width}x{codec.height} are larger than [sources] "
+            f"max_pixels = {policy.max_pixels}",
+        )
     codec.options = {**codec.options, "max_pixels": str(policy.max_pixels)}  # the decoder refuses larger frames
     return container
 

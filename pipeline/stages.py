@@ -86,12 +86,17 @@ class TrackStage:
             spent["track"] += t1 - t0
             if self.classifier.min_face:  # too small now: not scored, and no score from when it was larger
                 small = (faces.xyxy[:, 3] - faces.xyxy[:, 1]) < self.classifier.min_face
-                faces = replace(faces, due=faces.due & ~small, p_fake=np.where(small, np.nan, faces.p_fake),
-                                p_fake_last=np.where(small, np.nan, faces.p_fake_last))  # fmt: skip
+                faces = replace(
+                    faces,
+                    due=faces.due & ~small,
+                    p_fake=np.where(small, np.nan, faces.p_fake),
+                    p_fake_last=np.where(small, np.nan, faces.p_fake_last),
+                )
             due = np.flatnonzero(faces.due)  # (k,) rows of ``faces``
             if len(due):
-                crops = crop_faces(images, faces[due], size=self.classifier.input_size,
-                                   margin=self.classifier.crop_margin)  # fmt: skip  # (k, S, S, 3)
+                crops = crop_faces(
+                    images, faces[due], size=self.classifier.input_size, margin=self.classifier.crop_margin
+                )  # (k, S, S, 3)
                 t2 = time.perf_counter()
                 p_fake = self.classifier(crops)  # (k,)
                 t3 = time.perf_counter()
@@ -112,8 +117,9 @@ class TrackStage:
             tracker = self.trackers[sid] = FaceTracker(self.cfg)
         if batch.detect[i]:
             found = batch.faces.frame_index == i
-            faces = tracker.update(batch.faces.xyxy[found], batch.faces.det_score[found],
-                                   classify_every=batch.classify_every)  # fmt: skip
+            faces = tracker.update(
+                batch.faces.xyxy[found], batch.faces.det_score[found], classify_every=batch.classify_every
+            )
         else:
             faces = tracker.carry(classify_every=batch.classify_every)
         return replace(faces, frame_index=np.full(len(faces), i))
@@ -149,14 +155,36 @@ class DecideStage:
             state, changed = self._verdict(frame.stream_id).update(score)
             alert = changed and state is VerdictState.FAKE
             if alert:
-                logger.warning("ALERT stream %r turned FAKE at frame %d (pts %s, score %.2f)",
-                               frame.stream_id, frame.index, frame.pts, score or 0.0)  # fmt: skip
+                logger.warning(
+                    "ALERT stream %r turned FAKE at frame %d (pts %s, score %.2f)",
+                    frame.stream_id,
+                    frame.index,
+                    frame.pts,
+                    score or 0.0,
+                )
             self.observer.verdict(frame.stream_id, state, score, alert=alert)
             detected = bool(batch.detect[i])
-            latency = {"decode": frame.decode_seconds, "queue": max(0.0, batch.taken - frame.capture_time),
-                       "detect": detect if detected else 0.0, "classify": classify}  # fmt: skip
-            out.append(Verdict(frame.stream_id, frame.index, frame.pts, frame.capture_time, faces, score, state,
-                               changed, detected, latency, self.placeholder_models))  # fmt: skip
+            latency = {
+                "decode": frame.decode_seconds,
+                "queue": max(0.0, batch.taken - frame.capture_time),
+                "detect": detect if detected else 0.0,
+                "classify": classify,
+            }
+            out.append(
+                Verdict(
+                    frame.stream_id,
+                    frame.index,
+                    frame.pts,
+                    frame.capture_time,
+                    faces,
+                    score,
+                    state,
+                    changed,
+                    detected,
+                    latency,
+                    self.placeholder_models,
+                )
+            )
         return replace(batch, verdicts=tuple(out), timings=t | {"decide": time.perf_counter() - start})
 
     def _verdict(self, stream_id: str) -> StreamVerdict:

@@ -54,10 +54,16 @@ class StreamRow:
         num = _number(fields)
         faces = num("faces")  # finite, or None: int(inf) would raise
         return cls(
-            stream=stream, verdict=fields.get("verdict") or "?", score=num("score"),
-            faces=None if faces is None else int(faces), fps=num("fps"), p95_ms=num("p95_ms"),
-            updated=num("updated"), last_alert=num("last_alert"), worker=fields.get("worker") or "-",
-        )  # fmt: skip
+            stream=stream,
+            verdict=fields.get("verdict") or "?",
+            score=num("score"),
+            faces=None if faces is None else int(faces),
+            fps=num("fps"),
+            p95_ms=num("p95_ms"),
+            updated=num("updated"),
+            last_alert=num("last_alert"),
+            worker=fields.get("worker") or "-",
+        )
 
     def is_up(self, *, now: float, stale: float) -> bool:
         return self.updated is not None and now - self.updated <= stale
@@ -141,10 +147,22 @@ def format_table(
     cells = [COLUMNS]
     for r in rows:
         state = "up" if r.is_up(now=now, stale=stale) else "down" + (f" {_age(now - r.updated)}" if r.updated else "")
-        cells.append(tuple(printable(c) for c in (  # a stream name cannot drive the terminal
-            r.stream, r.verdict, _fmt(r.score, "{:.2f}"), _fmt(r.faces, "{}"), _fmt(r.fps, "{:.1f}"),
-            _fmt(r.p95_ms, "{:.0f}"), state, f"{_age(now - r.last_alert)} ago" if r.last_alert else "-", r.worker,
-        )))  # fmt: skip
+        cells.append(
+            tuple(
+                printable(c)
+                for c in (  # a stream name cannot drive the terminal
+                    r.stream,
+                    r.verdict,
+                    _fmt(r.score, "{:.2f}"),
+                    _fmt(r.faces, "{}"),
+                    _fmt(r.fps, "{:.1f}"),
+                    _fmt(r.p95_ms, "{:.0f}"),
+                    state,
+                    f"{_age(now - r.last_alert)} ago" if r.last_alert else "-",
+                    r.worker,
+                )
+            )
+        )
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     right = {2, 3, 4, 5}  # numbers
     for i, row in enumerate(cells):
@@ -163,8 +181,9 @@ def format_table(
         lines.append(f"({missing} stream ids in {STREAMS_KEY} have no state hash: expired or deleted)")
     if skipped:
         names = ", ".join(printable(k) for k in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-        lines.append(f"({len(skipped)} keys skipped: not of the type dfwatch writes (a set of ids, a hash per "
-                     f"stream): {names})")  # fmt: skip
+        lines.append(
+            f"({len(skipped)} keys skipped: not of the type dfwatch writes (a set of ids, a hash per stream): {names})"
+        )
     return lines
 
 

@@ -91,8 +91,10 @@ class RunStats:
             p50, p95 = ("-" if v is None else f"{v:.0f}" for v in p.values())
             changes = ", ".join(f"{st.value}@{_at(frame, pts)}" for frame, pts, st in s.changes) or "-"
             tail = f"FAILED ({s.error})" if s.error else f"{s.state.value}  ({changes})"
-            lines.append(f"{sid[:16]:<16} {s.frames:>6} {s.faces:>6} {s.dropped:>6} {s.shed:>6} {fps:>6.1f} "
-                         f"{p50:>7} {p95:>7}  {tail}")  # fmt: skip
+            lines.append(
+                f"{sid[:16]:<16} {s.frames:>6} {s.faces:>6} {s.dropped:>6} {s.shed:>6} {fps:>6.1f} "
+                f"{p50:>7} {p95:>7}  {tail}"
+            )
         stages: dict[str, list[float]] = {}
         for s in self.streams.values():
             for stage, samples in s.latency_ms.items():

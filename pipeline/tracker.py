@@ -66,8 +66,12 @@ class FaceTracker:
         self.cfg = cfg
         self._next_id = 0
         self._cols: dict[str, np.ndarray] = {name: np.zeros(0, np.int64) for name in _INT_COLUMNS}
-        self._cols |= {"box": np.zeros((0, 4), np.float32), "det": np.zeros(0, np.float32),
-                       "score": np.zeros(0, np.float64), "last": np.zeros(0, np.float64)}  # NaN: not scored
+        self._cols |= {
+            "box": np.zeros((0, 4), np.float32),
+            "det": np.zeros(0, np.float32),
+            "score": np.zeros(0, np.float64),
+            "last": np.zeros(0, np.float64),
+        }  # NaN: not scored
 
     @property
     def tracks(self) -> list[Track]:
@@ -76,9 +80,17 @@ class FaceTracker:
         return [
             Track(tid, tuple(box), det, _none(score), _none(last), age, hits, missed, since)
             for tid, box, det, score, last, age, hits, missed, since in zip(
-                c["id"].tolist(), c["box"].tolist(), c["det"].tolist(), c["score"].tolist(), c["last"].tolist(),
-                c["age"].tolist(), c["hits"].tolist(), c["missed"].tolist(), c["since"].tolist())
-        ]  # fmt: skip
+                c["id"].tolist(),
+                c["box"].tolist(),
+                c["det"].tolist(),
+                c["score"].tolist(),
+                c["last"].tolist(),
+                c["age"].tolist(),
+                c["hits"].tolist(),
+                c["missed"].tolist(),
+                c["since"].tolist(),
+            )
+        ]
 
     @property
     def visible(self) -> Faces:
@@ -115,8 +127,17 @@ class FaceTracker:
         new = np.setdiff1d(np.arange(len(xyxy)), cols)  # detections no track took, in detection order
         ids = np.arange(self._next_id, self._next_id + len(new))
         self._next_id += len(new)
-        born = {"id": ids, "age": 0, "hits": 1, "missed": 0, "since": 0, "box": xyxy[new], "det": det_score[new],
-                "score": np.nan, "last": np.nan}  # fmt: skip
+        born = {
+            "id": ids,
+            "age": 0,
+            "hits": 1,
+            "missed": 0,
+            "since": 0,
+            "box": xyxy[new],
+            "det": det_score[new],
+            "score": np.nan,
+            "last": np.nan,
+        }
         for name, value in born.items():
             value = np.broadcast_to(value, (len(new), *c[name].shape[1:])).astype(c[name].dtype)
             c[name] = np.concatenate([c[name], value])
@@ -161,8 +182,9 @@ class FaceTracker:
         due = np.zeros(int(on.sum()), bool)
         if due_every is not None:
             due = np.isnan(c["score"][on]) | (c["since"][on] >= due_every)
-        return Faces(c["box"][on], c["det"][on], np.zeros(int(on.sum())), c["id"][on], due,
-                     c["score"][on], c["last"][on])  # fmt: skip
+        return Faces(
+            c["box"][on], c["det"][on], np.zeros(int(on.sum())), c["id"][on], due, c["score"][on], c["last"][on]
+        )
 
 
 def _check_every(every: int) -> None:

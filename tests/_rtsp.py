@@ -46,8 +46,14 @@ if missing:
 
 
 # the Debian packages that the RTSP test server needs (.ci/run installs them; `make test` on a fresh machine skips)
-GST_PACKAGES = ("python3-gi", "gir1.2-gst-rtsp-server-1.0", "gstreamer1.0-plugins-base", "gstreamer1.0-plugins-good",
-                "gstreamer1.0-plugins-bad", "gstreamer1.0-plugins-ugly")  # fmt: skip
+GST_PACKAGES = (
+    "python3-gi",
+    "gir1.2-gst-rtsp-server-1.0",
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-good",
+    "gstreamer1.0-plugins-bad",
+    "gstreamer1.0-plugins-ugly",
+)
 
 
 @functools.cache
@@ -77,8 +83,11 @@ def _requires_rtsp():
     why_not = gst_rtsp_available()
     if why_not is not None and os.environ.get("CI"):
         raise RuntimeError(f"CI must run the RTSP tests, but the GStreamer RTSP server cannot start: {why_not}")
-    return pytest.mark.skipif(why_not is not None, reason=f"GStreamer RTSP server: {why_not}; to run these tests: "
-                              f"apt-get install {' '.join(GST_PACKAGES)} (as .ci/run does)")  # fmt: skip
+    return pytest.mark.skipif(
+        why_not is not None,
+        reason=f"GStreamer RTSP server: {why_not}; to run these tests: "
+        f"apt-get install {' '.join(GST_PACKAGES)} (as .ci/run does)",
+    )
 
 
 def free_port() -> int:

@@ -50,10 +50,16 @@ class CaptureConfig:
         if self.min_native < 8:
             raise ValueError(f"min_native must be >= 8, got {self.min_native}")
         ps = (self.p_full, self.p_jpeg, self.p_h264, self.p_border, self.p_sharpen, self.p_soften)
-        if min(ps) < 0 or self.p_jpeg + self.p_h264 > 1 or self.p_sharpen + self.p_soften > 1 or \
-                max(self.p_full, self.p_border) > 1:  # fmt: skip
-            raise ValueError("capture probabilities must be >= 0, p_full and p_border <= 1, p_jpeg + p_h264 <= 1 and "
-                             "p_sharpen + p_soften <= 1")  # fmt: skip
+        if (
+            min(ps) < 0
+            or self.p_jpeg + self.p_h264 > 1
+            or self.p_sharpen + self.p_soften > 1
+            or max(self.p_full, self.p_border) > 1
+        ):
+            raise ValueError(
+                "capture probabilities must be >= 0, p_full and p_border <= 1, p_jpeg + p_h264 <= 1 and "
+                "p_sharpen + p_soften <= 1"
+            )
 
 
 @dataclass(frozen=True)

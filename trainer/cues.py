@@ -41,8 +41,9 @@ class Cue:
             raise TrainerError(f"unknown cue {name!r}; valid: {list(CUES)}")
         self.name, self.input_size, self.crop_margin = name, input_size, crop_margin
         regions = [rect_mask(input_size, crop_margin, r) for r in (EYES, MOUTH)] if name == "mouth_detail" else [None]
-        self.stats = [BandStatistics(input_size, 2, crop_margin, ring=False, chroma=False, inner=r).eval()
-                      for r in regions]  # fmt: skip  # the inner face; or the eye band and the mouth
+        self.stats = [
+            BandStatistics(input_size, 2, crop_margin, ring=False, chroma=False, inner=r).eval() for r in regions
+        ]  # the inner face; or the eye band and the mouth
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         import torch

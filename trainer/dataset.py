@@ -90,8 +90,18 @@ class DatasetConfig:
 
     def recorded(self) -> dict[str, Any]:
         """Options stored as attributes beyond the schema's own (a resume must repeat them)."""
-        keep = ("all_videos", "n_real", "n_fake", "test_fraction", "val_fraction", "augment_copies", "augment",
-                "faces_per_frame", "dedupe_hamming", "seed")  # fmt: skip
+        keep = (
+            "all_videos",
+            "n_real",
+            "n_fake",
+            "test_fraction",
+            "val_fraction",
+            "augment_copies",
+            "augment",
+            "faces_per_frame",
+            "dedupe_hamming",
+            "seed",
+        )
         out = {k: getattr(self, k) for k in keep}
         out["augment_splits"] = ",".join(self.augment_splits)
         out["det_conf"] = -1.0 if self.det_conf is None or self.whole_frames else float(self.det_conf)
@@ -164,9 +174,12 @@ class _Builder:
     """Turns one video into committed rows of the store."""
 
     def __init__(
-        self, cfg: DatasetConfig, detector: Callable[[list[np.ndarray]], Any] | None, plan: SplitPlan,
+        self,
+        cfg: DatasetConfig,
+        detector: Callable[[list[np.ndarray]], Any] | None,
+        plan: SplitPlan,
         writer: FaceStoreWriter,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.cfg = cfg
         self.detector = detector
         self.plan = plan
@@ -220,16 +233,27 @@ class _Builder:
         keep = keep_distinct(dhash(crops), max_distance=cfg.dedupe_hamming)
         crops, frame, box, score = crops[keep], frame[keep], box[keep], score[keep]
         split = self.plan.split_of(video.path, frame)  # (n,) uint8
-        common = {"label": video.label, "video": video.path, "identity": video.identity,
-                  "identity_src": video.identity_src}  # fmt: skip
+        common = {
+            "label": video.label,
+            "video": video.path,
+            "identity": video.identity,
+            "identity_src": video.identity_src,
+        }
         rows = writer.append(crops, frame=frame, box=box, det_score=score, split=split, **common)
         copy = np.isin(split, self.aug_codes)  # copies keep their original's split
         if cfg.augment_copies and copy.any():
             aug = build_augment(cfg.augment, seed=_seed_of(cfg.seed, video.path))  # the same copies on a rerun
             for k in range(1, cfg.augment_copies + 1):
-                writer.append(augment_batch(crops[copy], aug), frame=frame[copy], box=box[copy],
-                              det_score=score[copy], split=split[copy], augmented=k, origin=rows[copy],
-                              **common)  # fmt: skip
+                writer.append(
+                    augment_batch(crops[copy], aug),
+                    frame=frame[copy],
+                    box=box[copy],
+                    det_score=score[copy],
+                    split=split[copy],
+                    augmented=k,
+                    origin=rows[copy],
+                    **common,
+                )
         writer.finish_video(video.path, status="ok", frames=len(sampled), faces=len(crops), detail=sampled.detail)
         return int((~keep).sum())
 
@@ -267,20 +291,30 @@ def build_dataset(
 
     cfg.check()
     videos = select_videos(
-        scan_tree(cfg.tree), n_real=cfg.n_real, n_fake=cfg.n_fake, all_videos=cfg.all_videos,
-        test_fraction=cfg.test_fraction, seed=cfg.seed,
-    )  # fmt: skip
-    plan = plan_splits(videos, protocol=cfg.split, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                       seed=cfg.seed)  # fmt: skip
+        scan_tree(cfg.tree),
+        n_real=cfg.n_real,
+        n_fake=cfg.n_fake,
+        all_videos=cfg.all_videos,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+    )
+    plan = plan_splits(
+        videos, protocol=cfg.split, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed
+    )
     if detector is None and not cfg.whole_frames:
         detector, detector_sha256 = open_detector(cfg)
     summary = BuildSummary(cfg.out, count_by(videos))
     writer = FaceStoreWriter(
-        cfg.out, crop_size=cfg.crop_size, crop_margin=cfg.crop_margin, whole_frames=cfg.whole_frames,
-        source=str(Path(cfg.tree).resolve()), frames_per_video=cfg.frames,
-        detector_sha256="" if cfg.whole_frames else (detector_sha256 or ""), split_protocol=cfg.split,
+        cfg.out,
+        crop_size=cfg.crop_size,
+        crop_margin=cfg.crop_margin,
+        whole_frames=cfg.whole_frames,
+        source=str(Path(cfg.tree).resolve()),
+        frames_per_video=cfg.frames,
+        detector_sha256="" if cfg.whole_frames else (detector_sha256 or ""),
+        split_protocol=cfg.split,
         extra_attrs=cfg.recorded(),
-    )  # fmt: skip
+    )
     with writer:
         builder = _Builder(cfg, detector, plan, writer)
         done = writer.done_videos()

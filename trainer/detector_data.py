@@ -121,9 +121,15 @@ def prepare(
     else:
         teacher = teacher or Teacher()
         images = _media_images(media, frames_per_clip)
-        record = {"teacher": Teacher.describe(), "sure": teacher.sure, "unsure": teacher.unsure,
-                  "frames_per_clip": frames_per_clip, "images": {}, "dropped_doubtful": [],
-                  "dropped_empty": []}  # fmt: skip
+        record = {
+            "teacher": Teacher.describe(),
+            "sure": teacher.sure,
+            "unsure": teacher.unsure,
+            "frames_per_clip": frames_per_clip,
+            "images": {},
+            "dropped_doubtful": [],
+            "dropped_empty": [],
+        }
         for name, img in tqdm(images, desc="teacher", unit="img", file=sys.stderr, disable=None if progress else True):
             faces = teacher(img)
             if teacher.doubtful(faces):
@@ -134,12 +140,18 @@ def prepare(
                 record["dropped_empty"].append(name)
                 continue
             h, w = img.shape[:2]
-            cv2.imwrite(str(out / "train" / "images" / f"{name}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])  # fmt: skip
+            cv2.imwrite(
+                str(out / "train" / "images" / f"{name}.jpg"),
+                cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 95],
+            )
             lines = [yolo_line(b, w, h) for b in sure.xyxy]
             (out / "train" / "labels" / f"{name}.txt").write_text("\n".join(lines) + "\n")
-            record["images"][name] = {"size": [w, h], "boxes": sure.xyxy.round(1).tolist(),
-                                      "scores": sure.score.round(4).tolist()}  # fmt: skip
+            record["images"][name] = {
+                "size": [w, h],
+                "boxes": sure.xyxy.round(1).tolist(),
+                "scores": sure.score.round(4).tolist(),
+            }
         record_path.write_text(json.dumps(record, indent=1))
     yaml = out / "data.yaml"
     yaml.write_text(f"path: {out.resolve()}\ntrain: train/images\nval: val/images\nnames:\n  0: face\n")

@@ -45,8 +45,13 @@ class RecallResult:
         def num(x: float) -> float | None:  # strict JSON: no NaN
             return None if np.isnan(x) else round(x, 4)
 
-        return {"faces": self.faces, "found": self.found, "recall": num(self.recall), "detections": self.detections,
-                "precision": num(self.precision)}  # fmt: skip
+        return {
+            "faces": self.faces,
+            "found": self.found,
+            "recall": num(self.recall),
+            "detections": self.detections,
+            "precision": num(self.precision),
+        }
 
 
 def match_recall(pairs: list[tuple[np.ndarray, np.ndarray]], *, min_height: float) -> RecallResult:
@@ -80,9 +85,19 @@ def wider_map(weights: Path, data_yaml: Path, *, imgsz: int) -> dict[str, float]
     from ultralytics import YOLO
 
     run = Path(weights).resolve().parent.parent  # <run>/weights/best.pt -> <run>
-    metrics = YOLO(str(weights)).val(data=str(data_yaml), imgsz=imgsz, batch=8, device="cpu", plots=False,
-                                     verbose=False, workers=0, max_det=1000, project=str(run), name=f"val{imgsz}",
-                                     exist_ok=True)  # fmt: skip
+    metrics = YOLO(str(weights)).val(
+        data=str(data_yaml),
+        imgsz=imgsz,
+        batch=8,
+        device="cpu",
+        plots=False,
+        verbose=False,
+        workers=0,
+        max_det=1000,
+        project=str(run),
+        name=f"val{imgsz}",
+        exist_ok=True,
+    )
     return {"map50": round(float(metrics.box.map50), 4), "map50_95": round(float(metrics.box.map), 4)}
 
 

@@ -55,18 +55,38 @@ def train_detector(cfg: DetectorTrainConfig, *, data_yaml: Path, out: Path, resu
     else:
         model = YOLO(cfg.model, task="detect")
         results = model.train(
-            data=str(data_yaml), imgsz=cfg.imgsz, epochs=cfg.epochs, time=cfg.hours, batch=cfg.batch,
-            workers=cfg.workers, cache=cfg.cache, close_mosaic=cfg.close_mosaic, patience=cfg.patience,
-            seed=cfg.seed, device=cfg.device, project=str(out.resolve()), name="train", exist_ok=True,
-            pretrained=False, plots=False, amp=False, verbose=True, single_cls=True,
-        )  # fmt: skip
+            data=str(data_yaml),
+            imgsz=cfg.imgsz,
+            epochs=cfg.epochs,
+            time=cfg.hours,
+            batch=cfg.batch,
+            workers=cfg.workers,
+            cache=cfg.cache,
+            close_mosaic=cfg.close_mosaic,
+            patience=cfg.patience,
+            seed=cfg.seed,
+            device=cfg.device,
+            project=str(out.resolve()),
+            name="train",
+            exist_ok=True,
+            pretrained=False,
+            plots=False,
+            amp=False,
+            verbose=True,
+            single_cls=True,
+        )
     seconds = time.monotonic() - started
     best = out / "train" / "weights" / "best.pt"
     if not best.is_file():
         raise DetectorTrainError(f"training ended without {best}; see the log above")
     metrics = {k: float(v) for k, v in (getattr(results, "results_dict", None) or {}).items()}
-    summary = {"config": asdict(cfg), "weights": str(best), "seconds": round(seconds, 1), "val_metrics": metrics,
-               "epochs_run": _epochs_run(out / "train" / "results.csv")}  # fmt: skip
+    summary = {
+        "config": asdict(cfg),
+        "weights": str(best),
+        "seconds": round(seconds, 1),
+        "val_metrics": metrics,
+        "epochs_run": _epochs_run(out / "train" / "results.csv"),
+    }
     logger.info("detector trained in %.1f min: %s", seconds / 60, best)
     return summary
 

@@ -24,8 +24,14 @@ from trainer.metrics import REDUCTIONS, BinaryMetrics, binary_metrics, pool_by_v
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("identity", "paper")
-TABLE_ROWS = (("accuracy", "Accuracy"), ("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"),
-              ("roc_auc", "ROC AUC"), ("eer", "EER"))  # fmt: skip
+TABLE_ROWS = (
+    ("accuracy", "Accuracy"),
+    ("precision", "Precision"),
+    ("recall", "Recall"),
+    ("f1", "F1"),
+    ("roc_auc", "ROC AUC"),
+    ("eer", "EER"),
+)
 LEVELS = ("frame", "video")
 
 
@@ -56,11 +62,20 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "label": self.label, "checkpoint": self.checkpoint, "data": self.data, "split": self.split,
-            "split_protocol": self.split_protocol, "weights": self.weights, "model": self.model,
-            "epochs": self.epochs, "best_epoch": self.best_epoch, "video_reduce": self.video_reduce,
-            "frame": self.frame.to_dict(), "video": self.video.to_dict(), "history": self.history,
-        }  # fmt: skip
+            "label": self.label,
+            "checkpoint": self.checkpoint,
+            "data": self.data,
+            "split": self.split,
+            "split_protocol": self.split_protocol,
+            "weights": self.weights,
+            "model": self.model,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "video_reduce": self.video_reduce,
+            "frame": self.frame.to_dict(),
+            "video": self.video.to_dict(),
+            "history": self.history,
+        }
 
 
 def parse_run(text: str) -> RunSpec:
@@ -103,12 +118,14 @@ def evaluate_checkpoint(
         fingerprint, protocol = store.fingerprint(), str(store.attrs["split_protocol"])
         videos_all = store.meta("video")
     if fingerprint != ckpt["dataset"]["fingerprint"]:
-        logger.warning("%s: evaluating on %s, not the store it was trained on (%s)", spec.checkpoint, data,
-                       ckpt["dataset"]["path"])  # fmt: skip
+        logger.warning(
+            "%s: evaluating on %s, not the store it was trained on (%s)", spec.checkpoint, data, ckpt["dataset"]["path"]
+        )
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, weights=weights).to(dev)
-    loader = make_loader(data, split, input_size=model.cfg.input_size, batch_size=batch_size, shuffle=False,
-                         workers=workers)  # fmt: skip
+    loader = make_loader(
+        data, split, input_size=model.cfg.input_size, batch_size=batch_size, shuffle=False, workers=workers
+    )
     logits = predict(model, loader, device=dev, desc=f"{spec.label} {split}", progress=progress)
     scores = 1.0 / (1.0 + np.exp(-logits))  # (n,) P(fake)
     labels = loader.dataset.labels.astype(np.int64)
@@ -116,14 +133,31 @@ def evaluate_checkpoint(
     names, vlabels, vscores = pool_by_video(videos, labels, scores, reduce=reduce)
     frame = binary_metrics(labels, scores, threshold=threshold)
     video = binary_metrics(vlabels, vscores, threshold=threshold)
-    logger.info("%s: %d frames of %d videos; frame accuracy %.4f, video accuracy %.4f", spec.label, len(labels),
-                len(names), frame.accuracy, video.accuracy)  # fmt: skip
+    logger.info(
+        "%s: %d frames of %d videos; frame accuracy %.4f, video accuracy %.4f",
+        spec.label,
+        len(labels),
+        len(names),
+        frame.accuracy,
+        video.accuracy,
+    )
     return RunResult(
-        label=spec.label, checkpoint=str(spec.checkpoint), data=str(data), split=split, split_protocol=protocol,
-        weights=weights, model=ckpt["config"]["model"], epochs=len(ckpt["history"]),
-        best_epoch=int(ckpt["best"]["epoch"]), video_reduce=reduce, frame=frame, video=video,
-        frame_roc=_roc(labels, scores), video_roc=_roc(vlabels, vscores), history=list(ckpt["history"]),
-    )  # fmt: skip
+        label=spec.label,
+        checkpoint=str(spec.checkpoint),
+        data=str(data),
+        split=split,
+        split_protocol=protocol,
+        weights=weights,
+        model=ckpt["config"]["model"],
+        epochs=len(ckpt["history"]),
+        best_epoch=int(ckpt["best"]["epoch"]),
+        video_reduce=reduce,
+        frame=frame,
+        video=video,
+        frame_roc=_roc(labels, scores),
+        video_roc=_roc(vlabels, vscores),
+        history=list(ckpt["history"]),
+    )
 
 
 def _roc(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -233,8 +267,9 @@ def write_report(results: list[RunResult], out: str | Path, *, compare_protocols
         paths["roc"] = plot_roc(curves, out / "roc.png", title=f"ROC ({results[0].split} split)")
     for r in results:
         if r.history:
-            paths[f"history_{r.label}"] = plot_history(r.history, out / f"history_{r.label}.png",
-                                                       title=f"{r.label}: {r.model}")  # fmt: skip
+            paths[f"history_{r.label}"] = plot_history(
+                r.history, out / f"history_{r.label}.png", title=f"{r.label}: {r.model}"
+            )
     plots = {name: p.name for name, p in paths.items()}
     report = {
         "compare_protocols": compare_protocols,

@@ -81,8 +81,9 @@ class TrainConfig:
         if not 0.0 <= self.stored_share < 1.0:
             raise FitError(f"stored_share must be in [0, 1), got {self.stored_share}")
         if self.stored_share and not (self.capture and self.epoch_samples):
-            raise FitError("stored_share draws the store's fakes into each epoch's pairs: it needs capture and "
-                           "epoch_samples")  # fmt: skip
+            raise FitError(
+                "stored_share draws the store's fakes into each epoch's pairs: it needs capture and epoch_samples"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise FitError(f"unknown optimizer {self.optimizer!r}; valid: {list(OPTIMIZERS)}")
         if not 0.0 < self.backbone_lr <= 1.0:
@@ -92,8 +93,10 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise FitError(f"unknown schedule {self.schedule!r}; valid: {list(SCHEDULES)}")
         if self.capture and not self.self_blend:
-            raise FitError("capture simulates how the self-blended fakes and the reals reach the classifier: "
-                           "it needs self_blend (--self-blend)")  # fmt: skip
+            raise FitError(
+                "capture simulates how the self-blended fakes and the reals reach the classifier: "
+                "it needs self_blend (--self-blend)"
+            )
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
@@ -172,10 +175,21 @@ def stored_groups(videos: np.ndarray) -> np.ndarray:
 
 
 def make_loader(
-    data: Path, split: str, *, input_size: int, batch_size: int, augment: str = "none", shuffle: bool,
-    seed: int = 0, workers: int = 0, self_blend: bool = False, capture: bool = False, samples: int | None = None,
-    stored_share: float = 0.0, capture_look: float = 0.0,
-) -> Any:  # fmt: skip
+    data: Path,
+    split: str,
+    *,
+    input_size: int,
+    batch_size: int,
+    augment: str = "none",
+    shuffle: bool,
+    seed: int = 0,
+    workers: int = 0,
+    self_blend: bool = False,
+    capture: bool = False,
+    samples: int | None = None,
+    stored_share: float = 0.0,
+    capture_look: float = 0.0,
+) -> Any:
     """A DataLoader of (B, 3, S, S) float32 crops and (B,) float32 labels for one split of the store.
 
     ``self_blend`` adds one self-blended fake per real crop (trainer.selfblend): drawn from ``seed``
@@ -193,8 +207,9 @@ def make_loader(
     # seeded per epoch in-process, so a resumed run draws what an uninterrupted one would; worker
     # processes draw their own (a shared seed would repeat one sequence in every worker)
     if capture and not self_blend:
-        raise FitError("capture simulates how the self-blended fakes and the reals reach the classifier: it needs "
-                       "self_blend")  # fmt: skip
+        raise FitError(
+            "capture simulates how the self-blended fakes and the reals reach the classifier: it needs self_blend"
+        )
     fn = make_augment(augment, seed=seed if workers == 0 else None) if split == "train" else None
     dataset: Any = FaceDataset(data, split, augment=None if capture else fn, input_size=None if capture else input_size)
     if len(dataset) == 0:
@@ -207,8 +222,14 @@ def make_loader(
             margin = float(store.attrs["crop_margin"])
             videos = store.meta("video")[dataset.rows] if stored_share else None
         look = CaptureConfig(p_sharpen=capture_look / 2, p_soften=capture_look / 2) if capture else None
-        dataset = SelfBlendDataset(dataset, margin=margin, seed=seed, capture=look,
-                                   size=input_size if capture else None, augment=fn if capture else None)  # fmt: skip
+        dataset = SelfBlendDataset(
+            dataset,
+            margin=margin,
+            seed=seed,
+            capture=look,
+            size=input_size if capture else None,
+            augment=fn if capture else None,
+        )
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if shuffle and capture:
@@ -216,15 +237,27 @@ def make_loader(
 
         stored = round(stored_share * samples / 2) if samples is not None else 0
         groups = stored_groups(videos) if stored else None
-        sampler = PairSampler(dataset, pairs=None if samples is None else samples // 2 - stored, generator=generator,
-                              stored=stored, groups=groups)  # fmt: skip
+        sampler = PairSampler(
+            dataset,
+            pairs=None if samples is None else samples // 2 - stored,
+            generator=generator,
+            stored=stored,
+            groups=groups,
+        )
         shuffle = False
     elif shuffle and samples is not None and samples < len(dataset):
         from torch.utils.data import RandomSampler
 
         sampler, shuffle = RandomSampler(dataset, num_samples=samples, generator=generator), False
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
-                      generator=generator, persistent_workers=False)  # fmt: skip
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=workers,
+        generator=generator,
+        persistent_workers=False,
+    )
 
 
 def make_optimizer(model: Any, cfg: TrainConfig) -> Any:
@@ -239,8 +272,11 @@ def make_optimizer(model: Any, cfg: TrainConfig) -> Any:
         raise FitError(f"model {cfg.model!r} has no trainable parameter (all frozen?)")
     head = [p for n, p in named if heads and n.startswith(heads)]
     body = [p for n, p in named if not (heads and n.startswith(heads))]
-    groups = [{"params": ps, "lr": cfg.lr * scale, "lr_scale": scale}
-              for ps, scale in ((body, cfg.backbone_lr if heads else 1.0), (head, 1.0)) if ps]  # fmt: skip
+    groups = [
+        {"params": ps, "lr": cfg.lr * scale, "lr_scale": scale}
+        for ps, scale in ((body, cfg.backbone_lr if heads else 1.0), (head, 1.0))
+        if ps
+    ]
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -264,9 +300,15 @@ def _to_input(x: Any, device: str) -> Any:
 
 
 def train_one_epoch(
-    model: Any, loader: Any, optimizer: Any, *, device: str, desc: str = "train", progress: bool = True,
+    model: Any,
+    loader: Any,
+    optimizer: Any,
+    *,
+    device: str,
+    desc: str = "train",
+    progress: bool = True,
     set_lr: Callable[[float], None] | None = None,
-) -> tuple[float, float]:  # fmt: skip
+) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean BCE loss, accuracy at 0.5) over its samples.
 
     ``set_lr(fraction)`` is called before each step with the fraction of the epoch done (a schedule).
@@ -433,8 +475,10 @@ def fit(
     model = cfg.build_model().to(dev)
     placed = getattr(getattr(model, "cfg", None), "margin", None)  # a family that places regions in the crop
     if placed is not None and abs(placed - info["crop_margin"]) > 1e-6:
-        raise FitError(f"model {cfg.model!r} places its regions for crop margin {placed}, but {data} was cut with "
-                       f"margin {info['crop_margin']}; pass --model-arg margin={info['crop_margin']}")
+        raise FitError(
+            f"model {cfg.model!r} places its regions for crop margin {placed}, but {data} was cut with "
+            f"margin {info['crop_margin']}; pass --model-arg margin={info['crop_margin']}"
+        )
     if dev == "cpu":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
@@ -459,25 +503,58 @@ def fit(
 
     size = int(cfg.input_size)  # resolved above
     if cfg.self_blend and info["whole_frames"]:
-        logger.warning("self-blending whole frames: the blend mask sits in the frame's centre, where the face may "
-                       "not be; self-blend suits face-crop stores")  # fmt: skip
-    val = make_loader(data, "val", input_size=size, batch_size=max(cfg.batch_size, 32), shuffle=False,
-                      workers=workers, self_blend=cfg.self_blend, capture=cfg.capture,
-                      capture_look=cfg.capture_look)  # fmt: skip
+        logger.warning(
+            "self-blending whole frames: the blend mask sits in the frame's centre, where the face may "
+            "not be; self-blend suits face-crop stores"
+        )
+    val = make_loader(
+        data,
+        "val",
+        input_size=size,
+        batch_size=max(cfg.batch_size, 32),
+        shuffle=False,
+        workers=workers,
+        self_blend=cfg.self_blend,
+        capture=cfg.capture,
+        capture_look=cfg.capture_look,
+    )
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info("fit %s (%s parameters, input %d) on %s: %d train / %d val crops, %d epochs, batch %d, lr %g, "
-                "augment %s%s%s, %s schedule, device %s", cfg.model, f"{n_params:,}", size, data,
-                info["rows"]["train"], info["rows"]["val"], cfg.epochs, cfg.batch_size, cfg.lr, cfg.augment,
-                " + self-blend" if cfg.self_blend else "", " + capture" if cfg.capture else "", cfg.schedule,
-                dev)  # fmt: skip
+    logger.info(
+        "fit %s (%s parameters, input %d) on %s: %d train / %d val crops, %d epochs, batch %d, lr %g, "
+        "augment %s%s%s, %s schedule, device %s",
+        cfg.model,
+        f"{n_params:,}",
+        size,
+        data,
+        info["rows"]["train"],
+        info["rows"]["val"],
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.augment,
+        " + self-blend" if cfg.self_blend else "",
+        " + capture" if cfg.capture else "",
+        cfg.schedule,
+        dev,
+    )
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         started = time.monotonic()
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and augmentation: same on resume
-        train = make_loader(data, "train", input_size=size, batch_size=cfg.batch_size, augment=cfg.augment,
-                            shuffle=True, seed=cfg.seed * 100_003 + epoch, workers=workers,
-                            self_blend=cfg.self_blend, capture=cfg.capture, samples=cfg.epoch_samples,
-                            capture_look=cfg.capture_look,
-                            stored_share=cfg.stored_share)  # fmt: skip
+        train = make_loader(
+            data,
+            "train",
+            input_size=size,
+            batch_size=cfg.batch_size,
+            augment=cfg.augment,
+            shuffle=True,
+            seed=cfg.seed * 100_003 + epoch,
+            workers=workers,
+            self_blend=cfg.self_blend,
+            capture=cfg.capture,
+            samples=cfg.epoch_samples,
+            capture_look=cfg.capture_look,
+            stored_share=cfg.stored_share,
+        )
         desc = f"epoch {epoch}/{cfg.epochs}"
 
         def set_lr(fraction: float, epoch: int = epoch) -> None:
@@ -485,34 +562,66 @@ def fit(
                 factor = lr_factor(cfg.schedule, epoch - 1 + fraction, epochs=cfg.epochs)
                 group["lr"] = cfg.lr * group.get("lr_scale", 1.0) * factor
 
-        train_loss, train_acc = train_one_epoch(model, train, optimizer, device=dev, desc=desc, progress=progress,
-                                                set_lr=set_lr)  # fmt: skip
-        stats = make_loader(data, "train", input_size=size, batch_size=max(cfg.batch_size, 32), augment=cfg.augment,
-                            shuffle=True, seed=cfg.seed * 100_003 + epoch + 50_000, self_blend=cfg.self_blend,
-                            capture=cfg.capture, samples=PRECISE_BN_BATCHES * max(cfg.batch_size, 32),
-                            capture_look=cfg.capture_look)  # fmt: skip
+        train_loss, train_acc = train_one_epoch(
+            model, train, optimizer, device=dev, desc=desc, progress=progress, set_lr=set_lr
+        )
+        stats = make_loader(
+            data,
+            "train",
+            input_size=size,
+            batch_size=max(cfg.batch_size, 32),
+            augment=cfg.augment,
+            shuffle=True,
+            seed=cfg.seed * 100_003 + epoch + 50_000,
+            self_blend=cfg.self_blend,
+            capture=cfg.capture,
+            samples=PRECISE_BN_BATCHES * max(cfg.batch_size, 32),
+            capture_look=cfg.capture_look,
+        )
         precise_bn(model, stats, device=dev)
         val_loss, val_acc = evaluate_epoch(model, val, device=dev, progress=progress)
-        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                  "val_acc": val_acc}  # fmt: skip
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+        }
         if select is not None:
             record.update(select(model.eval()))
         record["seconds"] = round(time.monotonic() - started, 3)
         history.append(record)
         if _better(record, best, by_select=select is not None):
-            best = {"epoch": epoch, "val_loss": val_loss, "select": record.get("select", -float("inf")),
-                    "model": _cpu_state(model)}  # fmt: skip
-        logger.info("%s: train loss %.4f acc %.3f | val loss %.4f acc %.3f%s | %.1fs", desc, train_loss, train_acc,
-                    val_loss, val_acc, f" | select {record['select']:.4f}" if "select" in record else "",
-                    record["seconds"])  # fmt: skip
+            best = {
+                "epoch": epoch,
+                "val_loss": val_loss,
+                "select": record.get("select", -float("inf")),
+                "model": _cpu_state(model),
+            }
+        logger.info(
+            "%s: train loss %.4f acc %.3f | val loss %.4f acc %.3f%s | %.1fs",
+            desc,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            f" | select {record['select']:.4f}" if "select" in record else "",
+            record["seconds"],
+        )
         if ckpt_path is not None:
             _save(ckpt_path, _checkpoint(cfg, info, epoch, model, optimizer, best, history))
         if on_epoch is not None:
             on_epoch(record)
     if best["model"] is None:
         raise FitError("validation loss was NaN in every epoch; lower the learning rate")
-    return FitResult(config=cfg, history=history, best_epoch=int(best["epoch"]), best_val_loss=float(best["val_loss"]),
-                     checkpoint=ckpt_path, model=model)  # fmt: skip
+    return FitResult(
+        config=cfg,
+        history=history,
+        best_epoch=int(best["epoch"]),
+        best_val_loss=float(best["val_loss"]),
+        checkpoint=ckpt_path,
+        model=model,
+    )
 
 
 def _better(record: dict[str, float], best: dict[str, Any], *, by_select: bool) -> bool:
@@ -531,8 +640,15 @@ def _cpu_state(model: Any) -> dict[str, Any]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _checkpoint(cfg: TrainConfig, info: dict[str, Any], epoch: int, model: Any, optimizer: Any,
-                best: dict[str, Any], history: list[dict[str, float]]) -> dict[str, Any]:  # fmt: skip
+def _checkpoint(
+    cfg: TrainConfig,
+    info: dict[str, Any],
+    epoch: int,
+    model: Any,
+    optimizer: Any,
+    best: dict[str, Any],
+    history: list[dict[str, float]],
+) -> dict[str, Any]:
     from engines.export import framework_versions
 
     return {

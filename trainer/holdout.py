@@ -45,14 +45,21 @@ class Clip:
     name: str  # for reports: the file relative to the data folder (":left" / ":right" for DeepFaceLive halves)
 
 
-def face_sets(classifier: Any, detector: Any, media: Path, *, cache: Path | None,
-              sets: Sequence[str] = realval.SET_NAMES) -> dict[str, dict[str, Any]]:  # fmt: skip
+def face_sets(
+    classifier: Any, detector: Any, media: Path, *, cache: Path | None, sets: Sequence[str] = realval.SET_NAMES
+) -> dict[str, dict[str, Any]]:
     """Face- and clip-level AUC of every held-out set, scored as served (``classifier`` an engines.Classifier)."""
     return score_sets({"": classifier}, detector, media, cache=cache, sets=sets)[""]
 
 
-def score_sets(scorers: Mapping[str, Any], detector: Any, media: Path, *, cache: Path | None,
-               sets: Sequence[str] = realval.SET_NAMES) -> dict[str, dict[str, dict[str, Any]]]:  # fmt: skip
+def score_sets(
+    scorers: Mapping[str, Any],
+    detector: Any,
+    media: Path,
+    *,
+    cache: Path | None,
+    sets: Sequence[str] = realval.SET_NAMES,
+) -> dict[str, dict[str, dict[str, Any]]]:
     """``face_sets`` of several scorers that cut faces alike (``input_size``, ``crop_margin``, ``min_face`` where
     they have one): each set is read and cut once. Returns scorer name -> set -> measures."""
     cuts = {(c.input_size, c.crop_margin, getattr(c, "min_face", 0)) for c in scorers.values()}
@@ -60,14 +67,26 @@ def score_sets(scorers: Mapping[str, Any], detector: Any, media: Path, *, cache:
         raise TrainerError(f"scorers cut faces differently (input size, margin, min face): {sorted(cuts)}")
     (size, margin, min_face), out = cuts.pop(), {n: {} for n in scorers}
     for name in sets:
-        face_set = realval.load_set(name, media, detector, detector_sha=detector.manifest.sha256, size=size,
-                                    margin=margin, cache=cache, min_face=min_face)  # fmt: skip
+        face_set = realval.load_set(
+            name,
+            media,
+            detector,
+            detector_sha=detector.manifest.sha256,
+            size=size,
+            margin=margin,
+            cache=cache,
+            min_face=min_face,
+        )
         role = next(s for s in realval.SETS if s.name == name)
         for scorer, score in scorers.items():
             scores = np.concatenate([score(face_set.images[i : i + 64]) for i in range(0, len(face_set), 64)])
-            out[scorer][name] = {"what": role.what, "role": role.role, "missed_faces": face_set.missed,
-                                 "small_faces": face_set.small,
-                                 **realval.measure(face_set, scores.astype(np.float64))}  # fmt: skip
+            out[scorer][name] = {
+                "what": role.what,
+                "role": role.role,
+                "missed_faces": face_set.missed,
+                "small_faces": face_set.small,
+                **realval.measure(face_set, scores.astype(np.float64)),
+            }
     return out
 
 
@@ -129,13 +148,24 @@ class ServiceRun:
     frame_scores: dict[str, list[float | None]]  # the stream score of each frame (None: no scored face)
 
 
-def pipeline_videos(models: Path, videos: Sequence[Path], *, extra_args: Sequence[str] = (),
-                    save: Path | None = None) -> ServiceRun:  # fmt: skip
+def pipeline_videos(
+    models: Path, videos: Sequence[Path], *, extra_args: Sequence[str] = (), save: Path | None = None
+) -> ServiceRun:
     """Run ``dfwatch watch`` on whole files (a child process: decode, detect, track, classify, verdict);
     ``save`` keeps its verdict lines (what `dfwatch calibrate` reads)."""
     names = {f"v{i}": Path(v) for i, v in enumerate(videos)}
-    cmd = [sys.executable, "-m", "pipeline.cli", "watch", "--models", str(models), "--metrics-port", "0",
-           *extra_args, *(f"{n}={p}" for n, p in names.items())]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "watch",
+        "--models",
+        str(models),
+        "--metrics-port",
+        "0",
+        *extra_args,
+        *(f"{n}={p}" for n, p in names.items()),
+    ]
     logger.info("running dfwatch watch on %d video(s)", len(names))
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if proc.returncode != 0:
@@ -143,8 +173,18 @@ def pipeline_videos(models: Path, videos: Sequence[Path], *, extra_args: Sequenc
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
         save.write_text(proc.stdout)
-    per: dict[str, dict[str, Any]] = {n: {"scores": [], "frames": 0, "verdicts": {}, "last": None, "first_fake": None,
-                                          "max_score": None, "series": []} for n in names}  # fmt: skip
+    per: dict[str, dict[str, Any]] = {
+        n: {
+            "scores": [],
+            "frames": 0,
+            "verdicts": {},
+            "last": None,
+            "first_fake": None,
+            "max_score": None,
+            "series": [],
+        }
+        for n in names
+    }
     for line in proc.stdout.splitlines():
         msg = json.loads(line)
         rec = per[msg["stream"]]
@@ -162,17 +202,28 @@ def pipeline_videos(models: Path, videos: Sequence[Path], *, extra_args: Sequenc
         series[str(names[n])] = rec["series"]
         s = np.asarray(rec["scores"], np.float64)
         raw[str(names[n])] = s
-        out[str(names[n])] = {"frames": rec["frames"], "face_scores": len(s),
-                              "mean_p_fake": round(float(s.mean()), 4) if len(s) else None,
-                              "max_stream_score": None if rec["max_score"] is None else round(rec["max_score"], 4),
-                              "verdicts": rec["verdicts"], "last_verdict": rec["last"],
-                              "ever_fake": rec["first_fake"] is not None,
-                              "first_fake_frame": rec["first_fake"]}  # fmt: skip
+        out[str(names[n])] = {
+            "frames": rec["frames"],
+            "face_scores": len(s),
+            "mean_p_fake": round(float(s.mean()), 4) if len(s) else None,
+            "max_stream_score": None if rec["max_score"] is None else round(rec["max_score"], 4),
+            "verdicts": rec["verdicts"],
+            "last_verdict": rec["last"],
+            "ever_fake": rec["first_fake"] is not None,
+            "first_fake_frame": rec["first_fake"],
+        }
     return ServiceRun(out, raw, series)
 
 
-def video_sets(models: Path, media: Path, *, sets: Sequence[str] = VIDEO_SETS, split: str = "test",
-               extra_args: Sequence[str] = (), work: Path | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+def video_sets(
+    models: Path,
+    media: Path,
+    *,
+    sets: Sequence[str] = VIDEO_SETS,
+    split: str = "test",
+    extra_args: Sequence[str] = (),
+    work: Path | None = None,
+) -> dict[str, dict[str, Any]]:
     """Every video set through the service in one ``dfwatch watch`` run; see the module docstring. The clips made
     from the media (DeepFaceLive halves, broadcast conditions) are written under ``work`` and kept for the next
     run (None: a temporary folder)."""
@@ -186,11 +237,15 @@ def video_sets(models: Path, media: Path, *, sets: Sequence[str] = VIDEO_SETS, s
         means = np.array([r["mean_p_fake"] if r["mean_p_fake"] is not None else 0.0 for r in rows])
         ever = np.array([r["ever_fake"] for r in rows], bool)
         both = 0 < labels.sum() < len(labels)
-        out[name] = {"clips": len(rows), "fake_clips": int(labels.sum()),
-                     "clip_auc": roc_auc(labels, means) if both else None,
-                     "real_alert_rate": float(ever[labels == 0].mean()) if (labels == 0).any() else None,
-                     "fake_catch_rate": float(ever[labels == 1].mean()) if labels.any() else None,
-                     "verdicts_right": int(((ever == (labels == 1))).sum()), "rows": rows}  # fmt: skip
+        out[name] = {
+            "clips": len(rows),
+            "fake_clips": int(labels.sum()),
+            "clip_auc": roc_auc(labels, means) if both else None,
+            "real_alert_rate": float(ever[labels == 0].mean()) if (labels == 0).any() else None,
+            "fake_catch_rate": float(ever[labels == 1].mean()) if labels.any() else None,
+            "verdicts_right": int((ever == (labels == 1)).sum()),
+            "rows": rows,
+        }
     return out
 
 
@@ -199,10 +254,14 @@ def alert_summary(videos: dict[str, dict[str, Any]]) -> dict[str, Any]:
     rows = [r for s in videos.values() for r in s["rows"]]
     real = [r for r in rows if r["label"] == 0]
     fake = [r for r in rows if r["label"] == 1]
-    return {"real_clips": len(real), "real_alerted": sum(r["ever_fake"] for r in real),
-            "fake_clips": len(fake), "fake_caught": sum(r["ever_fake"] for r in fake),
-            "real_alerted_clips": [r["clip"] for r in real if r["ever_fake"]],
-            "fake_missed_clips": [r["clip"] for r in fake if not r["ever_fake"]]}  # fmt: skip
+    return {
+        "real_clips": len(real),
+        "real_alerted": sum(r["ever_fake"] for r in real),
+        "fake_clips": len(fake),
+        "fake_caught": sum(r["ever_fake"] for r in fake),
+        "real_alerted_clips": [r["clip"] for r in real if r["ever_fake"]],
+        "fake_missed_clips": [r["clip"] for r in fake if not r["ever_fake"]],
+    }
 
 
 def _fmt(v: Any) -> str:
@@ -215,21 +274,36 @@ def report_markdown(report: dict[str, Any]) -> str:
     """The validate report as markdown tables (the model card quotes them). "size-matched": the face AUC between
     faces of about the same size (``realval.size_matched_auc``); "face size alone": the AUC of the face's size
     (smaller = fake), what a score that only follows size would reach."""
-    lines = ["| held-out set (faces as served) | role | faces | clips | face AUC | face AUC, size-matched | clip AUC | "
-             "face size alone |", "|---|---|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+    lines = [
+        "| held-out set (faces as served) | role | faces | clips | face AUC | face AUC, size-matched | clip AUC | "
+        "face size alone |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
     for name, m in report["face_sets"].items():
-        lines.append(f"| {name}: {m['what']} | {m['role']} | {m['faces']} | {m['clips']} | {_fmt(m['face_auc'])} | "
-                     f"{_fmt(m['face_auc_size_matched'])} | {_fmt(m['clip_auc'])} | "
-                     f"{_fmt(m['size_alone_auc'])} |")  # fmt: skip
-    lines += ["", "| videos through `dfwatch watch` | real / fake clips | clip AUC (mean score) | real clips alerted | "
-              "fakes caught |", "|---|--:|--:|--:|--:|"]  # fmt: skip
+        lines.append(
+            f"| {name}: {m['what']} | {m['role']} | {m['faces']} | {m['clips']} | {_fmt(m['face_auc'])} | "
+            f"{_fmt(m['face_auc_size_matched'])} | {_fmt(m['clip_auc'])} | "
+            f"{_fmt(m['size_alone_auc'])} |"
+        )
+    lines += [
+        "",
+        "| videos through `dfwatch watch` | real / fake clips | clip AUC (mean score) | real clips alerted | "
+        "fakes caught |",
+        "|---|--:|--:|--:|--:|",
+    ]
     for name, m in report["video_sets"].items():
         reals = m["clips"] - m["fake_clips"]
         alerted = "–" if m["real_alert_rate"] is None else f"{round(m['real_alert_rate'] * reals)} of {reals}"
-        caught = "–" if m["fake_catch_rate"] is None else f"{round(m['fake_catch_rate'] * m['fake_clips'])} of " \
-                                                           f"{m['fake_clips']}"  # fmt: skip
+        caught = (
+            "–"
+            if m["fake_catch_rate"] is None
+            else f"{round(m['fake_catch_rate'] * m['fake_clips'])} of {m['fake_clips']}"
+        )
         lines.append(f"| {name} | {reals} / {m['fake_clips']} | {_fmt(m['clip_auc'])} | {alerted} | {caught} |")
     a = report["alerts"]
-    lines += ["", f"All video sets: {a['real_alerted']} of {a['real_clips']} real clips ever turned FAKE; "
-              f"{a['fake_caught']} of {a['fake_clips']} fake clips were caught."]  # fmt: skip
+    lines += [
+        "",
+        f"All video sets: {a['real_alerted']} of {a['real_clips']} real clips ever turned FAKE; "
+        f"{a['fake_caught']} of {a['fake_clips']} fake clips were caught.",
+    ]
     return "\n".join(lines) + "\n"

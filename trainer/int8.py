@@ -50,8 +50,9 @@ def calibration_images(media: Path, manifest: Manifest, *, limit: int = 256) -> 
             boxes = boxes[(boxes[:, 3] - boxes[:, 1]) >= MIN_FACE][:4]
             if len(boxes):
                 found = Detections(boxes, np.ones(len(boxes)), np.zeros(len(boxes)))
-                yield crop_faces([image], found, size=manifest.input_size,
-                                 margin=float(manifest.preprocess["crop_margin"]))  # fmt: skip
+                yield crop_faces(
+                    [image], found, size=manifest.input_size, margin=float(manifest.preprocess["crop_margin"])
+                )
                 given += len(boxes)
         if given >= limit:
             return

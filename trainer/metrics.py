@@ -110,10 +110,18 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, *, threshold: float =
     auc = roc_auc(labels, scores) if both else None
     eer, eer_thr = equal_error_rate(labels, scores) if both else (None, None)
     return BinaryMetrics(
-        n=len(labels), positives=int(labels.sum()), threshold=float(threshold),
-        accuracy=(tn + tp) / len(labels), precision=float(precision), recall=float(recall), f1=float(f1),
-        roc_auc=auc, eer=eer, eer_threshold=eer_thr, confusion=[[tn, fp], [fn, tp]],
-    )  # fmt: skip
+        n=len(labels),
+        positives=int(labels.sum()),
+        threshold=float(threshold),
+        accuracy=(tn + tp) / len(labels),
+        precision=float(precision),
+        recall=float(recall),
+        f1=float(f1),
+        roc_auc=auc,
+        eer=eer,
+        eer_threshold=eer_thr,
+        confusion=[[tn, fp], [fn, tp]],
+    )
 
 
 def pool_by_video(

@@ -40,8 +40,9 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str | Path, *, ti
     return path
 
 
-def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float | None]], path: str | Path, *,
-             title: str = "ROC") -> Path:  # fmt: skip
+def plot_roc(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, float | None]], path: str | Path, *, title: str = "ROC"
+) -> Path:
     """ROC curves: ``curves`` maps a legend label to (fpr, tpr, auc)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)

@@ -104,12 +104,23 @@ def build_real_faces(
     clips, photos = realmedia.real_videos(media), realmedia.photos(media)
     utk = realmedia.utkface(media, limit=utkface) if utkface != 0 else []
     dfdc_rows = realmedia.dfdc_crops(media) if dfdc else []
-    wider = [(img, split) for split in ("train", "val")
-             for img in sorted((media / "widerface" / split / "images").glob("*.jpg"))]  # fmt: skip
+    wider = [
+        (img, split)
+        for split in ("train", "val")
+        for img in sorted((media / "widerface" / split / "images").glob("*.jpg"))
+    ]
     summary = RealFacesSummary()
-    writer = FaceStoreWriter(out, crop_size=crop_size, crop_margin=margin, whole_frames=False, source=SOURCE,
-                             frames_per_video=frames_per_clip, detector_sha256=box_source,
-                             split_protocol="identity", extra_attrs={"min_face": min_face})  # fmt: skip
+    writer = FaceStoreWriter(
+        out,
+        crop_size=crop_size,
+        crop_margin=margin,
+        whole_frames=False,
+        source=SOURCE,
+        frames_per_video=frames_per_clip,
+        detector_sha256=box_source,
+        split_protocol="identity",
+        extra_attrs={"min_face": min_face},
+    )
     with writer:
         done = writer.done_videos()
         jobs = [("clips", s) for s in clips] + [("photos", s) for s in photos] + [("dfdc", s) for s in dfdc_rows]
@@ -147,8 +158,11 @@ def build_real_faces(
                         if img is None:
                             raise TrainerError("unreadable image")
                         frames, index = [img], np.zeros(1, np.int64)
-                    dets = find(frames, min_face=min_face if kind != "dfdc" else 32,
-                                max_faces=1 if kind in ("dfdc", "utkface") else max_faces)  # fmt: skip
+                    dets = find(
+                        frames,
+                        min_face=min_face if kind != "dfdc" else 32,
+                        max_faces=1 if kind in ("dfdc", "utkface") else max_faces,
+                    )
             except TrainerError as exc:
                 writer.finish_video(name, status="unreadable", detail=str(exc))
                 summary.skipped.append(f"{name}: {exc}")
@@ -160,8 +174,17 @@ def build_real_faces(
             if kind == "tool":
                 kind = f"tool:{folder}"  # tool:deepfacelive, tool:lipsync_wav2lip, ...
             crops = crop_faces(frames, dets, size=crop_size, margin=margin)
-            writer.append(crops, label=label, video=name, identity=identity, identity_src="",
-                          frame=index[dets.frame_index], box=dets.xyxy, det_score=dets.score, split=split)  # fmt: skip
+            writer.append(
+                crops,
+                label=label,
+                video=name,
+                identity=identity,
+                identity_src="",
+                frame=index[dets.frame_index],
+                box=dets.xyxy,
+                det_score=dets.score,
+                split=split,
+            )
             writer.finish_video(name, frames=len(frames), faces=len(dets))
             key = f"{split}/{'fake' if label else 'real'}"
             summary.rows[key] = summary.rows.get(key, 0) + len(dets)
@@ -208,15 +231,24 @@ def _box_finder(boxes: str, detector: str | Path) -> tuple[Callable[..., Detecti
             found = det(frames[start : start + DETECT_BATCH])
             for i in range(min(DETECT_BATCH, len(frames) - start)):
                 mine = found.frame_index == i
-                parts.append(_keep(found.xyxy[mine], found.score[mine], start + i, min_face=min_face,
-                                   max_faces=max_faces, largest=False))  # fmt: skip
+                parts.append(
+                    _keep(
+                        found.xyxy[mine],
+                        found.score[mine],
+                        start + i,
+                        min_face=min_face,
+                        max_faces=max_faces,
+                        largest=False,
+                    )
+                )
         return Detections.concatenate(parts)
 
     return find_detector, det.manifest.sha256
 
 
-def _keep(xyxy: np.ndarray, score: np.ndarray, frame: int, *, min_face: int, max_faces: int,
-          largest: bool) -> Detections:  # fmt: skip
+def _keep(
+    xyxy: np.ndarray, score: np.ndarray, frame: int, *, min_face: int, max_faces: int, largest: bool
+) -> Detections:
     """Faces at least ``min_face`` px high, the ``max_faces`` largest (or most confident) first."""
     keep = xyxy[:, 3] - xyxy[:, 1] >= min_face
     xyxy, score = xyxy[keep], score[keep]

@@ -98,8 +98,9 @@ def dfdc_crops(root: Path) -> list[Source]:
         video = p.stem.replace("-", "_").split("_")[0]
         bucket = int(hashlib.sha1(video.encode()).hexdigest(), 16) % 2
         rel = p.relative_to(root).as_posix()
-        out.append(Source(p, rel, "image", f"dfdc:{video}", "test" if bucket == 0 else "train",
-                          int(p.parent.name == "fake")))  # fmt: skip
+        out.append(
+            Source(p, rel, "image", f"dfdc:{video}", "test" if bucket == 0 else "train", int(p.parent.name == "fake"))
+        )
     return out
 
 

@@ -109,8 +109,11 @@ def items(name: str, media: Path) -> list[_Item]:
         return [_Item(p, int(p.parent.name == "fake"), p.stem) for p in _videos(lab, "celebdf_hard_segments/*/*")]
     if name in ("dfdc_select", "dfdc_test"):
         split = "train" if name == "dfdc_select" else "test"
-        return [_Item(s.path, s.label, s.identity, source=s.path.parts[-3])
-                for s in realmedia.dfdc_crops(Path(media)) if s.split == split]  # fmt: skip
+        return [
+            _Item(s.path, s.label, s.identity, source=s.path.parts[-3])
+            for s in realmedia.dfdc_crops(Path(media))
+            if s.split == split
+        ]
     if name == "deeperforensics":
         return [_Item(s.path, s.label, s.rel) for s in realmedia.deeperforensics(Path(media))]
     if name in ("inswapper", "fewshot_gan"):
@@ -121,8 +124,10 @@ def items(name: str, media: Path) -> list[_Item]:
         clips = _videos(lab, "wild_swaps/deepfacelive/side_by_side/*")
         return [_Item(p, int(half == "right"), f"{p.stem}:{half}", half) for p in clips for half in ("left", "right")]
     if name == "lipsync":
-        return [_Item(p, int(p.parent.name == "fake"), p.relative_to(lab).as_posix())
-                for p in _videos(lab, "wild_swaps/lipsync_*/*/*")]  # fmt: skip
+        return [
+            _Item(p, int(p.parent.name == "fake"), p.relative_to(lab).as_posix())
+            for p in _videos(lab, "wild_swaps/lipsync_*/*/*")
+        ]
     raise TrainerError(f"unknown held-out set {name!r}; valid: {list(SET_NAMES)}")
 
 
@@ -193,11 +198,20 @@ def load_set(
     if missed:
         logger.info("held-out set %s: no face found in %d frame(s) or photo(s); they are left out", name, missed)
     if small:
-        logger.info("held-out set %s: %d face(s) lower than %d px left out (not scored as served)", name, small,
-                    min_face)  # fmt: skip
+        logger.info(
+            "held-out set %s: %d face(s) lower than %d px left out (not scored as served)", name, small, min_face
+        )
     images = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
-    return FaceSet(name, images, np.asarray(labels, np.int64), np.asarray(groups), missed, np.asarray(sources),
-                   small, np.concatenate(heights) if heights else np.zeros(0, np.float32))  # fmt: skip
+    return FaceSet(
+        name,
+        images,
+        np.asarray(labels, np.int64),
+        np.asarray(groups),
+        missed,
+        np.asarray(sources),
+        small,
+        np.concatenate(heights) if heights else np.zeros(0, np.float32),
+    )
 
 
 def _best_boxes(detector: Callable[[list[np.ndarray]], Detections], frames: Sequence[np.ndarray]) -> np.ndarray:
@@ -240,8 +254,13 @@ def within_source_auc(labels: np.ndarray, scores: np.ndarray, sources: np.ndarra
 SIZE_BINS = 5
 
 
-def size_matched_auc(labels: np.ndarray, scores: np.ndarray, heights: np.ndarray | None,
-                     sources: np.ndarray | None = None, bins: int = SIZE_BINS) -> float | None:  # fmt: skip
+def size_matched_auc(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    heights: np.ndarray | None,
+    sources: np.ndarray | None = None,
+    bins: int = SIZE_BINS,
+) -> float | None:
     """ROC AUC over the real-fake pairs of faces of about the same size (and source): the faces of each source
     are cut into ``bins`` bins by the quantiles of their box height, each bin's AUC weighted by its pairs.
 
@@ -265,16 +284,23 @@ def measure(face_set: FaceSet, scores: np.ndarray) -> dict[str, float | int | No
     ``size_alone_auc`` is the set's, not the score's: how well the face's size alone (smaller = fake) ranks it."""
     clip_labels, clip_mean = clip_scores(face_set, scores)
     real, fake = scores[face_set.labels == 0], scores[face_set.labels == 1]
-    heights = (None if face_set.heights is None or len(face_set.heights) != len(scores)
-               else face_set.heights.astype(np.float64))  # fmt: skip
-    return {"faces": len(face_set), "clips": len(clip_labels), "fake_clips": int(clip_labels.sum()),
-            "face_auc": _auc(face_set.labels, scores), "clip_auc": _auc(clip_labels, clip_mean),
-            "face_auc_within_source": within_source_auc(face_set.labels, scores, face_set.sources),
-            "face_auc_size_matched": size_matched_auc(face_set.labels, scores, heights, face_set.sources),
-            "size_alone_auc": None if heights is None else within_source_auc(face_set.labels, -heights,
-                                                                              face_set.sources),
-            "mean_p_fake_real": float(real.mean()) if len(real) else None,
-            "mean_p_fake_fake": float(fake.mean()) if len(fake) else None}  # fmt: skip
+    heights = (
+        None
+        if face_set.heights is None or len(face_set.heights) != len(scores)
+        else face_set.heights.astype(np.float64)
+    )
+    return {
+        "faces": len(face_set),
+        "clips": len(clip_labels),
+        "fake_clips": int(clip_labels.sum()),
+        "face_auc": _auc(face_set.labels, scores),
+        "clip_auc": _auc(clip_labels, clip_mean),
+        "face_auc_within_source": within_source_auc(face_set.labels, scores, face_set.sources),
+        "face_auc_size_matched": size_matched_auc(face_set.labels, scores, heights, face_set.sources),
+        "size_alone_auc": None if heights is None else within_source_auc(face_set.labels, -heights, face_set.sources),
+        "mean_p_fake_real": float(real.mean()) if len(real) else None,
+        "mean_p_fake_fake": float(fake.mean()) if len(fake) else None,
+    }
 
 
 SELECT = ("celebdf_hard", "dfdc_select")
@@ -311,8 +337,19 @@ class RealFakeValidator:
             raise TrainerError(f"set(s) {wrong_role} are for reporting only; selection may use {list(SELECT)}")
         det = Detector(detector)
         names = list(dict.fromkeys([*select, *sets]))
-        self.sets = {n: load_set(n, Path(media), det, detector_sha=det.manifest.sha256, size=size, margin=margin,
-                                 cache=cache, frames_per_video=frames_per_video) for n in names}  # fmt: skip
+        self.sets = {
+            n: load_set(
+                n,
+                Path(media),
+                det,
+                detector_sha=det.manifest.sha256,
+                size=size,
+                margin=margin,
+                cache=cache,
+                frames_per_video=frames_per_video,
+            )
+            for n in names
+        }
         self.select, self.device = tuple(select), device
 
     def scores(self, model: Any, images: np.ndarray, batch: int = 64) -> np.ndarray:

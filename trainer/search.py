@@ -153,10 +153,13 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
         )
     elif family == "efficientnet_lite":  # fine-tuned from ImageNet: AdamW, a slower backbone, early stages frozen
         variant = trial.suggest_categorical("lite_variant", list(LITE_VARIANTS))
-        model, args = f"efficientnet_{variant}", {
-            "frozen_stages": trial.suggest_int("lite_frozen_stages", 0, 3),
-            "dropout": trial.suggest_float("lite_dropout", 0.1, 0.5),
-        }
+        model, args = (
+            f"efficientnet_{variant}",
+            {
+                "frozen_stages": trial.suggest_int("lite_frozen_stages", 0, 3),
+                "dropout": trial.suggest_float("lite_dropout", 0.1, 0.5),
+            },
+        )
         base = replace(base, optimizer="adamw", backbone_lr=trial.suggest_float("lite_backbone_lr", 0.1, 1.0, log=True))
     else:
         variant = trial.suggest_categorical("efficientnet_variant", list(space.efficientnet_variants))
@@ -189,8 +192,13 @@ def measure_latency_ms(cfg: TrainConfig, *, threads: int | None = None, runs: in
     model = cfg.build_model().eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "candidate.onnx"
-        export_onnx(torch.nn.Sequential(model, torch.nn.Sigmoid()).eval(), path, input_size=cfg.input_size,
-                    input_name="crops", output_name="p_fake")  # fmt: skip
+        export_onnx(
+            torch.nn.Sequential(model, torch.nn.Sigmoid()).eval(),
+            path,
+            input_size=cfg.input_size,
+            input_name="crops",
+            output_name="p_fake",
+        )
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -221,8 +229,10 @@ def make_storage(storage: str | Path, *, redis_prefix: str = DEFAULT_REDIS_PREFI
     if scheme in REDIS_SCHEMES:
         from optuna.storages.journal import JournalRedisBackend, JournalStorage
 
-        logger.info("Redis (journal) storage: Optuna has no trial heartbeat for it; a trial of a killed worker "
-                    "stays RUNNING (use SQLite or PostgreSQL storage to have them failed and rerun)")
+        logger.info(
+            "Redis (journal) storage: Optuna has no trial heartbeat for it; a trial of a killed worker "
+            "stays RUNNING (use SQLite or PostgreSQL storage to have them failed and rerun)"
+        )
         try:
             with warnings.catch_warnings():  # "experimental" since Optuna 3.1; the interface is what we use
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -242,8 +252,9 @@ def make_storage(storage: str | Path, *, redis_prefix: str = DEFAULT_REDIS_PREFI
     try:
         with warnings.catch_warnings():  # heartbeat_interval is "experimental"
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(text, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                                              grace_period=2 * heartbeat)  # fmt: skip
+            return optuna.storages.RDBStorage(
+                text, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=2 * heartbeat
+            )
     except ImportError as exc:
         raise SearchError(
             f"storage {redact(text)} needs a database driver that is not installed ({exc}); for PostgreSQL: "
@@ -336,9 +347,14 @@ def run_search(
         logger.info("pruning is off: Optuna prunes single-objective studies only (here: loss and latency)")
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, (total_trials or n_trials) // 2)))
     try:
-        study = optuna.create_study(storage=make_storage(storage_text, redis_prefix=redis_prefix, heartbeat=heartbeat),
-                                    sampler=sampler, pruner=pruner_obj, study_name=study_name, directions=directions,
-                                    load_if_exists=True)  # fmt: skip
+        study = optuna.create_study(
+            storage=make_storage(storage_text, redis_prefix=redis_prefix, heartbeat=heartbeat),
+            sampler=sampler,
+            pruner=pruner_obj,
+            study_name=study_name,
+            directions=directions,
+            load_if_exists=True,
+        )
     except ValueError as exc:
         raise SearchError(f"study {study_name!r} in {redact(storage_text)}: {exc}") from exc
     if [d.name.lower() for d in study.directions] != directions:
@@ -359,8 +375,9 @@ def run_search(
         to_run = max(0, min(n_trials, total_trials - done))
         callbacks.append(optuna.study.MaxTrialsCallback(total_trials, states=finished_states))
         if not to_run:
-            logger.info("study %r already has %d finished trials (cap %d): nothing to run", study_name, done,
-                        total_trials)  # fmt: skip
+            logger.info(
+                "study %r already has %d finished trials (cap %d): nothing to run", study_name, done, total_trials
+            )
     worker = f"{socket.gethostname()}:{os.getpid()}"
     bar = tqdm(total=to_run, desc="search", unit="trial", file=sys.stderr, disable=None if progress else True)
 
@@ -389,11 +406,27 @@ def run_search(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {record['epoch']}: {key} {record[key]:.4f}")
 
-        logger.info("trial %d: %s %s input %d lr %.2g augment %s (%s parameters, %.2f ms per face)", trial.number,
-                    cfg.model, json.dumps(cfg.model_args), cfg.input_size, cfg.lr, cfg.augment, f"{n_params:,}",
-                    latency_ms)  # fmt: skip
-        result = fit(cfg, data=data, out=None, device=dev, workers=workers, progress=progress, on_epoch=report,
-                     select=select(cfg.input_size) if select is not None else None)  # fmt: skip
+        logger.info(
+            "trial %d: %s %s input %d lr %.2g augment %s (%s parameters, %.2f ms per face)",
+            trial.number,
+            cfg.model,
+            json.dumps(cfg.model_args),
+            cfg.input_size,
+            cfg.lr,
+            cfg.augment,
+            f"{n_params:,}",
+            latency_ms,
+        )
+        result = fit(
+            cfg,
+            data=data,
+            out=None,
+            device=dev,
+            workers=workers,
+            progress=progress,
+            on_epoch=report,
+            select=select(cfg.input_size) if select is not None else None,
+        )
         best = result.history[result.best_epoch - 1]
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("val_loss", best["val_loss"])
@@ -409,8 +442,13 @@ def run_search(
 
     try:
         if to_run:
-            study.optimize(objective, n_trials=to_run, callbacks=[*callbacks, tick], catch=(RuntimeError, FitError),
-                           gc_after_trial=True)  # fmt: skip
+            study.optimize(
+                objective,
+                n_trials=to_run,
+                callbacks=[*callbacks, tick],
+                catch=(RuntimeError, FitError),
+                gc_after_trial=True,
+            )
     finally:
         bar.close()
     return write_results(study, out, latency=latency, max_latency_ms=max_latency_ms, storage=storage_text)
@@ -425,23 +463,27 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
         duration = None
         if t.datetime_complete and t.datetime_start:
             duration = (t.datetime_complete - t.datetime_start).total_seconds()
-        rows.append({
-            "trial": t.number,
-            "state": t.state.name,
-            "val_loss": t.user_attrs.get("val_loss", values[0] if values and "select" not in t.user_attrs else None),
-            "select": t.user_attrs.get("select"),
-            "latency_ms": t.user_attrs.get("latency_ms"),
-            "input_size": cfg.get("input_size"),
-            "val_acc": t.user_attrs.get("val_acc"),
-            "epochs_run": t.user_attrs.get("epochs_run", 0),
-            "model": cfg.get("model"),
-            "parameters": t.user_attrs.get("parameters"),
-            "lr": cfg.get("lr"),
-            "augment": cfg.get("augment"),
-            "model_args": json.dumps(cfg.get("model_args", {}), sort_keys=True),
-            "seconds": round(duration, 1) if duration is not None else None,
-            "worker": t.user_attrs.get("worker"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "val_loss": t.user_attrs.get(
+                    "val_loss", values[0] if values and "select" not in t.user_attrs else None
+                ),
+                "select": t.user_attrs.get("select"),
+                "latency_ms": t.user_attrs.get("latency_ms"),
+                "input_size": cfg.get("input_size"),
+                "val_acc": t.user_attrs.get("val_acc"),
+                "epochs_run": t.user_attrs.get("epochs_run", 0),
+                "model": cfg.get("model"),
+                "parameters": t.user_attrs.get("parameters"),
+                "lr": cfg.get("lr"),
+                "augment": cfg.get("augment"),
+                "model_args": json.dumps(cfg.get("model_args", {}), sort_keys=True),
+                "seconds": round(duration, 1) if duration is not None else None,
+                "worker": t.user_attrs.get("worker"),
+            }
+        )
     return rows
 
 
@@ -452,17 +494,34 @@ def _cell(v: Any) -> str:
 
 
 def trials_markdown(rows: list[dict[str, Any]]) -> str:
-    keys = ["trial", "state", "val_loss", "select", "latency_ms", "val_acc", "epochs_run", "model", "input_size",
-            "parameters", "lr", "augment"]  # fmt: skip
+    keys = [
+        "trial",
+        "state",
+        "val_loss",
+        "select",
+        "latency_ms",
+        "val_acc",
+        "epochs_run",
+        "model",
+        "input_size",
+        "parameters",
+        "lr",
+        "augment",
+    ]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(_cell(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def _trial_summary(t: Any) -> dict[str, Any]:
-    out = {"trial": t.number, "val_loss": t.user_attrs.get("val_loss", t.values[0]),
-           "latency_ms": t.user_attrs.get("latency_ms"), "val_acc": t.user_attrs.get("val_acc"),
-           "config": t.user_attrs["config"], "params": t.params}  # fmt: skip
+    out = {
+        "trial": t.number,
+        "val_loss": t.user_attrs.get("val_loss", t.values[0]),
+        "latency_ms": t.user_attrs.get("latency_ms"),
+        "val_acc": t.user_attrs.get("val_acc"),
+        "config": t.user_attrs["config"],
+        "params": t.params,
+    }
     if "select" in t.user_attrs:
         out.update(select=t.user_attrs["select"], measures=t.user_attrs.get("measures", {}))
     return out

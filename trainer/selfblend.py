@@ -212,8 +212,10 @@ class SelfBlendDataset:
         if not margin >= 0:
             raise ValueError(f"margin must be >= 0 (the store's crop_margin), got {margin}")
         if capture is not None and (size is None or base.augment is not None or base.input_size is not None):
-            raise ValueError("with capture, give the input size here and leave augmentation and resizing to this "
-                             "dataset (the base must have augment=None, input_size=None)")  # fmt: skip
+            raise ValueError(
+                "with capture, give the input size here and leave augmentation and resizing to this "
+                "dataset (the base must have augment=None, input_size=None)"
+            )
         self.base = base
         self.margin = float(margin)
         self.seed = int(seed)
@@ -247,8 +249,15 @@ class SelfBlendDataset:
         row = i if i < n else int(self.real[i - n])
         raw = self.base.raw_crop(row)
         twin = draw_capture(self._rng(row), raw.shape[0], self.capture)  # the real row's capture, for both
-        img = simulate_capture(raw, self._rng(i), size=self.size, cfg=self.capture,
-                               swap=None if i < n else self._swap, capture=twin, margin=self.margin)  # fmt: skip
+        img = simulate_capture(
+            raw,
+            self._rng(i),
+            size=self.size,
+            cfg=self.capture,
+            swap=None if i < n else self._swap,
+            capture=twin,
+            margin=self.margin,
+        )
         return img if self.augment is None else self.augment(img)
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
@@ -271,8 +280,15 @@ class PairSampler:
     footage of its own source rather than only beside other fakes.
     """
 
-    def __init__(self, dataset: SelfBlendDataset, *, pairs: int | None = None, generator: Any = None,
-                 stored: int = 0, groups: np.ndarray | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dataset: SelfBlendDataset,
+        *,
+        pairs: int | None = None,
+        generator: Any = None,
+        stored: int = 0,
+        groups: np.ndarray | None = None,
+    ) -> None:
         self.dataset, self.generator = dataset, generator
         n_real = len(dataset.real)
         self.pairs = n_real if pairs is None else min(int(pairs), n_real)

@@ -169,8 +169,11 @@ class FaceStoreWriter:
             self._unlock()
             raise StoreError(f"{self.path}: cannot open for writing; is another dfwatch-train writing it?") from None
         if self.work.exists():  # left by a run that was killed: it may be torn; the published store is not
-            logger.warning("%s: discarding %s of an interrupted run; resuming from the last published store",
-                           self.path, self.work.name)  # fmt: skip
+            logger.warning(
+                "%s: discarding %s of an interrupted run; resuming from the last published store",
+                self.path,
+                self.work.name,
+            )
         if existed:
             shutil.copyfile(self.path, self.work)
         else:
@@ -327,14 +330,25 @@ class FaceStoreWriter:
         h5 = self._file
         s = self.crop_size
         h5.create_dataset(
-            "crops", shape=(0, s, s, 3), maxshape=(None, s, s, 3), dtype=np.uint8,
-            chunks=(1, s, s, 3), compression="gzip", compression_opts=4, shuffle=True,
-        )  # fmt: skip
+            "crops",
+            shape=(0, s, s, 3),
+            maxshape=(None, s, s, 3),
+            dtype=np.uint8,
+            chunks=(1, s, s, 3),
+            compression="gzip",
+            compression_opts=4,
+            shuffle=True,
+        )
         for name, (dtype, shape) in _COLUMNS.items():
             h5.create_dataset(
-                name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                chunks=(_META_CHUNK, *shape), compression="gzip", compression_opts=4,
-            )  # fmt: skip
+                name,
+                shape=(0, *shape),
+                maxshape=(None, *shape),
+                dtype=dtype,
+                chunks=(_META_CHUNK, *shape),
+                compression="gzip",
+                compression_opts=4,
+            )
         log = h5.create_group("videos")
         for name, dtype in _LOG_COLUMNS.items():
             log.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))

@@ -59,8 +59,14 @@ class Teacher:
             torch.set_num_threads(threads)
         self.min_face, self.sure, self.unsure = min_face, sure, unsure
         # thresholds of the three stages; the last is lowered so doubtful faces are seen and can be dropped
-        self._mtcnn = MTCNN(keep_all=True, device="cpu", min_face_size=min_face, thresholds=[0.6, 0.7, unsure],
-                            post_process=False, select_largest=False)  # fmt: skip
+        self._mtcnn = MTCNN(
+            keep_all=True,
+            device="cpu",
+            min_face_size=min_face,
+            thresholds=[0.6, 0.7, unsure],
+            post_process=False,
+            select_largest=False,
+        )
 
     def __call__(self, image: np.ndarray) -> TeacherFaces:
         """Faces in one (H, W, 3) uint8 RGB image."""

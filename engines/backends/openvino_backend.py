@@ -26,8 +26,7 @@ def import_openvino() -> Any:
         import openvino
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"OpenVINO is not installed in this Python ({exc}); run the ONNX artifact instead, or "
-            "pip install openvino"
+            f"OpenVINO is not installed in this Python ({exc}); run the ONNX artifact instead, or pip install openvino"
         ) from exc
     return openvino
 

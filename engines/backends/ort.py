@@ -66,8 +66,11 @@ class OrtBackend:
             if device == "cuda":
                 raise DeviceError(f"ONNX Runtime could not start {CUDA} for {artifact} (see its log above)")
             _log_fallback_once(artifact)
-        self.name = "onnxruntime-" + ("cuda" if self.cuda else "cpu") + ("" if manifest.precision == "fp32" else
-                                                                         f"-{manifest.precision}")  # fmt: skip
+        self.name = (
+            "onnxruntime-"
+            + ("cuda" if self.cuda else "cpu")
+            + ("" if manifest.precision == "fp32" else f"-{manifest.precision}")
+        )
         logger.debug("%s: %s on %s", manifest.kind, artifact, self.name)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:

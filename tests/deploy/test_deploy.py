@@ -134,8 +134,9 @@ def exported():
 
 def _exprs() -> dict[str, str]:
     """Every PromQL expression in the alert rules, the Operator rules and the dashboard, by where it is."""
-    out = {f"alerts.yml {r['alert']}": r["expr"] for g in yaml.safe_load(ALERTS.read_text())["groups"]
-           for r in g["rules"]}  # fmt: skip
+    out = {
+        f"alerts.yml {r['alert']}": r["expr"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]
+    }
     rule = _k8s(K8S / "base" / "prometheusrule.yaml", "PrometheusRule")
     out |= {f"prometheusrule {r['alert']}": r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
     dash = json.loads(DASHBOARD.read_text())
@@ -211,8 +212,9 @@ def test_alert_rules_cover_stream_down_fake_latency_and_drops():
     drops = rules["DfwatchDropsHigh"]["expr"]
     assert "dfwatch_frames_dropped_total" in drops and "dfwatch_frames_decoded_total" in drops
     assert drops.rstrip().endswith("> 0.05")
-    assert all(r["labels"]["severity"] in {"warning", "critical"} and r["annotations"]["summary"]
-               for r in rules.values())  # fmt: skip
+    assert all(
+        r["labels"]["severity"] in {"warning", "critical"} and r["annotations"]["summary"] for r in rules.values()
+    )
 
 
 def test_the_operator_rules_are_the_alert_file():
@@ -399,8 +401,11 @@ def test_the_deployed_redis_demands_its_password_keeps_it_off_ps_persists_and_bo
     script = _compose_redis_script() if where == "compose" else _k8s_redis_script()
     password, port = "pw-Deploy-7f3a", free_port()
     env = os.environ | {"REDIS_PASSWORD": password, "REDIS_WORKER_PASSWORD": "pw-Worker-2c9e"}
-    proc = subprocess.Popen(_redis_command(script, conf=tmp_path / "auth.conf", port=port, data=tmp_path),
-                            env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        _redis_command(script, conf=tmp_path / "auth.conf", port=port, data=tmp_path),
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         client = redis_py.Redis(port=port, password=password, socket_timeout=5)
         for _ in range(100):
@@ -451,8 +456,9 @@ def test_kubernetes_redis_is_reachable_only_from_workers_and_workers_not_inside_
     assert set(redis_policy["policyTypes"]) == {"Ingress", "Egress"} and redis_policy["egress"] == []
     worker_policy = policies["dfwatch-worker"]["spec"]
     assert worker_policy["podSelector"]["matchLabels"].items() <= worker_labels.items()
-    [open_internet] = [r for r in worker_policy["egress"] if any(t.get("ipBlock", {}).get("cidr") == "0.0.0.0/0"
-                                                                 for t in r["to"])]  # fmt: skip
+    [open_internet] = [
+        r for r in worker_policy["egress"] if any(t.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for t in r["to"])
+    ]
     excluded = set(open_internet["to"][0]["ipBlock"]["except"])
     assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= excluded
     assert [p["port"] for p in worker_policy["ingress"][0]["ports"]] == [9108]
@@ -503,8 +509,11 @@ def _start_deploy_redis(where: str, tmp_path: Path, port: int, env: dict[str, st
     import redis as redis_py
 
     script = _compose_redis_script() if where == "compose" else _k8s_redis_script()
-    proc = subprocess.Popen(_redis_command(script, conf=tmp_path / "auth.conf", port=port, data=tmp_path),
-                            env=os.environ | env, stdout=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        _redis_command(script, conf=tmp_path / "auth.conf", port=port, data=tmp_path),
+        env=os.environ | env,
+        stdout=subprocess.DEVNULL,
+    )
     client = redis_py.Redis(port=port, password=env["REDIS_PASSWORD"], socket_timeout=5)
     for _ in range(200):
         try:
@@ -559,10 +568,28 @@ def test_a_worker_logs_in_as_the_acl_user_runs_a_full_control_round_and_can_do_n
         with http_server(www, basic=f"admin:{camera_pw}") as base, log.open("w") as err:
             url = f"{base}/index.m3u8"
             admin.hset("dfwatch:control:streams", "lobby", url)  # the operator's redis-cli: no password in it
-            watcher = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "watch", "--config", str(config),
-                                        "--control", "--models", str(model_dir), "--metrics-port", "0",
-                                        "--det-conf", "0.001", "--max-faces", "1"],
-                                       env=env, stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+            watcher = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.cli",
+                    "watch",
+                    "--config",
+                    str(config),
+                    "--control",
+                    "--models",
+                    str(model_dir),
+                    "--metrics-port",
+                    "0",
+                    "--det-conf",
+                    "0.001",
+                    "--max-faces",
+                    "1",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
             verdicts = lambda: admin.xlen("dfwatch:verdicts:lobby")  # noqa: E731
             _wait(lambda: verdicts() >= 5 or watcher.poll() is not None, 120, "verdicts in Redis")
             assert watcher.poll() is None, log.read_text()
@@ -570,8 +597,13 @@ def test_a_worker_logs_in_as_the_acl_user_runs_a_full_control_round_and_can_do_n
             admin.flushall()  # Redis loses its data: the worker writes its entry back (HSETNX, SET NX, GET)
             _wait(lambda: admin.hget("dfwatch:control:streams", "lobby") == url, 30, "the entry written back")
             _wait(lambda: verdicts() >= 1, 60, "verdicts after the data loss")
-            status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--redis", worker_url, "--once"],
-                                    capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+            status = subprocess.run(
+                [sys.executable, "-m", "pipeline.cli", "status", "--redis", worker_url, "--once"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
             assert status.returncode == 0 and "lobby" in status.stdout, status.stderr
             watcher.send_signal(signal.SIGTERM)
             assert watcher.wait(60) == 0, log.read_text()
@@ -615,8 +647,13 @@ def test_a_worker_logs_in_as_the_acl_user_runs_a_full_control_round_and_can_do_n
 def _entrypoint(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # the real dfwatch of this venv
     base = {k: v for k, v in os.environ.items() if not k.startswith("DFWATCH_")}
-    return subprocess.run(["sh", str(ENTRYPOINT), *args], capture_output=True, text=True, timeout=timeout,
-                          env=base | {"PATH": path, "OMP_NUM_THREADS": "2"} | env)  # fmt: skip
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=base | {"PATH": path, "OMP_NUM_THREADS": "2"} | env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -632,9 +669,20 @@ def test_entrypoint_runs_the_pods_shard_of_the_configured_streams(model_dir, tin
     assert 0 < len(owned) < len(names)
     config = tmp_path / "streams.toml"
     config.write_text("".join(f'[[streams]]\nid = "{n}"\nurl = "{tiny_clip.path}"\n\n' for n in names))
-    proc = _entrypoint("watch", "--config", str(config), "--models", str(model_dir), "--metrics-port", "0",
-                       "--det-conf", "0.001", "--max-faces", "1",
-                       env={"DFWATCH_SHARDS": "3", "DFWATCH_POD_NAME": "dfwatch-1"})  # fmt: skip
+    proc = _entrypoint(
+        "watch",
+        "--config",
+        str(config),
+        "--models",
+        str(model_dir),
+        "--metrics-port",
+        "0",
+        "--det-conf",
+        "0.001",
+        "--max-faces",
+        "1",
+        env={"DFWATCH_SHARDS": "3", "DFWATCH_POD_NAME": "dfwatch-1"},
+    )
     assert proc.returncode == 0, proc.stderr
     streams = Counter(json.loads(line)["stream"] for line in proc.stdout.splitlines())
     assert streams == {n: tiny_clip.n_frames for n in owned}
@@ -676,10 +724,12 @@ def test_a_stream_removed_at_run_time_leaves_no_gauge_that_keeps_an_alert_firing
     from pipeline.sources import SourceSpec
 
     obs = PrometheusObserver()
-    processor = BatchProcessor(Detector(model_dir / "face_detector.onnx"),
-                               Classifier(model_dir / "deepfake_classifier.onnx"), obs)  # fmt: skip
-    runner = Runner([SourceSpec("gone", str(tiny_clip.path), loop=True, pace=True)], processor, [], obs,
-                    until_stopped=True)  # fmt: skip
+    processor = BatchProcessor(
+        Detector(model_dir / "face_detector.onnx"), Classifier(model_dir / "deepfake_classifier.onnx"), obs
+    )
+    runner = Runner(
+        [SourceSpec("gone", str(tiny_clip.path), loop=True, pace=True)], processor, [], obs, until_stopped=True
+    )
     thread = threading.Thread(target=runner.run)
     thread.start()
     try:

@@ -28,8 +28,9 @@ def test_openvino_fp32_matches_onnx_runtime_on_real_frames(models_copy: Path, fr
     ref, got = ort_det.infer(x), ov_det.infer(x)
     assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())  # fp32 tolerance of every backend
     crops = face_crops(frames, load_manifest(cls_xml).input_size)
-    np.testing.assert_allclose(Classifier(cls_xml)(crops), Classifier(models_copy / "deepfake_classifier.onnx")(crops),
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        Classifier(cls_xml)(crops), Classifier(models_copy / "deepfake_classifier.onnx")(crops), atol=1e-5
+    )
 
 
 def test_openvino_weights_that_do_not_match_the_manifest_are_refused(models_copy: Path):
@@ -68,8 +69,21 @@ def test_int8_of_the_shipped_pack_is_kept_only_within_001_of_fp32(tmp_path: Path
 
     for path in (ROOT / "models").glob("*.onnx*"):
         shutil.copy(path, tmp_path / path.name)
-    code = main(["engines", "--models", str(tmp_path), "--openvino", "--int8", "--calib-samples", "128",
-                 "--media", str(SHARED_DATA), "--no-tensorrt", "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "engines",
+            "--models",
+            str(tmp_path),
+            "--openvino",
+            "--int8",
+            "--calib-samples",
+            "128",
+            "--media",
+            str(SHARED_DATA),
+            "--no-tensorrt",
+            "--no-progress",
+        ]
+    )
     table = capsys.readouterr().out
     assert code == 0
     int8 = [line for line in table.splitlines() if ".int8." in line]

@@ -84,11 +84,27 @@ def test_calibration_crops_come_from_the_face_store(tmp_path: Path, frames):
 
     crops = face_crops(frames, CLASSIFIER_SIZE)  # (4, 64, 64, 3)
     store = tmp_path / "crops.h5"
-    options = dict(crop_size=CLASSIFIER_SIZE, crop_margin=0.25, whole_frames=False, source="test",
-                   frames_per_video=4, detector_sha256="0" * 64, split_protocol="identity")  # fmt: skip
+    options = dict(
+        crop_size=CLASSIFIER_SIZE,
+        crop_margin=0.25,
+        whole_frames=False,
+        source="test",
+        frames_per_video=4,
+        detector_sha256="0" * 64,
+        split_protocol="identity",
+    )
     with FaceStoreWriter(store, **options) as writer:
-        writer.append(crops, label=0, video="v0", identity="id0", identity_src="id0", frame=np.arange(4),
-                      box=np.zeros((4, 4), np.float32), det_score=1.0, split="train")  # fmt: skip
+        writer.append(
+            crops,
+            label=0,
+            video="v0",
+            identity="id0",
+            identity_src="id0",
+            frame=np.arange(4),
+            box=np.zeros((4, 4), np.float32),
+            det_score=1.0,
+            split="train",
+        )
         writer.finish_video("v0", frames=4, faces=4)
     blocks = list(calibration_crops(store, limit=3)(CLASSIFIER_SIZE))
     got = np.concatenate(blocks)

@@ -17,8 +17,20 @@ class Service:
     """`dfwatch watch ...` in the background; stdout verdicts collected as they come."""
 
     def __init__(self, args: list[str], models: Path, tmp_path: Path) -> None:
-        cmd = [sys.executable, "-m", "pipeline.cli", "watch", *args, "--models", str(models), "--det-conf", "0.001",
-               "--max-faces", "1", *([] if "--metrics-port" in args else ["--metrics-port", "0"])]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "watch",
+            *args,
+            "--models",
+            str(models),
+            "--det-conf",
+            "0.001",
+            "--max-faces",
+            "1",
+            *([] if "--metrics-port" in args else ["--metrics-port", "0"]),
+        ]
         self.stderr_path = tmp_path / f"stderr-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr_path.open("w"), text=True)
         self.records: list[dict] = []

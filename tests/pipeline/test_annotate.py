@@ -50,8 +50,19 @@ def _far(pixels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
 
 
 def _watch(dfwatch, fast_models: Path, *args: str):
-    return dfwatch("watch", *args, "--models", str(fast_models), "--metrics-port", "0", "--det-conf", "0.001",
-                   "--max-faces", "1", models=False)  # fmt: skip
+    return dfwatch(
+        "watch",
+        *args,
+        "--models",
+        str(fast_models),
+        "--metrics-port",
+        "0",
+        "--det-conf",
+        "0.001",
+        "--max-faces",
+        "1",
+        models=False,
+    )
 
 
 def test_annotated_video_has_one_frame_per_verdict_and_boxes_where_the_verdicts_say(
@@ -90,9 +101,25 @@ def test_a_killed_run_leaves_a_playable_file(fast_models: Path, demo_clip, tmp_p
     out = tmp_path / "annotated"
     config = tmp_path / "annotate.toml"
     config.write_text(f'[annotate]\ndir = "{out}"\nkeyframe_every = 5\n')  # a fragment every 5 frames
-    cmd = [sys.executable, "-m", "pipeline.cli", "watch", f"live={demo_clip.path}", "--loop", "--pace",
-           "--config", str(config), "--models", str(fast_models), "--metrics-port", "0", "--det-conf", "0.001",
-           "--max-faces", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "watch",
+        f"live={demo_clip.path}",
+        "--loop",
+        "--pace",
+        "--config",
+        str(config),
+        "--models",
+        str(fast_models),
+        "--metrics-port",
+        "0",
+        "--det-conf",
+        "0.001",
+        "--max-faces",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     records: list[dict] = []
     reader = threading.Thread(target=lambda: records.extend(json.loads(line) for line in proc.stdout), daemon=True)
@@ -118,8 +145,17 @@ def test_a_killed_run_leaves_a_playable_file(fast_models: Path, demo_clip, tmp_p
 def test_size_bound_rotates_to_the_previous_file(dfwatch, fast_models: Path, demo_clip, tmp_path: Path):
     out = tmp_path / "annotated"
     max_mb = 0.12  # the 50 annotated frames take about 0.17 MB
-    run = _watch(dfwatch, fast_models, f"cam={demo_clip.path}", "--annotate", str(out), "--annotate-max-mb", "0.12",
-                 "--detect-every", "4")  # fmt: skip
+    run = _watch(
+        dfwatch,
+        fast_models,
+        f"cam={demo_clip.path}",
+        "--annotate",
+        str(out),
+        "--annotate-max-mb",
+        "0.12",
+        "--detect-every",
+        "4",
+    )
     assert run.returncode == 0, run.stderr
     current, previous = out / "cam.mp4", out / "cam.1.mp4"
     assert sorted(p.name for p in out.iterdir()) == ["cam.1.mp4", "cam.mp4"]
@@ -266,8 +302,9 @@ def _runner(fast_models: Path, spec: SourceSpec, sinks, frame_sinks, *, queue: i
         observer,
         schedule=ScheduleConfig(detect_every=4),  # the tracker carries boxes in between
     )
-    return Runner([spec], processor, sinks, observer, config=RunnerConfig(frame_sink_queue=queue),
-                  frame_sinks=frame_sinks)  # fmt: skip
+    return Runner(
+        [spec], processor, sinks, observer, config=RunnerConfig(frame_sink_queue=queue), frame_sinks=frame_sinks
+    )
 
 
 def test_frames_of_files_wait_for_the_frame_sink_and_arrive_in_order_with_their_verdicts(fast_models, demo_clip):
@@ -314,10 +351,19 @@ class _SlowRecorder(_Recorder):
 def test_drain_seconds_zero_still_lets_a_frame_sink_finish_and_close(fast_models, demo_clip):
     recorder = _SlowRecorder()
     observer = NullObserver()
-    processor = BatchProcessor(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
-                               Classifier(fast_models / "deepfake_classifier.onnx"), observer)  # fmt: skip
-    runner = Runner([SourceSpec("f", str(demo_clip.path))], processor, [], observer,
-                    config=RunnerConfig(frame_sink_queue=4, drain_seconds=0.0), frame_sinks=[recorder])  # fmt: skip
+    processor = BatchProcessor(
+        Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
+        Classifier(fast_models / "deepfake_classifier.onnx"),
+        observer,
+    )
+    runner = Runner(
+        [SourceSpec("f", str(demo_clip.path))],
+        processor,
+        [],
+        observer,
+        config=RunnerConfig(frame_sink_queue=4, drain_seconds=0.0),
+        frame_sinks=[recorder],
+    )
     stats = runner.run()
     assert stats.sink_failures == {} and recorder.closed  # the annotated MP4 gets its last fragment
     assert len(recorder.pairs) == demo_clip.n_frames
@@ -333,8 +379,10 @@ def test_streams_whose_file_names_clash_each_get_a_file_of_their_own(tmp_path: P
     annotator = Annotator(AnnotateConfig(dir=tmp_path / "out", max_mb=0.000001))  # rotate at every frame
     for i in range(3):
         image = np.full((64, 96, 3), 40, np.uint8)  # (H, W, 3)
-        pairs = [(Frame(sid, i, i * 0.04, 1_700_000_000.0 + i * 0.04, image), replace(_verdict(()), stream_id=sid))
-                 for sid in ids]  # fmt: skip
+        pairs = [
+            (Frame(sid, i, i * 0.04, 1_700_000_000.0 + i * 0.04, image), replace(_verdict(()), stream_id=sid))
+            for sid in ids
+        ]
         annotator.publish_frames(pairs)
     annotator.close()
     paths = [p for v in annotator.videos.values() for p in (v.path, v.previous)]
@@ -397,8 +445,17 @@ def test_a_full_disk_stops_the_video_not_the_process(tmp_path: Path):
         pytest.skip("cannot mount a tmpfs here (no unshare -rm); the full-disk test needs a real small filesystem")
     script = tmp_path / "child.py"
     script.write_text(_FULL_DISK_CHILD)
-    cmd = [unshare, "-rm", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" "$3" "$1"', "sh",
-           str(disk), sys.executable, str(script)]  # fmt: skip
+    cmd = [
+        unshare,
+        "-rm",
+        "sh",
+        "-c",
+        'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" "$3" "$1"',
+        "sh",
+        str(disk),
+        sys.executable,
+        str(script),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, f"rc {proc.returncode}\n{proc.stderr[-3000:]}"
     unwritten, decoded = (int(v) for v in proc.stdout.split()[1::2])
@@ -411,8 +468,26 @@ def _blank_frames(sink: Annotator, n: int) -> None:
     image = np.zeros((120, 160, 3), np.uint8)
     for i in range(n):
         frame = Frame("cam", i, i / 25, time.time(), image)
-        sink.publish_frames([(frame, Verdict("cam", i, i / 25, frame.capture_time, Faces.empty(), None,
-                                             VerdictState.UNKNOWN, False, True, {}, False))])  # fmt: skip
+        sink.publish_frames(
+            [
+                (
+                    frame,
+                    Verdict(
+                        "cam",
+                        i,
+                        i / 25,
+                        frame.capture_time,
+                        Faces.empty(),
+                        None,
+                        VerdictState.UNKNOWN,
+                        False,
+                        True,
+                        {},
+                        False,
+                    ),
+                )
+            ]
+        )
 
 
 def test_the_annotator_never_writes_through_a_symlink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -80,8 +80,10 @@ def test_calibrate_command_writes_the_manifest_and_watch_uses_it(model_dir, tmp_
     assert manifest.training["calibration"]["real"] == [str(real)]
     capsys.readouterr()
     assert main(["watch", str(demo_clip.path), "--models", str(models), "--metrics-port", "0"]) == 0
-    assert "verdict: FAKE at 0.250 for 5 frames in a row, back to REAL at 0.100 (from the classifier's calibration)" \
-        in capsys.readouterr().err  # fmt: skip
+    assert (
+        "verdict: FAKE at 0.250 for 5 frames in a row, back to REAL at 0.100 (from the classifier's calibration)"
+        in capsys.readouterr().err
+    )
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert main(["calibrate", "--real", str(empty), "--classifier", str(classifier)]) == 1  # one error line

@@ -67,16 +67,25 @@ def test_garbage_in_the_hash_never_ends_the_control_plane_and_a_hung_redis_times
     """One non-UTF-8 value killed the control thread for good; its client had no socket timeout."""
     with redis_server() as redis_srv, rtsp_server({"cam": demo_clip.path}, loop=True) as base:
         client = redis_srv.client(decode_responses=False)
-        client.hset(CONTROL_KEY, mapping={b"bad-value": b"rtsp://\xff\xfe/x", b"bad-\xffid": b"rtsp://x/y",
-                                          b"bad-json": b'{"url": 1e999999, "read_timeout": NaN}'})  # fmt: skip
+        client.hset(
+            CONTROL_KEY,
+            mapping={
+                b"bad-value": b"rtsp://\xff\xfe/x",
+                b"bad-\xffid": b"rtsp://x/y",
+                b"bad-json": b'{"url": 1e999999, "read_timeout": NaN}',
+            },
+        )
         svc = service("--control", "--redis", redis_srv.url)
         svc.wait_for(lambda: "bad-json" in svc.stderr, 30, "the bad entries reported")
         client.hset(CONTROL_KEY, "cam1", f"{base}/cam")  # the control plane still listens
         svc.wait_for(lambda: len(svc.of("cam1")) >= 5, 60, "verdicts of the stream added after the garbage")
         redis_srv.pause()  # a Redis that holds the connection and answers nothing
         try:
-            svc.wait_for(lambda: "control hash dfwatch:control:streams unreadable" in svc.stderr, 20,
-                         "the control plane noticing the hung Redis (socket timeout)")  # fmt: skip
+            svc.wait_for(
+                lambda: "control hash dfwatch:control:streams unreadable" in svc.stderr,
+                20,
+                "the control plane noticing the hung Redis (socket timeout)",
+            )
         finally:
             redis_srv.resume()
         svc.wait_for(lambda: "readable again" in svc.stderr, 30, "the control plane back")
@@ -133,8 +142,9 @@ def test_a_backoff_without_a_floor_cannot_flood_the_log(service):
     """backoff_initial = 1e-9 wrote 73,526 log lines in 4.5 s."""
     dead = f"rtsp://127.0.0.1:{free_port()}/x"  # nothing listens: every attempt fails at once
     with redis_server() as redis_srv:
-        redis_srv.client().hset(CONTROL_KEY, "dead", json.dumps({"url": dead, "backoff_initial": 1e-9,
-                                                                 "backoff_max": 1e-9}))  # fmt: skip
+        redis_srv.client().hset(
+            CONTROL_KEY, "dead", json.dumps({"url": dead, "backoff_initial": 1e-9, "backoff_max": 1e-9})
+        )
         svc = service("--control", "--redis", redis_srv.url)
         svc.wait_for(lambda: "reconnect attempt" in svc.stderr, 60, "the first reconnect attempt")
         time.sleep(4)
@@ -165,8 +175,11 @@ def test_a_flood_of_entries_is_held_to_max_streams_and_the_rest_wait_their_turn(
         threads = _threads(svc)
         added = re.findall(r"stream '(\S+)' \(.*\) added", svc.stderr)
         client.hdel(CONTROL_KEY, "a-good")
-        svc.wait_for(lambda: "flood004" in re.findall(r"stream '(\S+)' \(.*\) added", svc.stderr), 30,
-                     "the next entry taking the freed place")  # fmt: skip
+        svc.wait_for(
+            lambda: "flood004" in re.findall(r"stream '(\S+)' \(.*\) added", svc.stderr),
+            30,
+            "the next entry taking the freed place",
+        )
         code, took = svc.stop()
     assert code == 0 and took < 15
     assert added == ["a-good", "flood000", "flood001", "flood002", "flood003"], added
@@ -181,8 +194,9 @@ def test_a_flapping_stream_writes_at_most_its_burst_of_log_lines(service):
     """A reconnecting stream logs a bounded number of lines per minute, then says how many it held back."""
     dead = f"rtsp://127.0.0.1:{free_port()}/x"
     with redis_server() as redis_srv:
-        redis_srv.client().hset(CONTROL_KEY, "flap", json.dumps({"url": dead, "backoff_initial": 1e-9,
-                                                                 "backoff_max": 1e-9}))  # fmt: skip
+        redis_srv.client().hset(
+            CONTROL_KEY, "flap", json.dumps({"url": dead, "backoff_initial": 1e-9, "backoff_max": 1e-9})
+        )
         svc = service("--control", "--redis", redis_srv.url)
         svc.wait_for(lambda: "reconnect attempt" in svc.stderr, 60, "the first reconnect attempt")
         time.sleep(12)  # at the 0.25 s floor: about 50 attempts, each with its lines

@@ -22,9 +22,14 @@ def _netrc(path: Path, text: str, mode: int = 0o600) -> Path:
 
 @pytest.fixture()
 def logins(tmp_path: Path):
-    return read_logins(_netrc(tmp_path / "cameras", f'machine Cam.Example login admin password "{PASSWORD}"\n'
-                                                    "machine 192.0.2.10 login viewer password pw2\n"
-                                                    "machine ::1 login six password pw6\n"))  # fmt: skip
+    return read_logins(
+        _netrc(
+            tmp_path / "cameras",
+            f'machine Cam.Example login admin password "{PASSWORD}"\n'
+            "machine 192.0.2.10 login viewer password pw2\n"
+            "machine ::1 login six password pw6\n",
+        )
+    )
 
 
 @pytest.mark.parametrize(

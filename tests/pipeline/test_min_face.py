@@ -31,8 +31,9 @@ def _models(fast_models: Path, tmp_path: Path, min_face) -> Path:
 
 def _records(models: Path, clip: Path) -> list[dict]:
     out = io.StringIO()
-    processor = BatchProcessor(Detector(models / "face_detector.onnx", conf=0.001, max_det=1),
-                               Classifier(models / "deepfake_classifier.onnx"))  # fmt: skip
+    processor = BatchProcessor(
+        Detector(models / "face_detector.onnx", conf=0.001, max_det=1), Classifier(models / "deepfake_classifier.onnx")
+    )
     stats = Runner([SourceSpec("demo", str(clip))], processor, [JsonLinesSink(out)], PrometheusObserver()).run()
     assert stats.failed == []
     return [json.loads(line) for line in out.getvalue().splitlines()]

@@ -344,8 +344,10 @@ def test_a_hostile_playlist_makes_at_most_max_http_requests_a_try_and_is_retried
     assert frames == 0 and took < 9
     tries = len(events.reasons) + 1  # the one that stop ended
     assert gets <= 20 * tries, (gets, tries)
-    budget = ("cannot open: ended after 20 HTTP requests without a frame ([sources] max_http_requests): an HLS "
-              "playlist that lists itself, or whose segments all fail?")  # fmt: skip
+    budget = (
+        "cannot open: ended after 20 HTTP requests without a frame ([sources] max_http_requests): an HLS "
+        "playlist that lists itself, or whose segments all fail?"
+    )
     # FFmpeg does not always loop on the self-listing master: some runs it refuses the playlist at its second
     # fetch ("Master Playlist tag found in a Media Playlist"), each try then ends at once and the backoff spaces them
     refused = "cannot open: Invalid data found when processing input"
@@ -386,12 +388,17 @@ def test_a_redirect_to_a_local_file_is_refused_and_said_so(demo_clip) -> None:
     """It read "Invalid argument (a frame larger than [sources] max_pixels is refused this way)"."""
     targets = {"/passwd": "file:///etc/passwd", "/clip": f"file://{demo_clip.path}", "/hop": "/passwd"}
     with http_app(lambda path: (302, {"Location": targets[path]}, b"")) as (base, _):
-        for path, refused in (("/passwd", "file:///etc/passwd"), ("/clip", f"file://{demo_clip.path}"),
-                              ("/hop", "file:///etc/passwd")):  # fmt: skip
+        for path, refused in (
+            ("/passwd", "file:///etc/passwd"),
+            ("/clip", f"file://{demo_clip.path}"),
+            ("/hop", "file:///etc/passwd"),
+        ):
             with pytest.raises(SourceError) as err:
                 open_container(SourceSpec("r", f"{base}{path}", open_timeout=5, read_timeout=5))
-            assert err.value.reason == (f"cannot open: redirect refused: the server sent it to {refused!r}, and an "
-                                        "http source follows redirects to http or https only")  # fmt: skip
+            assert err.value.reason == (
+                f"cannot open: redirect refused: the server sent it to {refused!r}, and an "
+                "http source follows redirects to http or https only"
+            )
             assert "\n" not in str(err.value)
 
 

@@ -44,8 +44,10 @@ def test_a_budget_needs_to_know_what_an_item_weighs():
 def test_files_under_a_tiny_byte_budget_still_deliver_every_frame(fast_models: Path, demo_clip):
     """Four files share 1 MB of queued frames (about two of the demo clip's): their readers wait, none is lost."""
     out = io.StringIO()
-    processor = BatchProcessor(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
-                               Classifier(fast_models / "deepfake_classifier.onnx"))  # fmt: skip
+    processor = BatchProcessor(
+        Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
+        Classifier(fast_models / "deepfake_classifier.onnx"),
+    )
     specs = [SourceSpec(f"f{i}", str(demo_clip.path)) for i in range(4)]
     runner = Runner(specs, processor, [JsonLinesSink(out)], NullObserver(), config=RunnerConfig(file_queue_mb=1))
     stats = runner.run()

@@ -91,8 +91,19 @@ def test_entries_state_and_streams_set(server: RedisServer) -> None:
         assert [(f["verdict"], f["score"], f["frame"]) for _, f in entries][-1] == ("REAL", "0.4000", "4")
         state = c.hgetall(STATE_KEY.format(stream="cam2"))
         last = records[-1].record
-        assert state.keys() == {"verdict", "score", "frame", "pts", "capture_time", "faces", "updated", "json",
-                                "fps", "p95_ms", "worker"}  # fmt: skip
+        assert state.keys() == {
+            "verdict",
+            "score",
+            "frame",
+            "pts",
+            "capture_time",
+            "faces",
+            "updated",
+            "json",
+            "fps",
+            "p95_ms",
+            "worker",
+        }
         assert json.loads(state.pop("json")) == last
         assert float(state.pop("updated")) == pytest.approx(time.time(), abs=30)
         assert state.pop("worker") == sink.worker and state.pop("worker", None) is None

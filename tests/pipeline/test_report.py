@@ -151,10 +151,15 @@ def test_timeline_table():
     ]
     s = timeline(records, verdict=VerdictConfig(enter_fake=0.7, leave_fake=0.3))
     assert s["x"] == "frame"  # no pts: frames on the x axis
-    assert s["tracks"] == {"1": {"frame": [1, 2], "t": [1.0, 2.0], "p_fake": [0.7, 0.8]},
-                           "2": {"frame": [2, 4], "t": [2.0, 4.0], "p_fake": [0.1, 0.2]}}  # fmt: skip
+    assert s["tracks"] == {
+        "1": {"frame": [1, 2], "t": [1.0, 2.0], "p_fake": [0.7, 0.8]},
+        "2": {"frame": [2, 4], "t": [2.0, 4.0], "p_fake": [0.1, 0.2]},
+    }
     assert [(g["verdict"], g["start_frame"], g["end_frame"]) for g in s["segments"]] == [
-        ("UNKNOWN", 0, 1), ("FAKE", 2, 3), ("REAL", 4, 4)]  # fmt: skip
+        ("UNKNOWN", 0, 1),
+        ("FAKE", 2, 3),
+        ("REAL", 4, 4),
+    ]
     assert s["changes"] == [{"frame": 2, "t": 2.0, "verdict": "FAKE"}, {"frame": 4, "t": 4.0, "verdict": "REAL"}]
     assert s["thresholds"] == {"enter_fake": 0.7, "leave_fake": 0.3} and s["faces"] == 5
 

@@ -29,10 +29,17 @@ def _value(observer: PrometheusObserver, name: str, labels: dict[str, str]) -> f
 
 def test_runner_counts_and_latencies_match_the_run(fast_models: Path, demo_clip, real_video: Path):
     observer, out = PrometheusObserver(), io.StringIO()
-    processor = BatchProcessor(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
-                               Classifier(fast_models / "deepfake_classifier.onnx"), observer)  # fmt: skip
-    runner = Runner([SourceSpec("demo", str(demo_clip.path)), SourceSpec("real", str(real_video))], processor,
-                    [JsonLinesSink(out)], observer)  # fmt: skip
+    processor = BatchProcessor(
+        Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
+        Classifier(fast_models / "deepfake_classifier.onnx"),
+        observer,
+    )
+    runner = Runner(
+        [SourceSpec("demo", str(demo_clip.path)), SourceSpec("real", str(real_video))],
+        processor,
+        [JsonLinesSink(out)],
+        observer,
+    )
     stats = runner.run()
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     n_demo = sum(r["stream"] == "demo" for r in records)

@@ -79,6 +79,11 @@ def test_streams_are_added_and_removed_through_the_redis_control_hash(service, d
 
 
 def test_control_without_redis_is_a_clear_error(fast_models: Path):
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "watch", "--control", "--models", str(fast_models)],
-                          capture_output=True, text=True, timeout=60, env=os.environ)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "watch", "--control", "--models", str(fast_models)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ,
+    )
     assert proc.returncode == 1 and "--control needs a Redis URL" in proc.stderr

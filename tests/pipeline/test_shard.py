@@ -95,8 +95,9 @@ def test_the_flag_overrides_the_config_key(tmp_path):
 
 @pytest.mark.parametrize("value", ["3/3", "x", "1/0", "2"])
 def test_bad_shard_flag_is_a_usage_error(value):
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "watch", f"--shard={value}"],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "watch", f"--shard={value}"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("dfwatch watch: error: argument --shard: shard ") and "I/N" in proc.stderr
 
@@ -139,11 +140,18 @@ def test_control_hash_streams_are_taken_only_by_their_worker(fast_models: Path, 
     names = [f"ctl{i}" for i in range(12)]
     shard = Shard(0, 3)
     observer = NullObserver()
-    processor = BatchProcessor(Detector(fast_models / "face_detector.onnx"),
-                               Classifier(fast_models / "deepfake_classifier.onnx"), observer)  # fmt: skip
+    processor = BatchProcessor(
+        Detector(fast_models / "face_detector.onnx"), Classifier(fast_models / "deepfake_classifier.onnx"), observer
+    )
     runner = Runner([], processor, [], observer, until_stopped=True)
-    control = RedisControl(redis_client, runner, key=key, epoch_key=f"{key}:epoch", owns=shard.owns,
-                           policy=SourcePolicy(allow_dirs=(tiny_clip.path.parent,)))  # local files: allowed here
+    control = RedisControl(
+        redis_client,
+        runner,
+        key=key,
+        epoch_key=f"{key}:epoch",
+        owns=shard.owns,
+        policy=SourcePolicy(allow_dirs=(tiny_clip.path.parent,)),
+    )  # local files: allowed here
     try:
         redis_client.hset(key, mapping={n: str(tiny_clip.path) for n in names})
         control.poll_once()

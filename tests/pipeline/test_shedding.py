@@ -27,9 +27,12 @@ def _frame(stream: str, index: int, age: float) -> Frame:
 
 def _runner(models: Path, *, max_batch: int = 8) -> Runner:
     observer = RecordingObserver()
-    processor = BatchProcessor(Detector(models / "face_detector.onnx"),
-                               Classifier(models / "deepfake_classifier.onnx"), observer,
-                               schedule=ScheduleConfig(latency_budget=1.0))  # fmt: skip
+    processor = BatchProcessor(
+        Detector(models / "face_detector.onnx"),
+        Classifier(models / "deepfake_classifier.onnx"),
+        observer,
+        schedule=ScheduleConfig(latency_budget=1.0),
+    )
     specs = [SourceSpec(name, f"rtsp://127.0.0.1:9/{name}") for name in ("a", "b", "c")]
     specs.append(SourceSpec("file", "clip.mp4"))  # a file: its reader waits, its frames are never late
     return Runner(specs, processor, [], observer, config=RunnerConfig(max_batch=max_batch, max_wait_ms=0))
@@ -57,8 +60,9 @@ def test_late_live_frames_are_shed_before_inference_and_counted(runner: Runner):
     assert runner.stats.streams["a"].dropped == 3  # a shed frame is a dropped frame too
     for stream in ("b", "c", "file"):
         assert runner.stats.streams[stream].shed == 0 and runner.observer.counts["shed", stream] == 0
-    row = next(line.split() for line in runner.stats.format(placeholder_models=True).splitlines()
-               if line.startswith("a "))  # fmt: skip
+    row = next(
+        line.split() for line in runner.stats.format(placeholder_models=True).splitlines() if line.startswith("a ")
+    )
     assert (row[3], row[4]) == ("3", "3")  # drops, shed
 
 
@@ -113,5 +117,9 @@ def test_streams_are_detected_in_turn_so_batches_cost_alike():
     assert first.all()  # a new stream is detected at once
     later = [schedule.process(frames).detect.tolist() for _ in range(4)]
     assert [sum(d) for d in later] == [1, 1, 1, 1]  # one stream of four a batch, not all four every 4th
-    assert [list(col) for col in zip(*later)] == [[False, False, False, True], [False, False, True, False],
-                                                   [False, True, False, False], [True, False, False, False]]
+    assert [list(col) for col in zip(*later)] == [
+        [False, False, False, True],
+        [False, False, True, False],
+        [False, True, False, False],
+        [True, False, False, False],
+    ]

@@ -28,8 +28,20 @@ F_SETPIPE_SZ = 1031  # fcntl: set a pipe's buffer size (Linux)
 
 
 def _watch(fast_models: Path, *args: str, stdout=subprocess.PIPE, stderr_path: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline.cli", "watch", *args, "--models", str(fast_models), "--det-conf", "0.001",
-           "--max-faces", "1", *([] if "--metrics-port" in args else ["--metrics-port", "0"])]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "watch",
+        *args,
+        "--models",
+        str(fast_models),
+        "--det-conf",
+        "0.001",
+        "--max-faces",
+        "1",
+        *([] if "--metrics-port" in args else ["--metrics-port", "0"]),
+    ]
     return subprocess.Popen(cmd, stdout=stdout, stderr=stderr_path.open("w"))
 
 
@@ -43,8 +55,14 @@ def _frames_in_redis(url: str, stream: str) -> list[int]:
 def test_a_reader_that_stops_reading_stdout_holds_up_nothing(fast_models: Path, demo_clip, tmp_path: Path):
     """stdout was written on the pipeline thread: a full pipe froze every stream, Redis included."""
     with redis_server() as server:
-        proc = _watch(fast_models, f"clip={demo_clip.path}", f"again={demo_clip.path}", "--redis", server.url,
-                      stderr_path=tmp_path / "err.log")  # fmt: skip
+        proc = _watch(
+            fast_models,
+            f"clip={demo_clip.path}",
+            f"again={demo_clip.path}",
+            "--redis",
+            server.url,
+            stderr_path=tmp_path / "err.log",
+        )
         fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, 4096)  # a one-page pipe: full after ~9 lines
         try:  # stdout is a pipe nobody reads
             code = proc.wait(timeout=120)
@@ -97,8 +115,16 @@ def test_shutdown_is_bounded_with_four_stuck_readers(fast_models: Path, demo_cli
     for fifo in fifos:
         _stalled_fifo(fifo, data[: 2 * len(data) // 3], release)
     try:
-        proc = _watch(fast_models, *(f"{f.name}={f}" for f in fifos), "--read-timeout", "120", "--open-timeout", "60",
-                      stdout=subprocess.DEVNULL, stderr_path=tmp_path / "err.log")  # fmt: skip
+        proc = _watch(
+            fast_models,
+            *(f"{f.name}={f}" for f in fifos),
+            "--read-timeout",
+            "120",
+            "--open-timeout",
+            "60",
+            stdout=subprocess.DEVNULL,
+            stderr_path=tmp_path / "err.log",
+        )
         deadline = time.monotonic() + 90
         while (tmp_path / "err.log").read_text().count(" is up") < 4:  # each decoded a frame, then the writer stalled
             assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "err.log").read_text()
@@ -125,8 +151,15 @@ def test_a_stuck_stream_can_be_removed_and_its_id_taken_again(service, demo_clip
         with redis_server() as server:
             client = server.client()
             client.hset(CONTROL_KEY, "cam", json.dumps({"url": str(fifo), "read_timeout": 300}))
-            svc = service("--control", "--redis", server.url, "--allow-dir", str(tmp_path), "--allow-dir",
-                          str(demo_clip.path.parent))
+            svc = service(
+                "--control",
+                "--redis",
+                server.url,
+                "--allow-dir",
+                str(tmp_path),
+                "--allow-dir",
+                str(demo_clip.path.parent),
+            )
             svc.wait_for(lambda: len(svc.of("cam")) >= 1, 60, "the FIFO's first frames")
             time.sleep(1)
             client.hset(CONTROL_KEY, "cam", json.dumps({"url": str(demo_clip.path), "loop": True, "pace": True}))
@@ -166,14 +199,26 @@ def test_health_fails_when_the_stage_loop_is_stuck_though_metrics_answer(fast_mo
     observer.serve("127.0.0.1", port)
     detector = Detector(fast_models / "face_detector.onnx")
     processor = _Hangs(detector, Classifier(fast_models / "deepfake_classifier.onnx"), observer, gate=gate)
-    runner = Runner([SourceSpec("clip", str(demo_clip.path), loop=True, pace=True)], processor,
-                    [JsonLinesSink(io.StringIO())], observer)  # fmt: skip
+    runner = Runner(
+        [SourceSpec("clip", str(demo_clip.path), loop=True, pace=True)],
+        processor,
+        [JsonLinesSink(io.StringIO())],
+        observer,
+    )
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
 
     def health() -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "pipeline.cli", "health", "--url", f"http://127.0.0.1:{port}/metrics",
-               "--max-age", "3"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "health",
+            "--url",
+            f"http://127.0.0.1:{port}/metrics",
+            "--max-age",
+            "3",
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
     try:

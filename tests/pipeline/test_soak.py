@@ -77,9 +77,11 @@ def test_soak(service, demo_clip, tmp_path: Path):
         for name in ("a", "b", "stall"):
             servers.start(name)
         client = redis_srv.client()
-        live = {"a-0": json.dumps({"url": servers.url("a"), "read_timeout": 3, "open_timeout": 3}),
-                "b-0": json.dumps({"url": servers.url("b"), "read_timeout": 3, "open_timeout": 3}),
-                "stall": json.dumps({"url": servers.url("stall"), "read_timeout": 3, "open_timeout": 3})}  # fmt: skip
+        live = {
+            "a-0": json.dumps({"url": servers.url("a"), "read_timeout": 3, "open_timeout": 3}),
+            "b-0": json.dumps({"url": servers.url("b"), "read_timeout": 3, "open_timeout": 3}),
+            "stall": json.dumps({"url": servers.url("stall"), "read_timeout": 3, "open_timeout": 3}),
+        }
         client.hset(CONTROL_KEY, mapping=live)
         svc = service("--control", "--redis", redis_srv.url, "--max-batch", "4")
         svc.wait_for(lambda: all(svc.of(s) for s in live), 120, "verdicts of the first three feeds")
@@ -102,8 +104,14 @@ def test_soak(service, demo_clip, tmp_path: Path):
         generation = 0
         churns = (RUN_SECONDS - 30) // 15
         schedule = [(20 + 15 * i, "churn") for i in range(churns)]  # a feed leaves and a new one comes, every 15 s
-        schedule += [(45, "kill a"), (65, "restart a"), (80, "stall"), (110, "unstall"),
-                     (95, "kill redis"), (101, "restart redis")]  # fmt: skip
+        schedule += [
+            (45, "kill a"),
+            (65, "restart a"),
+            (80, "stall"),
+            (110, "unstall"),
+            (95, "kill redis"),
+            (101, "restart redis"),
+        ]
         a_port = 0
         for t, what in sorted(schedule):
             at(t, what)
@@ -154,11 +162,20 @@ def test_soak(service, demo_clip, tmp_path: Path):
         in_redis = redis_frames.get(stream, [])
         first = list(dict.fromkeys(in_redis))  # a batch cut by the Redis restart is sent again whole
         assert first == sorted(first), f"{stream}: Redis out of order"
-        assert set(in_redis) == set(frames), (f"{stream}: {len(set(frames) - set(in_redis))} verdicts of stdout not "
-                                              f"in Redis, {len(set(in_redis) - set(frames))} the other way\n{report}")
+        assert set(in_redis) == set(frames), (
+            f"{stream}: {len(set(frames) - set(in_redis))} verdicts of stdout not "
+            f"in Redis, {len(set(in_redis) - set(frames))} the other way\n{report}"
+        )
     assert "sink redis" not in stderr  # nothing dropped or unflushed (the summary would say)
-    for marker in ("connection lost", "connection back", "stream 'stall'", "is down", "reconnect attempt",
-                   "removed", "added"):  # fmt: skip
+    for marker in (
+        "connection lost",
+        "connection back",
+        "stream 'stall'",
+        "is down",
+        "reconnect attempt",
+        "removed",
+        "added",
+    ):
         assert marker in stderr, f"{marker!r} never happened\n{report}"
     assert len(svc.of("stall")) > 0 and any(r["stream"] == "stall" for r in records[-200:]), "stall never came back"
 
@@ -166,10 +183,12 @@ def test_soak(service, demo_clip, tmp_path: Path):
     late = statistics.median(mb for t, mb in rss if t >= RUN_SECONDS - 60)
     after = [(t, mb) for t, mb in rss if t >= WARMUP]
     slope = statistics.linear_regression([t for t, _ in after], [mb for _, mb in after]).slope * 60
-    print(f"soak: {len(records)} verdicts of {len(stdout_frames)} streams in {RUN_SECONDS} s; RSS median "
-          f"{early:.0f} MB in the minute after the first, {late:.0f} MB in the last minute (trend {slope:+.1f} MB/min, "
-          f"max {max(mb for _, mb in after):.0f} MB); shutdown {took:.1f} s; RSS every 10 s: "
-          f"{[round(mb) for _, mb in rss[::5]]}")
+    print(
+        f"soak: {len(records)} verdicts of {len(stdout_frames)} streams in {RUN_SECONDS} s; RSS median "
+        f"{early:.0f} MB in the minute after the first, {late:.0f} MB in the last minute (trend {slope:+.1f} MB/min, "
+        f"max {max(mb for _, mb in after):.0f} MB); shutdown {took:.1f} s; RSS every 10 s: "
+        f"{[round(mb) for _, mb in rss[::5]]}"
+    )
     # Coarse on purpose: RSS moves by +-20 MB on a shared 2-core box (allocator, decoder buffers). That each
     # stream's state is released is shown exactly by test_stream_lifecycle.py; this catches what that misses.
     assert late <= early * 1.2 + 10, f"resident memory grew from {early:.0f} MB to {late:.0f} MB: {rss}"

@@ -414,9 +414,11 @@ def test_only_frames_a_stage_looks_at_are_converted_and_the_verdicts_do_not_chan
     from pipeline.sources import read_frames
 
     def run(rgb: bool):
-        processor = BatchProcessor(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
-                                   Classifier(fast_models / "deepfake_classifier.onnx"),
-                                   schedule=ScheduleConfig(detect_every=4, classify_every=3))  # fmt: skip
+        processor = BatchProcessor(
+            Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
+            Classifier(fast_models / "deepfake_classifier.onnx"),
+            schedule=ScheduleConfig(detect_every=4, classify_every=3),
+        )
         frames = list(read_frames(SourceSpec("demo", str(demo_clip.path)), rgb=rgb))[:24]
         batches = [processor.process(frames[i : i + 4]) for i in range(0, len(frames), 4)]  # one stream: 4 rounds
         return batches

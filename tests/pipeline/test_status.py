@@ -63,9 +63,27 @@ def test_two_workers_each_stream_listed_once_with_its_worker(fast_models: Path, 
     try:
         # worker 1 publishes two streams, worker 2 one; both keep going (looped, paced files)
         for group in (names[:2], names[2:]):
-            cmd = [sys.executable, "-m", "pipeline.cli", "watch", *(f"{s}={demo_clip.path}" for s in group),
-                   "--loop", "--pace", "--redis", REDIS_URL, "--models", str(fast_models), "--metrics-port", "0",
-                   "--det-conf", "0.001", "--max-faces", "1", "--detect-every", "4"]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "watch",
+                *(f"{s}={demo_clip.path}" for s in group),
+                "--loop",
+                "--pace",
+                "--redis",
+                REDIS_URL,
+                "--models",
+                str(fast_models),
+                "--metrics-port",
+                "0",
+                "--det-conf",
+                "0.001",
+                "--max-faces",
+                "1",
+                "--detect-every",
+                "4",
+            ]
             log = (tmp_path / f"worker{len(workers)}.log").open("w")
             workers.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log))
             for s in group:

@@ -41,8 +41,11 @@ def test_a_removed_stream_is_released_everywhere(fast_models: Path, demo_clip, t
         sink = RedisSink(server.url, ttl=3600)
         annotator = Annotator(AnnotateConfig(dir=tmp_path / "video"))
         observer = PrometheusObserver()
-        processor = BatchProcessor(Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
-                                   Classifier(fast_models / "deepfake_classifier.onnx"), observer)  # fmt: skip
+        processor = BatchProcessor(
+            Detector(fast_models / "face_detector.onnx", conf=0.001, max_det=1),
+            Classifier(fast_models / "deepfake_classifier.onnx"),
+            observer,
+        )
         runner = Runner([], processor, [sink], observer, until_stopped=True, frame_sinks=[annotator])
         thread = threading.Thread(target=runner.run, daemon=True)
         thread.start()

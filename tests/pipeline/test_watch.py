@@ -12,8 +12,19 @@ from pipeline.sinks import STATE_KEY, STREAM_KEY, STREAMS_KEY
 from tests._rtsp import free_port
 from tests.conftest import REDIS_URL
 
-FIELDS = {"stream", "frame", "pts", "capture_time", "faces", "score", "verdict", "changed", "detected",
-          "latency_ms", "placeholder_models"}  # fmt: skip
+FIELDS = {
+    "stream",
+    "frame",
+    "pts",
+    "capture_time",
+    "faces",
+    "score",
+    "verdict",
+    "changed",
+    "detected",
+    "latency_ms",
+    "placeholder_models",
+}
 FACE_FIELDS = {"track", "box", "det_score", "p_fake", "p_fake_last"}
 
 

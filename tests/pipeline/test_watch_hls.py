@@ -33,8 +33,15 @@ def test_a_playlist_that_lists_itself_or_whose_segments_all_fail_is_cut_at_its_r
     """Both made thousands of GETs (4,746 and about 11,600 in 10 s); now each stops at [sources] max_http_requests
     (50) with one line that says why, and the healthy stream beside them decodes every frame."""
     with hostile_hls() as (base, requests):
-        run = dfwatch("watch", f"news={hls_url}", f"loop={base}/master.m3u8", f"gaps={base}/missing.m3u8",
-                      "--no-reconnect", "--open-timeout", "3")  # fmt: skip
+        run = dfwatch(
+            "watch",
+            f"news={hls_url}",
+            f"loop={base}/master.m3u8",
+            f"gaps={base}/missing.m3u8",
+            "--no-reconnect",
+            "--open-timeout",
+            "3",
+        )
     master = requests["/master.m3u8"]
     missing = sum(n for path, n in requests.items() if path.startswith("/missing"))
     assert 0 < master <= 50 and 0 < missing <= 50, requests.most_common(3)

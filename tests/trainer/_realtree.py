@@ -46,8 +46,11 @@ DFDC = {  # rel path -> (label, split by realmedia.dfdc_crops): real and fake cr
 }
 
 
-UTKFACE = ("utkface/13_0_0_20170103200856687.jpg", "utkface/27_1_2_20170116170004947.jpg",
-           "utkface/68_0_2_20170111205006920.jpg")  # fmt: skip
+UTKFACE = (
+    "utkface/13_0_0_20170103200856687.jpg",
+    "utkface/27_1_2_20170116170004947.jpg",
+    "utkface/68_0_2_20170111205006920.jpg",
+)
 
 
 def _link(root: Path, rel: str) -> None:

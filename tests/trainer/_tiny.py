@@ -23,14 +23,26 @@ def tiny_crops(n: int, *, fake: bool, size: int, rng: np.random.Generator) -> np
 
 
 def write_tiny_store(
-    path: Path, *, size: int = 32, frames: int = 4, videos: dict[str, int] | None = None,
-    split_protocol: str = "identity", seed: int = 0,
-) -> Path:  # fmt: skip
+    path: Path,
+    *,
+    size: int = 32,
+    frames: int = 4,
+    videos: dict[str, int] | None = None,
+    split_protocol: str = "identity",
+    seed: int = 0,
+) -> Path:
     """A store with ``videos[split]`` videos per split (half real, half fake), ``frames`` crops each."""
     videos = videos or {"train": 6, "val": 4, "test": 4}
     rng = np.random.default_rng(seed)
-    build = dict(crop_size=size, crop_margin=0.25, whole_frames=False, source="tiny", frames_per_video=frames,
-                 detector_sha256="", split_protocol=split_protocol)  # fmt: skip
+    build = dict(
+        crop_size=size,
+        crop_margin=0.25,
+        whole_frames=False,
+        source="tiny",
+        frames_per_video=frames,
+        detector_sha256="",
+        split_protocol=split_protocol,
+    )
     person = 0
     with FaceStoreWriter(path, **build) as w:
         for split, count in videos.items():
@@ -38,10 +50,17 @@ def write_tiny_store(
                 fake = k % 2 == 1
                 folder, swap = ("Celeb-synthesis", f"_id{person + 1}") if fake else ("Celeb-real", "")
                 name = f"{folder}/id{person}{swap}_{k:04d}.mp4"
-                w.append(tiny_crops(frames, fake=fake, size=size, rng=rng), label=int(fake), video=name,
-                         identity=f"id{person}", identity_src=f"id{person + 1}" if fake else "",
-                         frame=np.arange(frames) * 5, box=np.tile([0, 0, size, size], (frames, 1)),
-                         det_score=0.9, split=split)  # fmt: skip
+                w.append(
+                    tiny_crops(frames, fake=fake, size=size, rng=rng),
+                    label=int(fake),
+                    video=name,
+                    identity=f"id{person}",
+                    identity_src=f"id{person + 1}" if fake else "",
+                    frame=np.arange(frames) * 5,
+                    box=np.tile([0, 0, size, size], (frames, 1)),
+                    det_score=0.9,
+                    split=split,
+                )
                 w.finish_video(name, frames=frames, faces=frames)
                 person += 2
     return path

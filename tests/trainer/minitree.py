@@ -26,19 +26,30 @@ import numpy as np
 # 4 celebrities (id0..id3) + 2 YouTube people. id0/id1 and id2/id3 swap with each other;
 # id0_id2 crosses the two pairs, so an identity split must leave it out.
 REAL = (
-    "Celeb-real/id0_0000.mp4", "Celeb-real/id0_0001.mp4", "Celeb-real/id1_0000.mp4",
-    "Celeb-real/id2_0000.mp4", "Celeb-real/id3_0000.mp4", "Celeb-real/id3_0001.mp4",
-    "YouTube-real/00000.mp4", "YouTube-real/00001.mp4",
-)  # fmt: skip
+    "Celeb-real/id0_0000.mp4",
+    "Celeb-real/id0_0001.mp4",
+    "Celeb-real/id1_0000.mp4",
+    "Celeb-real/id2_0000.mp4",
+    "Celeb-real/id3_0000.mp4",
+    "Celeb-real/id3_0001.mp4",
+    "YouTube-real/00000.mp4",
+    "YouTube-real/00001.mp4",
+)
 FAKE = (
-    "Celeb-synthesis/id0_id1_0000.mp4", "Celeb-synthesis/id1_id0_0000.mp4", "Celeb-synthesis/id1_id0_0001.mp4",
-    "Celeb-synthesis/id2_id3_0000.mp4", "Celeb-synthesis/id2_id3_0001.mp4", "Celeb-synthesis/id3_id2_0000.mp4",
+    "Celeb-synthesis/id0_id1_0000.mp4",
+    "Celeb-synthesis/id1_id0_0000.mp4",
+    "Celeb-synthesis/id1_id0_0001.mp4",
+    "Celeb-synthesis/id2_id3_0000.mp4",
+    "Celeb-synthesis/id2_id3_0001.mp4",
+    "Celeb-synthesis/id3_id2_0000.mp4",
     "Celeb-synthesis/id0_id2_0000.mp4",
-)  # fmt: skip
+)
 TEST = (
-    "Celeb-real/id0_0001.mp4", "YouTube-real/00001.mp4",
-    "Celeb-synthesis/id1_id0_0001.mp4", "Celeb-synthesis/id2_id3_0001.mp4",
-)  # fmt: skip
+    "Celeb-real/id0_0001.mp4",
+    "YouTube-real/00001.mp4",
+    "Celeb-synthesis/id1_id0_0001.mp4",
+    "Celeb-synthesis/id2_id3_0001.mp4",
+)
 
 
 @dataclass(frozen=True)
@@ -78,9 +89,15 @@ class Look:
         hair = tuple(int(v) for v in r.integers(10, 200, 3))
         iris = tuple(int(v) for v in r.integers(20, 160, 3))
         return cls(
-            np.clip(skin, 30, 255).tolist(), hair, iris, r.uniform(1.15, 1.45), r.uniform(0.34, 0.5),
-            r.uniform(0.09, 0.14), r.uniform(0.3, 0.5), r.uniform(1.0, 3.0),
-        )  # fmt: skip
+            np.clip(skin, 30, 255).tolist(),
+            hair,
+            iris,
+            r.uniform(1.15, 1.45),
+            r.uniform(0.34, 0.5),
+            r.uniform(0.09, 0.14),
+            r.uniform(0.3, 0.5),
+            r.uniform(1.0, 3.0),
+        )
 
 
 def _background(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -109,13 +126,20 @@ def _draw_face(img: np.ndarray, look: Look, cx: float, cy: float, w: float, talk
         x = cx + side * ex + turn * 0.08 * w
         cv2.ellipse(img, (int(x), int(ey)), (int(er), int(er * 0.6)), 0, 0, 360, (245, 245, 245), -1, aa)
         cv2.circle(img, (int(x + turn * er * 0.4), int(ey)), max(int(er * 0.45), 1), look.iris, -1, aa)
-        cv2.line(img, (int(x - er), int(ey - 1.6 * er)), (int(x + er), int(ey - 1.8 * er)), look.hair,
-                 max(int(look.brow), 1), aa)  # fmt: skip
+        cv2.line(
+            img,
+            (int(x - er), int(ey - 1.6 * er)),
+            (int(x + er), int(ey - 1.8 * er)),
+            look.hair,
+            max(int(look.brow), 1),
+            aa,
+        )
     nx = cx + turn * 0.12 * w
     cv2.line(img, (int(nx), int(ey + er)), (int(nx - 0.04 * w), int(cy + 0.12 * h)), (90, 60, 50), 1, aa)
     mw = look.mouth * w / 2
-    cv2.ellipse(img, (int(nx), int(cy + 0.27 * h)), (int(mw), max(int(talk * 0.09 * h), 1)), 0, 0, 360,
-                (120, 30, 40), -1, aa)  # fmt: skip
+    cv2.ellipse(
+        img, (int(nx), int(cy + 0.27 * h)), (int(mw), max(int(talk * 0.09 * h), 1)), 0, 0, 360, (120, 30, 40), -1, aa
+    )
 
 
 def _inner_mask(size: int, cx: float, cy: float, w: float, aspect: float) -> np.ndarray:

@@ -45,8 +45,11 @@ def test_draws_cover_native_sizes_and_codecs_in_their_shares():
 @pytest.mark.parametrize("codec", ["jpeg", "h264"])
 def test_codecs_are_real_and_lossier_at_lower_quality(codec):
     img = _scene(96)
-    good, bad = (Capture(96, codec, 95), Capture(96, codec, 30)) if codec == "jpeg" else (
-        Capture(96, codec, 18), Capture(96, codec, 40))  # fmt: skip
+    good, bad = (
+        (Capture(96, codec, 95), Capture(96, codec, 30))
+        if codec == "jpeg"
+        else (Capture(96, codec, 18), Capture(96, codec, 40))
+    )
     out_good, out_bad = encode(img, good), encode(img, bad)
     assert out_good.shape == img.shape and out_good.dtype == np.uint8
     err_good = np.abs(out_good.astype(int) - img).mean()
@@ -115,8 +118,12 @@ def test_a_broadcast_look_sharpens_or_softens_the_whole_picture_in_its_share():
     assert abs(kinds["sharpen"] / 4000 - 0.2) < 0.03 and abs((kinds["blur"] + kinds["denoise"]) / 4000 - 0.3) < 0.03
     for seed in range(50):  # the look is drawn last: sizes, codecs and borders come out as without it
         a, b = draw_capture(np.random.default_rng(seed), 256), draw_capture(np.random.default_rng(seed), 256, cfg)
-        assert a.look == ("none", 0.0) and (a.native, a.codec, a.quality, a.border) == (b.native, b.codec, b.quality,
-                                                                                          b.border)  # fmt: skip
+        assert a.look == ("none", 0.0) and (a.native, a.codec, a.quality, a.border) == (
+            b.native,
+            b.codec,
+            b.quality,
+            b.border,
+        )
     img = _scene(96)
     assert apply_look(img, ("none", 0.0)) is img
     assert _detail(apply_look(img, ("sharpen", 1.0))) > 2 * _detail(img)
@@ -127,8 +134,17 @@ def test_a_broadcast_look_sharpens_or_softens_the_whole_picture_in_its_share():
 
 
 def test_a_fake_and_its_real_twin_get_the_same_look(tiny_store):
-    loader = make_loader(tiny_store, "train", input_size=64, batch_size=4, shuffle=True, seed=3, self_blend=True,
-                         capture=True, capture_look=1.0)  # fmt: skip
+    loader = make_loader(
+        tiny_store,
+        "train",
+        input_size=64,
+        batch_size=4,
+        shuffle=True,
+        seed=3,
+        self_blend=True,
+        capture=True,
+        capture_look=1.0,
+    )
     ds = loader.dataset
     assert ds.capture.p_sharpen == ds.capture.p_soften == 0.5
     n = len(ds.base)
@@ -155,8 +171,17 @@ def test_dataset_shows_reals_and_fakes_through_the_same_capture(tiny_store):
     # a real item is its stored crop through a capture (no blend): the same as simulate_capture with its rng
     expected = simulate_capture(ds.base.raw_crop(3), ds._rng(3), size=48)
     np.testing.assert_array_equal(ds.image(3), expected)
-    train = make_loader(tiny_store, "train", input_size=48, batch_size=8, shuffle=True, seed=1, self_blend=True,
-                        capture=True, augment="paper")  # fmt: skip
+    train = make_loader(
+        tiny_store,
+        "train",
+        input_size=48,
+        batch_size=8,
+        shuffle=True,
+        seed=1,
+        self_blend=True,
+        capture=True,
+        augment="paper",
+    )
     assert train.dataset.augment is not None  # the augmentation runs after the capture, at the input size
     x, y = next(iter(train))
     assert x.shape == (8, 3, 48, 48)
@@ -171,8 +196,9 @@ def test_capture_needs_the_base_to_leave_resizing_to_it(tiny_store):
 def test_a_fake_is_shown_as_its_real_twin_and_the_two_share_a_batch(tiny_store):
     from trainer.selfblend import PairSampler
 
-    loader = make_loader(tiny_store, "train", input_size=64, batch_size=4, shuffle=True, seed=3, self_blend=True,
-                         capture=True)  # fmt: skip
+    loader = make_loader(
+        tiny_store, "train", input_size=64, batch_size=4, shuffle=True, seed=3, self_blend=True, capture=True
+    )
     ds = loader.dataset
     assert isinstance(loader.sampler, PairSampler)
     n = len(ds.base)
@@ -184,8 +210,9 @@ def test_a_fake_is_shown_as_its_real_twin_and_the_two_share_a_batch(tiny_store):
         if i in reals:
             assert twin_of[order[pos + 1]] == i and pos % 2 == 0  # (real, its fake), adjacent, in one even batch
     assert len(ds.base) > len(ds.real)  # (the tiny store has fakes of its own: they come alone)
-    half = make_loader(tiny_store, "train", input_size=64, batch_size=4, shuffle=True, seed=3, self_blend=True,
-                       capture=True, samples=6)  # fmt: skip
+    half = make_loader(
+        tiny_store, "train", input_size=64, batch_size=4, shuffle=True, seed=3, self_blend=True, capture=True, samples=6
+    )
     assert len(list(half.sampler)) == 6
     # the same native size and codec: pixels the blend mask never reaches are the same in both
     real, fake = ds.image(int(ds.real[0])), ds.image(n)
@@ -206,17 +233,37 @@ def _tool_store(path: Path) -> Path:
     from trainer.store import FaceStoreWriter
 
     rng = np.random.default_rng(0)
-    rows = [("real_videos/a.mp4", 0, "train"), ("real_videos/b.mp4", 0, "train"), ("real_videos/c.mp4", 0, "val"),
-            ("labelled/wild_swaps/deepfacelive/side_by_side/k.mp4:left", 0, "train"),
-            ("labelled/wild_swaps/deepfacelive/side_by_side/k.mp4:right", 1, "train"),
-            ("labelled/wild_swaps/lipsync_wav2lip/real/v.mp4", 0, "train"),
-            ("labelled/wild_swaps/lipsync_wav2lip/fake/r.mp4", 1, "train")]  # fmt: skip
-    with FaceStoreWriter(path, crop_size=32, crop_margin=0.25, whole_frames=False, source="tiny",
-                         frames_per_video=2, detector_sha256="", split_protocol="identity") as w:  # fmt: skip
+    rows = [
+        ("real_videos/a.mp4", 0, "train"),
+        ("real_videos/b.mp4", 0, "train"),
+        ("real_videos/c.mp4", 0, "val"),
+        ("labelled/wild_swaps/deepfacelive/side_by_side/k.mp4:left", 0, "train"),
+        ("labelled/wild_swaps/deepfacelive/side_by_side/k.mp4:right", 1, "train"),
+        ("labelled/wild_swaps/lipsync_wav2lip/real/v.mp4", 0, "train"),
+        ("labelled/wild_swaps/lipsync_wav2lip/fake/r.mp4", 1, "train"),
+    ]
+    with FaceStoreWriter(
+        path,
+        crop_size=32,
+        crop_margin=0.25,
+        whole_frames=False,
+        source="tiny",
+        frames_per_video=2,
+        detector_sha256="",
+        split_protocol="identity",
+    ) as w:
         for name, label, split in rows:
-            w.append(tiny_crops(2, fake=bool(label), size=32, rng=rng), label=label, video=name, identity=name,
-                     identity_src="", frame=np.arange(2), box=np.tile([0, 0, 32, 32], (2, 1)), det_score=0.9,
-                     split=split)  # fmt: skip
+            w.append(
+                tiny_crops(2, fake=bool(label), size=32, rng=rng),
+                label=label,
+                video=name,
+                identity=name,
+                identity_src="",
+                frame=np.arange(2),
+                box=np.tile([0, 0, 32, 32], (2, 1)),
+                det_score=0.9,
+                split=split,
+            )
             w.finish_video(name, frames=2, faces=2)
     return path
 
@@ -225,8 +272,18 @@ def test_stored_fakes_come_each_epoch_beside_a_real_of_their_own_source(tmp_path
     from trainer.fit import stored_groups
 
     store = _tool_store(tmp_path / "tools.h5")
-    loader = make_loader(store, "train", input_size=32, batch_size=4, shuffle=True, seed=1, self_blend=True,
-                         capture=True, samples=20, stored_share=0.4)  # fmt: skip
+    loader = make_loader(
+        store,
+        "train",
+        input_size=32,
+        batch_size=4,
+        shuffle=True,
+        seed=1,
+        self_blend=True,
+        capture=True,
+        samples=20,
+        stored_share=0.4,
+    )
     ds, order = loader.dataset, list(loader.sampler)
     assert len(order) == len(loader.sampler) == 20
     with FaceStore(store) as opened:
@@ -239,8 +296,18 @@ def test_stored_fakes_come_each_epoch_beside_a_real_of_their_own_source(tmp_path
     assert all(u[1] == n + list(ds.real).index(u[0]) for u in units if u not in stored)
     seen = {int(f) for f, _ in stored}
     for seed in range(2, 6):  # with replacement, both tools' fakes come up over a few epochs
-        again = make_loader(store, "train", input_size=32, batch_size=4, shuffle=True, seed=seed, self_blend=True,
-                            capture=True, samples=20, stored_share=0.4)  # fmt: skip
+        again = make_loader(
+            store,
+            "train",
+            input_size=32,
+            batch_size=4,
+            shuffle=True,
+            seed=seed,
+            self_blend=True,
+            capture=True,
+            samples=20,
+            stored_share=0.4,
+        )
         seen |= {int(i) for i in again.sampler if i < n and ds.base.labels[i] == 1}
     assert {groups[i] for i in seen} == {"labelled/wild_swaps/deepfacelive", "labelled/wild_swaps/lipsync_wav2lip"}
 

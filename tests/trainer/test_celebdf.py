@@ -118,8 +118,12 @@ def test_default_selection_is_the_papers_100_plus_100():
     chosen = select_videos(videos, seed=0)
     labels = Counter(v.label for v in chosen)
     assert labels == {0: 100, 1: 100}
-    assert Counter((v.label, v.official_test) for v in chosen) == {(0, True): 20, (0, False): 80,
-                                                                   (1, True): 20, (1, False): 80}  # fmt: skip
+    assert Counter((v.label, v.official_test) for v in chosen) == {
+        (0, True): 20,
+        (0, False): 80,
+        (1, True): 20,
+        (1, False): 80,
+    }
     assert len({v.path for v in chosen}) == 200
     assert select_videos(list(reversed(videos)), seed=0) == chosen  # deterministic, order-independent
     assert select_videos(videos, seed=1) != chosen

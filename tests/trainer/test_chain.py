@@ -10,11 +10,29 @@ from trainer.fit import load_checkpoint
 from trainer.store import FaceStore
 
 CHAIN = [
-    "--dataset-all", "--dataset-whole-frames", "--dataset-frames", "6", "--dataset-crop-size", "64",
-    "--dataset-no-progress", "--search-n-trials", "2", "--search-epochs", "1", "--search-families", "paper_cnn",
-    "--search-cnn-blocks", "2-2", "--search-sampler-seed", "0", "--fit-epochs", "2", "--threads", "1",
+    "--dataset-all",
+    "--dataset-whole-frames",
+    "--dataset-frames",
+    "6",
+    "--dataset-crop-size",
+    "64",
+    "--dataset-no-progress",
+    "--search-n-trials",
+    "2",
+    "--search-epochs",
+    "1",
+    "--search-families",
+    "paper_cnn",
+    "--search-cnn-blocks",
+    "2-2",
+    "--search-sampler-seed",
+    "0",
+    "--fit-epochs",
+    "2",
+    "--threads",
+    "1",
     "--engines-no-progress",
-]  # fmt: skip
+]
 
 
 def test_all_runs_the_chain_on_the_mini_tree_and_resumes(mini_celebdf, tmp_path, capsys):
@@ -68,20 +86,49 @@ def test_compare_protocols_plans_two_stores_one_search_two_fits_and_one_table(tm
     from trainer.cli import build_parser
     from trainer.commands.all import STAGES, plan, stage_namespace
 
-    args = build_parser().parse_args(["all", "--celebdf", "/data/cdf", "--work", str(tmp_path), "--compare-protocols",
-                                      "--until", "export", "--threads", "2", "--search-threads", "1",
-                                      "--device", "auto", "--fit-epochs", "7"])  # fmt: skip
+    args = build_parser().parse_args(
+        [
+            "all",
+            "--celebdf",
+            "/data/cdf",
+            "--work",
+            str(tmp_path),
+            "--compare-protocols",
+            "--until",
+            "export",
+            "--threads",
+            "2",
+            "--search-threads",
+            "1",
+            "--device",
+            "auto",
+            "--fit-epochs",
+            "7",
+        ]
+    )
     steps = plan(args, list(STAGES))
     assert [key for key, _, _ in steps] == [
-        "dataset:identity", "dataset:paper", "search", "fit:identity", "fit:paper", "evaluate", "export",
-    ]  # fmt: skip
+        "dataset:identity",
+        "dataset:paper",
+        "search",
+        "fit:identity",
+        "fit:paper",
+        "evaluate",
+        "export",
+    ]
     argv = {key: managed for key, _, managed in steps}
     assert argv["dataset:paper"][-2:] == ["--split", "paper"]
     assert argv["search"][:2] == ["--data", str(tmp_path / "identity" / "faces.h5")]  # searched once, honestly
     assert str(tmp_path / "search" / "best_config.json") in argv["fit:paper"]  # both protocols fit that config
-    assert argv["evaluate"] == ["--run", f"identity={tmp_path / 'identity' / 'fit' / 'checkpoint.pt'}",
-                                "--run", f"paper={tmp_path / 'paper' / 'fit' / 'checkpoint.pt'}",
-                                "--compare-protocols", "--out", str(tmp_path / "eval")]  # fmt: skip
+    assert argv["evaluate"] == [
+        "--run",
+        f"identity={tmp_path / 'identity' / 'fit' / 'checkpoint.pt'}",
+        "--run",
+        f"paper={tmp_path / 'paper' / 'fit' / 'checkpoint.pt'}",
+        "--compare-protocols",
+        "--out",
+        str(tmp_path / "eval"),
+    ]
     assert argv["export"][1] == str(tmp_path / "identity" / "fit" / "checkpoint.pt")
     fit = stage_namespace("fit", argv["fit:paper"], args)
     assert (fit.epochs, fit.threads, fit.device, fit.resume, fit.batch_size) == (7, 2, "auto", True, None)  # config's
@@ -108,8 +155,10 @@ def test_all_refuses_a_changed_search_space_on_the_old_study(tmp_path, capsys):
     assert main([*base, "--search-families", "efficientnet"]) == 1
     assert "search options ['families'] changed" in capsys.readouterr().err
     # more trials, or a new study, are fine (they stop later, on the missing tree's store)
-    for extra in (["--search-families", "efficientnet", "--search-study-name", "other"],
-                  ["--search-families", "paper_cnn", "--search-n-trials", "9"]):  # fmt: skip
+    for extra in (
+        ["--search-families", "efficientnet", "--search-study-name", "other"],
+        ["--search-families", "paper_cnn", "--search-n-trials", "9"],
+    ):
         assert main(["--debug", *base, *extra]) == 1
         err = capsys.readouterr().err  # --debug: the traceback, through the redacting log formatter
         assert "no such face store" in err and "Traceback" in err

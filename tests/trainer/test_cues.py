@@ -62,15 +62,36 @@ def test_cues_command_measures_each_cue_on_the_served_crops(tmp_path):
     from trainer import realval
 
     out = tmp_path / "cues.json"
-    cmd = [sys.executable, "-m", "trainer.cli", "cues", "--media", str(SHARED_DATA), "--sets", "dfdc_test",
-           "--cache", str(tmp_path / "cache"), "--out", str(out), "--threads", "2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainer.cli",
+        "cues",
+        "--media",
+        str(SHARED_DATA),
+        "--sets",
+        "dfdc_test",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+        "--threads",
+        "2",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "dfdc_test" in proc.stderr and "face AUC / face AUC between faces of about the same size" in proc.stderr
     report = json.loads(out.read_text())
     detector = Detector(ROOT / "models" / "face_detector.onnx")
-    faces = realval.load_set("dfdc_test", SHARED_DATA, detector, detector_sha=detector.manifest.sha256, size=256,
-                             margin=0.25, cache=tmp_path / "cache")  # fmt: skip
+    faces = realval.load_set(
+        "dfdc_test",
+        SHARED_DATA,
+        detector,
+        detector_sha=detector.manifest.sha256,
+        size=256,
+        margin=0.25,
+        cache=tmp_path / "cache",
+    )
     for name in CUES:
         expected = realval.measure(faces, Cue(name)(faces.images))
         assert report[name]["dfdc_test"]["face_auc"] == pytest.approx(expected["face_auc"])

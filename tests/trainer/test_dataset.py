@@ -73,9 +73,30 @@ def test_detector_path_with_the_placeholder(mini_celebdf: MiniTree, model_dir: P
 
     out = tmp_path / "faces.h5"
     det = model_dir / "face_detector.onnx"
-    args = ["dataset", "--celebdf", str(mini_celebdf.root), "--out", str(out), "--real", "2", "--fake", "2",
-            "--test-fraction", "0.5", "--frames", "2", "--crop-size", "48", "--detector", str(det),
-            "--det-conf", "0.001", "--augment-copies", "0", "--no-progress"]  # fmt: skip
+    args = [
+        "dataset",
+        "--celebdf",
+        str(mini_celebdf.root),
+        "--out",
+        str(out),
+        "--real",
+        "2",
+        "--fake",
+        "2",
+        "--test-fraction",
+        "0.5",
+        "--frames",
+        "2",
+        "--crop-size",
+        "48",
+        "--detector",
+        str(det),
+        "--det-conf",
+        "0.001",
+        "--augment-copies",
+        "0",
+        "--no-progress",
+    ]
     assert main(args) == 0
     with FaceStore(out) as store:
         assert store.attrs["detector_sha256"] == load_manifest(det).sha256 and not store.attrs["whole_frames"]
@@ -108,7 +129,7 @@ def test_videos_without_a_face_are_counted_and_listed(mini_celebdf: MiniTree, mo
         str(model_dir / "face_detector.onnx"),
         "--no-progress",
     ]
-    assert main(args) == 0  # the placeholder at its manifest threshold finds nothing  # fmt: skip
+    assert main(args) == 0  # the placeholder at its manifest threshold finds nothing
     err = capsys.readouterr().err
     assert "videos: 2 no_face" in err and err.count(": no_face") == 2
     with FaceStore(out) as store:
@@ -139,8 +160,9 @@ def test_unreadable_zero_frame_and_truncated_videos(mini_celebdf: MiniTree, tmp_
 
 
 def _mini_cfg(tree: Path, out: Path, **kw) -> DatasetConfig:
-    return DatasetConfig(**{"tree": tree, "out": out, "all_videos": True, "whole_frames": True, "frames": 6,
-                            "crop_size": 64} | kw)  # fmt: skip
+    return DatasetConfig(
+        **{"tree": tree, "out": out, "all_videos": True, "whole_frames": True, "frames": 6, "crop_size": 64} | kw
+    )
 
 
 def test_an_interrupted_build_resumes_to_the_same_store(

@@ -36,9 +36,34 @@ def _json(value: object) -> str:
 
 
 def _argv(media: Path, out: Path, export: Path) -> list[str]:
-    return ["detector", "--media", str(media), "--out", str(out), "--imgsz", "64", "--epochs", "1", "--hours", "0",
-            "--batch", "2", "--workers", "0", "--sizes", "320", "--frames-per-clip", "2", "--eval-frames", "2",
-            "--threads", "1", "--export", str(export), "--no-torch-reference"]  # fmt: skip
+    return [
+        "detector",
+        "--media",
+        str(media),
+        "--out",
+        str(out),
+        "--imgsz",
+        "64",
+        "--epochs",
+        "1",
+        "--hours",
+        "0",
+        "--batch",
+        "2",
+        "--workers",
+        "0",
+        "--sizes",
+        "320",
+        "--frames-per-clip",
+        "2",
+        "--eval-frames",
+        "2",
+        "--threads",
+        "1",
+        "--export",
+        str(export),
+        "--no-torch-reference",
+    ]
 
 
 def test_train_measure_export_then_reuse(tmp_path, monkeypatch):
@@ -85,8 +110,14 @@ def test_train_measure_export_then_reuse(tmp_path, monkeypatch):
     assert 0 <= row["map50_95"] <= row["map50"] <= 1 and row["ms_per_720p_frame"] > 0
     assert row["wider_recall32"]["faces"] == 2  # WIDER val in the tree: 1 + 1 faces >= 32 px
     assert row["clips_recall32"]["faces"] == report["data"]["clip_eval_faces"] == 2  # the test clip, 2 frames
-    assert report["data"] == {"wider_train": 3, "pseudo_images": 6, "pseudo_faces": 6, "dropped_doubtful": 0,
-                              "clip_eval_frames": 2, "clip_eval_faces": 2}  # fmt: skip
+    assert report["data"] == {
+        "wider_train": 3,
+        "pseudo_images": 6,
+        "pseudo_faces": 6,
+        "dropped_doubtful": 0,
+        "clip_eval_frames": 2,
+        "clip_eval_faces": 2,
+    }
     trained = json.loads((out / "train_summary.json").read_text())
     assert _json(report["training"]) == _json(trained) and trained["epochs_run"] == 1 and trained["seconds"] > 0
     assert trained["config"]["hours"] is None and trained["config"]["imgsz"] == 64  # --hours 0: no time budget
@@ -122,8 +153,17 @@ def test_a_serving_size_that_is_not_measured_is_refused_before_any_work(tmp_path
     from trainer.cli import main
 
     out = tmp_path / "run"
-    argv = ["detector", "--media", str(tmp_path / "media"), "--out", str(out), "--sizes", "320",
-            "--serving-size", "416"]  # fmt: skip
+    argv = [
+        "detector",
+        "--media",
+        str(tmp_path / "media"),
+        "--out",
+        str(out),
+        "--sizes",
+        "320",
+        "--serving-size",
+        "416",
+    ]
     assert main(argv) == 1
     assert "--serving-size 416 is not among --sizes [320]" in capsys.readouterr().err
     assert not out.exists()

@@ -38,7 +38,7 @@ SMALL_AND_BIG = np.vstack([boxes((0, 10)), boxes((20, 40), y2=20)])  # faces 10 
             boxes((0, 10), (3, 13)),
             boxes((3, 12), (-3.5, 7.5), (50, 60)),
             [[7 / 12, 7.5 / 13.5, 0], [9 / 10, 4.5 / 16.5, 0]],
-        ),  # (2, 3) in order  # fmt: skip
+        ),  # (2, 3) in order
         (NONE, boxes((0, 10), (5, 15)), np.zeros((0, 2))),
         (boxes((0, 10)), NONE, np.zeros((1, 0))),
         (NONE, NONE, np.zeros((0, 0))),
@@ -82,8 +82,9 @@ RECALL_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("pairs", "min_height", "expected"), [c[1:] for c in RECALL_CASES],
-                         ids=[c[0] for c in RECALL_CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("pairs", "min_height", "expected"), [c[1:] for c in RECALL_CASES], ids=[c[0] for c in RECALL_CASES]
+)
 def test_match_recall(pairs, min_height, expected):
     result = match_recall(pairs, min_height=min_height)
     assert (result.faces, result.found, result.detections, result.true_detections) == expected

@@ -60,8 +60,9 @@ def test_frozen_stages_keep_their_weights_and_statistics_through_training_and_pr
     before = {k: v.clone() for k, v in model.state_dict().items()}
     frozen = {id(p) for m in model.frozen for p in m.parameters()}
     assert frozen and all(not p.requires_grad for m in model.frozen for p in m.parameters())
-    optimizer = make_optimizer(model, TrainConfig(model="efficientnet_lite0", optimizer="adamw", lr=1e-2,
-                                                  backbone_lr=0.1))  # fmt: skip
+    optimizer = make_optimizer(
+        model, TrainConfig(model="efficientnet_lite0", optimizer="adamw", lr=1e-2, backbone_lr=0.1)
+    )
     assert not any(id(p) in frozen for g in optimizer.param_groups for p in g["params"])
     model.train()
     for _ in range(2):
@@ -91,11 +92,14 @@ def test_the_new_head_learns_at_lr_and_the_backbone_at_a_fraction_of_it():
     assert len(plain.param_groups) == 1 and plain.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"variant": "lite4"}, r"variant 'lite4' is not one of \['lite0', 'lite1', 'lite2'\]"),
-    ({"frozen_stages": 8}, r"frozen_stages must be in 0..7"),
-    ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"variant": "lite4"}, r"variant 'lite4' is not one of \['lite0', 'lite1', 'lite2'\]"),
+        ({"frozen_stages": 8}, r"frozen_stages must be in 0..7"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ],
+)
 def test_bad_lite_configs_name_the_value(overrides, message):
     with pytest.raises(ModelConfigError, match=message):
         create_model("efficientnet_lite0", pretrained=False, **overrides)

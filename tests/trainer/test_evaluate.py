@@ -68,8 +68,22 @@ def test_evaluate_command_writes_report_json_markdown_and_plots(runs, tmp_path, 
 def test_video_score_pooling_is_configurable(runs, tmp_path):
     from trainer.cli import main
 
-    assert main(["evaluate", "--checkpoint", str(runs["identity"]), "--out", str(tmp_path), "--video-score", "max",
-                 "--weights", "last"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(runs["identity"]),
+                "--out",
+                str(tmp_path),
+                "--video-score",
+                "max",
+                "--weights",
+                "last",
+            ]
+        )
+        == 0
+    )
     (run,) = json.loads((tmp_path / "report.json").read_text())["runs"]
     assert run["video_reduce"] == "max" and run["weights"] == "last"
 
@@ -77,21 +91,44 @@ def test_video_score_pooling_is_configurable(runs, tmp_path):
 def test_compare_protocols_puts_both_side_by_side_with_the_difference(runs, tmp_path, capsys):
     from trainer.cli import main
 
-    argv = ["evaluate", "--out", str(tmp_path), "--compare-protocols",
-            "--run", f"paper={runs['paper']}", "--run", f"identity={runs['identity']}"]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--out",
+        str(tmp_path),
+        "--compare-protocols",
+        "--run",
+        f"paper={runs['paper']}",
+        "--run",
+        f"identity={runs['identity']}",
+    ]
     assert main(argv) == 0
     table = capsys.readouterr().out
     header = table.splitlines()[0]
-    assert header == ("| metric | identity frame | identity video | paper frame | paper video | "
-                      "paper - identity frame | paper - identity video |")  # fmt: skip
+    assert header == (
+        "| metric | identity frame | identity video | paper frame | paper video | "
+        "paper - identity frame | paper - identity video |"
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     ident, paper = report["runs"]  # identity first, whatever the order given
     assert (ident["split_protocol"], paper["split_protocol"]) == ("identity", "paper")
     diff = paper["frame"]["accuracy"] - ident["frame"]["accuracy"]
     assert f"| {diff:+.4f} |" in table.splitlines()[2]
     assert "leakage" in (tmp_path / "report.md").read_text()
-    assert main(["evaluate", "--out", str(tmp_path), "--compare-protocols", "--run", f"a={runs['identity']}",
-                 "--run", f"b={runs['identity']}"]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--out",
+                str(tmp_path),
+                "--compare-protocols",
+                "--run",
+                f"a={runs['identity']}",
+                "--run",
+                f"b={runs['identity']}",
+            ]
+        )
+        == 1
+    )
 
 
 def test_bad_runs_are_named(runs, tmp_path):

@@ -73,8 +73,20 @@ def test_export_refuses_what_is_not_a_checkpoint_and_a_foreign_report(trained, t
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["export", "--checkpoint", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "m.onnx")]) == 1
     (tmp_path / "r.json").write_text(json.dumps({"runs": [{"checkpoint": "/elsewhere/checkpoint.pt"}]}))
-    assert main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "m.onnx"),
-                 "--report", str(tmp_path / "r.json")]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(trained),
+                "--out",
+                str(tmp_path / "m.onnx"),
+                "--report",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 1
+    )
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -84,8 +96,23 @@ def test_export_refuses_a_report_of_other_weights(trained, tmp_path):
 
     assert main(["evaluate", "--checkpoint", str(trained), "--weights", "last", "--out", str(tmp_path / "eval")]) == 0
     report = tmp_path / "eval" / "report.json"
-    assert main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "m.onnx"),
-                 "--report", str(report)]) == 1  # fmt: skip
+    assert (
+        main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "m.onnx"), "--report", str(report)]) == 1
+    )
     assert not (tmp_path / "m.onnx").exists()
-    assert main(["export", "--checkpoint", str(trained), "--out", str(tmp_path / "m.onnx"), "--weights", "last",
-                 "--report", str(report)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(trained),
+                "--out",
+                str(tmp_path / "m.onnx"),
+                "--weights",
+                "last",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )

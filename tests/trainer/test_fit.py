@@ -77,8 +77,11 @@ def test_bad_input_fails_before_training(tiny_store, tmp_path):
     with pytest.raises(FitError, match=r"the 'val' split is empty"):
         fit(CFG, data=no_val, out=None, progress=False)
     spectral = replace(CFG, model="spectral", model_args={"bands": 2, "margin": 0.3}, epochs=1)
-    with pytest.raises(FitError, match=r"places its regions for crop margin 0.3, but .*faces.h5 was cut with margin "
-                       r"0.25; pass --model-arg margin=0.25"):  # fmt: skip
+    with pytest.raises(
+        FitError,
+        match=r"places its regions for crop margin 0.3, but .*faces.h5 was cut with margin "
+        r"0.25; pass --model-arg margin=0.25",
+    ):
         fit(spectral, data=tiny_store, out=None, progress=False)
     with pytest.raises(FitError, match=r"unknown training config fields \['epoch'\]; valid: \['model'"):
         TrainConfig.from_dict({"epoch": 3})
@@ -100,8 +103,19 @@ def test_fit_command_takes_the_search_config_and_flags(tiny_store, tmp_path):
 
     best = {"trial": 3, "config": {**CFG.to_dict(), "epochs": 10, "lr": 0.002, "augment": "paper"}}
     (tmp_path / "best_config.json").write_text(json.dumps(best))
-    argv = ["fit", "--data", str(tiny_store), "--out", str(tmp_path / "run"), "--config",
-            str(tmp_path / "best_config.json"), "--model-arg", "dense_units=4", "--threads", "1"]  # fmt: skip
+    argv = [
+        "fit",
+        "--data",
+        str(tiny_store),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        str(tmp_path / "best_config.json"),
+        "--model-arg",
+        "dense_units=4",
+        "--threads",
+        "1",
+    ]
     assert main([*argv, "--epochs", "1"]) == 0
     ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)
     assert ckpt["config"]["lr"] == 0.002 and ckpt["config"]["augment"] == "paper"  # from the search
@@ -158,8 +172,9 @@ def test_cosine_fit_sets_the_learning_rate_per_step_and_an_interrupted_run_resum
         fit(cfg, data=tiny_store, out=tmp_path, progress=False, threads=1, on_epoch=stop_after_first)
     ckpt = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     steps = 24 * 1 // 8  # 24 train crops, batch 8: the warm-up's last step set lr * 2/3
-    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(cfg.lr * lr_factor("cosine", 2 / steps,
-                                                                                           epochs=3))  # fmt: skip
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        cfg.lr * lr_factor("cosine", 2 / steps, epochs=3)
+    )
     resumed = fit(cfg, data=tiny_store, out=tmp_path, resume=True, progress=False, threads=1)
     for a, b in zip(whole.history, resumed.history):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
@@ -184,8 +199,9 @@ def test_epoch_samples_draws_a_new_subset_each_epoch(tiny_store):
 def test_precise_bn_replaces_trailing_running_stats_by_the_current_weights_batch_average(tiny_store):
     from trainer.fit import make_loader, precise_bn
 
-    model = TrainConfig(model="rescnn", model_args={"stem": 8, "widths": [8, 16], "blocks": [1, 1]},
-                        input_size=32).build_model()  # fmt: skip
+    model = TrainConfig(
+        model="rescnn", model_args={"stem": 8, "widths": [8, 16], "blocks": [1, 1]}, input_size=32
+    ).build_model()
     bn = model.stem[1]
     bn.running_mean.fill_(5.0)  # stale statistics, as after weights moved under them
     loader = make_loader(tiny_store, "train", input_size=32, batch_size=8, shuffle=False)

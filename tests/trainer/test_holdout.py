@@ -68,21 +68,38 @@ def test_face_sets_score_the_served_crops(tmp_path):
     classifier, detector = Classifier(MODELS / "deepfake_classifier.onnx"), Detector(MODELS / "face_detector.onnx")
     result = holdout.face_sets(classifier, detector, SHARED_DATA, cache=tmp_path, sets=("dfdc_test",))
     m = result["dfdc_test"]
-    face_set = realval.load_set("dfdc_test", SHARED_DATA, detector, detector_sha=detector.manifest.sha256,
-                                size=classifier.input_size, margin=classifier.crop_margin, cache=tmp_path,
-                                min_face=classifier.min_face)  # fmt: skip
+    face_set = realval.load_set(
+        "dfdc_test",
+        SHARED_DATA,
+        detector,
+        detector_sha=detector.manifest.sha256,
+        size=classifier.input_size,
+        margin=classifier.crop_margin,
+        cache=tmp_path,
+        min_face=classifier.min_face,
+    )
     expected = realval.measure(face_set, classifier(face_set.images).astype(np.float64))
     assert m["face_auc"] == pytest.approx(expected["face_auc"]) and m["faces"] == len(face_set)
     assert m["role"] == "report" and m["missed_faces"] == face_set.missed and m["small_faces"] == face_set.small
     assert face_set.heights.min() >= classifier.min_face  # the pack's min_face: no face it would not score
-    unfiltered = realval.load_set("dfdc_test", SHARED_DATA, detector, detector_sha=detector.manifest.sha256,
-                                  size=classifier.input_size, margin=classifier.crop_margin, cache=tmp_path,
-                                  min_face=128)  # fmt: skip
+    unfiltered = realval.load_set(
+        "dfdc_test",
+        SHARED_DATA,
+        detector,
+        detector_sha=detector.manifest.sha256,
+        size=classifier.input_size,
+        margin=classifier.crop_margin,
+        cache=tmp_path,
+        min_face=128,
+    )
     assert unfiltered.small > 0 and len(unfiltered) + unfiltered.small == len(face_set) + face_set.small
     assert m["face_auc_size_matched"] == pytest.approx(expected["face_auc_size_matched"])
     alerts = {"real_alerted": 0, "real_clips": 0, "fake_caught": 0, "fake_clips": 0}
-    row = next(line for line in holdout.report_markdown({"face_sets": result, "video_sets": {}, "alerts": alerts})
-               .splitlines() if line.startswith("| dfdc_test"))  # fmt: skip
+    row = next(
+        line
+        for line in holdout.report_markdown({"face_sets": result, "video_sets": {}, "alerts": alerts}).splitlines()
+        if line.startswith("| dfdc_test")
+    )
     cells = [c.strip() for c in row.split("|")[1:-1]]  # set, role, faces, clips, face AUC, size-matched, clip, size
     assert cells[4:] == [f"{m[k]:.3f}" for k in ("face_auc", "face_auc_size_matched", "clip_auc", "size_alone_auc")]
 

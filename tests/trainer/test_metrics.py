@@ -81,8 +81,9 @@ def test_confusion_matrix_counts():
 )
 def test_pool_by_video(reduce, expected):
     videos = np.array(["b", "a", "b", "a", "c"])
-    names, labels, scores = pool_by_video(videos, np.array([1, 0, 1, 0, 1]), np.array([0.9, 0.2, 0.5, 0.4, 0.7]),
-                                          reduce=reduce)  # fmt: skip
+    names, labels, scores = pool_by_video(
+        videos, np.array([1, 0, 1, 0, 1]), np.array([0.9, 0.2, 0.5, 0.4, 0.7]), reduce=reduce
+    )
     assert names.tolist() == ["a", "b", "c"] and labels.tolist() == [0, 1, 1]
     np.testing.assert_allclose(scores, expected)
 
@@ -99,12 +100,16 @@ def test_pool_by_video_median_of_three():
         (lambda: binary_metrics(np.array([0, 1]), np.array([0.1])), r"labels \(2\) and scores \(1\) differ"),
         (lambda: binary_metrics(np.array([0, 1]), np.array([0.1, np.nan])), r"1 scores are NaN"),
         (lambda: binary_metrics(np.array([], int), np.array([])), r"no samples"),
-        (lambda: pool_by_video(np.array(["a"]), np.array([1]), np.array([0.5]), reduce="mode"),
-         r"unknown video pooling 'mode'; valid: \['mean', 'median', 'max'\]"),
-        (lambda: pool_by_video(np.array(["a", "a"]), np.array([0, 1]), np.array([0.5, 0.5])),
-         r"videos with frames of both labels: \['a'\]"),
+        (
+            lambda: pool_by_video(np.array(["a"]), np.array([1]), np.array([0.5]), reduce="mode"),
+            r"unknown video pooling 'mode'; valid: \['mean', 'median', 'max'\]",
+        ),
+        (
+            lambda: pool_by_video(np.array(["a", "a"]), np.array([0, 1]), np.array([0.5, 0.5])),
+            r"videos with frames of both labels: \['a'\]",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_named(call, message):
     with pytest.raises(MetricsError, match=message):
         call()

@@ -142,11 +142,17 @@ def test_bad_configs_name_the_value_and_the_valid_options(name, overrides, messa
 
 @pytest.mark.parametrize(
     ("name", "size", "args"),
-    [("paper_cnn", 48, {}), ("paper_cnn_deep", 64, {}), ("efficientnet_b0", 64, {}), ("rescnn", 64, {}),
-     ("rescnn", 64, {"pool": "lse"}), ("spectral", 64, {"bands": 3}), ("spectral", 64, {"bands": 3, "hidden": 8}),
-     ("spectral", 64, {"bands": 3, "statistics": "slopes", "chroma": False}),
-     ("efficientnet_lite0", 64, {"pretrained": False})],
-    # fmt: skip
+    [
+        ("paper_cnn", 48, {}),
+        ("paper_cnn_deep", 64, {}),
+        ("efficientnet_b0", 64, {}),
+        ("rescnn", 64, {}),
+        ("rescnn", 64, {"pool": "lse"}),
+        ("spectral", 64, {"bands": 3}),
+        ("spectral", 64, {"bands": 3, "hidden": 8}),
+        ("spectral", 64, {"bands": 3, "statistics": "slopes", "chroma": False}),
+        ("efficientnet_lite0", 64, {"pretrained": False}),
+    ],
 )
 def test_registered_models_export_to_onnx_and_score_through_engines(tmp_path, name, size, args):
     from engines import Classifier
@@ -174,9 +180,13 @@ def test_placeholders_command_writes_artifacts_manifests_and_cards(tmp_path):
     assert main(["placeholders", "--out", str(tmp_path), "--detector-size", "320", "--classifier-size", "64"]) == 0
     names = {p.name for p in tmp_path.iterdir()}  # (other backends may add their own artifacts)
     assert names >= {
-        "deepfake_classifier.md", "deepfake_classifier.onnx", "deepfake_classifier.onnx.json",
-        "face_detector.md", "face_detector.onnx", "face_detector.onnx.json",
-    }  # fmt: skip
+        "deepfake_classifier.md",
+        "deepfake_classifier.onnx",
+        "deepfake_classifier.onnx.json",
+        "face_detector.md",
+        "face_detector.onnx",
+        "face_detector.onnx.json",
+    }
     assert Detector(tmp_path / "face_detector.onnx").input_size == 320
     assert Classifier(tmp_path / "deepfake_classifier.onnx").input_size == 64
     assert "PLACEHOLDER" in (tmp_path / "deepfake_classifier.md").read_text()

@@ -44,8 +44,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, RealFac
     root = tmp_path_factory.mktemp("realfaces")
     media = make_real_tree(root / "media")
     out = root / "real_faces.h5"
-    summary = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False,
-                               **TEACHER)  # fmt: skip
+    summary = build_real_faces(
+        media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False, **TEACHER
+    )
     return media, out, summary
 
 
@@ -129,8 +130,9 @@ def test_a_second_run_adds_nothing(built):
     media, out, _ = built
     with FaceStore(out) as store:
         rows, fingerprint = len(store), store.fingerprint()
-    again = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False,
-                             **TEACHER)  # fmt: skip
+    again = build_real_faces(
+        media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False, **TEACHER
+    )
     assert again.rows == {} and again.sources == {} and again.skipped == []
     with FaceStore(out) as store:
         assert len(store) == rows and store.fingerprint() == fingerprint
@@ -141,8 +143,9 @@ def test_detector_boxes_cut_the_serving_crop_and_utkface_photos_are_one_person_e
 
     media, _, _ = built
     out = tmp_path / "faces.h5"
-    summary = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False,
-                               detector=DETECTOR)  # fmt: skip
+    summary = build_real_faces(
+        media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, progress=False, detector=DETECTOR
+    )
     assert "dfdc" not in summary.sources and summary.sources["utkface"] == len(UTKFACE)  # DFDC stays for validation
     detector = Detector(DETECTOR)
     splits = {s.rel: s.split for s in realmedia.utkface(media)}
@@ -162,9 +165,11 @@ def test_detector_boxes_cut_the_serving_crop_and_utkface_photos_are_one_person_e
         assert len(clip_scores) and (clip_scores < 1).all() and (clip_scores >= detector.conf).all()
 
 
-TOOL_CLIPS = ("labelled/wild_swaps/deepfacelive/side_by_side/Kim_Jarrey_1.mp4",
-              "labelled/wild_swaps/lipsync_wav2lip/real/video_8s.mp4",
-              "labelled/wild_swaps/lipsync_wav2lip/fake/result_voice.mp4")  # fmt: skip
+TOOL_CLIPS = (
+    "labelled/wild_swaps/deepfacelive/side_by_side/Kim_Jarrey_1.mp4",
+    "labelled/wild_swaps/lipsync_wav2lip/real/video_8s.mp4",
+    "labelled/wild_swaps/lipsync_wav2lip/fake/result_voice.mp4",
+)
 
 
 def test_real_tools_outputs_join_train_with_their_real_inputs_and_unknown_tools_are_refused(tmp_path):
@@ -184,9 +189,18 @@ def test_real_tools_outputs_join_train_with_their_real_inputs_and_unknown_tools_
         build_real_faces(media, out, tools=["inswapper"], progress=False, detector=DETECTOR)
     with pytest.raises(TrainerError, match="unknown tool set.*celebdf_hard"):  # validation only: never a tool
         build_real_faces(media, out, tools=["celebdf_hard"], progress=False, detector=DETECTOR)
-    summary = build_real_faces(media, out, crop_size=CROP, frames_per_clip=FRAMES, min_face=MIN_FACE, utkface=0,
-                               tools=["deepfacelive", "lipsync"], tool_frames=3, progress=False,
-                               detector=DETECTOR)  # fmt: skip
+    summary = build_real_faces(
+        media,
+        out,
+        crop_size=CROP,
+        frames_per_clip=FRAMES,
+        min_face=MIN_FACE,
+        utkface=0,
+        tools=["deepfacelive", "lipsync"],
+        tool_frames=3,
+        progress=False,
+        detector=DETECTOR,
+    )
     assert summary.sources["tool:deepfacelive"] == 6 and summary.sources["tool:lipsync_wav2lip"] == 6
     with FaceStore(out) as store:
         video, label, split = store.meta("video"), store.meta("label"), store.meta("split")

@@ -61,8 +61,12 @@ def test_dfdc_crops_hold_each_video_in_one_split_and_take_labels_from_their_fold
         splits[s.identity].add(s.split)
     assert all(len(v) == 1 for v in splits.values())
     assert {v for (v,) in splits.values()} == {"train", "test"}  # both splits hold videos
-    assert Counter((s.split, s.label) for s in crops) == {("train", 0): 23, ("train", 1): 22, ("test", 0): 22,
-                                                         ("test", 1): 22}  # fmt: skip
+    assert Counter((s.split, s.label) for s in crops) == {
+        ("train", 0): 23,
+        ("train", 1): 22,
+        ("test", 0): 22,
+        ("test", 1): 22,
+    }
     by_rel = {s.rel: (s.label, s.split) for s in crops}
     assert {rel: by_rel[rel] for rel in DFDC} == DFDC
 

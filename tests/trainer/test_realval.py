@@ -112,8 +112,7 @@ def test_measure_gives_face_and_clip_auc():
     m = realval.measure(face_set, scores)
     assert m["clip_auc"] == 1.0 and m["face_auc"] == pytest.approx(6 / 9)
     assert (m["faces"], m["clips"], m["fake_clips"]) == (6, 4, 2)
-    one_class = realval.measure(realval.FaceSet("r", images[:2], np.array([0, 0]), np.array(["a", "b"]), 0),
-                                scores[:2])  # fmt: skip
+    one_class = realval.measure(realval.FaceSet("r", images[:2], np.array([0, 0]), np.array(["a", "b"]), 0), scores[:2])
     assert one_class["face_auc"] is None and one_class["mean_p_fake_fake"] is None
 
 
@@ -130,16 +129,24 @@ def test_size_matched_auc_sees_through_a_score_that_only_follows_the_face_size()
     sources = np.array(["a"] * 6 + ["b"] * 6)
     assert realval.size_matched_auc(np.array([1] * 6 + [0] * 6), follows_size, heights, sources) is None
     assert realval.size_matched_auc(labels, follows_size, None) is None
-    face_set = realval.FaceSet("t", np.zeros((12, 8, 8, 3), np.uint8), labels, np.arange(12).astype(str), 0,
-                               heights=heights)  # fmt: skip
+    face_set = realval.FaceSet(
+        "t", np.zeros((12, 8, 8, 3), np.uint8), labels, np.arange(12).astype(str), 0, heights=heights
+    )
     m = realval.measure(face_set, follows_size)
     assert m["size_alone_auc"] == pytest.approx(m["face_auc"]) and m["face_auc_size_matched"] is not None
 
 
 def test_selector_scores_a_torch_model_and_selects_on_validation_sets_only(tmp_path):
-    validator = realval.RealFakeValidator(SHARED_DATA, DETECTOR, size=32, margin=0.25, cache=tmp_path,
-                                          sets=("celebdf_hard",), select=("celebdf_hard",),
-                                          frames_per_video=1)  # fmt: skip
+    validator = realval.RealFakeValidator(
+        SHARED_DATA,
+        DETECTOR,
+        size=32,
+        margin=0.25,
+        cache=tmp_path,
+        sets=("celebdf_hard",),
+        select=("celebdf_hard",),
+        frames_per_video=1,
+    )
 
     class Brightness(torch.nn.Module):  # P(fake) rises with the crop's mean brightness
         def forward(self, x):
@@ -152,5 +159,6 @@ def test_selector_scores_a_torch_model_and_selects_on_validation_sets_only(tmp_p
     assert record["celebdf_hard_clip_auc"] == pytest.approx(expected["clip_auc"])
     assert record["select"] == record["celebdf_hard_face_auc"]
     with pytest.raises(TrainerError, match=r"\['inswapper'\] are for reporting only; selection may use"):
-        realval.RealFakeValidator(SHARED_DATA, DETECTOR, size=32, margin=0.25, cache=tmp_path, sets=(),
-                                  select=("inswapper",))  # fmt: skip
+        realval.RealFakeValidator(
+            SHARED_DATA, DETECTOR, size=32, margin=0.25, cache=tmp_path, sets=(), select=("inswapper",)
+        )

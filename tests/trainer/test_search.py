@@ -27,26 +27,56 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_suggest_config_builds_the_paper_cnn_family_from_fixed_params():
-    trial = optuna.trial.FixedTrial({
-        "family": "paper_cnn", "cnn_blocks": 3, "cnn_filters_0": 16, "cnn_filters_1": 64, "cnn_filters_2": 128,
-        "cnn_kernel": 5, "cnn_pool_type": "avg", "cnn_dense_units": 64, "cnn_dropout_conv": 0.1,
-        "cnn_dropout_dense": 0.4, "cnn_batch_norm": True, "lr": 3e-4, "augment": "paper",
-    })  # fmt: skip
+    trial = optuna.trial.FixedTrial(
+        {
+            "family": "paper_cnn",
+            "cnn_blocks": 3,
+            "cnn_filters_0": 16,
+            "cnn_filters_1": 64,
+            "cnn_filters_2": 128,
+            "cnn_kernel": 5,
+            "cnn_pool_type": "avg",
+            "cnn_dense_units": 64,
+            "cnn_dropout_conv": 0.1,
+            "cnn_dropout_dense": 0.4,
+            "cnn_batch_norm": True,
+            "lr": 3e-4,
+            "augment": "paper",
+        }
+    )
     cfg = suggest_config(trial, base=TrainConfig(epochs=7, input_size=64))
     assert cfg.model == "paper_cnn" and (cfg.epochs, cfg.input_size, cfg.lr, cfg.augment) == (7, 64, 3e-4, "paper")
-    assert cfg.model_args == {"filters": [16, 64, 128], "kernel": 5, "pool_type": "avg", "pool_every": True,
-                              "dense_units": 64, "dropout_conv": 0.1, "dropout_dense": 0.4,
-                              "batch_norm": True}  # fmt: skip
+    assert cfg.model_args == {
+        "filters": [16, 64, 128],
+        "kernel": 5,
+        "pool_type": "avg",
+        "pool_every": True,
+        "dense_units": 64,
+        "dropout_conv": 0.1,
+        "dropout_dense": 0.4,
+        "batch_norm": True,
+    }
     model = cfg.build_model()
     assert model.cfg.filters == (16, 64, 128) and model.cfg.pool_every  # 3 blocks always pool after each
 
 
 def test_suggest_config_two_blocks_choose_pooling_and_skip_the_dense_layer():
-    trial = optuna.trial.FixedTrial({
-        "family": "paper_cnn", "cnn_blocks": 2, "cnn_filters_0": 32, "cnn_filters_1": 64, "cnn_pool_every": False,
-        "cnn_kernel": 3, "cnn_pool_type": "max", "cnn_dropout_conv": 0.25, "cnn_dropout_dense": 0.5,
-        "cnn_batch_norm": False, "lr": 1e-3, "augment": "none",
-    })  # fmt: skip
+    trial = optuna.trial.FixedTrial(
+        {
+            "family": "paper_cnn",
+            "cnn_blocks": 2,
+            "cnn_filters_0": 32,
+            "cnn_filters_1": 64,
+            "cnn_pool_every": False,
+            "cnn_kernel": 3,
+            "cnn_pool_type": "max",
+            "cnn_dropout_conv": 0.25,
+            "cnn_dropout_dense": 0.5,
+            "cnn_batch_norm": False,
+            "lr": 1e-3,
+            "augment": "none",
+        }
+    )
     cfg = suggest_config(trial, base=TrainConfig(input_size=256))
     assert (
         cfg.build_model().cfg == TrainConfig(input_size=256).build_model().cfg
@@ -54,8 +84,15 @@ def test_suggest_config_two_blocks_choose_pooling_and_skip_the_dense_layer():
 
 
 def test_suggest_config_efficientnet_family():
-    trial = optuna.trial.FixedTrial({"family": "efficientnet", "efficientnet_variant": "b2",
-                                     "efficientnet_dropout": 0.3, "lr": 1e-4, "augment": "broadcast"})  # fmt: skip
+    trial = optuna.trial.FixedTrial(
+        {
+            "family": "efficientnet",
+            "efficientnet_variant": "b2",
+            "efficientnet_dropout": 0.3,
+            "lr": 1e-4,
+            "augment": "broadcast",
+        }
+    )
     cfg = suggest_config(trial, base=TrainConfig(input_size=64))
     assert (cfg.model, cfg.model_args, cfg.augment) == ("efficientnet_b2", {"dropout": 0.3}, "broadcast")
     with pytest.raises(ValueError):  # a variant outside the space is refused by Optuna's FixedTrial
@@ -63,30 +100,61 @@ def test_suggest_config_efficientnet_family():
 
 
 def test_suggest_config_builds_the_residual_family_and_draws_the_input_size():
-    trial = optuna.trial.FixedTrial({
-        "family": "rescnn", "res_stages": 4, "res_width": 16, "res_stem": 24, "res_blocks": 2, "res_srm": True,
-        "res_dropout": 0.3, "res_pool": "lse", "lr": 1e-3, "augment": "paper", "input_size": 192,
-    })  # fmt: skip
+    trial = optuna.trial.FixedTrial(
+        {
+            "family": "rescnn",
+            "res_stages": 4,
+            "res_width": 16,
+            "res_stem": 24,
+            "res_blocks": 2,
+            "res_srm": True,
+            "res_dropout": 0.3,
+            "res_pool": "lse",
+            "lr": 1e-3,
+            "augment": "paper",
+            "input_size": 192,
+        }
+    )
     space = SearchSpace(input_sizes=(128, 192, 256))
     cfg = suggest_config(trial, space=space, base=TrainConfig(epochs=3, input_size=64))
     assert (cfg.model, cfg.input_size, cfg.epochs) == ("rescnn", 192, 3)
-    assert cfg.model_args == {"stem": 24, "widths": [16, 32, 64, 128], "blocks": [2, 2, 2, 2], "srm": True,
-                              "dropout": 0.3, "pool": "lse"}  # fmt: skip
+    assert cfg.model_args == {
+        "stem": 24,
+        "widths": [16, 32, 64, 128],
+        "blocks": [2, 2, 2, 2],
+        "srm": True,
+        "dropout": 0.3,
+        "pool": "lse",
+    }
     assert cfg.build_model().cfg.widths == (16, 32, 64, 128)
     with pytest.raises(SearchError, match="input_sizes must be one or more sides >= 8"):
         SearchSpace(input_sizes=(4,))
 
 
 def test_suggest_config_builds_the_band_statistics_family():
-    trial = optuna.trial.FixedTrial({
-        "family": "spectral", "spec_bands": 3, "spec_regions": "inner", "spec_chroma": False, "spec_hidden": 8,
-        "spec_statistics": "slopes",
-        "spec_dropout": 0.1, "lr": 1e-2, "augment": "none",
-    })  # fmt: skip
+    trial = optuna.trial.FixedTrial(
+        {
+            "family": "spectral",
+            "spec_bands": 3,
+            "spec_regions": "inner",
+            "spec_chroma": False,
+            "spec_hidden": 8,
+            "spec_statistics": "slopes",
+            "spec_dropout": 0.1,
+            "lr": 1e-2,
+            "augment": "none",
+        }
+    )
     cfg = suggest_config(trial, base=TrainConfig(epochs=2, input_size=256))
     assert cfg.model == "spectral"
-    assert cfg.model_args == {"bands": 3, "regions": "inner", "chroma": False, "statistics": "slopes", "hidden": 8,
-                              "dropout": 0.1}  # fmt: skip
+    assert cfg.model_args == {
+        "bands": 3,
+        "regions": "inner",
+        "chroma": False,
+        "statistics": "slopes",
+        "hidden": 8,
+        "dropout": 0.1,
+    }
     model = cfg.build_model()
     assert model.cfg.features == 4 and model.head[2].out_features == 8  # 2 octave pairs x (mean |.|, rms), inner face
 
@@ -99,9 +167,7 @@ def test_search_space_names_bad_choices():
         SearchSpace(families=("vit",))
     with pytest.raises(SearchError, match=r"unknown EfficientNet variants \['b8'\]; valid: \['b0'"):
         SearchSpace(efficientnet_variants=("b8",))
-    with pytest.raises(
-        SearchError, match=r"unknown augmentations \['heavy'\]; valid: \['none', 'paper', 'broadcast'"
-    ):
+    with pytest.raises(SearchError, match=r"unknown augmentations \['heavy'\]; valid: \['none', 'paper', 'broadcast'"):
         SearchSpace(augments=("none", "heavy"))
     with pytest.raises(SearchError, match=r"cnn_blocks must be \(fewest, most\)"):
         SearchSpace(cnn_blocks=(3, 2))
@@ -110,8 +176,25 @@ def test_search_space_names_bad_choices():
 def test_search_command_runs_two_trials_and_writes_the_best_config(tiny_store, tmp_path, capsys):
     from trainer.cli import main
 
-    argv = ["search", "--data", str(tiny_store), "--out", str(tmp_path), "--n-trials", "2", "--epochs", "1",
-            "--families", "paper_cnn", "--cnn-blocks", "2-2", "--threads", "1", "--sampler-seed", "3"]  # fmt: skip
+    argv = [
+        "search",
+        "--data",
+        str(tiny_store),
+        "--out",
+        str(tmp_path),
+        "--n-trials",
+        "2",
+        "--epochs",
+        "1",
+        "--families",
+        "paper_cnn",
+        "--cnn-blocks",
+        "2-2",
+        "--threads",
+        "1",
+        "--sampler-seed",
+        "3",
+    ]
     assert main(argv) == 0
     study = optuna.load_study(study_name="dfwatch", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
@@ -137,8 +220,16 @@ class PruneSecondTrial(optuna.pruners.BasePruner):
 
 
 def test_pruning_is_reported_per_epoch_and_shows_in_the_table(tiny_store, tmp_path):
-    result = run_search(data=tiny_store, out=tmp_path, n_trials=2, base=TrainConfig(epochs=2), space=SMALL,
-                        pruner=PruneSecondTrial(), progress=False, seed=0)  # fmt: skip
+    result = run_search(
+        data=tiny_store,
+        out=tmp_path,
+        n_trials=2,
+        base=TrainConfig(epochs=2),
+        space=SMALL,
+        pruner=PruneSecondTrial(),
+        progress=False,
+        seed=0,
+    )
     states = {r["trial"]: (r["state"], r["epochs_run"]) for r in result.trials}
     assert states == {0: ("COMPLETE", 2), 1: ("PRUNED", 1)}
     study = optuna.load_study(study_name="dfwatch", storage=f"sqlite:///{tmp_path / 'study.db'}")
@@ -150,23 +241,47 @@ def test_pruning_is_reported_per_epoch_and_shows_in_the_table(tiny_store, tmp_pa
 
 
 def test_latency_objective_reports_a_pareto_front(tiny_store, tmp_path):
-    result = run_search(data=tiny_store, out=tmp_path, n_trials=2, base=TrainConfig(**FAST), space=SMALL,
-                        latency=True, progress=False, seed=1)  # fmt: skip
+    result = run_search(
+        data=tiny_store,
+        out=tmp_path,
+        n_trials=2,
+        base=TrainConfig(**FAST),
+        space=SMALL,
+        latency=True,
+        progress=False,
+        seed=1,
+    )
     assert all(r["latency_ms"] > 0 for r in result.trials)
     front = json.loads((tmp_path / "pareto.json").read_text())
     assert front and all({"val_loss", "latency_ms", "config"} <= set(t) for t in front)
     assert result.best["trial"] in [t["trial"] for t in front]
     with pytest.raises(SearchError, match=r"no Pareto-optimal trial runs within 1e-06 ms"):
-        run_search(data=tiny_store, out=tmp_path, n_trials=0, base=TrainConfig(**FAST), space=SMALL, latency=True,
-                   max_latency_ms=1e-6, progress=False)  # fmt: skip
+        run_search(
+            data=tiny_store,
+            out=tmp_path,
+            n_trials=0,
+            base=TrainConfig(**FAST),
+            space=SMALL,
+            latency=True,
+            max_latency_ms=1e-6,
+            progress=False,
+        )
     with pytest.raises(SearchError, match=r"\(minimize, minimize\), this search 1 \(minimize: without --latency"):
         run_search(data=tiny_store, out=tmp_path, n_trials=1, base=TrainConfig(**FAST), space=SMALL, progress=False)
 
 
 def test_candidates_over_the_latency_bound_are_pruned_before_training(tiny_store, tmp_path):
     with pytest.raises(SearchError, match=r"has no complete trial \(states: \['PRUNED'\]\)"):
-        run_search(data=tiny_store, out=tmp_path, n_trials=1, base=TrainConfig(**FAST), space=SMALL,
-                   max_latency_ms=1e-6, progress=False, seed=0)  # fmt: skip
+        run_search(
+            data=tiny_store,
+            out=tmp_path,
+            n_trials=1,
+            base=TrainConfig(**FAST),
+            space=SMALL,
+            max_latency_ms=1e-6,
+            progress=False,
+            seed=0,
+        )
     (trial,) = optuna.load_study(study_name="dfwatch", storage=f"sqlite:///{tmp_path / 'study.db'}").trials
     assert trial.state.name == "PRUNED" and trial.user_attrs["latency_ms"] > 1e-6
     assert "epochs_run" not in trial.user_attrs  # pruned before any training
@@ -179,8 +294,16 @@ def test_select_makes_the_study_maximise_the_real_fake_score(tiny_store, tmp_pat
         calls.append(size)
         return lambda model: {"select": 0.5 + 0.1 * len(calls), "celebdf_hard_face_auc": 0.7}
 
-    result = run_search(data=tiny_store, out=tmp_path, n_trials=2, base=TrainConfig(**FAST), space=SMALL,
-                        select=select, progress=False, seed=0)  # fmt: skip
+    result = run_search(
+        data=tiny_store,
+        out=tmp_path,
+        n_trials=2,
+        base=TrainConfig(**FAST),
+        space=SMALL,
+        select=select,
+        progress=False,
+        seed=0,
+    )
     assert calls == [32, 32]  # one validator per trial, at the trial's input size
     study = optuna.load_study(study_name="dfwatch", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -232,7 +355,7 @@ def test_two_worker_processes_share_one_redis_backed_study(tiny_store, tmp_path,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-            )  # fmt: skip
+            )
             for i in range(2)
         ]
         outputs = [p.communicate(timeout=240) for p in procs]
@@ -281,9 +404,16 @@ def test_a_killed_workers_trial_is_failed_by_the_next_worker_not_left_running(ti
         storage = make_storage(db)
         deadline = time.monotonic() + 120
         while True:  # the trial has started (and beaten at least once)
-            running = [t for s in optuna.get_all_study_summaries(storage) for t in
-                       optuna.load_study(study_name=s.study_name, storage=storage).trials
-                       if t.state == optuna.trial.TrialState.RUNNING] if db.exists() else []  # fmt: skip
+            running = (
+                [
+                    t
+                    for s in optuna.get_all_study_summaries(storage)
+                    for t in optuna.load_study(study_name=s.study_name, storage=storage).trials
+                    if t.state == optuna.trial.TrialState.RUNNING
+                ]
+                if db.exists()
+                else []
+            )
             if running:
                 break
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
@@ -293,8 +423,9 @@ def test_a_killed_workers_trial_is_failed_by_the_next_worker_not_left_running(ti
         proc.kill()  # SIGKILL: no cleanup, no last state write
         proc.wait()
     time.sleep(3)  # past the grace period of two heartbeats
-    second = subprocess.run([sys.executable, "-c", worker.format(n=0)], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+    second = subprocess.run(
+        [sys.executable, "-c", worker.format(n=0)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     study = optuna.load_study(study_name="dfwatch", storage=make_storage(db))
     assert [t.state.name for t in study.trials] == ["FAIL"], second.stderr[-2000:]
     # the second worker ran nothing (n_trials=0), so it reports the study has no complete trial: said, not hidden

@@ -117,8 +117,7 @@ def test_dataset_adds_one_fake_per_real_row_blended_before_augment_and_resize(ti
 
 def test_val_fakes_are_fixed_and_train_fakes_follow_the_epoch_seed(tiny_store):
     def fakes(split: str, seed: int) -> np.ndarray:
-        loader = make_loader(tiny_store, split, input_size=32, batch_size=64, shuffle=False, seed=seed,
-                             self_blend=True)  # fmt: skip
+        loader = make_loader(tiny_store, split, input_size=32, batch_size=64, shuffle=False, seed=seed, self_blend=True)
         ds = loader.dataset
         assert isinstance(ds, SelfBlendDataset) and ds.margin == 0.25  # the store's crop_margin
         return np.stack([ds.image(i) for i in range(len(ds.base), len(ds))])

@@ -50,10 +50,18 @@ def test_round_trip_keeps_every_column(tmp_path: Path):
         fake = _write_video(w, "Celeb-synthesis/id0_id7_0000.mp4", n=3, label=1, split="train", seed=1)
         real = _write_video(w, "Celeb-real/id0_0001.mp4", n=2, label=0, split="test", seed=2)
         rows = w.append(
-            fake[::-1].copy(), label=1, video="Celeb-synthesis/id0_id7_0000.mp4", identity="id0", identity_src="id7",
-            frame=np.array([20, 10, 0]), box=np.zeros((3, 4)), det_score=0.7, split="train",
-            augmented=1, origin=np.array([2, 1, 0]),
-        )  # fmt: skip
+            fake[::-1].copy(),
+            label=1,
+            video="Celeb-synthesis/id0_id7_0000.mp4",
+            identity="id0",
+            identity_src="id7",
+            frame=np.array([20, 10, 0]),
+            box=np.zeros((3, 4)),
+            det_score=0.7,
+            split="train",
+            augmented=1,
+            origin=np.array([2, 1, 0]),
+        )
         w.finish_video("Celeb-synthesis/id0_id7_0000.mp4#aug")
     assert rows.tolist() == [5, 6, 7]
     with FaceStore(path) as store:
@@ -88,8 +96,17 @@ def test_round_trip_keeps_every_column(tmp_path: Path):
 def test_dataset_is_chunked_and_compressed(tmp_path: Path):
     path = tmp_path / "faces.h5"
     with FaceStoreWriter(path, **BUILD) as w:
-        w.append(np.zeros((50, S, S, 3), np.uint8), label=0, video="v.mp4", identity="id1", identity_src="",
-                 frame=np.arange(50), box=np.zeros((50, 4)), det_score=1.0, split="train")  # fmt: skip
+        w.append(
+            np.zeros((50, S, S, 3), np.uint8),
+            label=0,
+            video="v.mp4",
+            identity="id1",
+            identity_src="",
+            frame=np.arange(50),
+            box=np.zeros((50, 4)),
+            det_score=1.0,
+            split="train",
+        )
         w.finish_video("v.mp4")
     with h5py.File(path) as h5:
         for name in ("crops", "label", "video", "identity", "identity_src", "frame", "box", "split", "origin"):
@@ -112,7 +129,7 @@ def test_resume_appends_and_drops_an_interrupted_video(tmp_path: Path):
             box=np.zeros((2, 4)),
             det_score=0.5,
             split="val",
-        )  # fmt: skip  (interrupted: never finished)
+        )  # (interrupted: never finished)
     with FaceStore(path) as store:
         assert len(store) == 3  # the reader sees committed rows only
     with FaceStoreWriter(path, **BUILD) as w:
@@ -125,8 +142,12 @@ def test_resume_appends_and_drops_an_interrupted_video(tmp_path: Path):
         assert len(store) == 7
         assert store.meta("video").tolist() == ["a.mp4"] * 3 + ["b.mp4"] * 4
         assert store.video_log()[-1] == {
-            "path": "broken.mp4", "status": "unreadable", "frames": 0, "faces": 0, "detail": "Invalid data found"
-        }  # fmt: skip
+            "path": "broken.mp4",
+            "status": "unreadable",
+            "frames": 0,
+            "faces": 0,
+            "detail": "Invalid data found",
+        }
 
 
 def test_resume_redoes_a_video_whose_commit_was_interrupted(tmp_path: Path):
@@ -196,14 +217,41 @@ def test_missing_file_and_foreign_hdf5(tmp_path: Path):
 def test_bad_rows_are_refused_with_the_expected_shape(tmp_path: Path):
     with FaceStoreWriter(tmp_path / "f.h5", **BUILD) as w:
         with pytest.raises(StoreError, match=r"crops must be uint8 \(n, 16, 16, 3\), got float32"):
-            w.append(np.zeros((1, S, S, 3), np.float32), label=0, video="v", identity="i", identity_src="",
-                     frame=0, box=np.zeros((1, 4)), det_score=1, split=0)  # fmt: skip
+            w.append(
+                np.zeros((1, S, S, 3), np.float32),
+                label=0,
+                video="v",
+                identity="i",
+                identity_src="",
+                frame=0,
+                box=np.zeros((1, 4)),
+                det_score=1,
+                split=0,
+            )
         with pytest.raises(StoreError, match=r"label must be 0 \(real\) or 1 \(fake\), got \[2\]"):
-            w.append(_crops(1, 0), label=2, video="v", identity="i", identity_src="", frame=0,
-                     box=np.zeros((1, 4)), det_score=1, split=0)  # fmt: skip
+            w.append(
+                _crops(1, 0),
+                label=2,
+                video="v",
+                identity="i",
+                identity_src="",
+                frame=0,
+                box=np.zeros((1, 4)),
+                det_score=1,
+                split=0,
+            )
         with pytest.raises(StoreError, match=r"column 'frame' has shape \(3,\), expected \(2,\)"):
-            w.append(_crops(2, 0), label=0, video="v", identity="i", identity_src="", frame=np.arange(3),
-                     box=np.zeros((2, 4)), det_score=1, split=0)  # fmt: skip
+            w.append(
+                _crops(2, 0),
+                label=0,
+                video="v",
+                identity="i",
+                identity_src="",
+                frame=np.arange(3),
+                box=np.zeros((2, 4)),
+                det_score=1,
+                split=0,
+            )
         assert w.rows == 0
 
 
@@ -235,8 +283,19 @@ def test_face_dataset_yields_chw_floats_and_labels(tmp_path: Path):
     path = tmp_path / "faces.h5"
     with FaceStoreWriter(path, **BUILD) as w:
         crops = _write_video(w, "a.mp4", n=3, label=1, split="train", seed=1)
-        w.append(crops, label=1, video="a.mp4", identity="id0", identity_src="id7", frame=np.arange(3),
-                 box=np.zeros((3, 4)), det_score=1.0, split="val", augmented=1, origin=np.arange(3))  # fmt: skip
+        w.append(
+            crops,
+            label=1,
+            video="a.mp4",
+            identity="id0",
+            identity_src="id7",
+            frame=np.arange(3),
+            box=np.zeros((3, 4)),
+            det_score=1.0,
+            split="val",
+            augmented=1,
+            origin=np.arange(3),
+        )
         w.finish_video("a.mp4#aug")
     ds = FaceDataset(path, "train")
     x, y = ds[1]

@@ -140,8 +140,11 @@ class _State:
         return False
 
     def finish(self, key: str, options: dict[str, Any], seconds: float) -> None:
-        self.done[key] = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), "seconds": round(seconds, 1),
-                          "options": options}  # fmt: skip
+        self.done[key] = {
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 1),
+            "options": options,
+        }
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.done, indent=2, default=str) + "\n")
         os.replace(tmp, self.path)
@@ -192,9 +195,20 @@ def plan(args: argparse.Namespace, stages: list[str]) -> list[tuple[str, str, li
     else:
         ckpt = str(work / "fit" / "checkpoint.pt")
         steps.append(("evaluate", "evaluate", ["--checkpoint", ckpt, "--out", str(work / "eval")]))
-    steps.append(("export", "export", ["--checkpoint", str(root[first] / "fit" / "checkpoint.pt"), "--out",
-                                       str(models / "deepfake_classifier.onnx"), "--report",
-                                       str(work / "eval" / "report.json")]))  # fmt: skip
+    steps.append(
+        (
+            "export",
+            "export",
+            [
+                "--checkpoint",
+                str(root[first] / "fit" / "checkpoint.pt"),
+                "--out",
+                str(models / "deepfake_classifier.onnx"),
+                "--report",
+                str(work / "eval" / "report.json"),
+            ],
+        )
+    )
     steps.append(("engines", "engines", ["--models", str(models)]))
     until = STAGES.index(args.until)
     return [s for s in steps if s[1] in stages and STAGES.index(s[1]) <= until]

@@ -24,9 +24,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for kind, videos in (("real", real), ("fake", fake)):
         print(f"calibrate: {len(videos)} {kind} clips through dfwatch watch", file=sys.stderr)
         holdout.pipeline_videos(args.models, videos, extra_args=args.watch_args, save=paths[kind])
-    cmd = [sys.executable, "-m", "pipeline.cli", "calibrate", "--real", str(paths["real"]), "--fake",
-           str(paths["fake"]), "--classifier", str(args.models / "deepfake_classifier.onnx"), "--margin",
-           str(args.margin), *(["--dry-run"] if args.dry_run else [])]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "calibrate",
+        "--real",
+        str(paths["real"]),
+        "--fake",
+        str(paths["fake"]),
+        "--classifier",
+        str(args.models / "deepfake_classifier.onnx"),
+        "--margin",
+        str(args.margin),
+        *(["--dry-run"] if args.dry_run else []),
+    ]
     return subprocess.run(cmd).returncode
 
 
@@ -41,8 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work", type=Path, default=Path("runs/calibrate"), help="where the verdict lines are kept")
     p.add_argument("--margin", type=float, default=0.05, help="added above the reals' highest quiet threshold")
     p.add_argument("--dry-run", action="store_true", help="print the thresholds, leave the manifest alone")
-    p.add_argument("--no-broadcast", action="store_true",
-                   help="the val real clips only as they are, not also under the broadcast conditions")  # fmt: skip
-    p.add_argument("--watch-args", nargs=argparse.REMAINDER, default=[],
-                   help="extra `dfwatch watch` flags (last on the line)")  # fmt: skip
+    p.add_argument(
+        "--no-broadcast",
+        action="store_true",
+        help="the val real clips only as they are, not also under the broadcast conditions",
+    )
+    p.add_argument(
+        "--watch-args", nargs=argparse.REMAINDER, default=[], help="extra `dfwatch watch` flags (last on the line)"
+    )
     p.set_defaults(func=cmd_calibrate)

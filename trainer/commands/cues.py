@@ -17,8 +17,12 @@ def cmd_cues(args: argparse.Namespace) -> int:
     names = args.cues.split(",")
     detector = Detector(args.detector, threads=args.threads)
     cues = {n: Cue(n, input_size=args.size, crop_margin=args.margin) for n in names}
-    report: dict = {"input_size": args.size, "crop_margin": args.margin, "detector_sha256": detector.manifest.sha256,
-                    **holdout.score_sets(cues, detector, args.media, cache=args.cache, sets=sets)}  # fmt: skip
+    report: dict = {
+        "input_size": args.size,
+        "crop_margin": args.margin,
+        "detector_sha256": detector.manifest.sha256,
+        **holdout.score_sets(cues, detector, args.media, cache=args.cache, sets=sets),
+    }
 
     def cell(m: dict) -> str:
         keys = ("face_auc", "face_auc_size_matched", "clip_auc")
@@ -27,8 +31,7 @@ def cmd_cues(args: argparse.Namespace) -> int:
     print(f"{'held-out set':16s} " + " ".join(f"{n:>25s}" for n in names), file=sys.stderr)
     for s in sets:
         print(f"{s:16s} " + " ".join(f"{cell(report[n][s]):>25s}" for n in names), file=sys.stderr)
-    print("(face AUC / face AUC between faces of about the same size / clip AUC; higher score = fake)",
-          file=sys.stderr)  # fmt: skip
+    print("(face AUC / face AUC between faces of about the same size / clip AUC; higher score = fake)", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"cues: wrote {args.out}", file=sys.stderr)
@@ -38,8 +41,9 @@ def cmd_cues(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from trainer.cues import CUES
 
-    p = sub.add_parser("cues", help="training-free swap cues on the held-out real fakes: the baseline to beat",
-                       description=__doc__)  # fmt: skip
+    p = sub.add_parser(
+        "cues", help="training-free swap cues on the held-out real fakes: the baseline to beat", description=__doc__
+    )
     p.add_argument("--media", type=Path, default=Path("../shared/data"), help="the shared real-media folder")
     p.add_argument("--detector", type=Path, default=Path("models/face_detector.onnx"), help="face detector artifact")
     p.add_argument("--cues", default=",".join(CUES), help=f"comma list of cues (default: {','.join(CUES)})")

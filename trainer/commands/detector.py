@@ -59,15 +59,26 @@ def cmd_detector(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     teacher = Teacher()  # labels the training frames (first run) and the held-out clips' reference boxes
     data = prepare(args.media, out / "data", frames_per_clip=args.frames_per_clip, teacher=teacher)
-    logger.info("dataset: %d WIDER train images + %d teacher-labelled images (%d faces); dropped %d doubtful",
-                data.wider_train, data.pseudo_images, data.pseudo_faces, data.dropped_doubtful)  # fmt: skip
+    logger.info(
+        "dataset: %d WIDER train images + %d teacher-labelled images (%d faces); dropped %d doubtful",
+        data.wider_train,
+        data.pseudo_images,
+        data.pseudo_faces,
+        data.dropped_doubtful,
+    )
     summary_path = out / "train_summary.json"
     if summary_path.is_file() and not args.retrain:
         trained = json.loads(summary_path.read_text())
         logger.info("reusing the trained weights of %s (--retrain trains again)", summary_path)
     else:
-        cfg = DetectorTrainConfig(imgsz=args.imgsz, hours=args.hours or None, epochs=args.epochs, batch=args.batch,
-                                  workers=args.workers, seed=args.seed)  # fmt: skip
+        cfg = DetectorTrainConfig(
+            imgsz=args.imgsz,
+            hours=args.hours or None,
+            epochs=args.epochs,
+            batch=args.batch,
+            workers=args.workers,
+            seed=args.seed,
+        )
         trained = train_detector(cfg, data_yaml=data.yaml, out=out, resume=args.resume)
         summary_path.write_text(json.dumps(trained, indent=1))
     weights = Path(trained["weights"])
@@ -86,8 +97,12 @@ def cmd_detector(args: argparse.Namespace) -> int:
         thresholds[size] = float(det.conf)
         wider = ev.match_recall(ev.wider_pairs(det, args.media / "widerface" / "val"), min_height=32)
         clips = ev.match_recall([(r, det([img]).xyxy) for r, (_, img) in zip(refs, frames)], min_height=32)
-        rows[size] = {**ev.wider_map(weights, data.yaml, imgsz=size), "wider_recall32": wider.to_dict(),
-                      "clips_recall32": clips.to_dict(), "ms_per_720p_frame": ev.latency_ms(det)}  # fmt: skip
+        rows[size] = {
+            **ev.wider_map(weights, data.yaml, imgsz=size),
+            "wider_recall32": wider.to_dict(),
+            "clips_recall32": clips.to_dict(),
+            "ms_per_720p_frame": ev.latency_ms(det),
+        }
         logger.info("size %d: %s", size, json.dumps(rows[size]))
     size = args.serving_size or choose_size(rows, slack=args.recall_slack)
     report = {
@@ -100,7 +115,7 @@ def cmd_detector(args: argparse.Namespace) -> int:
             "dropped_doubtful": data.dropped_doubtful,
             "clip_eval_frames": len(frames),
             "clip_eval_faces": int(sum(len(r) for r in refs)),
-        },  # fmt: skip
+        },
         "training": trained,
         "sizes": {str(k): v for k, v in rows.items()},
         "serving_size": size,
@@ -109,12 +124,22 @@ def cmd_detector(args: argparse.Namespace) -> int:
     (out / "detector_report.json").write_text(json.dumps(report, indent=1))
     if args.export:
         args.export.parent.mkdir(parents=True, exist_ok=True)
-        training = {"data": "WIDER FACE train subset + MTCNN-labelled real frames (../shared/data)",
-                    "seconds": trained["seconds"], "epochs": trained["epochs_run"], "imgsz": trained["config"]["imgsz"],
-                    "machine": report["machine"],
-                    "metrics": {"serving_size": size, **rows[size]}}  # fmt: skip
-        export_detector(weights, args.export, input_size=size, placeholder=False, training=training,
-                        torch_reference=args.torch_reference)  # fmt: skip
+        training = {
+            "data": "WIDER FACE train subset + MTCNN-labelled real frames (../shared/data)",
+            "seconds": trained["seconds"],
+            "epochs": trained["epochs_run"],
+            "imgsz": trained["config"]["imgsz"],
+            "machine": report["machine"],
+            "metrics": {"serving_size": size, **rows[size]},
+        }
+        export_detector(
+            weights,
+            args.export,
+            input_size=size,
+            placeholder=False,
+            training=training,
+            torch_reference=args.torch_reference,
+        )
         logger.info("exported %s at %d", args.export, size)
     _print_table(rows, size)
     return 0
@@ -127,8 +152,11 @@ def _print_table(rows: dict[int, dict], chosen: int) -> None:
     print("|--:|--:|--:|--:|--:|--:|", file=sys.stderr)
     for size, r in sorted(rows.items()):
         mark = " (serving)" if size == chosen else ""
-        print(f"| {size}{mark} | {r['map50']:.3f} | {r['map50_95']:.3f} | {r['wider_recall32']['recall']:.3f} | "
-              f"{r['clips_recall32']['recall']:.3f} | {r['ms_per_720p_frame']} |", file=sys.stderr)  # fmt: skip
+        print(
+            f"| {size}{mark} | {r['map50']:.3f} | {r['map50_95']:.3f} | {r['wider_recall32']['recall']:.3f} | "
+            f"{r['clips_recall32']['recall']:.3f} | {r['ms_per_720p_frame']} |",
+            file=sys.stderr,
+        )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -139,8 +167,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--export", type=Path, default=None, help="write the serving ONNX here (e.g. models/face_detector.onnx)"
     )
     p.add_argument("--imgsz", type=int, default=416, help="training input side")
-    p.add_argument("--hours", type=float, default=1.0,
-                   help="training wall-clock budget (sets the epochs); 0 = no budget: run all --epochs")  # fmt: skip
+    p.add_argument(
+        "--hours",
+        type=float,
+        default=1.0,
+        help="training wall-clock budget (sets the epochs); 0 = no budget: run all --epochs",
+    )
     p.add_argument("--epochs", type=int, default=300, help="most epochs (the budget usually ends first)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--workers", type=int, default=2, help="dataloader processes")
@@ -153,6 +185,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for the measurements")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     p.add_argument("--retrain", action="store_true", help="train again even if --out holds trained weights")
-    p.add_argument("--no-torch-reference", dest="torch_reference", action="store_false",
-                   help="skip the .pt2 torch reference beside the export")  # fmt: skip
+    p.add_argument(
+        "--no-torch-reference",
+        dest="torch_reference",
+        action="store_false",
+        help="skip the .pt2 torch reference beside the export",
+    )
     p.set_defaults(func=cmd_detector)

@@ -75,13 +75,19 @@ def cmd_engines(args: argparse.Namespace) -> int:
             from trainer.int8 import acceptance, calibration_images
 
             if not (args.media / "widerface").is_dir():
-                raise ValueError(f"--int8 calibrates and checks on the shared media: {args.media / 'widerface'} "
-                                 "is missing (--media DIR, the ../shared/data layout)")  # fmt: skip
-            cpu_plan = CpuPlan(openvino=args.openvino, calibration_limit=args.calib_samples,
-                               calibration=lambda m: calibration_images(args.media, m, limit=args.calib_samples),
-                               accept=acceptance(args.media))  # fmt: skip
-    rows = rebuild(args.models, tensorrt=trt_plan, torch=torch_plan, cpu=cpu_plan, force=args.force,
-                   progress=not args.no_progress)  # fmt: skip
+                raise ValueError(
+                    f"--int8 calibrates and checks on the shared media: {args.media / 'widerface'} "
+                    "is missing (--media DIR, the ../shared/data layout)"
+                )
+            cpu_plan = CpuPlan(
+                openvino=args.openvino,
+                calibration_limit=args.calib_samples,
+                calibration=lambda m: calibration_images(args.media, m, limit=args.calib_samples),
+                accept=acceptance(args.media),
+            )
+    rows = rebuild(
+        args.models, tensorrt=trt_plan, torch=torch_plan, cpu=cpu_plan, force=args.force, progress=not args.no_progress
+    )
     print(format_table(rows))
     built = [r for r in rows if r.size_bytes is not None]
     print(
@@ -112,11 +118,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", choices=("cpu", "cuda"), help="device for torch variants (default: cuda if present)")
     p.add_argument("--openvino", action="store_true", help="build OpenVINO fp32 artifacts NAME.fp32.xml (CPU)")
-    p.add_argument("--int8", action="store_true",
-                   help="build INT8 artifacts for CPU, NAME.int8.xml (OpenVINO NNCF) and NAME.int8.onnx (ONNX "
-                   "Runtime), calibrated on --media and kept only within 0.01 of fp32 on held-out data")  # fmt: skip
-    p.add_argument("--media", type=Path, default=Path("../shared/data"),
-                   help="shared media for INT8 calibration and its check (default: ../shared/data)")  # fmt: skip
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="build INT8 artifacts for CPU, NAME.int8.xml (OpenVINO NNCF) and NAME.int8.onnx (ONNX "
+        "Runtime), calibrated on --media and kept only within 0.01 of fp32 on held-out data",
+    )
+    p.add_argument(
+        "--media",
+        type=Path,
+        default=Path("../shared/data"),
+        help="shared media for INT8 calibration and its check (default: ../shared/data)",
+    )
     p.add_argument("--force", action="store_true", help="rebuild artifacts that are up to date too")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_engines)

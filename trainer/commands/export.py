@@ -178,7 +178,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         + (["--report", str(args.report)] if args.report else [])
     )
     manifest, diff = export_checkpoint(
-        args.checkpoint, args.out, weights=args.weights, threshold=args.threshold, report=args.report, command=command,
+        args.checkpoint,
+        args.out,
+        weights=args.weights,
+        threshold=args.threshold,
+        report=args.report,
+        command=command,
         min_face=args.min_face,
     )
     print(
@@ -193,8 +198,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="best", choices=("best", "last"), help="epoch to export (default: best)")
     p.add_argument("--threshold", type=float, default=0.5, help="P(fake) threshold written to the manifest")
-    p.add_argument("--min-face", type=int, default=0, metavar="PX",
-                   help="the service scores only faces at least PX high (manifest preprocess.min_face; default 0: all)")
+    p.add_argument(
+        "--min-face",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="the service scores only faces at least PX high (manifest preprocess.min_face; default 0: all)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,8 +14,23 @@ logger = logging.getLogger(__name__)
 
 # The fields a --config file (the search's best_config.json) decides, the batch size too (a searched lr was tuned
 # with it; --batch-size still wins); epochs and seed are fit's own.
-CONFIG_FIELDS = ("model", "model_args", "input_size", "lr", "weight_decay", "optimizer", "backbone_lr", "augment",
-                 "self_blend", "capture", "capture_look", "schedule", "epoch_samples", "stored_share", "batch_size")
+CONFIG_FIELDS = (
+    "model",
+    "model_args",
+    "input_size",
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "backbone_lr",
+    "augment",
+    "self_blend",
+    "capture",
+    "capture_look",
+    "schedule",
+    "epoch_samples",
+    "stored_share",
+    "batch_size",
+)
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -60,14 +75,27 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 def add_select_options(p: argparse.ArgumentParser) -> None:
     """Model selection on real manipulated faces (trainer.realval): shared by fit and search."""
-    p.add_argument("--select-media", type=Path, default=None, metavar="DIR",
-                   help="the shared data folder (../shared/data): pick the best epoch (and trial) by AUC on its "
-                   "real manipulated faces (Celeb-DF hard segments, DFDC), never trained on; other labelled "
-                   "sets are measured alongside. Default: pick by validation loss")  # fmt: skip
-    p.add_argument("--select-detector", type=Path, default=Path("models/face_detector.onnx"),
-                   help="face detector that cuts the held-out faces (default: the shipped one)")  # fmt: skip
-    p.add_argument("--select-cache", type=Path, default=Path("runs/realval-cache"),
-                   help="where the detector's boxes of the held-out sets are cached")  # fmt: skip
+    p.add_argument(
+        "--select-media",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the shared data folder (../shared/data): pick the best epoch (and trial) by AUC on its "
+        "real manipulated faces (Celeb-DF hard segments, DFDC), never trained on; other labelled "
+        "sets are measured alongside. Default: pick by validation loss",
+    )
+    p.add_argument(
+        "--select-detector",
+        type=Path,
+        default=Path("models/face_detector.onnx"),
+        help="face detector that cuts the held-out faces (default: the shipped one)",
+    )
+    p.add_argument(
+        "--select-cache",
+        type=Path,
+        default=Path("runs/realval-cache"),
+        help="where the detector's boxes of the held-out sets are cached",
+    )
 
 
 def make_selector(args: argparse.Namespace, *, size: int, margin: float, device: str, measure_all: bool = True) -> Any:
@@ -77,9 +105,15 @@ def make_selector(args: argparse.Namespace, *, size: int, margin: float, device:
         return None
     from trainer.realval import SELECT, SET_NAMES, RealFakeValidator
 
-    return RealFakeValidator(args.select_media, args.select_detector, size=size, margin=margin,
-                             cache=args.select_cache, device=device,
-                             sets=SET_NAMES if measure_all else SELECT)  # fmt: skip
+    return RealFakeValidator(
+        args.select_media,
+        args.select_detector,
+        size=size,
+        margin=margin,
+        cache=args.select_cache,
+        device=device,
+        sets=SET_NAMES if measure_all else SELECT,
+    )
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -141,11 +175,20 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, default=None, help="network input side (default: the store's crop size)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-3, or the config's)")
     p.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: 0, or the config's)")
-    p.add_argument("--optimizer", choices=("adam", "adamw"), default=None,
-                   help="adam (the paper) or adamw (fine-tuning); default: adam, or the config's")  # fmt: skip
-    p.add_argument("--backbone-lr", type=float, default=None, metavar="F",
-                   help="a pretrained backbone's learning rate as a fraction of --lr (its new head gets --lr); "
-                   "default: 1, or the config's")  # fmt: skip
+    p.add_argument(
+        "--optimizer",
+        choices=("adam", "adamw"),
+        default=None,
+        help="adam (the paper) or adamw (fine-tuning); default: adam, or the config's",
+    )
+    p.add_argument(
+        "--backbone-lr",
+        type=float,
+        default=None,
+        metavar="F",
+        help="a pretrained backbone's learning rate as a fraction of --lr (its new head gets --lr); "
+        "default: 1, or the config's",
+    )
     p.add_argument(
         "--augment",
         default=None,
@@ -165,19 +208,39 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         help="show every crop as a feed would (native size, JPEG / H.264) with the blends made at the native size "
         "(trainer.capture; needs --self-blend; default: off, or the config's)",
     )
-    p.add_argument("--capture-look", type=float, default=None, metavar="F",
-                   help="with --capture: share of crops whose whole picture a broadcast chain sharpens (half) or "
-                   "softens (half), real and fake alike, so sharpness is no label (default: 0)")  # fmt: skip
-    p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
-                   help="learning rate schedule (default: constant, or the config's)")  # fmt: skip
-    p.add_argument("--epoch-samples", type=int, default=None, metavar="N",
-                   help="train items per epoch, a new random subset each (default: all, or the config's)")  # fmt: skip
-    p.add_argument("--stored-share", type=float, default=None, metavar="F",
-                   help="share of each epoch that is the store's own fakes (real tools' outputs from realfaces "
-                        "--tools), each beside a real of its source; needs --capture and --epoch-samples")  # fmt: skip
+    p.add_argument(
+        "--capture-look",
+        type=float,
+        default=None,
+        metavar="F",
+        help="with --capture: share of crops whose whole picture a broadcast chain sharpens (half) or "
+        "softens (half), real and fake alike, so sharpness is no label (default: 0)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default=None,
+        help="learning rate schedule (default: constant, or the config's)",
+    )
+    p.add_argument(
+        "--epoch-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train items per epoch, a new random subset each (default: all, or the config's)",
+    )
+    p.add_argument(
+        "--stored-share",
+        type=float,
+        default=None,
+        metavar="F",
+        help="share of each epoch that is the store's own fakes (real tools' outputs from realfaces "
+        "--tools), each beside a real of its source; needs --capture and --epoch-samples",
+    )
     p.add_argument("--epochs", type=int, default=20, help="epochs in total (default: 20)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="crops per step (default: the config's, else 8, the paper's)")  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="crops per step (default: the config's, else 8, the paper's)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and dropout (default: 0)")
 
 

@@ -63,9 +63,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         res_stages=args.res_stages,
         lr=args.lr_range,
     )
-    base = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, input_size=args.input_size, seed=args.seed,
-                       self_blend=args.self_blend, capture=args.capture, schedule=args.schedule,
-                       epoch_samples=args.epoch_samples)  # fmt: skip
+    base = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        input_size=args.input_size,
+        seed=args.seed,
+        self_blend=args.self_blend,
+        capture=args.capture,
+        schedule=args.schedule,
+        epoch_samples=args.epoch_samples,
+    )
     select = None
     if args.select_media is not None:
         margin, device = dataset_info(args.data)["crop_margin"], resolve_device(args.device)
@@ -126,18 +133,31 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=10, help="epochs per trial (default: 10)")
     p.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")
     p.add_argument("--input-size", type=int, default=None, help="network input side (default: the store's crop size)")
-    p.add_argument("--input-sizes", type=_sizes, default=None, metavar="S1,S2",
-                   help="input sides to search, e.g. 128,192,256 (default: --input-size only)")  # fmt: skip
+    p.add_argument(
+        "--input-sizes",
+        type=_sizes,
+        default=None,
+        metavar="S1,S2",
+        help="input sides to search, e.g. 128,192,256 (default: --input-size only)",
+    )
     p.add_argument(
         "--self-blend",
         action="store_true",
         help="every trial adds one self-blended fake (SBI) per real crop of train and val, made on the fly",
     )
-    p.add_argument("--capture", action="store_true",
-                   help="trials show crops as a feed would, blends at the native size (trainer.capture)")  # fmt: skip
+    p.add_argument(
+        "--capture",
+        action="store_true",
+        help="trials show crops as a feed would, blends at the native size (trainer.capture)",
+    )
     p.add_argument("--schedule", choices=("constant", "cosine"), default="constant", help="learning rate schedule")
-    p.add_argument("--epoch-samples", type=int, default=None, metavar="N",
-                   help="train items per epoch and trial, a new random subset each epoch (default: all)")  # fmt: skip
+    p.add_argument(
+        "--epoch-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train items per epoch and trial, a new random subset each epoch (default: all)",
+    )
     p.add_argument("--pruner", default="median", choices=PRUNERS, help="prune trials per epoch (default: median)")
     p.add_argument(
         "--latency",
@@ -174,10 +194,20 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         metavar="FEWEST-MOST",
         help="conv blocks of the paper's CNN family (default: 2-4)",
     )
-    p.add_argument("--lr-range", type=_range, default=(1e-5, 1e-2), metavar="LOW,HIGH",
-                   help="Adam learning rates to search, log scale (default: 1e-5,1e-2)")  # fmt: skip
-    p.add_argument("--res-stages", type=_blocks, default=(3, 4), metavar="FEWEST-MOST",
-                   help="residual stages of the rescnn family (default: 3-4)")  # fmt: skip
+    p.add_argument(
+        "--lr-range",
+        type=_range,
+        default=(1e-5, 1e-2),
+        metavar="LOW,HIGH",
+        help="Adam learning rates to search, log scale (default: 1e-5,1e-2)",
+    )
+    p.add_argument(
+        "--res-stages",
+        type=_blocks,
+        default=(3, 4),
+        metavar="FEWEST-MOST",
+        help="residual stages of the rescnn family (default: 3-4)",
+    )
     p.add_argument(
         "--cnn-batch-norm",
         choices=("search", "on", "off"),

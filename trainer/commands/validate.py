@@ -17,16 +17,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     classifier = Classifier(args.models / "deepfake_classifier.onnx", threads=args.threads)
     detector = Detector(args.models / "face_detector.onnx", threads=args.threads)
-    report: dict = {"classifier": str(args.models / "deepfake_classifier.onnx"),
-                    "classifier_sha256": classifier.manifest.sha256, "input_size": classifier.input_size,
-                    "thresholds": classifier.manifest.thresholds}  # fmt: skip
+    report: dict = {
+        "classifier": str(args.models / "deepfake_classifier.onnx"),
+        "classifier_sha256": classifier.manifest.sha256,
+        "input_size": classifier.input_size,
+        "thresholds": classifier.manifest.thresholds,
+    }
     report["face_sets"] = holdout.face_sets(classifier, detector, args.media, cache=args.cache)
     for name, m in report["face_sets"].items():
-        print(f"{name:16s} {m['faces']:4d} faces {m['clips']:4d} clips: face AUC {m['face_auc']} (size-matched "
-              f"{m['face_auc_size_matched']}), clip AUC {m['clip_auc']}", file=sys.stderr)  # fmt: skip
+        print(
+            f"{name:16s} {m['faces']:4d} faces {m['clips']:4d} clips: face AUC {m['face_auc']} (size-matched "
+            f"{m['face_auc_size_matched']}), clip AUC {m['clip_auc']}",
+            file=sys.stderr,
+        )
     if not args.skip_videos:
-        report["video_sets"] = holdout.video_sets(args.models, args.media, split=args.real_split,
-                                                  extra_args=args.watch_args, work=args.work)  # fmt: skip
+        report["video_sets"] = holdout.video_sets(
+            args.models, args.media, split=args.real_split, extra_args=args.watch_args, work=args.work
+        )
         report["alerts"] = holdout.alert_summary(report["video_sets"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
@@ -34,8 +41,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         markdown = holdout.report_markdown(report)
         args.out.with_suffix(".md").write_text(markdown)
         print(markdown, file=sys.stderr, end="")
-    print(f"validate: wrote {args.out}" + ("" if args.skip_videos else f" and {args.out.with_suffix('.md')}"),
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"validate: wrote {args.out}" + ("" if args.skip_videos else f" and {args.out.with_suffix('.md')}"),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -49,12 +58,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--media", type=Path, default=Path("../shared/data"), help="the shared real-media folder")
     p.add_argument("--out", type=Path, default=Path("runs/validate.json"), help="JSON report (and .md beside it)")
     p.add_argument("--cache", type=Path, default=Path("runs/realval-cache"), help="cache of the detector's boxes")
-    p.add_argument("--work", type=Path, default=Path("runs/validate-work"),
-                   help="where clips made from the media (DeepFaceLive halves, broadcast variants) are kept")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path("runs/validate-work"),
+        help="where clips made from the media (DeepFaceLive halves, broadcast variants) are kept",
+    )
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
-    p.add_argument("--real-split", default="test", choices=("test", "val"),
-                   help="which held-out real_videos clips count false alerts (default: test)")  # fmt: skip
+    p.add_argument(
+        "--real-split",
+        default="test",
+        choices=("test", "val"),
+        help="which held-out real_videos clips count false alerts (default: test)",
+    )
     p.add_argument("--skip-videos", action="store_true", help="face sets only (no full-service runs)")
-    p.add_argument("--watch-args", nargs=argparse.REMAINDER, default=[],
-                   help="extra `dfwatch watch` flags for the videos (last on the line)")  # fmt: skip
+    p.add_argument(
+        "--watch-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="extra `dfwatch watch` flags for the videos (last on the line)",
+    )
     p.set_defaults(func=cmd_validate)

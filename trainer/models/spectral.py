@@ -65,8 +65,9 @@ class SpectralConfig:
 
     def __post_init__(self) -> None:
         if self.bands < 1 or self.input_size >> self.bands < 4:
-            raise ModelConfigError(f"spectral: {self.bands} bands need an input of at least {4 << self.bands} px, "
-                                   f"got {self.input_size}")  # fmt: skip
+            raise ModelConfigError(
+                f"spectral: {self.bands} bands need an input of at least {4 << self.bands} px, got {self.input_size}"
+            )
         if self.hidden < 0:
             raise ModelConfigError(f"spectral: hidden must be >= 0, got {self.hidden}")
         if not 0.0 <= self.dropout < 1.0:
@@ -117,8 +118,16 @@ class BandStatistics(nn.Module):
     absolute (``chroma=True``), then per band the log mean |band| and log rms of the inner face (and of the ring,
     ``ring=True``). ``inner`` (S, S) replaces the inner-face ellipse with another region of the face."""
 
-    def __init__(self, size: int, bands: int, margin: float, *, ring: bool = True, chroma: bool = True,
-                 inner: torch.Tensor | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        size: int,
+        bands: int,
+        margin: float,
+        *,
+        ring: bool = True,
+        chroma: bool = True,
+        inner: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.bands, self.use_ring, self.use_chroma = bands, ring, chroma
         self.register_buffer("grey", torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1))
