@@ -15,6 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from engines.columns import Columns, column
+
 StreamId = str
 
 
@@ -48,47 +50,21 @@ class Frame:
         return replace(self, image=cv2.cvtColor(self.image, cv2.COLOR_YUV2RGB_I420), pixel_format="rgb24")
 
 
-_DTYPES = {
-    "xyxy": np.float32,
-    "det_score": np.float32,
-    "frame_index": np.int64,
-    "track_id": np.int64,
-    "due": np.bool_,
-    "p_fake": np.float32,
-    "p_fake_last": np.float32,
-}
-
-
 @dataclass(frozen=True)
-class Faces:
+class Faces(Columns):
     """Faces of a batch of frames, one row per face: born from the detector, completed by tracker and classifier.
 
-    Validated once here; select rows with a boolean mask or index array (``faces[faces.due]``).
+    Validated once (``engines.columns``); select rows with a boolean mask or index array (``faces[faces.due]``).
     NaN in ``p_fake`` / ``p_fake_last`` means "not classified yet".
     """
 
-    xyxy: np.ndarray  # (n, 4) float32 x1, y1, x2, y2 in frame pixels (carried between detections)
-    det_score: np.ndarray  # (n,) float32 detector confidence (of the track's last detection)
-    frame_index: np.ndarray  # (n,) int64 position of the face's frame in its batch
-    track_id: np.ndarray  # (n,) int64 face track, stable across the frames of one stream; -1 before tracking
-    due: np.ndarray  # (n,) bool the classifier scored this face on this frame
-    p_fake: np.ndarray  # (n,) float32 the track's smoothed probability that the face is fake; NaN: not yet
-    p_fake_last: np.ndarray  # (n,) float32 the track's newest raw classifier output; NaN: not yet
-
-    def __post_init__(self) -> None:
-        columns = {}
-        for name, dtype in _DTYPES.items():
-            value = np.asarray(getattr(self, name), dtype=dtype)
-            columns[name] = value.reshape(-1, 4) if name == "xyxy" else value.reshape(-1)
-        lengths = {name: len(value) for name, value in columns.items()}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"Faces columns differ in length: {lengths}")
-        for name, value in columns.items():
-            object.__setattr__(self, name, value)
-
-    @classmethod
-    def empty(cls) -> Faces:
-        return cls.of(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    xyxy: np.ndarray = column(np.float32, width=4)  # (n, 4) x1, y1, x2, y2 frame pixels (carried between detections)
+    det_score: np.ndarray = column(np.float32)  # (n,) detector confidence (of the track's last detection)
+    frame_index: np.ndarray = column(np.int64)  # (n,) position of the face's frame in its batch
+    track_id: np.ndarray = column(np.int64)  # (n,) face track, stable across a stream's frames; -1 before tracking
+    due: np.ndarray = column(np.bool_)  # (n,) the classifier scored this face on this frame
+    p_fake: np.ndarray = column(np.float32)  # (n,) the track's smoothed P(fake); NaN: not yet
+    p_fake_last: np.ndarray = column(np.float32)  # (n,) the track's newest raw classifier output; NaN: not yet
 
     @classmethod
     def of(cls, xyxy: np.ndarray, det_score: np.ndarray, frame_index: np.ndarray, **columns: np.ndarray) -> Faces:
@@ -101,18 +77,6 @@ class Faces:
             "p_fake_last": np.full(n, np.nan),
         }
         return cls(xyxy, det_score, frame_index, **(defaults | columns))
-
-    @classmethod
-    def concatenate(cls, parts: Sequence[Faces]) -> Faces:
-        if not parts:
-            return cls.empty()
-        return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in _DTYPES})
-
-    def __len__(self) -> int:
-        return len(self.det_score)
-
-    def __getitem__(self, index: np.ndarray | slice) -> Faces:
-        return Faces(**{name: getattr(self, name)[index] for name in _DTYPES})
 
     def frame(self, i: int) -> Faces:
         """The faces of frame ``i`` of the batch, as a one-frame batch (``frame_index`` 0)."""

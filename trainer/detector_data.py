@@ -88,11 +88,11 @@ def _media_images(media: Path, frames_per_clip: int) -> list[tuple[str, np.ndarr
             continue
         out += [(f"{image_prefix(src.rel)}__{int(i):05d}", img) for img, i in zip(sampled.images, sampled.index)]
     for src in realmedia.photos(media):
-        img = cv2.imread(str(src.path), cv2.IMREAD_COLOR)
+        img = realmedia.read_rgb(src.path)
         if img is None:
             logger.warning("%s: unreadable image, skipped", src.rel)
             continue
-        out.append((image_prefix(src.rel), cv2.cvtColor(img, cv2.COLOR_BGR2RGB)))
+        out.append((image_prefix(src.rel), img))
     return out
 
 

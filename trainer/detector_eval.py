@@ -103,13 +103,15 @@ def wider_map(weights: Path, data_yaml: Path, *, imgsz: int) -> dict[str, float]
 
 def wider_pairs(detector: Any, val_dir: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """(human boxes, detections) for every WIDER FACE val image."""
-    import cv2
-
+    from trainer.errors import TrainerError
     from trainer.realfaces import wider_boxes
+    from trainer.realmedia import read_rgb
 
     pairs = []
     for img_path in sorted((val_dir / "images").glob("*.jpg")):
-        img = cv2.cvtColor(cv2.imread(str(img_path)), cv2.COLOR_BGR2RGB)
+        img = read_rgb(img_path)
+        if img is None:
+            raise TrainerError(f"{img_path}: unreadable image")
         h, w = img.shape[:2]
         ref = wider_boxes(val_dir / "labels" / f"{img_path.stem}.txt", w, h)
         pairs.append((ref, detector([img]).xyxy))

@@ -103,15 +103,12 @@ def evaluate_checkpoint(
     progress: bool = True,
 ) -> RunResult:
     """Score every original crop of ``split`` and compute frame- and video-level metrics."""
-    import torch
-
-    from trainer.fit import load_checkpoint, make_loader, model_from_checkpoint, predict, resolve_device
+    from trainer.fit import load_checkpoint, make_loader, model_from_checkpoint, predict, use_runtime
     from trainer.store import FaceStore
 
     if reduce not in REDUCTIONS:
         raise EvaluateError(f"unknown video pooling {reduce!r}; valid: {list(REDUCTIONS)}")
-    if threads:
-        torch.set_num_threads(threads)
+    dev = use_runtime(device, threads)
     ckpt = load_checkpoint(spec.checkpoint)
     data = spec.data or Path(ckpt["dataset"]["path"])
     with FaceStore(data) as store:
@@ -121,7 +118,6 @@ def evaluate_checkpoint(
         logger.warning(
             "%s: evaluating on %s, not the store it was trained on (%s)", spec.checkpoint, data, ckpt["dataset"]["path"]
         )
-    dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, weights=weights).to(dev)
     loader = make_loader(
         data, split, input_size=model.cfg.input_size, batch_size=batch_size, shuffle=False, workers=workers

@@ -153,6 +153,20 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def use_runtime(device: str, threads: int | None) -> str:
+    """Give torch ``threads`` CPU threads (where set) and resolve ``device``: the torch device a run uses.
+
+    What ``fit``, ``evaluate_checkpoint`` and ``run_search`` do first with their runtime options (the
+    ``workers`` they take go to ``make_loader``); like those options it changes where and how fast, never what
+    is computed.
+    """
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return resolve_device(device)
+
+
 def make_augment(name: str, *, seed: int | None = None) -> Callable[[np.ndarray], np.ndarray] | None:
     """The on-the-fly augmentation callable (uint8 HWC RGB -> same) for a preset name; None for "none"."""
     from trainer import augment
@@ -462,13 +476,11 @@ def fit(
     """
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    dev = use_runtime(device, threads)
     data = Path(data)
     info = dataset_info(data)
     if cfg.input_size is None:
         cfg = replace(cfg, input_size=info["crop_size"])
-    dev = resolve_device(device)
     make_augment(cfg.augment)  # an unknown preset fails here, before any work
     ckpt_path = Path(out) / CHECKPOINT_NAME if out is not None else None
     torch.manual_seed(cfg.seed)

@@ -14,17 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from engines import Manifest
+from trainer.realmedia import read_rgb
 
 MIN_FACE = 32  # px: faces smaller than this do not count for recall (as in the detector's model card)
-
-
-def _rgb(path: Path) -> np.ndarray | None:
-    image = cv2.imread(str(path))
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def calibration_images(media: Path, manifest: Manifest, *, limit: int = 256) -> Iterator[np.ndarray]:
@@ -38,7 +33,7 @@ def calibration_images(media: Path, manifest: Manifest, *, limit: int = 256) -> 
         raise FileNotFoundError(f"no WIDER FACE train images in {train / 'images'} (--media is ../shared/data)")
     given = 0
     for path in paths[:: max(1, len(paths) // limit)]:
-        image = _rgb(path)
+        image = read_rgb(path)
         if image is None:
             continue
         if manifest.kind == "detector":
@@ -78,7 +73,7 @@ def swap_auc(classifier_path: Path, media: Path) -> float:
     crops, labels = [], []
     for label, folder in ((1, "fake"), (0, "real_ffhq")):
         for path in sorted((root / folder).glob("*")):
-            image = _rgb(path)
+            image = read_rgb(path)
             if image is not None:
                 crops.append(resize(image, s, s))
                 labels.append(label)

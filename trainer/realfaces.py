@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from engines.crops import crop_faces
@@ -52,11 +51,6 @@ class RealFacesSummary:
     rows: dict[str, int] = field(default_factory=dict)  # "<split>/<real|fake>" -> crops
     sources: dict[str, int] = field(default_factory=dict)  # "clips" / "photos" / "utkface" / "wider" / "dfdc" -> crops
     skipped: list[str] = field(default_factory=list)
-
-
-def _read_rgb(path: Path) -> np.ndarray | None:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def wider_boxes(label: Path, w: int, h: int) -> np.ndarray:
@@ -133,7 +127,7 @@ def build_real_faces(
             try:
                 if kind == "wider":
                     img_path, split = job
-                    img = _read_rgb(img_path)
+                    img = realmedia.read_rgb(img_path)
                     if img is None:
                         raise TrainerError("unreadable image")
                     h, w = img.shape[:2]
@@ -154,7 +148,7 @@ def build_real_faces(
                         sampled = sample_frames(job.path, frames_per_clip)
                         frames, index = sampled.images, sampled.index
                     else:
-                        img = _read_rgb(job.path)
+                        img = realmedia.read_rgb(job.path)
                         if img is None:
                             raise TrainerError("unreadable image")
                         frames, index = [img], np.zeros(1, np.int64)

@@ -18,6 +18,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from trainer.errors import TrainerError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
@@ -42,6 +45,12 @@ class Source:
     identity: str  # who is in it: the clip for videos, the folder (or file) for photos
     split: str  # "train", "val" or "test"
     label: int = 0  # 1 = fake (labelled material only)
+
+
+def read_rgb(path: Path) -> np.ndarray | None:
+    """The image file at ``path`` as (H, W, 3) uint8 RGB (OpenCV decode); None where it cannot be read."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # (H, W, 3) BGR
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def clip_split(rel: str) -> str:

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from engines.crops import crop_faces
@@ -136,10 +135,10 @@ def read_frames(item: _Item, frames_per_video: int) -> tuple[list[np.ndarray], n
     from trainer.frames import sample_frames
 
     if item.path.suffix.lower() in realmedia.IMAGE_SUFFIXES:
-        img = cv2.imread(str(item.path), cv2.IMREAD_COLOR)
+        img = realmedia.read_rgb(item.path)
         if img is None:
             raise TrainerError(f"{item.path}: unreadable image")
-        frames, index = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB)], np.zeros(1, np.int64)
+        frames, index = [img], np.zeros(1, np.int64)
     else:
         sampled = sample_frames(item.path, frames_per_video)
         frames, index = sampled.images, np.asarray(sampled.index)

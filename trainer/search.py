@@ -323,13 +323,10 @@ def run_search(
     import optuna
     from tqdm import tqdm
 
-    from trainer.fit import dataset_info, fit, resolve_device
+    from trainer.fit import dataset_info, fit, use_runtime
     from trainer.models import ModelConfigError, count_parameters
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    dev = use_runtime(device, threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     info = dataset_info(Path(data))  # fails early on a bad store, not once per trial
@@ -338,7 +335,6 @@ def run_search(
         raise SearchError(f"{data}: no rows in split(s) {empty}; the search trains on train and scores val")
     if base.input_size is None:
         base = replace(base, input_size=info["crop_size"])
-    dev = resolve_device(device)
     storage_text = str(storage) if storage is not None else str(out / "study.db")
     goal = "maximize" if select is not None else "minimize"
     directions = [goal, "minimize"] if latency else [goal]

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from trainer.capture import CaptureConfig, draw_capture, simulate_capture
-from trainer.store import FaceDataset
+from trainer.store import FaceDataset, ImageItems
 
 REF_SIDE = 256  # pixel sizes below (blur kernels, morphology) are for a 256 crop and scale with the side
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # mask multipliers, drawn uniformly (full blends twice as often)
@@ -180,7 +180,7 @@ def self_blend(img: np.ndarray, rng: np.random.Generator, *, margin: float) -> n
     return np.rint(out).astype(np.uint8)
 
 
-class SelfBlendDataset:
+class SelfBlendDataset(ImageItems):
     """A ``FaceDataset`` plus one self-blended fake (label 1) per real row of it.
 
     Items ``0 .. len(base) - 1`` are the base's own (real 0, store fakes 1); item ``len(base) + k``
@@ -259,13 +259,6 @@ class SelfBlendDataset:
             margin=self.margin,
         )
         return img if self.augment is None else self.augment(img)
-
-    def __getitem__(self, i: int) -> tuple[Any, Any]:
-        import torch
-
-        img = self.image(i)
-        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)  # (3, S, S)
-        return x, torch.tensor(self.labels[i], dtype=torch.float32)
 
 
 class PairSampler:

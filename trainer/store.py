@@ -562,7 +562,24 @@ class FaceStore:
         return h.hexdigest()
 
 
-class FaceDataset:
+class ImageItems:
+    """Base of a torch Dataset whose item i is ``image(i)`` (uint8 (S, S, 3) RGB) with ``labels[i]``: it serves
+    them as (float32 (3, S, S) in [0, 1], float32 label) pairs."""
+
+    labels: np.ndarray  # (n,) float32, one per item
+
+    def image(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> tuple[Any, Any]:
+        import torch
+
+        img = self.image(i)
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)  # (3, S, S)
+        return x, torch.tensor(self.labels[i], dtype=torch.float32)
+
+
+class FaceDataset(ImageItems):
     """torch Dataset over one split: (float32 (3, S, S) in [0, 1], float32 label) pairs.
 
     The HDF5 file is opened lazily in each DataLoader worker (h5py handles do not survive a
@@ -616,10 +633,3 @@ class FaceDataset:
 
             img = resize_square(img, self.input_size)
         return img
-
-    def __getitem__(self, i: int) -> tuple[Any, Any]:
-        import torch
-
-        img = self.image(i)
-        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)  # (3, S, S)
-        return x, torch.tensor(self.labels[i], dtype=torch.float32)

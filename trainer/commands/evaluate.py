@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from trainer.commands.fit import add_runtime_options
+from trainer.commands.fit import add_runtime_options, runtime_options
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +31,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             reduce=args.video_score,
             threshold=args.threshold,
             batch_size=args.batch_size,
-            device=args.device,
-            threads=args.threads,
-            workers=args.workers,
+            **runtime_options(args),
         )
         for spec in specs
     ]

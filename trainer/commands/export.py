@@ -79,21 +79,13 @@ def _num(value: float | None) -> str:
 
 
 def _card(path: Path, training: dict[str, Any], *, params: int) -> str:
+    from trainer.evaluate import TABLE_ROWS
+
     cfg, data = training["config"], training["dataset"]
     metrics = ""
     if "metrics" in training:
         m = training["metrics"]
-        rows = "".join(
-            f"| {name} | {_num(m['frame'][key])} | {_num(m['video'][key])} |\n"
-            for key, name in (
-                ("accuracy", "Accuracy"),
-                ("precision", "Precision"),
-                ("recall", "Recall"),
-                ("f1", "F1"),
-                ("roc_auc", "ROC AUC"),
-                ("eer", "EER"),
-            )
-        )
+        rows = "".join(f"| {name} | {_num(m['frame'][key])} | {_num(m['video'][key])} |\n" for key, name in TABLE_ROWS)
         metrics = (
             f"\n## Evaluation ({m['split']} split; video score = {m['video_reduce']} of frames)\n\n"
             f"| metric | frame | video |\n|---|--:|--:|\n{rows}"

@@ -40,6 +40,11 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
 
 
+def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``add_runtime_options`` flags as the keyword arguments of fit, run_search and evaluate_checkpoint."""
+    return {"device": args.device, "threads": args.threads, "workers": args.workers}
+
+
 def parse_model_args(items: list[str]) -> dict[str, Any]:
     """KEY=VALUE pairs; VALUE is JSON when it parses (16, 0.5, [16, 32], true), else a string."""
     out: dict[str, Any] = {}
@@ -133,9 +138,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             data=args.data,
             out=args.out,
             resume=args.resume,
-            device=args.device,
-            threads=args.threads,
-            workers=args.workers,
+            **runtime_options(args),
             select=select,
         )
     except KeyboardInterrupt:

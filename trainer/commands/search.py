@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from trainer.commands.fit import add_runtime_options, add_select_options, make_selector
+from trainer.commands.fit import add_runtime_options, add_select_options, make_selector, runtime_options
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +93,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             max_latency_ms=args.max_latency_ms,
             max_params=args.max_params,
             seed=args.sampler_seed,
-            device=args.device,
-            threads=args.threads,
-            workers=args.workers,
+            **runtime_options(args),
             redis_prefix=args.redis_prefix,
             select=select,
         )
