@@ -13,6 +13,7 @@ COMMANDS = (
     "export",
     "engines",
     "all",
+    "pack",
     "detector",
     "realfaces",
     "validate",

@@ -1,0 +1,154 @@
+"""dfwatch-train pack RECIPE: rebuild a shipped model from its recipe, every step in order, resumable.
+
+A recipe (``recipes/*.toml``) pins how one file of ``models/`` was made: the ``dfwatch-train`` commands
+of its chain, in order, with their flags. Each ``[[step]]`` names its ``command``; every other key is that
+command's flag (``model_arg = ["bands=2"]`` is ``--model-arg bands=2``, ``true`` a bare flag, ``false``
+left out). ``{work}`` and ``{models}`` in a value are the work and model directories of this run; other
+``{name}``s come from ``--set name=value`` (or the recipe's ``[defaults]``).
+
+Every step is parsed by its command's own parser before the first one runs, so a recipe that no longer
+matches the CLI fails at once. Each step that finishes is recorded in WORK/pack_state.json with its argv:
+a rerun skips it, so an interrupted rebuild resumes step by step (and inside a step, the command's own
+resume); a step whose argv changed runs again, and so does every step after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shlex
+import sys
+import time
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import TrainerError
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "pack_state.json"
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def step_argv(step: dict[str, Any], values: dict[str, str]) -> list[str]:
+    """The command line of one recipe step, placeholders filled."""
+    if "command" not in step:
+        raise TrainerError(f"a recipe step needs a command: {step}")
+    argv = [step["command"]]
+    for key, value in step.items():
+        if key == "command" or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            argv += [flag, _fill(str(item), values)]
+    return argv
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        if match.group(1) not in values:
+            raise TrainerError(f"the recipe uses {{{match.group(1)}}}: give --set {match.group(1)}=VALUE")
+        return values[match.group(1)]
+
+    return _PLACEHOLDER.sub(one, text)
+
+
+def load_recipe(path: Path, *, work: Path, models: Path, given: dict[str, str]) -> tuple[str, list[list[str]]]:
+    """(the recipe's name, each step's argv), checked against the commands' parsers."""
+    from trainer.cli import build_parser
+
+    try:
+        recipe = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise TrainerError(f"recipe {path}: {exc}") from exc
+    steps = recipe.get("step", [])
+    if not steps:
+        raise TrainerError(f"recipe {path} has no [[step]]")
+    values = {**{k: str(v) for k, v in recipe.get("defaults", {}).items()}, **given}
+    values |= {"work": str(work), "models": str(models)}
+    plan = [step_argv(step, values) for step in steps]
+    parser = build_parser()
+    for i, argv in enumerate(plan, 1):
+        if argv[0] == "pack":
+            raise TrainerError(f"recipe {path}, step {i}: a recipe cannot run another recipe")
+        try:
+            parser.parse_args(argv)
+        except SystemExit as exc:  # argparse printed what is wrong
+            raise TrainerError(f"recipe {path}, step {i} ({shlex.join(argv)}) does not parse") from exc
+    return str(recipe.get("name", path.stem)), plan
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from trainer.cli import build_parser
+
+    bad = [item for item in args.set if "=" not in item]
+    if bad:
+        raise TrainerError(f"--set takes NAME=VALUE, got {bad}")
+    given = dict(item.split("=", 1) for item in args.set)
+    work: Path = args.work or Path("runs") / f"pack-{args.recipe.stem}"
+    models: Path = args.models or work / "models"
+    name, plan = load_recipe(args.recipe, work=work, models=models, given=given)
+    if args.dry_run:
+        for i, argv in enumerate(plan, 1):
+            print(f"{i}. dfwatch-train {shlex.join(argv)}")
+        return 0
+    work.mkdir(parents=True, exist_ok=True)
+    models.mkdir(parents=True, exist_ok=True)
+    state_path = work / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    rows, invalidated, started = [], False, time.monotonic()
+    for i, argv in enumerate(plan, 1):
+        key = f"{i}:{argv[0]}"
+        done = state.get(key)
+        if done is not None and done["argv"] == argv and not invalidated:
+            rows.append((key, "done before", done["seconds"]))
+            continue
+        invalidated = True
+        print(f"== pack {name}: step {i}/{len(plan)}: dfwatch-train {shlex.join(argv)}", file=sys.stderr)
+        ns = build_parser().parse_args(argv)
+        t0 = time.monotonic()
+        try:
+            code = ns.func(ns)
+        except KeyboardInterrupt:
+            code = 130
+        if code != 0:
+            print(f"pack: step {key} ended with exit code {code}; rerun the same command to resume", file=sys.stderr)
+            return code
+        seconds = round(time.monotonic() - t0, 1)
+        state[key] = {"argv": argv, "seconds": seconds, "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        os.replace(tmp, state_path)
+        rows.append((key, "ran", seconds))
+    print(f"pack {name}: {len(plan)} steps in {time.monotonic() - started:.0f} s; models in {models}", file=sys.stderr)
+    for key, what, seconds in rows:
+        print(f"  {key:<16} {what:<12} {seconds:>8.1f} s", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pack",
+        help="rebuild a shipped model from its recipe (recipes/*.toml): every step, resumable",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("recipe", type=Path, help="the recipe, e.g. recipes/deepfake_classifier.toml")
+    p.add_argument("--work", type=Path, default=None, help="work directory (default: runs/pack-<recipe>)")
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="where the model files go (default: WORK/models; `models` replaces the pack)",
+    )
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a {NAME} the recipe uses")
+    p.add_argument("--dry-run", action="store_true", help="print the steps' command lines and stop")
+    p.set_defaults(func=cmd_pack)
