@@ -567,12 +567,15 @@ def largest_real_time(rows: list[dict], system: str) -> int | None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| feed | N | system | fps/stream | drop % | p50 / p95 / p99 ms | CPU % | RSS MiB | real time | notes |"
-    lines = [head, "|--:|--:|---|--:|--:|--:|--:|--:|:-:|---|"]
+    head = (
+        "| feed | N | system | fps/stream | drop % | p50 / p95 / p99 ms | CPU % | RSS MiB | RSS MiB per feed "
+        "| real time | notes |"
+    )
+    lines = [head, "|--:|--:|---|--:|--:|--:|--:|--:|--:|:-:|---|"]
     for r in rows:
         feed = f"{r.get('lines', '?')}p"
         if "error" in r:
-            lines.append(f"| {feed} | {r['n']} | {r['system']} | - | - | - | - | - | failed | {r['error'][:120]} |")
+            lines.append(f"| {feed} | {r['n']} | {r['system']} | - | - | - | - | - | - | failed | {r['error'][:120]} |")
             continue
         fps = f"{r['fps_per_stream_mean']:.1f}"
         if r["n"] > 1:
@@ -581,8 +584,8 @@ def markdown_table(rows: list[dict]) -> str:
         lat_s = " / ".join(f"{lat[k]:.0f}" for k in ("p50", "p95", "p99")) if lat["p95"] is not None else "n/a"
         lines.append(
             f"| {feed} | {r['n']} | {r['system']} | {fps} | {100 * r['drop_rate_worst']:.1f} | {lat_s} | "
-            f"{r['cpu_pct']:.0f} | "
-            f"{r['peak_rss_mib']:.0f} | {'yes' if r['real_time'] else 'no'} | {r['notes']} |"
+            f"{r['cpu_pct']:.0f} | {r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] / r['n']:.0f} | "
+            f"{'yes' if r['real_time'] else 'no'} | {r['notes']} |"
         )
     return "\n".join(lines)
 
@@ -631,7 +634,8 @@ def markdown_report(result: dict) -> str:
         "fps/stream: results per stream per second (mean; min over streams). drop %: worst stream; dfwatch "
         "1 - published / frames decoded in the window, ultralytics 1 - fps / feed fps (it keeps only each feed's "
         "newest frame). p50/p95/p99: capture-to-publish of the worst stream (capture = frame decoded). CPU %: "
-        "the system's processes, 100 = one core. RSS: peak, sampled every 0.5 s. Real time: every stream's p95 "
+        "the system's processes, 100 = one core. RSS: peak of the process tree, sampled every 0.5 s; per feed: "
+        "that / N. Real time: every stream's p95 "
         f"< {REAL_TIME_P95_MS:.0f} ms and drop < {100 * REAL_TIME_DROP:.0f} % (ultralytics: drop only); for dfwatch "
         f"also decoding that keeps pace with the feed (at most {DECODE_LAG_LIMIT_S} s behind over the window), "
         "since capture-to-publish starts only once a frame is decoded.",
