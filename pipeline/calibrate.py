@@ -1,8 +1,9 @@
-"""Verdict thresholds from measured stream scores (behind `dfwatch calibrate`).
+"""Verdict thresholds from measured stream scores (behind `dfwatch calibrate` and `dfwatch-train calibrate`).
 
 The service's stream score (the highest smoothed face score on screen, per frame) does not
-depend on the verdict thresholds, so verdict lines recorded once by ``dfwatch watch`` (real
-footage, and fakes if there are any) are enough: every candidate setting is replayed on them
+depend on the verdict thresholds, so the scores of one run (real footage, and fakes if there
+are any) are enough: verdict lines recorded by ``dfwatch watch`` (``read_series``), or the
+verdicts of an in-process run (pipeline.clips). Every candidate setting is replayed on them
 with the service's own state machine (``StreamVerdict``). For each ``confirm_frames`` candidate
 the enter threshold is the lowest one at which no real stream ever turns FAKE, plus
 ``margin``; the candidate that then catches the most fake streams wins (ties: fewer frames, a
@@ -39,6 +40,20 @@ class Calibration:
     fake_clips: int
     fakes_caught: int
     candidates: list[dict[str, Any]]  # per confirm_frames: its enter threshold and the fakes it catches
+
+    def describe(self) -> list[str]:
+        """What the calibration found, as the lines `dfwatch calibrate` prints: one per candidate, then the choice."""
+        lines = [
+            f"confirm_frames {c['confirm_frames']:2d}: reals stay quiet from {c['quiet_enter']:.3f}; enter "
+            f"{c['enter_fake']:.3f} catches {c['fakes_caught']} of {self.fake_clips} fakes"
+            for c in self.candidates
+        ]
+        lines.append(
+            f"calibrate: FAKE at {self.enter_fake:.3f} for {self.confirm_frames} frames in a row, REAL again at "
+            f"{self.leave_fake:.3f}: {self.real_clips} real streams stay quiet, {self.fakes_caught} of "
+            f"{self.fake_clips} fake streams caught"
+        )
+        return lines
 
     def thresholds(self) -> dict[str, float]:
         """The manifest ``thresholds`` entries that `dfwatch watch` reads (pipeline.verdict.MANIFEST_KEYS)."""

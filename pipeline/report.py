@@ -1,6 +1,6 @@
 """`dfwatch report CLIP`: run one clip through the pipeline and chart what it said about the clip's faces.
 
-The same Runner and BatchProcessor as `dfwatch watch`; the chart is drawn only from the verdict
+The same Runner and BatchProcessor as `dfwatch watch` (pipeline.clips); the chart is drawn only from the verdict
 messages the run published (and, for the thumbnails, the frames they came with):
 
 - the smoothed fake probability of each face track over time, with the verdict's enter and leave
@@ -28,28 +28,22 @@ import json
 import logging
 import math
 import os
-import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
-from tqdm import tqdm
 
 from engines import Classifier, Detector, crop_faces
 from engines.urls import printable
 from pipeline.annotate import VERDICT_COLOURS, check_writable, open_no_follow, score_colour
+from pipeline.clips import run_clips
 from pipeline.errors import PipelineError
-from pipeline.messages import Frame, Publication, Verdict, VerdictState
-from pipeline.observer import NullObserver
-from pipeline.processor import BatchProcessor
-from pipeline.runner import Runner, RunnerConfig
+from pipeline.messages import Frame, Verdict, VerdictState
+from pipeline.runner import RunnerConfig
 from pipeline.schedule import ScheduleConfig
-from pipeline.sinks import JsonLinesSink
-from pipeline.sources import SourceSpec
+from pipeline.sinks import FrameSink, JsonLinesSink
 from pipeline.verdict import VerdictConfig
 
 logger = logging.getLogger(__name__)
@@ -82,24 +76,7 @@ class Report:
     error: str | None = None  # the clip broke off (the report covers the frames that decoded)
 
 
-class _Collector:
-    """Sink that keeps every verdict record of the run and moves the progress bar."""
-
-    name = "report"
-
-    def __init__(self, total: int | None) -> None:
-        self.records: list[dict] = []
-        self.bar = tqdm(total=total, unit="frame", desc="report", file=sys.stderr, leave=False, disable=None)
-
-    def publish(self, publications: Sequence[Publication]) -> None:
-        self.records.extend(p.record for p in publications)
-        self.bar.update(len(publications))
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class _TopFaces:
+class _TopFaces(FrameSink):
     """FrameSink that keeps crops of the ``k`` highest-scoring faces, at most one per track and second."""
 
     name = "report-thumbnails"
@@ -221,28 +198,34 @@ def make_report(
                 f"cannot write {what} {printable(str(path))}: it is a symbolic link, and dfwatch "
                 "never writes through one"
             )
-    spec = SourceSpec(re.sub(r"[^A-Za-z0-9_.-]+", "_", clip.stem) or "clip", str(clip))  # a path, even with '='
-    collector = _Collector(_declared_frames(clip))
-    thumbs = _TopFaces(k=THUMBNAILS, margin=classifier.crop_margin)
-    sinks: list = [collector]
+    sinks: list = []
     verdict_file = None
     if verdicts_out is not None:
         verdict_file = os.fdopen(open_no_follow(verdicts_out, what="the verdicts"), "w")  # closed after the run
         sinks.append(JsonLinesSink(verdict_file))
-    observer = NullObserver()
-    processor = BatchProcessor(detector, classifier, observer, schedule=schedule, verdict=verdict)
-    placeholder_models = processor.placeholder_models
+    thumbs = _TopFaces(k=THUMBNAILS, margin=classifier.crop_margin)
     try:
-        stats = Runner([spec], processor, sinks, observer, config=runner, frame_sinks=[thumbs]).run()
+        (run,) = run_clips(
+            [clip],
+            detector,
+            classifier,
+            verdict=verdict,
+            schedule=schedule,
+            runner=runner,
+            sinks=sinks,
+            frame_sinks=[thumbs],
+            desc="report",
+        )
     finally:
         if verdict_file is not None:
             verdict_file.close()
-    records = collector.records
-    error = stats.streams[spec.stream_id].error
+    records = [p.record for p in run.publications]  # the verdict messages as published
+    error = run.error
     if not records:
         raise PipelineError(
             f"clip {printable(str(clip))}: no frame went through the pipeline ({error or 'empty video'})"
         )
+    placeholder_models = run.verdicts[0].placeholder_models
     series = timeline(records, verdict=verdict)
     series["clip"] = str(clip)
     series["placeholder_models"] = placeholder_models
@@ -364,12 +347,3 @@ def _html(series: dict[str, Any], png: bytes, *, title: str) -> str:
         f"<h2>Verdict changes</h2><table><tr><th>frame</th><th>t</th><th>verdict</th></tr>{rows}</table>"
         "</body></html>\n"
     )
-
-
-def _declared_frames(clip: Path) -> int | None:
-    """The frame count the container declares, for the progress bar; None when it does not say."""
-    try:
-        with av.open(str(clip)) as container:
-            return container.streams.video[0].frames or None
-    except (av.error.FFmpegError, IndexError, OSError):
-        return None

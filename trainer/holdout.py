@@ -5,8 +5,8 @@ Two views of the labelled sets of ``../shared/data`` (trainer.realval):
 - ``face_sets``: every held-out set as served crops (shipped detector, ``engines.crop_faces`` at the
   classifier's input size), scored by the ONNX artifact through ``engines.Classifier``: face-level
   and clip-level ROC AUC;
-- ``video_sets``: whole videos through the full service (``dfwatch watch`` in a child process:
-  decode, detect, track, classify, smooth, verdict at the shipped thresholds): per clip the mean
+- ``video_sets``: whole videos through the full service (in process, as `dfwatch watch` serves them,
+  pipeline.clips: decode, detect, track, classify, smooth, verdict at the shipped thresholds): per clip the mean
   raw face score and whether the verdict ever turned FAKE; per set the clip-level AUC of the
   mean score, the share of real clips that ever alerted and the share of fakes caught. The
   held-out real clips (``real_videos`` of the ``test`` split) join them, to count false alerts,
@@ -16,12 +16,9 @@ Two views of the labelled sets of ``../shared/data`` (trainer.realval):
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
-import sys
 import tempfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +138,7 @@ def _write_half(src: Path, dst: Path, half: str) -> None:
 
 @dataclass(frozen=True)
 class ServiceRun:
-    """``dfwatch watch`` on whole files, per video (its path)."""
+    """The service on whole files, as `dfwatch watch` serves them, per video (its path)."""
 
     summary: dict[str, dict[str, Any]]  # frames, face scores, their mean, verdicts, last, ever FAKE, first FAKE frame
     face_scores: dict[str, np.ndarray]  # every raw face score (``p_fake_last`` of each face on each frame)
@@ -149,68 +146,33 @@ class ServiceRun:
 
 
 def pipeline_videos(
-    models: Path, videos: Sequence[Path], *, extra_args: Sequence[str] = (), save: Path | None = None
+    models: Path, videos: Sequence[Path], *, detector: Path | None = None, threads: int | None = None
 ) -> ServiceRun:
-    """Run ``dfwatch watch`` on whole files (a child process: decode, detect, track, classify, verdict);
-    ``save`` keeps its verdict lines (what `dfwatch calibrate` reads)."""
-    names = {f"v{i}": Path(v) for i, v in enumerate(videos)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "watch",
-        "--models",
-        str(models),
-        "--metrics-port",
-        "0",
-        *extra_args,
-        *(f"{n}={p}" for n, p in names.items()),
-    ]
-    logger.info("running dfwatch watch on %d video(s)", len(names))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if proc.returncode != 0:
-        raise TrainerError(f"dfwatch watch exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
-    if save is not None:
-        save.parent.mkdir(parents=True, exist_ok=True)
-        save.write_text(proc.stdout)
-    per: dict[str, dict[str, Any]] = {
-        n: {
-            "scores": [],
-            "frames": 0,
-            "verdicts": {},
-            "last": None,
-            "first_fake": None,
-            "max_score": None,
-            "series": [],
-        }
-        for n in names
-    }
-    for line in proc.stdout.splitlines():
-        msg = json.loads(line)
-        rec = per[msg["stream"]]
-        rec["frames"] += 1
-        rec["series"].append(msg.get("score"))
-        rec["scores"] += [f["p_fake_last"] for f in msg["faces"] if f.get("p_fake_last") is not None]
-        rec["verdicts"][msg["verdict"]] = rec["verdicts"].get(msg["verdict"], 0) + 1
-        rec["last"] = msg["verdict"]
-        if msg["verdict"] == "FAKE" and rec["first_fake"] is None:
-            rec["first_fake"] = msg["frame"]
-        if msg.get("score") is not None:
-            rec["max_score"] = max(rec["max_score"] or 0.0, float(msg["score"]))
+    """Run the service in process on whole files (pipeline.clips.serve_files: decode, detect, track, classify,
+    verdict), with the models of ``models`` as `dfwatch watch` serves them (``detector``: that artifact instead of
+    the served default; ``threads``: ONNX Runtime threads, None = all cores). TrainerError when a file breaks off."""
+    from pipeline.clips import serve_files
+    from pipeline.config import ModelsConfig
+
+    logger.info("running the service on %d video(s)", len(videos))
+    runs = serve_files(videos, ModelsConfig(dir=models, detector=detector, threads=threads))
+    broken = [f"{run.path}: {run.error}" for run in runs if run.error]
+    if broken:
+        raise TrainerError(f"the service could not read {len(broken)} video(s): {'; '.join(broken)}")
     out, raw, series = {}, {}, {}
-    for n, rec in per.items():
-        series[str(names[n])] = rec["series"]
-        s = np.asarray(rec["scores"], np.float64)
-        raw[str(names[n])] = s
-        out[str(names[n])] = {
-            "frames": rec["frames"],
-            "face_scores": len(s),
-            "mean_p_fake": round(float(s.mean()), 4) if len(s) else None,
-            "max_stream_score": None if rec["max_score"] is None else round(rec["max_score"], 4),
-            "verdicts": rec["verdicts"],
-            "last_verdict": rec["last"],
-            "ever_fake": rec["first_fake"] is not None,
-            "first_fake_frame": rec["first_fake"],
+    for run in runs:
+        key, verdicts, scores = str(run.path), run.verdicts, run.scores
+        raw[key], series[key] = run.face_scores, scores
+        seen = [s for s in scores if s is not None]
+        out[key] = {
+            "frames": len(verdicts),
+            "face_scores": len(raw[key]),
+            "mean_p_fake": round(float(raw[key].mean()), 4) if len(raw[key]) else None,
+            "max_stream_score": max(seen) if seen else None,
+            "verdicts": dict(Counter(v.state.value for v in verdicts)),
+            "last_verdict": verdicts[-1].state.value if verdicts else None,
+            "ever_fake": run.first_fake is not None,
+            "first_fake_frame": run.first_fake,
         }
     return ServiceRun(out, raw, series)
 
@@ -221,15 +183,17 @@ def video_sets(
     *,
     sets: Sequence[str] = VIDEO_SETS,
     split: str = "test",
-    extra_args: Sequence[str] = (),
     work: Path | None = None,
+    detector: Path | None = None,
+    threads: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Every video set through the service in one ``dfwatch watch`` run; see the module docstring. The clips made
-    from the media (DeepFaceLive halves, broadcast conditions) are written under ``work`` and kept for the next
-    run (None: a temporary folder)."""
+    """Every video set through the service (``pipeline_videos``, whose ``detector`` and ``threads`` these are); see
+    the module docstring. The clips made from the media (DeepFaceLive halves, broadcast conditions) are written
+    under ``work`` and kept for the next run (None: a temporary folder)."""
     with tempfile.TemporaryDirectory(prefix="dfwatch-validate-") as tmp:
         listed = {name: clips(name, media, Path(tmp) if work is None else work, split=split) for name in sets}
-        summary = pipeline_videos(models, [c.path for cs in listed.values() for c in cs], extra_args=extra_args).summary
+        videos = [c.path for cs in listed.values() for c in cs]
+        summary = pipeline_videos(models, videos, detector=detector, threads=threads).summary
     out = {}
     for name, members in listed.items():
         rows = [{"clip": c.name, "label": c.label, **summary[str(c.path)]} for c in members]

@@ -119,3 +119,35 @@ def test_video_sets_count_alerts_and_catches_per_clip():
     markdown = holdout.report_markdown({"face_sets": {}, "video_sets": result, "alerts": summary})
     assert "| celebdf_hard | 7 / 7 |" in markdown
     assert f"{summary['real_alerted']} of {summary['real_clips']} real clips ever turned FAKE" in markdown
+
+
+def test_calibrate_command_runs_the_service_in_process(tmp_path, demo_clip, monkeypatch):
+    """`dfwatch-train calibrate` runs its clips through the service in this process (no `dfwatch watch` child, no
+    verdict lines to replay) and writes what pipeline.calibrate makes of their stream scores into the manifest."""
+    import shutil
+    import subprocess
+
+    from engines import Classifier
+    from pipeline.calibrate import calibrate
+    from trainer.cli import main
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for pattern in ("deepfake_classifier.onnx*", "face_detector.onnx*", "face_detector.int8.*"):
+        for path in MODELS.glob(pattern):
+            shutil.copy(path, models)
+    monkeypatch.setattr(holdout, "calibration_clips", lambda media, work=None: ([demo_clip.path], [demo_clip.path]))
+
+    def no_child(*args, **kwargs):
+        raise AssertionError(f"a child process: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    monkeypatch.setattr(subprocess, "Popen", no_child)
+    argv = ["calibrate", "--models", str(models), "--media", str(tmp_path), "--work", str(tmp_path / "work")]
+    assert main([*argv, "--margin", "0.02", "--threads", "2"]) == 0
+    series = holdout.pipeline_videos(models, [demo_clip.path]).frame_scores[str(demo_clip.path)]
+    expected = calibrate([series], [series], margin=0.02)
+    manifest = Classifier(models / "deepfake_classifier.onnx").manifest
+    assert {k: manifest.thresholds[k] for k in expected.thresholds()} == expected.thresholds()
+    assert manifest.training["calibration"]["real"] == [str(demo_clip.path)]
+    assert not list(tmp_path.rglob("*.jsonl"))  # nothing replays verdict lines any more

@@ -1,4 +1,8 @@
-"""dfwatch-train validate: measure a model pack on held-out real manipulated faces, as it serves them."""
+"""dfwatch-train validate: measure a model pack on held-out real manipulated faces, as it serves them.
+
+The face sets are scored by the ONNX artifacts directly (``--threads``); the videos go through the service in
+process (pipeline.clips), as `dfwatch watch` serves them (``--detector``, ``--threads``).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         )
     if not args.skip_videos:
         report["video_sets"] = holdout.video_sets(
-            args.models, args.media, split=args.real_split, extra_args=args.watch_args, work=args.work
+            args.models, args.media, split=args.real_split, work=args.work, detector=args.detector, threads=args.threads
         )
         report["alerts"] = holdout.alert_summary(report["video_sets"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +68,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=Path("runs/validate-work"),
         help="where clips made from the media (DeepFaceLive halves, broadcast variants) are kept",
     )
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     p.add_argument(
         "--real-split",
         default="test",
@@ -72,10 +75,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="which held-out real_videos clips count false alerts (default: test)",
     )
     p.add_argument("--skip-videos", action="store_true", help="face sets only (no full-service runs)")
-    p.add_argument(
-        "--watch-args",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="extra `dfwatch watch` flags for the videos (last on the line)",
-    )
+    add_service_args(p)
     p.set_defaults(func=cmd_validate)
+
+
+def add_service_args(p: argparse.ArgumentParser) -> None:
+    """The flags of the in-process service runs (validate's videos, calibrate's clips): the [models] fields of
+    `dfwatch watch` they may set (pipeline.config.ModelsConfig checks them); everything else is watch's default."""
+    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime threads (default: all cores)")
+    p.add_argument(
+        "--detector",
+        type=Path,
+        metavar="PATH",
+        help="detector artifact the service serves (default, as `dfwatch watch`: the OpenVINO INT8 detector in "
+        "MODELS where it opens, else MODELS/face_detector.onnx)",
+    )
