@@ -27,7 +27,7 @@ from pipeline.messages import Publication
 from pipeline.observer import NullObserver
 from pipeline.processor import BatchProcessor
 from pipeline.publish import Publisher
-from pipeline.sinks import STATE_KEY, STREAM_KEY, STREAMS_KEY, JsonLinesSink, RedisSink
+from pipeline.sinks import STATE_KEY, STREAM_KEY, STREAMS_KEY, JsonLinesSink, RedisSink, Sink
 from pipeline.sources import SourceSpec, read_frames
 from pipeline.summary import RunStats, percentiles
 
@@ -35,7 +35,7 @@ STAGES = ("decode", "letterbox", "detect", "track", "crop", "classify", "decide"
 DETECTOR_PATH = ("decode", "letterbox", "detect")  # what ultralytics' predict does too: frames in, boxes out
 
 
-class SyncRedis:
+class SyncRedis(Sink):
     """The Redis sink's own pipelined write, done in the calling thread: "publish" lasts until Redis has it.
 
     (``RedisSink.publish`` only hands publications to its writer thread.)
@@ -49,7 +49,7 @@ class SyncRedis:
         self.stream_ids: set[str] = set()
 
     def publish(self, publications: Sequence[Publication]) -> None:
-        self.sink._write(list(publications))
+        self.sink.write(list(publications))
         self.stream_ids.update(p.verdict.stream_id for p in publications)
 
     def close(self) -> None:

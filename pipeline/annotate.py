@@ -42,6 +42,7 @@ from engines.urls import printable
 from pipeline.errors import SinkError
 from pipeline.messages import Frame, Verdict, VerdictState
 from pipeline.ranges import check_ranges, ranged
+from pipeline.sinks import FrameSink
 
 logger = logging.getLogger(__name__)
 
@@ -402,7 +403,7 @@ def _even(image: np.ndarray) -> np.ndarray:
     return cv2.copyMakeBorder(image, 0, h % 2, 0, w % 2, cv2.BORDER_CONSTANT, value=(0, 0, 0))
 
 
-class Annotator:
+class Annotator(FrameSink):
     """FrameSink that draws each verdict on its frame and appends it to its stream's MP4 in ``cfg.dir``."""
 
     name = "annotate"
@@ -418,16 +419,20 @@ class Annotator:
 
     @property
     def unwritten(self) -> int:
-        """Frames skipped because their file could not be written (the runner adds them to the summary)."""
+        """Frames skipped because their file could not be written."""
         return self._skipped_gone + sum(v.skipped for v in self.videos.values())
 
-    def publish_frames(self, pairs: Sequence[tuple[Frame, Verdict]]) -> None:
+    def publish_frames(self, pairs: Sequence[tuple[Frame, Verdict]]) -> int:
+        """Draw and append each pair; returns how many were skipped (their file could not be written; the
+        runner adds them to the summary)."""
+        before = self.unwritten
         for frame, verdict in pairs:
             video = self.videos.get(frame.stream_id)
             if video is None:
                 video = self.videos[frame.stream_id] = self._new_video(frame.stream_id)
             if not video.waiting(frame):  # a frame that will be skipped is not drawn
                 video.write(draw(frame.rgb().image, verdict), frame)  # tracked-past frames are still I420
+        return self.unwritten - before
 
     def forget_stream(self, stream_id: str) -> None:
         """The stream was removed: finish its file and drop its encoder and last frame."""

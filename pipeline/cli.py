@@ -493,13 +493,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
             frame_sinks=frame_sinks,
             policy=policy,
         )
-        control = None
         if args.control:
             from pipeline.control import RedisControl
 
             client = RedisTarget(cfg.sinks.redis, password=password).connect()
             control = RedisControl(client, runner, owns=cfg.shard.owns if cfg.shard else None, policy=policy)
-            control.start()
+            runner.beside("redis-control", control.run)
 
         def _stop(signum: int, _frame: object) -> None:
             if runner.stop.is_set():
@@ -519,8 +518,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            if control is not None:
-                control.close()
             observer.close()
     print(stats.format(placeholder_models=processor.placeholder_models), file=sys.stderr)
     if runner.stop.is_set():

@@ -18,6 +18,9 @@ the workers keep a marker key, ``dfwatch:control:epoch``, beside the hash. When 
 or holds another value than this worker last saw, the hash's contents were lost rather than
 deleted: the worker keeps its streams, writes their entries back (HSETNX: never over a value set
 meanwhile) and logs a warning. To stop streams, delete their fields (or the whole hash) instead.
+
+RedisControl starts no thread: ``run(stop)`` is its polling loop, which the runner runs beside the stages
+(``Runner.beside``) and stops when the run ends.
 """
 
 from __future__ import annotations
@@ -90,19 +93,11 @@ class RedisControl:
         self._draining: set[str] = set()  # ids this control stopped whose old instance may still be draining
         self._bad: dict[str, bytes] = {}  # id -> value already reported as invalid
         self._over: set[str] = set()  # ids refused for [sources] max_streams at the last poll
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="redis-control", daemon=True)
         self._failing: str | None = None  # why the last poll failed, logged once
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 5)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def run(self, stop: threading.Event) -> None:
+        """Poll every ``interval`` seconds until ``stop`` is set; a failed poll is logged once and retried."""
+        while not stop.is_set():
             try:
                 self.poll_once()
                 if self._failing:
@@ -116,7 +111,7 @@ class RedisControl:
                 if self._failing != "crash":
                     logger.exception("control hash %s: polling failed; streams stay as they are, retrying", self.key)
                 self._failing = "crash"
-            self._stop.wait(self.interval)
+            stop.wait(self.interval)
 
     def poll_once(self) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -1,6 +1,6 @@
 """Publication: a batch's verdicts stamped with one clock, serialised once, handed to every sink and counted.
 
-No threads here: sinks that talk to servers buffer off the calling thread themselves (RedisSink).
+No threads here: sinks that write to a reader or a server buffer off the calling thread (pipeline.sink_worker).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class Publisher:
                 self.stats.sink_failed(sink.name, len(publications))
         self.observer.stage("publish", time.perf_counter() - start)
         for sink in self.sinks:
-            if hasattr(sink, "buffered"):
-                self.observer.sink_state(sink.name, buffered=sink.buffered, connected=getattr(sink, "connected", None))
+            health = sink.health()
+            self.observer.sink_state(sink.name, buffered=health.buffered, connected=health.connected)
         for p in publications:
             sid = p.verdict.stream_id
             times = self._times.setdefault(sid, collections.deque(maxlen=FPS_WINDOW))
@@ -54,12 +54,10 @@ class Publisher:
         return publications
 
     def forget(self, stream_id: str) -> None:
-        """A removed stream: its window here, and what each sink keeps for it (``forget_stream``, if it has one)."""
+        """A removed stream: its window here, and what each sink keeps for it."""
         self._times.pop(stream_id, None)
         for sink in self.sinks:
-            forget = getattr(sink, "forget_stream", None)
-            if forget is not None:
-                forget(stream_id)
+            sink.forget_stream(stream_id)
 
     def close(self) -> None:
         """Close every sink; what a sink dropped or could not flush is counted in the run's stats."""
@@ -68,6 +66,6 @@ class Publisher:
                 sink.close()
             except Exception:
                 logger.exception("%s sink: close failed", sink.name)
-            lost = getattr(sink, "dropped", 0) + getattr(sink, "unflushed", 0)
+            lost = sink.health().lost
             if lost:
                 self.stats.sink_failed(sink.name, lost)

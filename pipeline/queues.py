@@ -48,7 +48,8 @@ class BoundedQueue(Generic[T]):
     """A FIFO of at most ``size`` items between threads; ``put`` follows ``policy`` when it is full.
 
     ``wake`` (optional) is set after every put, for a consumer that watches several queues.
-    ``dropped`` counts the items lost to the policy (and to ``clear``).
+    ``dropped`` counts the items lost to the policy (and to ``clear``). Items of the type ``marker`` (a removed
+    stream's StreamRemoved, in a sink's queue) are never dropped nor counted, and take no room.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class BoundedQueue(Generic[T]):
         wake: threading.Event | None = None,
         budget: ByteBudget | None = None,
         weigh: Callable[[T], int] | None = None,
+        marker: type | None = None,
     ) -> None:
         """``budget`` (with ``weigh``, an item's bytes): a WAIT put also waits while the shared budget is spent."""
         if size < 1:
@@ -71,6 +73,8 @@ class BoundedQueue(Generic[T]):
         self.cond = threading.Condition()
         self.closed = False  # the producer has finished
         self.dropped = 0
+        self.marker = marker
+        self.markers = 0  # markers queued
 
     def put(self, item: T, stop: StopSignal | None = None, *, policy: DropPolicy | None = None) -> int:
         """Queue ``item`` under ``policy`` (default: the queue's); returns the items lost (0 or 1).
@@ -83,22 +87,21 @@ class BoundedQueue(Generic[T]):
         policy = policy or self.policy
         lost = 0
         with self.cond:
-            if self.closed:
-                self.dropped += 1
-                return 1
             if policy is DropPolicy.WAIT:
-                while self._full() and not (stop is not None and stop.is_set()):
+                while self._full() and not self.closed and not (stop is not None and stop.is_set()):
                     self.cond.wait(0.1)  # also polls the shared budget, which other queues' consumers free
-            elif len(self.items) >= self.size and policy is not DropPolicy.MARKER:
+            if self.closed:
+                lost = 0 if self._is_marker(item) else 1
+                self.dropped += lost
+                return lost
+            if policy in (DropPolicy.DROP_OLDEST, DropPolicy.SKIP) and self.pending >= self.size:
                 lost = 1
                 if policy is DropPolicy.SKIP:
                     self.dropped += 1
                     return lost
-                self._release([self.items.popleft()])
-            self.dropped += lost
+                self._drop_oldest(1)
+            self._admit([item])
             self.items.append(item)
-            if self.budget is not None:
-                self.budget.add(self.weigh(item))
             self.cond.notify_all()
         if self.wake is not None:
             self.wake.set()
@@ -112,20 +115,40 @@ class BoundedQueue(Generic[T]):
             self.cond.notify_all()
             return item
 
-    def get_all(self, timeout: float | None = None) -> list[T]:
-        """Every queued item, waiting (up to ``timeout`` s) for one while the queue is open; [] once closed."""
+    def get_all(self, timeout: float | None = None, *, limit: int | None = None) -> list[T]:
+        """Every queued item (the ``limit`` oldest), waiting (up to ``timeout`` s) for one while the queue is open;
+        [] once closed."""
         with self.cond:
             self.cond.wait_for(lambda: self.items or self.closed, timeout)
-            items = list(self.items)
-            self.items.clear()
+            n = len(self.items) if limit is None else min(limit, len(self.items))
+            items = [self.items.popleft() for _ in range(n)]
             self._release(items)
             self.cond.notify_all()
             return items
 
-    def clear(self) -> int:
-        """Drop everything queued; returns how many items were dropped (counted in ``dropped``)."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait (up to ``timeout`` s) until an item is queued or the queue is closed; whether one is queued."""
         with self.cond:
-            n = len(self.items)
+            self.cond.wait_for(lambda: self.items or self.closed, timeout)
+            return bool(self.items)
+
+    def requeue(self, items: list[T]) -> int:
+        """Put ``items`` (taken with get_all) back at the head, in order: their write failed and is retried.
+
+        The oldest items beyond ``size`` are dropped and counted (markers never); returns how many.
+        """
+        with self.cond:
+            self._admit(items)
+            self.items.extendleft(reversed(items))
+            excess = max(0, self.pending - self.size)
+            self._drop_oldest(excess)
+            self.cond.notify_all()
+            return excess
+
+    def clear(self) -> int:
+        """Drop everything queued; returns how many items were dropped (counted in ``dropped``; markers are not)."""
+        with self.cond:
+            n = self.pending
             self._release(list(self.items))
             self.items.clear()
             self.dropped += n
@@ -134,10 +157,35 @@ class BoundedQueue(Generic[T]):
 
     def _full(self) -> bool:
         """No room: ``size`` items, or the shared byte budget spent while this queue holds one (under ``cond``)."""
-        return len(self.items) >= self.size or bool(self.items and self.budget is not None and self.budget.spent())
+        return self.pending >= self.size or bool(self.items and self.budget is not None and self.budget.spent())
+
+    def _is_marker(self, item: T) -> bool:
+        return self.marker is not None and isinstance(item, self.marker)
+
+    def _drop_oldest(self, n: int) -> None:
+        """Drop the ``n`` oldest items that are not markers; markers keep their place ahead (under ``cond``)."""
+        markers = []
+        while n > 0 and self.items:
+            item = self.items.popleft()
+            if self._is_marker(item):
+                markers.append(item)
+                continue
+            self._release([item])
+            self.dropped += 1
+            n -= 1
+        self.items.extendleft(reversed(markers))
+
+    def _admit(self, items: list[T]) -> None:
+        """``items`` enter the queue: their bytes are taken from the shared budget (under ``cond``)."""
+        if self.marker is not None:
+            self.markers += sum(isinstance(item, self.marker) for item in items)
+        if self.budget is not None and items:
+            self.budget.add(sum(self.weigh(item) for item in items))
 
     def _release(self, items: list[T]) -> None:
-        """Give the bytes of ``items``, leaving the queue, back to the shared budget (under ``cond``)."""
+        """``items`` leave the queue: their bytes go back to the shared budget (under ``cond``)."""
+        if self.marker is not None:
+            self.markers -= sum(isinstance(item, self.marker) for item in items)
         if self.budget is not None and items:
             self.budget.add(-sum(self.weigh(item) for item in items))
 
@@ -153,6 +201,11 @@ class BoundedQueue(Generic[T]):
     def finished(self) -> bool:
         with self.cond:
             return self.closed and not self.items
+
+    @property
+    def pending(self) -> int:
+        """Items that take room: all but markers."""
+        return len(self.items) - self.markers
 
     @property
     def fill(self) -> float:

@@ -1,10 +1,13 @@
-"""Threads, queues and lifecycle: the only module that starts threads.
+"""Threads, queues and lifecycle of a run.
 
-One reader thread per stream fills a bounded queue (DROP_OLDEST for live feeds, WAIT for files).
-The stage loop takes frames round-robin across streams into batches (a live frame too late for its
-latency budget is shed on the way, before any inference, unless it is its stream's newest), hands
-each batch to the BatchProcessor, publishes its verdicts, and feeds the frame sinks from threads of
-their own. Once a second it tells the schedule how loaded the queues are.
+Threads are started in two places only: here, and in pipeline.sink_worker (each sink's one writer thread).
+Here: one reader thread per stream, filling a bounded queue (DROP_OLDEST for live feeds, WAIT for files), and
+the loops run beside the stages (``beside``: the control hash's poller, pipeline.control). The stage loop, on
+the caller's thread, takes frames round-robin across streams into batches (a live frame too late for its
+latency budget is shed on the way, before any inference, unless it is its stream's newest), hands each batch to
+the BatchProcessor, publishes its verdicts, and feeds the frame sinks through a SinkWorker each. Once a second
+it tells the schedule how loaded the queues are. (prometheus_client serves /metrics from a thread of its own,
+started in pipeline.metrics; ONNX Runtime's pools are not Python threads.)
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import SourceError, StreamLimitError
 from pipeline.lograte import READER_PREFIX
-from pipeline.messages import Frame, StreamRemoved, Verdict
+from pipeline.messages import Frame, Verdict
 from pipeline.observer import Observer
 from pipeline.policy import SourcePolicy
 from pipeline.processor import BatchProcessor
 from pipeline.publish import Publisher
 from pipeline.queues import BoundedQueue, ByteBudget, DropPolicy
 from pipeline.ranges import check_ranges, ranged
+from pipeline.sink_worker import SinkWorker, Writer
 from pipeline.sinks import FrameSink, Sink
 from pipeline.sources import SourceSpec
 from pipeline.summary import RunStats
@@ -32,7 +36,7 @@ from pipeline.supervisor import LogEvents, stream_frames
 logger = logging.getLogger(__name__)
 
 ADAPT_INTERVAL = 1.0  # seconds between load reports to the schedule (each may change k or m by one step)
-FLUSH_SECONDS = 5.0  # after the drain: readers and frame sinks together get this long to finish
+FLUSH_SECONDS = 5.0  # after the drain: readers, frame sinks and the loops beside together get this long to finish
 DRAIN_QUIET = 0.5  # seconds with every queue empty after which a drain ends, though some reader has not finished
 
 
@@ -112,7 +116,7 @@ class Runner:
         ``policy``: what FFmpeg may open for the streams (pipeline.policy); admitting them is the caller's job.
 
         ``observer`` should be the processor's own. ``frame_sinks`` get each published verdict with its frame
-        (e.g. the annotated video), each from a thread of its own behind a bounded queue: frames of files wait
+        (e.g. the annotated video), each from a SinkWorker's thread behind a bounded queue: frames of files wait
         for room, frames of live streams skip a full queue and are counted, so drawing never holds up a feed.
         """
         ids = [s.stream_id for s in specs]
@@ -137,7 +141,11 @@ class Runner:
         self._order: list[str] = []
         self.stats = RunStats([])
         self.publisher = Publisher(sinks, observer, self.stats)
-        self._frame_sinks = [_FrameSinkWorker(sink, config.frame_sink_queue, self.abort) for sink in frame_sinks]
+        self.frame_sinks = list(frame_sinks)
+        self._frame_workers: list[SinkWorker[tuple[Frame, Verdict]]] = []  # one per frame sink, from run()
+        self._beside: list[tuple[str, Callable[[threading.Event], None]]] = []
+        self._beside_stop = threading.Event()
+        self._beside_threads: list[threading.Thread] = []
         self._file_bytes = ByteBudget(int(config.file_queue_mb * 1e6))
         self._adapted_at = time.monotonic()
         self._busy = 0.0  # seconds the stages worked since the last load report
@@ -238,6 +246,12 @@ class Runner:
             stream.queue.close()
 
     # -- the stage loop ------------------------------------------------------------------------
+    def beside(self, name: str, loop: Callable[[threading.Event], None]) -> None:
+        """Run ``loop(stop)`` on a thread of its own while the stages run (the control hash's poller): started by
+        run(), told to return by ``stop`` once the stage loop ended, waited for within FLUSH_SECONDS. ``loop``
+        logs and contains its own failures."""
+        self._beside.append((name, loop))
+
     def run(self) -> RunStats:
         """Process until every stream ended (or, with until_stopped, until ``stop``); then drain and flush.
 
@@ -245,8 +259,14 @@ class Runner:
         drain_seconds + FLUSH_SECONDS of ``stop`` plus the sinks' own close bounds (a reader stuck in a read
         is left behind, not waited for).
         """
-        for worker in self._frame_sinks:
-            worker.start()
+        self._frame_workers = [
+            SinkWorker(_FrameWriter(sink), size=self.config.frame_sink_queue, policy=DropPolicy.SKIP, abort=self.abort)
+            for sink in self.frame_sinks
+        ]
+        for name, loop in self._beside:
+            thread = threading.Thread(target=loop, args=(self._beside_stop,), name=name, daemon=True)
+            thread.start()
+            self._beside_threads.append(thread)
         for stream in list(self.streams.values()):
             self._start(stream)
         try:
@@ -282,13 +302,15 @@ class Runner:
             self.wake.clear()
 
     def _finish(self) -> None:
-        """Stop the readers, flush and close every sink; readers and frame sinks get FLUSH_SECONDS in all.
+        """Stop the readers, flush and close every sink; readers, frame sinks and the loops beside get FLUSH_SECONDS
+        in all.
 
         No verdict is made any more: the sinks close first (each within its own bound: RedisSink 5 s,
         StdoutSink 1 s) while the readers and frame sinks finish; then one deadline for all of them.
         """
         self._halt.set()  # the loop ended by itself, or raised: the readers stop all the same
-        for worker in self._frame_sinks:  # they finish their queues while the sinks close
+        self._beside_stop.set()  # no stream is added or removed any more
+        for worker in self._frame_workers:  # they finish their queues while the sinks close
             worker.finish()
         deadline = time.monotonic() + FLUSH_SECONDS
         self.publisher.close()
@@ -299,22 +321,52 @@ class Runner:
                     logger.warning("stream %r: its reader is stuck in a read; not waiting", stream.spec.stream_id)
             stream.queue.clear()  # a frame a reader put after the drain ended is dropped, and counted
             self.stats.streams[stream.spec.stream_id].dropped += stream.queue.dropped
-        for worker in self._frame_sinks:
-            lost = worker.close(timeout=max(0.5, deadline - time.monotonic()))
+        for sink, worker in zip(self.frame_sinks, self._frame_workers):
+            timeout = max(0.5, deadline - time.monotonic())
+            lost = worker.close(timeout)
+            if worker.running:
+                logger.error(
+                    "%s sink: still busy after %.0f s at shutdown; %d frames not written",
+                    sink.name,
+                    timeout,
+                    worker.health().unflushed,
+                )
+            else:
+                try:
+                    sink.close()
+                except Exception:
+                    logger.exception("%s sink: close failed", sink.name)
             if lost:
-                self.stats.sink_failed(worker.sink.name, lost)
+                self.stats.sink_failed(sink.name, lost)
+        for thread in self._beside_threads:
+            thread.join(timeout=max(0.5, deadline - time.monotonic()))
+            if thread.is_alive():
+                logger.warning("%s: still busy at shutdown; not waiting", thread.name)
 
     def _process(self, frames: list[Frame]) -> None:
         start = time.perf_counter()
         batch = self.processor.process(frames, taken=time.time())
         self.publisher.publish(batch.verdicts)
         self._busy += time.perf_counter() - start
+        pairs = list(zip(batch.frames_as_converted, batch.verdicts))
         waits = [self.streams[f.stream_id].queue.policy is DropPolicy.WAIT for f in batch.frames]
-        for worker in self._frame_sinks:
-            skipped = worker.put(batch.frames_as_converted, batch.verdicts, wait=waits)
+        for sink, worker in zip(self.frame_sinks, self._frame_workers):
+            # files wait for room; live frames skip a full queue, so drawing never holds up a feed
+            skipped = sum(
+                worker.put([pair], policy=DropPolicy.WAIT if wait else DropPolicy.SKIP)
+                for pair, wait in zip(pairs, waits)
+            )
+            health = worker.health()
             if skipped:
-                self.observer.sink_errors(worker.sink.name, skipped)
-            self.observer.sink_state(worker.sink.name, buffered=len(worker.queue))
+                self.observer.sink_errors(sink.name, skipped)
+                if health.dropped == skipped:
+                    logger.warning(
+                        "%s sink is behind: frames of live streams skip it while its queue (%d) is full; "
+                        "counted in the summary",
+                        sink.name,
+                        worker.queue.size,
+                    )
+            self.observer.sink_state(sink.name, buffered=health.buffered, connected=health.connected)
 
     def _reap(self) -> None:
         """Forget streams that were removed and have nothing left to process."""
@@ -329,7 +381,7 @@ class Runner:
             self.publisher.forget(sid)
             self.observer.forget_stream(sid)
             self.stats.retire(sid)
-            for worker in self._frame_sinks:
+            for worker in self._frame_workers:
                 worker.forget_stream(sid)
 
     @property
@@ -417,95 +469,17 @@ class Runner:
         self._adapted_at, self._busy = now, 0.0
 
 
-class _FrameSinkWorker:
-    """Feeds one FrameSink from a thread of its own through a bounded queue of (frame, verdict) pairs."""
+class _FrameWriter(Writer[tuple[Frame, Verdict]]):
+    """A FrameSink as its SinkWorker's writer: failures are counted per write, the next write goes on."""
 
-    def __init__(self, sink: FrameSink, size: int, abort: threading.Event) -> None:
-        self.sink, self.abort = sink, abort
-        self.queue: BoundedQueue[tuple[Frame, Verdict] | StreamRemoved] = BoundedQueue(size, DropPolicy.SKIP)
-        self.skipped = 0  # pairs of live streams that found the queue full
-        self.failed = 0  # pairs the sink raised on
-        self.thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
+    def __init__(self, sink: FrameSink) -> None:
+        self.sink, self.name = sink, sink.name
 
-    def start(self) -> None:
-        self.thread.start()
+    def write(self, items: list[tuple[Frame, Verdict]]) -> int | None:
+        return self.sink.publish_frames(items)
 
-    def put(self, frames: Sequence[Frame], verdicts: Sequence[Verdict], *, wait: Sequence[bool]) -> int:
-        """Queue the pairs; a pair whose ``wait`` is False is skipped when the queue is full. Returns skips."""
-        skipped = 0
-        for pair, may_wait in zip(zip(frames, verdicts), wait):
-            skipped += self.queue.put(pair, self.abort, policy=DropPolicy.WAIT if may_wait else DropPolicy.SKIP)
-        if skipped and not self.skipped:
-            logger.warning(
-                "%s sink is behind: frames of live streams skip it while its queue (%d) is full; "
-                "counted in the summary",
-                self.sink.name,
-                self.queue.size,
-            )
-        self.skipped += skipped
-        return skipped
-
-    def forget_stream(self, stream_id: str) -> None:
-        """After the pairs queued so far, let the sink release the stream (FrameSink.forget_stream, if it has one)."""
-        if hasattr(self.sink, "forget_stream"):
-            self.queue.put(StreamRemoved(stream_id), policy=DropPolicy.MARKER)  # called on the stage loop: never waits
-
-    def finish(self) -> None:
-        """No more pairs will come: the thread writes what is queued and stops (close() waits for it)."""
-        self.queue.close()
-
-    def close(self, *, timeout: float) -> int:
-        """Let the thread finish the queue (at most ``timeout`` s), close the sink; returns pairs not written."""
-        self.finish()
-        if self.thread.is_alive():
-            self.thread.join(timeout)
-        if self.thread.is_alive():
-            logger.error(
-                "%s sink: still busy after %.0f s at shutdown; %d frames not written",
-                self.sink.name,
-                timeout,
-                len(self.queue),
-            )
-            self.failed += sum(not isinstance(p, StreamRemoved) for p in self.queue.get_all(timeout=0))
-        else:
-            try:
-                self.sink.close()
-            except Exception:
-                logger.exception("%s sink: close failed", self.sink.name)
-        return self.skipped + self.failed + getattr(self.sink, "unwritten", 0)
-
-    def _run(self) -> None:
-        while True:
-            chunk = self.queue.get_all()
-            if not chunk:  # closed and empty
-                return
-            while chunk:  # runs of pairs, each followed by at most one stream to forget
-                cut = next((i for i, p in enumerate(chunk) if isinstance(p, StreamRemoved)), len(chunk))
-                pairs, forget, chunk = chunk[:cut], chunk[cut] if cut < len(chunk) else None, chunk[cut + 1 :]
-                self._write(pairs)
-                if forget is not None:
-                    try:
-                        self.sink.forget_stream(forget.stream_id)  # type: ignore[attr-defined]
-                    except Exception:
-                        logger.exception("%s sink: releasing stream %r failed", self.sink.name, forget.stream_id)
-
-    def _write(self, pairs: list[tuple[Frame, Verdict]]) -> None:
-        if not pairs:
-            return
-        if self.abort.is_set():
-            self.failed += len(pairs)
-            return
-        try:
-            self.sink.publish_frames(pairs)
-        except Exception as exc:  # a sink never takes the pipeline down
-            if not self.failed:
-                logger.error(
-                    "%s sink failed (%s); further failures are counted, not logged",
-                    self.sink.name,
-                    exc,
-                    exc_info=logger.isEnabledFor(logging.DEBUG),
-                )
-            self.failed += len(pairs)
+    def forget(self, stream_id: str) -> None:
+        self.sink.forget_stream(stream_id)
 
 
 class _AnyEvent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import errno
 import json
 import logging
@@ -12,15 +13,16 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, TextIO
 
 import redis
 
-from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
-from pipeline.messages import Frame, Publication, StreamRemoved, Verdict, VerdictState
+from pipeline.messages import Frame, Publication, Verdict, VerdictState
+from pipeline.queues import DropPolicy
 from pipeline.redis_conn import RedisTarget
+from pipeline.sink_worker import Interrupted, SinkHealth, SinkWorker, Writer
 from pipeline.summary import percentiles
 
 logger = logging.getLogger(__name__)
@@ -46,11 +48,18 @@ _LOG_EVERY = 30.0  # seconds between repeated warnings about drops or refused co
 
 
 class Sink(Protocol):
-    """Gets every published record; may also have ``forget_stream(stream_id)``, called once a stream was removed."""
+    """Gets every published record (on the stage loop: never waits for long). Subclass it for the defaults."""
 
     name: str
 
     def publish(self, publications: Sequence[Publication]) -> None: ...
+
+    def health(self) -> SinkHealth:
+        """Buffered, written and lost records, whether its server answers (default: a sink that writes in line)."""
+        return SinkHealth()
+
+    def forget_stream(self, stream_id: str) -> None:
+        """A stream was removed: after its records, release what is kept for it (default: nothing is kept)."""
 
     def close(self) -> None: ...
 
@@ -58,14 +67,17 @@ class Sink(Protocol):
 class FrameSink(Protocol):
     """A sink that needs the pixels too (the annotated video): each published verdict comes with its frame.
 
-    runner.py calls it from a thread of its own, behind a bounded queue, never from the stage loop. A frame the
+    runner.py calls it from a SinkWorker's thread, behind a bounded queue, never from the stage loop. A frame the
     stages tracked past without looking at it comes in the decoder's I420: ``frame.rgb()`` converts it, in the
-    sink's own thread.
+    sink's own thread. ``publish_frames`` may return how many of the pairs it skipped (a file it cannot write).
     """
 
     name: str
 
-    def publish_frames(self, pairs: Sequence[tuple[Frame, Verdict]]) -> None: ...
+    def publish_frames(self, pairs: Sequence[tuple[Frame, Verdict]]) -> int | None: ...
+
+    def forget_stream(self, stream_id: str) -> None:
+        """A stream was removed: after its pairs, release what is kept for it (default: nothing is kept)."""
 
     def close(self) -> None: ...
 
@@ -74,7 +86,7 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-class JsonLinesSink:
+class JsonLinesSink(Sink):
     """JSON lines written to a file as they come (a file or a StringIO; for a pipe or terminal: StdoutSink)."""
 
     name = "jsonl"
@@ -94,8 +106,8 @@ class JsonLinesSink:
 _PIPE_BUF = select.PIPE_BUF  # a write this small to a pipe that polls writable never blocks
 
 
-class StdoutSink:
-    """JSON lines to a file descriptor (stdout: a pipe or a terminal) from a writer thread of its own.
+class StdoutSink(Sink, Writer[str]):
+    """JSON lines to a file descriptor (stdout: a pipe or a terminal), written by a SinkWorker's thread.
 
     publish() never waits for the reader. Lines wait in a bounded buffer: while a reader reads nothing
     the oldest are dropped and counted in ``dropped`` (the pipeline, Redis included, goes on). The writer
@@ -107,116 +119,67 @@ class StdoutSink:
     """
 
     name = "stdout"
+    fatal = (OSError,)  # the reader went away, or the descriptor failed: nothing more can be written
 
     def __init__(self, fd: int, *, buffer_size: int = 10_000, close_timeout: float = 1.0) -> None:
         self.fd, self.buffer_size, self.close_timeout = fd, buffer_size, close_timeout
-        self.dropped = self.unflushed = self.written = 0
-        self._lines: collections.deque[str] = collections.deque()
-        self._cond = threading.Condition()
-        self._closed = False
         self._give_up = threading.Event()
-        self._broken: str | None = None  # why the descriptor can no longer be written
-        self._thread = threading.Thread(target=self._run, name="dfwatch-stdout", daemon=True)
-        self._thread.start()
-
-    @property
-    def buffered(self) -> int:
-        with self._cond:
-            return len(self._lines)
-
-    @property
-    def connected(self) -> bool:
-        """False once the descriptor failed (its reader went away)."""
-        return self._broken is None
+        self._worker: SinkWorker[str] = SinkWorker(self, size=buffer_size, policy=DropPolicy.DROP_OLDEST)
 
     def publish(self, publications: Sequence[Publication]) -> None:
-        lines = [p.line + "\n" for p in publications]
-        with self._cond:
-            if self._broken is not None or self._closed:
-                self.dropped += len(lines)
-                return
-            self._lines.extend(lines)
-            excess = len(self._lines) - self.buffer_size
-            for _ in range(excess):
-                self._lines.popleft()
-            if excess > 0:
-                if not self.dropped:
-                    logger.warning(
-                        "stdout is not being read: dropping the oldest of %d buffered verdict lines; "
-                        "counted in the summary",
-                        self.buffer_size,
-                    )
-                self.dropped += excess
-            self._cond.notify()
+        dropped = self._worker.put([p.line + "\n" for p in publications])
+        if dropped and self._worker.error is None and self._worker.health().dropped == dropped:
+            logger.warning(
+                "stdout is not being read: dropping the oldest of %d buffered verdict lines; counted in the summary",
+                self.buffer_size,
+            )
+
+    def health(self) -> SinkHealth:
+        return self._worker.health()
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(self.close_timeout)
-        if self._thread.is_alive():
-            self._give_up.set()
-            self._thread.join(1.0)
-        with self._cond:
-            self.unflushed += len(self._lines)
-            self._lines.clear()
-        if self.unflushed:
+        self._worker.close(self.close_timeout)
+        unflushed = self._worker.health().unflushed
+        if unflushed:
             logger.error(
                 "stdout: %d verdict lines not written in %.1f s at shutdown (nobody read them)",
-                self.unflushed,
+                unflushed,
                 self.close_timeout,
             )
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._lines and not self._closed:
-                    self._cond.wait()
-                if not self._lines:
-                    return
-                lines = list(self._lines)
-                self._lines.clear()
-            data = "".join(lines).encode()
-            try:
-                done = self._write(data)
-            except OSError as exc:
-                with self._cond:
-                    self._broken = os.strerror(exc.errno) if exc.errno else str(exc)
-                    self.dropped += len(lines) + len(self._lines)
-                    self._lines.clear()
-                closed = exc.errno == errno.EPIPE
-                logger.warning(
-                    "stdout %s (%s): verdicts still go to the other sinks; those not written are "
-                    "counted in the summary",
-                    "was closed by its reader" if closed else "failed",
-                    self._broken,
-                )
-                return
-            if done < len(data):  # gave up at shutdown
-                with self._cond:
-                    self.unflushed += data[done:].count(b"\n")
-                return
-            self.written += len(lines)
+    # The writer, on the worker's thread.
 
-    def _write(self, data: bytes) -> int:
-        """Write ``data`` without ever blocking for long; the bytes written (fewer when close() gave up)."""
+    def write(self, items: list[str]) -> None:
+        """Write the lines without ever blocking for long; Interrupted when close() gave up on a stuck reader."""
+        data = "".join(items).encode()
         done = 0
         poller = select.poll()
         poller.register(self.fd, select.POLLOUT)
         while done < len(data):
             if self._give_up.is_set():
-                return done
+                raise Interrupted(data[done:].count(b"\n"))
             events = poller.poll(200)  # ms
             if not events:
                 continue
             if events[0][1] & (select.POLLERR | select.POLLHUP | select.POLLNVAL) and not events[0][1] & select.POLLOUT:
                 raise OSError(errno.EPIPE, os.strerror(errno.EPIPE))
             done += os.write(self.fd, data[done : done + _PIPE_BUF])
-        return done
+
+    def interrupt(self) -> None:
+        self._give_up.set()
+
+    def broke(self, exc: BaseException) -> None:
+        closed = isinstance(exc, OSError) and exc.errno == errno.EPIPE
+        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+        logger.warning(
+            "stdout %s (%s): verdicts still go to the other sinks; those not written are counted in the summary",
+            "was closed by its reader" if closed else "failed",
+            reason,
+        )
 
 
-class RedisSink:
-    """Publish verdicts to Redis from a background writer; publish() never waits for Redis.
+class RedisSink(Sink, Writer[Publication]):
+    """Publish verdicts to Redis from a SinkWorker's thread; publish() never waits for Redis.
 
     Per batch, in one pipelined round trip (no MULTI):
 
@@ -233,26 +196,26 @@ class RedisSink:
 
     Every key it writes (the Stream, the state hash, the set of streams) expires ``ttl`` seconds after its
     latest write, so the keys of streams nobody publishes any more go away by themselves; a removed
-    stream (``forget_stream``) leaves the set at once.
+    stream (``forget_stream``) leaves the set after its buffered records (``SREM``).
 
-    Records wait in a bounded in-memory buffer. A record leaves it only once the pipeline that carried
-    it succeeded; when a connection breaks mid-pipeline the whole batch is sent again, so Redis may hold
-    a few entries twice, but never out of order. While Redis is away the writer reconnects with
-    exponential backoff and jitter, logging one warning when the connection is lost and one info when
-    it is back. A full buffer drops its oldest records, counted in ``dropped``. Memory holds at most
-    ``buffer_size + batch_size`` records (the batch in flight is not counted against the buffer).
+    Records wait in the worker's bounded buffer (pipeline.sink_worker). A record leaves it only once the
+    pipeline that carried it succeeded; when a connection breaks mid-pipeline the whole batch goes back to
+    the head and is sent again, so Redis may hold a few entries twice, but never out of order. While Redis
+    is away the worker retries with exponential backoff and jitter; one warning when the connection is lost,
+    one info when it is back. A full buffer drops its oldest records (a removed stream's marker never).
+    Memory holds at most ``buffer_size + batch_size`` records (the batch in flight is not counted against
+    the buffer).
 
-    Counters, for the metrics exporter (read them from any thread; they only grow):
-
-    - ``sent``: records whose XADD pipeline succeeded,
-    - ``dropped``: records dropped because the buffer was full,
-    - ``failures``: write attempts that failed on the connection (or a transient refusal),
-    - ``rejected``: commands Redis refused for good (e.g. WRONGTYPE); not retried,
-    - ``buffered``: records waiting now (property), ``connected``: False during an outage (property),
-    - ``unflushed``: records still buffered when close() gave up (set by close(), lost).
+    ``health()`` (any thread; counts only grow): ``written`` records whose XADD pipeline succeeded,
+    ``dropped`` because the buffer was full, ``failures`` write attempts that failed on the connection (or a
+    transient refusal), ``rejected`` commands Redis refused for good (e.g. WRONGTYPE; not retried),
+    ``buffered`` records waiting now, ``connected`` False during an outage, ``unflushed`` records still
+    buffered when close() gave up (lost).
     """
 
     name = "redis"
+    retry_on = (redis.ConnectionError, redis.TimeoutError, OSError, *_TRANSIENT)
+    fatal = (Exception,)  # anything else is a bug, not Redis: the writer stops, publish() raises from then on
 
     def __init__(
         self,
@@ -282,88 +245,61 @@ class RedisSink:
             )
         self.target = RedisTarget(url, password=password)
         self.url = self.target.url  # redacted: the only form of the URL this object keeps
-        self.maxlen, self.buffer_size, self.batch_size = maxlen, buffer_size, batch_size
-        self.backoff, self.ttl = backoff, int(math.ceil(ttl))
+        self.maxlen, self.buffer_size, self.ttl = maxlen, buffer_size, int(math.ceil(ttl))
         self.on_error = on_error
-        # no retries inside redis-py: the writer retries, with its own backoff and bookkeeping
+        # no retries inside redis-py: the worker retries, with its own backoff and bookkeeping
         self.client = self.target.connect(timeout=socket_timeout, retry=False)
-        self.sent = self.dropped = self.failures = self.rejected = self.unflushed = 0
-        self._queue: collections.deque[Publication | StreamRemoved] = collections.deque()
-        self._inflight = 0  # verdicts taken by the writer, not yet confirmed
-        self._cond = threading.Condition()
-        self._closed = False  # publish() refuses records
-        self._deadline = float("inf")  # monotonic time when the writer gives up flushing
-        self._closing = threading.Event()  # cuts a backoff wait short
-        self._crashed: BaseException | None = None
-        self._down_since: float | None = None
+        self.rejected = 0
         self._dropped_logged = 0
         self._last_log = {"drops": -math.inf, "rejected": -math.inf}
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._lock = threading.Lock()  # _recent and _rates: publish() writes them, the writer reads _rates
         self._recent: dict[str, collections.deque[tuple[float, float]]] = {}  # stream -> (published, c2p ms)
         self._rates: dict[str, tuple[str, str]] = {}  # stream -> (fps, p95_ms) as written to the state hash
-        self._thread = threading.Thread(target=self._run, name="dfwatch-redis-sink", daemon=True)
-        self._thread.start()
-
-    @property
-    def buffered(self) -> int:
-        with self._cond:
-            return _verdicts(self._queue) + self._inflight
-
-    @property
-    def connected(self) -> bool:
-        return self._down_since is None
+        self._worker: SinkWorker[Publication] = SinkWorker(
+            self, size=buffer_size, policy=DropPolicy.DROP_OLDEST, batch_size=batch_size, backoff=backoff
+        )
 
     def publish(self, publications: Sequence[Publication]) -> None:
         """Queue the publications for the writer and return at once; SinkError only when closed or crashed."""
-        rates = self._window(publications)
-        with self._cond:
-            self._rates.update(rates)
-            if self._crashed is not None:
-                raise SinkError(f"Redis at {self.url}: the writer stopped ({self._crashed}); verdicts not sent")
-            if self._closed:
-                raise SinkError(f"Redis at {self.url}: publish() after close()")
-            self._queue.extend(publications)
-            self._trim()
-            self._cond.notify()
+        if self._worker.error is not None:
+            raise SinkError(f"Redis at {self.url}: the writer stopped ({self._worker.error}); verdicts not sent")
+        if self._worker.closed:
+            raise SinkError(f"Redis at {self.url}: publish() after close()")
+        with self._lock:
+            self._rates.update(self._window(publications))
+        self._worker.put(publications)
 
     def forget_stream(self, stream_id: str) -> None:
         """A removed stream: after its buffered records, take it out of the set of streams (its keys expire)."""
-        with self._cond:
+        with self._lock:
             self._recent.pop(stream_id, None)
             self._rates.pop(stream_id, None)
-            if not self._closed:
-                self._queue.append(StreamRemoved(stream_id))
-                self._cond.notify()
+        self._worker.forget_stream(stream_id)
+
+    def health(self) -> SinkHealth:
+        return dataclasses.replace(self._worker.health(), rejected=self.rejected)
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush what is buffered for up to ``timeout`` seconds (half a second more at worst), then stop the writer.
 
-        What could not be written is logged as an error and left in ``unflushed``.
+        What could not be written is logged as an error and counted in ``health().unflushed``.
         """
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._deadline = time.monotonic() + timeout
-            self._cond.notify()
-        self._closing.set()
-        self._thread.join(timeout)
-        if self._thread.is_alive():  # stuck in a socket call to a silent host: break the connection
-            self.client.connection_pool.disconnect()
-            self._thread.join(0.5)
-        with self._cond:
-            self.unflushed = _verdicts(self._queue) + self._inflight
+        if self._worker.closed:
+            return
+        self._worker.close(timeout)  # a writer stuck in a socket call to a silent host: interrupt() breaks it
+        health = self._worker.health()
         self._log_drops("before close")
-        if self.unflushed:
+        if health.unflushed:
             logger.error(
                 "Redis at %s: %d verdicts still buffered after %.1f s are lost (%d sent, %d dropped)",
                 self.url,
-                self.unflushed,
+                health.unflushed,
                 timeout,
-                self.sent,
-                self.dropped,
+                health.written,
+                health.dropped,
             )
-        if self._thread.is_alive():
+        if self._worker.running:
             logger.error("Redis at %s: the writer thread did not stop", self.url)
         self.client.close()
 
@@ -387,64 +323,16 @@ class RedisSink:
             rates[stream_id] = (_num(fps, 2), _num(p95, 1))
         return rates
 
-    # The writer thread.
+    # The writer, on the worker's thread.
 
-    def _run(self) -> None:
-        try:
-            self._drain()
-        except Exception as exc:  # a bug, not Redis: say so, and make publish() raise from now on
-            logger.exception("Redis at %s: the writer crashed", self.url)
-            with self._cond:
-                self._crashed = exc
-
-    def _drain(self) -> None:
-        backoff = Backoff(*self.backoff)
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue or time.monotonic() >= self._deadline:
-                    return
-                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-                self._inflight = _verdicts(batch)
-            try:
-                self._write(batch)
-            except (redis.ConnectionError, redis.TimeoutError, OSError, *_TRANSIENT) as exc:
-                # The next attempt connects afresh (DNS, failover); idle connections only, as others may share
-                # this client (the CLI's control loop does).
-                self.client.connection_pool.disconnect(inuse_connections=False)
-                with self._cond:
-                    self._queue.extendleft(reversed(batch))  # back at the head, order kept
-                    self._inflight = 0
-                    self._trim()
-                self._lost(exc)
-                # Jittered exponential backoff; once closing, retry at the shortest interval until the deadline.
-                wait = backoff.next_delay() if not self._closing.is_set() else backoff.initial
-                self._closing.wait(min(wait, max(0.0, self._deadline - time.monotonic())))
-                continue
-            with self._cond:
-                self._inflight = 0
-                self.sent += _verdicts(batch)
-            backoff.reset()
-            if self._down_since is not None:
-                self._back(_verdicts(batch))
-            elif self.dropped > self._dropped_logged and self._due("drops"):
-                self._log_drops("because Redis is slower than the pipeline")
-
-    def _write(self, batch: list[Publication | StreamRemoved]) -> None:
+    def write(self, items: list[Publication]) -> None:
+        """One pipelined round trip for ``items``; raises (retried by the worker) when it did not go through."""
         pipe = self.client.pipeline(transaction=False)
         latest: dict[str, Publication] = {}
         alerts = []
         last_alert: dict[str, dict[str, str | int]] = {}
-        members, forgotten = set(), set()  # streams of this batch, and streams removed after their last record
-        for p in batch:
-            if isinstance(p, StreamRemoved):
-                forgotten.add(p.stream_id)
-                members.discard(p.stream_id)
-                continue
+        for p in items:
             verdict = p.verdict
-            members.add(verdict.stream_id)
-            forgotten.discard(verdict.stream_id)
             fields = {"verdict": verdict.state.value, "score": _num(verdict.score, 4), "frame": verdict.frame_index}
             key = STREAM_KEY.format(stream=verdict.stream_id)
             pipe.xadd(key, {**fields, "json": p.line}, maxlen=self.maxlen, approximate=True)
@@ -456,7 +344,7 @@ class RedisSink:
                     "last_alert": _num(p.published, 6),
                     "last_alert_frame": verdict.frame_index,
                 }
-        with self._cond:
+        with self._lock:
             rates = dict(self._rates)
         for stream_id, p in latest.items():
             verdict, published, text = p.verdict, p.published, p.line
@@ -479,22 +367,36 @@ class RedisSink:
             if self.ttl:
                 pipe.expire(STATE_KEY.format(stream=stream_id), self.ttl)
                 pipe.expire(STREAM_KEY.format(stream=stream_id), self.ttl)
-        if members:
-            pipe.sadd(STREAMS_KEY, *members)
-        if forgotten:
-            pipe.srem(STREAMS_KEY, *forgotten)
-        if self.ttl and (members or forgotten):
-            pipe.expire(STREAMS_KEY, self.ttl)
+        if latest:
+            pipe.sadd(STREAMS_KEY, *latest)
+            if self.ttl:
+                pipe.expire(STREAMS_KEY, self.ttl)
         for alert in alerts:
             pipe.publish(ALERT_CHANNEL, alert)
-        results = pipe.execute(raise_on_error=False)
+        self._execute(pipe)
+
+    def forget(self, stream_id: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.srem(STREAMS_KEY, stream_id)
+        if self.ttl:
+            pipe.expire(STREAMS_KEY, self.ttl)
+        self._execute(pipe)
+
+    def _execute(self, pipe: redis.client.Pipeline) -> None:
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except self.retry_on:
+            # The next attempt connects afresh (DNS, failover); idle connections only, as others may share this
+            # client.
+            self.client.connection_pool.disconnect(inuse_connections=False)
+            raise
         errors = [r for r in results if isinstance(r, Exception)]
         transient = [e for e in errors if isinstance(e, _TRANSIENT)]
         if transient:
+            self.client.connection_pool.disconnect(inuse_connections=False)
             raise transient[0]  # retried whole: the commands that did succeed will be repeated
         if errors:
-            with self._cond:
-                self.rejected += len(errors)
+            self.rejected += len(errors)
             self._hook("rejected")
             if self._due("rejected"):
                 logger.warning(
@@ -506,27 +408,13 @@ class RedisSink:
                     self.rejected,
                 )
 
-    def _trim(self) -> None:
-        """Drop the oldest queued verdicts beyond buffer_size (the caller holds the lock). A removed stream's
-        marker is no verdict: it is never dropped (its stream would stay in the set) and never counted."""
-        if len(self._queue) <= self.buffer_size:
-            return
-        excess = _verdicts(self._queue) - self.buffer_size
-        markers: list[StreamRemoved] = []
-        while excess > 0:
-            item = self._queue.popleft()
-            if isinstance(item, StreamRemoved):
-                markers.append(item)
-            else:
-                excess -= 1
-                self.dropped += 1
-        self._queue.extendleft(reversed(markers))  # ahead of everything left, as they were
+    def interrupt(self) -> None:
+        """Stuck in a socket call to a silent host: break the connection."""
+        self.client.connection_pool.disconnect()
 
-    def _lost(self, exc: BaseException) -> None:
-        self.failures += 1
+    def retrying(self, exc: BaseException, *, first: bool) -> None:
         self._hook("connection")
-        if self._down_since is None:
-            self._down_since = time.monotonic()
+        if first:
             logger.warning(
                 "Redis at %s: connection lost (%s); buffering up to %d verdicts and reconnecting",
                 self.url,
@@ -534,19 +422,23 @@ class RedisSink:
                 self.buffer_size,
             )
 
-    def _back(self, just_sent: int) -> None:
-        assert self._down_since is not None
-        outage, self._down_since = time.monotonic() - self._down_since, None
-        logger.info(
-            "Redis at %s: connection back after %.1f s; flushing %d buffered verdicts",
-            self.url,
-            outage,
-            just_sent + self.buffered,
-        )
-        self._log_drops("during the outage")
+    def written(self, n: int, *, outage: float | None) -> None:
+        if outage is not None:
+            logger.info(
+                "Redis at %s: connection back after %.1f s; flushing %d buffered verdicts",
+                self.url,
+                outage,
+                n + self._worker.health().buffered,
+            )
+            self._log_drops("during the outage")
+        elif self._worker.health().dropped > self._dropped_logged and self._due("drops"):
+            self._log_drops("because Redis is slower than the pipeline")
+
+    def broke(self, exc: BaseException) -> None:
+        logger.error("Redis at %s: the writer crashed", self.url, exc_info=exc)
 
     def _log_drops(self, when: str) -> None:
-        dropped = self.dropped
+        dropped = self._worker.health().dropped
         if dropped > self._dropped_logged:
             logger.warning(
                 "Redis at %s: the buffer (%d verdicts) was full; dropped the %d oldest %s",
@@ -573,11 +465,6 @@ class RedisSink:
 
     def _scrub(self, exc: BaseException) -> str:
         return self.target.scrub(exc)
-
-
-def _verdicts(items: Iterable[Publication | StreamRemoved]) -> int:
-    """How many of ``items`` are verdicts (not markers of removed streams)."""
-    return sum(not isinstance(item, StreamRemoved) for item in items)
 
 
 def _num(value: float | None, digits: int) -> str:

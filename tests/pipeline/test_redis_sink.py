@@ -81,7 +81,8 @@ def test_entries_state_and_streams_set(server: RedisServer) -> None:
         sink.publish(records[4:])
     finally:
         sink.close()
-    assert (sink.sent, sink.dropped, sink.buffered, sink.failures, sink.rejected, sink.unflushed) == (10, 0, 0, 0, 0, 0)
+    h = sink.health()
+    assert (h.written, h.dropped, h.buffered, h.failures, h.rejected, h.unflushed) == (10, 0, 0, 0, 0, 0)
     with pytest.raises(SinkError, match="after close"):
         sink.publish(records)
     with server.client() as c:
@@ -134,7 +135,7 @@ def test_alert_only_on_a_change_to_fake(server: RedisServer) -> None:
                 sink.publish(batch)
         finally:
             sink.close()
-        assert sink.unflushed == 0
+        assert sink.health().unflushed == 0
         alerts = []
         while (message := sub.get_message(timeout=0.5)) is not None:
             alerts.append(json.loads(message["data"]))
@@ -149,7 +150,7 @@ def test_redis_restarted_mid_run(server: RedisServer, sink_log: pytest.LogCaptur
     try:
         for i in range(0, 100, 10):
             sink.publish(encode([verdict("cam", j) for j in range(i, i + 10)]))
-        wait_for(lambda: sink.sent == 100)
+        wait_for(lambda: sink.health().written == 100)
         server.kill()
         slowest = 0.0
         for i in range(100, 400, 3):
@@ -160,17 +161,19 @@ def test_redis_restarted_mid_run(server: RedisServer, sink_log: pytest.LogCaptur
             time.sleep(0.003)  # spread over ~1 s, so the writer fails and backs off a few times
         # Never waits on the dead server: a blocking write would take the 5 s socket timeout.
         assert slowest < 1.0, f"publish() took {slowest * 1000:.1f} ms with Redis down"
-        wait_for(lambda: not sink.connected)
-        assert sink.sent == 100 and sink.buffered == 300
+        wait_for(lambda: not sink.health().connected)
+        assert sink.health().written == 100 and sink.health().buffered == 300
         server.start()  # empty: the first 100 entries went down with the server
-        wait_for(lambda: sink.sent == 400)  # the writer reconnects by itself, before any close()
+        wait_for(lambda: sink.health().written == 400)  # the writer reconnects by itself, before any close()
     finally:
         sink.close(timeout=10)
-    assert sink.unflushed == 0
+    assert sink.health().unflushed == 0
     with server.client() as c:
         assert frames(c, "cam") == list(range(100, 400))
         assert c.hget(STATE_KEY.format(stream="cam"), "frame") == "399"
-    assert sink.dropped == 0 and sink.failures >= 1 and errors == ["connection"] * sink.failures
+    assert (
+        sink.health().dropped == 0 and sink.health().failures >= 1 and errors == ["connection"] * sink.health().failures
+    )
     warnings = [r.getMessage() for r in sink_log.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "connection lost" in warnings[0]
     backs = [r.getMessage() for r in sink_log.records if "connection back" in r.getMessage()]
@@ -183,13 +186,13 @@ def test_a_full_buffer_drops_the_oldest(server: RedisServer, sink_log: pytest.Lo
         server.kill()
         for i in range(120):
             sink.publish(encode([verdict("cam", i)]))
-        wait_for(lambda: sink.failures >= 1 and sink.dropped == 70)
-        assert sink.buffered == 50 and sink.sent == 0
+        wait_for(lambda: sink.health().failures >= 1 and sink.health().dropped == 70)
+        assert sink.health().buffered == 50 and sink.health().written == 0
         server.start()
-        wait_for(lambda: sink.sent == 50)
+        wait_for(lambda: sink.health().written == 50)
     finally:
         sink.close(timeout=10)
-    assert sink.dropped == 70 and sink.unflushed == 0
+    assert sink.health().dropped == 70 and sink.health().unflushed == 0
     with server.client() as c:
         assert frames(c, "cam") == list(range(70, 120))
     dropped = [r.getMessage() for r in sink_log.records if "dropped" in r.getMessage()]
@@ -203,13 +206,15 @@ def test_a_removed_stream_is_no_verdict_in_a_full_buffer(server: RedisServer) ->
         sink.publish(encode([verdict("gone", i) for i in range(3)]))
         sink.forget_stream("gone")  # removed while Redis is down: its marker waits behind its verdicts
         sink.publish(encode([verdict("cam", i) for i in range(3)]))
-        wait_for(lambda: sink.failures >= 1)
-        assert sink.dropped == 1 and sink.buffered == 5  # 6 verdicts for 5 places: only the oldest went
+        wait_for(lambda: sink.health().failures >= 1)
+        assert (
+            sink.health().dropped == 1 and sink.health().buffered == 5
+        )  # 6 verdicts for 5 places: only the oldest went
         server.start()
-        wait_for(lambda: sink.sent == 5)
+        wait_for(lambda: sink.health().written == 5)
     finally:
         sink.close(timeout=10)
-    assert sink.unflushed == 0 and sink.sent == 5
+    assert sink.health().unflushed == 0 and sink.health().written == 5
     with server.client() as c:
         assert frames(c, "gone") == [1, 2] and frames(c, "cam") == [0, 1, 2]
         assert c.smembers(STREAMS_KEY) == {"cam"}  # the marker was kept: the removed stream left the set
@@ -221,10 +226,10 @@ def test_a_read_only_replica_is_retried_like_a_lost_connection(server: RedisServ
         with server.client() as c:
             c.replicaof("127.0.0.1", str(free_port()))  # a failover left us on a replica: READONLY
             sink.publish(encode([verdict("cam", i) for i in range(5)]))
-            wait_for(lambda: not sink.connected)
-            assert sink.sent == 0 and sink.buffered == 5 and sink.rejected == 0
+            wait_for(lambda: not sink.health().connected)
+            assert sink.health().written == 0 and sink.health().buffered == 5 and sink.health().rejected == 0
             c.replicaof("NO", "ONE")  # promoted
-            wait_for(lambda: sink.sent == 5)
+            wait_for(lambda: sink.health().written == 5)
     finally:
         sink.close()
     with server.client() as c:
@@ -242,7 +247,13 @@ def test_refused_commands_are_counted_and_logged_not_retried(
         sink.publish(encode([verdict("cam", i) for i in range(3)]))
     finally:
         sink.close()
-    assert (sink.sent, sink.rejected, sink.failures, sink.unflushed, errors) == (3, 1, 0, 0, ["rejected"])
+    assert (sink.health().written, sink.health().rejected, sink.health().failures, sink.health().unflushed, errors) == (
+        3,
+        1,
+        0,
+        0,
+        ["rejected"],
+    )
     with server.client() as c:
         assert frames(c, "cam") == [0, 1, 2]  # the other commands of the batch went through, once
     refused = [r.getMessage() for r in sink_log.records if r.levelno == logging.WARNING]
@@ -260,7 +271,7 @@ def test_close_gives_up_after_its_timeout_and_says_how_many(
     finally:
         start = time.monotonic()
         sink.close(timeout=0.5)
-    assert sink.unflushed == 7 and sink.sent == 0 and time.monotonic() - start < 2.0
+    assert sink.health().unflushed == 7 and sink.health().written == 0 and time.monotonic() - start < 2.0
     assert any("7 verdicts still buffered" in r.getMessage() for r in sink_log.records if r.levelno == logging.ERROR)
 
 
@@ -302,12 +313,12 @@ def test_password_is_never_logged(sink_log: pytest.LogCaptureFixture) -> None:
         try:
             s.kill()
             sink.publish(encode([verdict("cam", 0)]))
-            wait_for(lambda: not sink.connected)
+            wait_for(lambda: not sink.health().connected)
             s.start()
-            wait_for(lambda: sink.sent == 1)
+            wait_for(lambda: sink.health().written == 1)
         finally:
             sink.close()
-        assert sink.unflushed == 0 and sink.url == s.url.replace(secret, "***")
+        assert sink.health().unflushed == 0 and sink.url == s.url.replace(secret, "***")
     finally:
         s.cleanup()
     text = "\n".join(r.getMessage() for r in sink_log.records)

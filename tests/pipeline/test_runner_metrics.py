@@ -95,11 +95,13 @@ def test_a_removed_stream_never_stalls_the_stage_loop_behind_a_stuck_frame_sink(
     import threading
     import time
 
-    from pipeline.runner import _FrameSinkWorker
+    from pipeline.runner import _FrameWriter
+    from pipeline.sink_worker import SinkWorker
+    from pipeline.sinks import FrameSink
 
     release, calls = threading.Event(), []
 
-    class StuckSink:  # a frame sink whose disk hangs: it takes one batch and blocks in it
+    class StuckSink(FrameSink):  # a frame sink whose disk hangs: it takes one batch and blocks in it
         name = "stuck"
 
         def publish_frames(self, pairs):
@@ -113,13 +115,12 @@ def test_a_removed_stream_never_stalls_the_stage_loop_behind_a_stuck_frame_sink(
             pass
 
     abort = threading.Event()
-    worker = _FrameSinkWorker(StuckSink(), 2, abort)
-    worker.start()
-    worker.put(["f0"], ["v0"], wait=[False])  # taken by the thread, which then hangs in publish_frames
+    worker = SinkWorker(_FrameWriter(StuckSink()), size=2, policy=DropPolicy.SKIP, abort=abort)
+    worker.put([("f0", "v0")])  # taken by the thread, which then hangs in publish_frames
     deadline = time.monotonic() + 5
     while not calls and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert worker.put(["f1", "f2", "f3"], ["v1", "v2", "v3"], wait=[False] * 3) == 1  # full: a live frame skips
+    assert worker.put([("f1", "v1"), ("f2", "v2"), ("f3", "v3")]) == 1  # full: a live frame skips
     started = time.monotonic()
     worker.forget_stream("cam1")  # what the stage loop calls when a stream is removed
     assert time.monotonic() - started < 0.5  # it did not wait for room in the full queue
