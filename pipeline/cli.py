@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, NoReturn
 from engines.urls import printable, redacting_handler
 from pipeline.config import FAST_DETECTOR, SECTIONS, ModelsConfig, WatchConfig, load_config
 from pipeline.errors import ConfigError
+from pipeline.flags import add_section_flags, config_flag
 from pipeline.lograte import StreamLogLimit
 from pipeline.policy import Origin
-from pipeline.ranges import bounded, flag_type
+from pipeline.ranges import bounded
 from pipeline.shard import Shard
-from pipeline.sources import SourceKind, SourceSpec
+from pipeline.sources import RTSP_TRANSPORTS, SourceKind, SourceSpec
 
 if TYPE_CHECKING:
     from engines import Classifier, Detector
@@ -41,62 +42,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def number_flag(group: argparse._ArgumentGroup, flag: str, dest: str, *, help: str) -> None:
-    """A flag that overrides config field ``dest`` ("section.name"): its type and range are the field's."""
+def number_flag(group: argparse._ArgumentGroup, flag: str, dest: str) -> None:
+    """A flag that overrides config field ``dest`` ("section.name"): type, range, default and help are the field's."""
     section, name = dest.split(".")
-    group.add_argument(flag, type=flag_type(SECTIONS[section], name), dest=dest, help=help)
+    config_flag(group, flag, SECTIONS[section], name, dest)
 
 
 def add_models_args(parser: argparse.ArgumentParser) -> None:
     """The model flags that watch and report share (override [models])."""
     g = parser.add_argument_group("models (override [models])")
-    g.add_argument(
-        "--models",
-        type=Path,
-        dest="models.dir",
-        help="model directory with face_detector.onnx and deepfake_classifier.onnx (default: models)",
-    )
-    g.add_argument("--detector", type=Path, dest="models.detector", help="detector artifact")
-    g.add_argument("--classifier", type=Path, dest="models.classifier", help="classifier artifact")
-    number_flag(g, "--threads", "models.threads", help="ONNX Runtime threads (default: all cores)")
-    number_flag(g, "--det-conf", "models.det_conf", help="detector threshold (default: manifest)")
-    number_flag(g, "--max-faces", "models.max_faces", help="most faces scored per frame (default 20)")
+    for flag, name in (("--models", "dir"), ("--detector", "detector"), ("--classifier", "classifier")):
+        config_flag(g, flag, ModelsConfig, name, f"models.{name}")
+    number_flag(g, "--threads", "models.threads")
+    number_flag(g, "--det-conf", "models.det_conf")
+    number_flag(g, "--max-faces", "models.max_faces")
 
 
 def add_schedule_args(parser: argparse.ArgumentParser) -> None:
     """The schedule flags (override [schedule])."""
     g = parser.add_argument_group("schedule (override [schedule])")
-    number_flag(
-        g,
-        "--detect-every",
-        "schedule.detect_every",
-        help="detect on every k-th frame per stream, track in between (default 1)",
-    )
-    number_flag(
-        g, "--max-detect-every", "schedule.max_detect_every", help="k may grow up to this under load (default 8)"
-    )
-    number_flag(
-        g, "--classify-every", "schedule.classify_every", help="classify each tracked face every m-th frame (default 1)"
-    )
-    number_flag(
-        g,
-        "--max-classify-every",
-        "schedule.max_classify_every",
-        help="once k is at its maximum, m may grow up to this under load (default 4)",
-    )
-    number_flag(
-        g,
-        "--latency-budget",
-        "schedule.latency_budget",
-        help="seconds from capture: a live frame that cannot be published within it is shed before "
-        "inference (default 1)",
-    )
-
-
-def _name_metavars(parser: argparse.ArgumentParser) -> None:
-    for action in parser._actions:  # "--threads N", not "--threads MODELS.THREADS"
-        if "." in action.dest and action.metavar is None:
-            action.metavar = getattr(action.type, "metavar", None) or {Path: "PATH"}.get(action.type, "VALUE")
+    for name in ("detect_every", "max_detect_every", "classify_every", "max_classify_every", "latency_budget"):
+        number_flag(g, "--" + name.replace("_", "-"), f"schedule.{name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,29 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_models_args(w)
     g = w.add_argument_group("batches (override [runner])")
-    number_flag(g, "--max-batch", "runner.max_batch", help="frames per detector batch (default 8)")
-    number_flag(g, "--max-wait-ms", "runner.max_wait_ms", help="wait to fill a batch (default 5)")
+    number_flag(g, "--max-batch", "runner.max_batch")
+    number_flag(g, "--max-wait-ms", "runner.max_wait_ms")
     add_schedule_args(w)
     g = w.add_argument_group("sources (override every stream)")
-    g.add_argument("--rtsp-transport", choices=("tcp", "udp"), help="RTSP transport (default tcp)")
-    g.add_argument(
-        "--open-timeout",
-        type=flag_type(SourceSpec, "open_timeout"),
-        metavar="S",
-        help="seconds to open a stream (default 10)",
-    )
-    g.add_argument(
-        "--read-timeout",
-        type=flag_type(SourceSpec, "read_timeout"),
-        metavar="S",
-        help="seconds without data before a stream is down (default 10)",
-    )
-    g.add_argument(
-        "--decoder-threads",
-        type=flag_type(SourceSpec, "decoder_threads"),
-        metavar="N",
-        help="FFmpeg decoder threads per stream; 0 = FFmpeg's choice (default 0; 1 saves memory with many streams)",
-    )
+    config_flag(g, "--rtsp-transport", SourceSpec, "rtsp_transport", "rtsp_transport", choices=RTSP_TRANSPORTS)
+    for name in ("open_timeout", "read_timeout", "decoder_threads"):
+        config_flag(g, "--" + name.replace("_", "-"), SourceSpec, name, name)
     g.add_argument(
         "--no-reconnect",
         action="store_false",
@@ -156,12 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="local files may come only from these folders, and then from the control hash too (repeat for more; "
         "overrides [sources] allow_dirs; default: files only from the command line and config)",
     )
-    number_flag(
-        g,
-        "--max-streams",
-        "sources.max_streams",
-        help="streams this worker watches at most; more control-hash entries wait, counted (default 64)",
-    )
+    number_flag(g, "--max-streams", "sources.max_streams")
     g.add_argument("--loop", action="store_true", default=None, help="files: start again at the end")
     g.add_argument("--pace", action="store_true", default=None, help="files: deliver at their frame rate, like live")
     g.add_argument(
@@ -182,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add and remove streams at run time through the Redis hash dfwatch:control:streams",
     )
-    g.add_argument("--metrics-host", dest="metrics.host", help="Prometheus bind address (default 127.0.0.1)")
-    number_flag(g, "--metrics-port", "metrics.port", help="Prometheus port; 0 disables (default 9108)")
+    config_flag(g, "--metrics-host", SECTIONS["metrics"], "host", "metrics.host")
+    number_flag(g, "--metrics-port", "metrics.port")
     g.add_argument(
         "--annotate",
         type=Path,
@@ -191,12 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="annotate.dir",
         help="also write per stream an annotated H.264 MP4 (boxes, track ids, fake scores, verdict) into DIR",
     )
-    number_flag(
-        g,
-        "--annotate-max-mb",
-        "annotate.max_mb",
-        help="disk per annotated stream; at half of it DIR/<stream>.mp4 becomes <stream>.1.mp4 (default 200)",
-    )
+    number_flag(g, "--annotate-max-mb", "annotate.max_mb")
     g = w.add_argument_group("cluster (overrides the top-level shard key)")
     g.add_argument(
         "--shard",
@@ -205,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker I of N (0-based): keep only the streams (config, command line and --control hash) that "
         "rendezvous hashing of their names gives this worker; adding a worker moves about 1/N of them",
     )
+    add_section_flags(w, SECTIONS, title="the config file's section: every field is a flag")
     w.set_defaults(func=cmd_watch)
-    _name_metavars(w)
 
     d = sub.add_parser("demo", help="write the demo clip (real face, then a manipulated one) to a file")
     d.add_argument("out", type=Path, help="output .mp4")
@@ -263,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--verdicts", type=Path, metavar="FILE", help="also write the verdict JSON lines to FILE")
     r.add_argument("--config", type=Path, help="TOML file; its [models], [runner], [schedule] and [verdict] apply")
     add_models_args(r)
+    report_sections = {s: SECTIONS[s] for s in ("models", "runner", "schedule", "tracker", "verdict")}
+    add_section_flags(r, report_sections, title="the config file's section: every field is a flag")
     r.set_defaults(func=cmd_report)
-    _name_metavars(r)
 
     c = sub.add_parser(
         "calibrate",
@@ -459,7 +400,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
         observer = PrometheusObserver()
         detector, classifier = load_models(cfg.models)
         processor = BatchProcessor(
-            detector, classifier, observer, schedule=cfg.schedule, verdict=resolve_verdict(cfg.verdict, classifier)
+            detector,
+            classifier,
+            observer,
+            schedule=cfg.schedule,
+            verdict=resolve_verdict(cfg.verdict, classifier),
+            tracker=cfg.tracker,
         )
         sinks: list = [_stdout_sink()]
         password = os.environ.get("DFWATCH_REDIS_PASSWORD")  # never on the command line, where ps shows it
@@ -589,6 +535,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         verdicts_out=args.verdicts,
         verdict=resolve_verdict(cfg.verdict, classifier),
         schedule=cfg.schedule,
+        tracker=cfg.tracker,
         runner=cfg.runner,
     )
     print(report.summary)

@@ -29,6 +29,7 @@ from pipeline.runner import Runner, RunnerConfig
 from pipeline.schedule import ScheduleConfig
 from pipeline.sinks import FrameSink, Sink
 from pipeline.sources import SourceSpec
+from pipeline.tracker import TrackerConfig
 from pipeline.verdict import VerdictConfig
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ def run_clips(
     *,
     verdict: VerdictConfig = VerdictConfig(),
     schedule: ScheduleConfig = ScheduleConfig(),
+    tracker: TrackerConfig = TrackerConfig(),
     runner: RunnerConfig = RunnerConfig(),
     sinks: Sequence[Sink] = (),
     frame_sinks: Sequence[FrameSink] = (),
@@ -112,7 +114,7 @@ def run_clips(
     total = [_declared_frames(p) for p in paths]
     collector = _Collector([s.stream_id for s in specs], total=None if None in total else sum(total), desc=desc)
     observer = NullObserver()
-    processor = BatchProcessor(detector, classifier, observer, schedule=schedule, verdict=verdict)
+    processor = BatchProcessor(detector, classifier, observer, schedule=schedule, verdict=verdict, tracker=tracker)
     run = Runner(specs, processor, [collector, *sinks], observer, config=runner, frame_sinks=frame_sinks)
     stats = run.run()
     return [

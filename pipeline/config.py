@@ -24,6 +24,7 @@ from pipeline.runner import RunnerConfig
 from pipeline.schedule import ScheduleConfig
 from pipeline.shard import Shard
 from pipeline.sources import SourceSpec
+from pipeline.tracker import TrackerConfig
 from pipeline.verdict import VerdictConfig
 
 # The detector served by default where it is there and opens (OpenVINO installed, built from this face_detector.onnx,
@@ -65,7 +66,7 @@ class SinksConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     host: str = "127.0.0.1"  # Prometheus bind address; keep it on loopback unless a proxy guards it
-    port: int = ranged(9108, 0, 65535)  # 0 disables the endpoint
+    port: int = ranged(9108, 0, 65535)  # Prometheus port; 0 disables the endpoint
 
     def __post_init__(self) -> None:
         check_ranges(self, "metrics.")
@@ -77,6 +78,7 @@ class WatchConfig:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
     verdict: VerdictConfig = field(default_factory=VerdictConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -89,6 +91,7 @@ SECTIONS = {
     "models": ModelsConfig,
     "runner": RunnerConfig,
     "schedule": ScheduleConfig,
+    "tracker": TrackerConfig,
     "verdict": VerdictConfig,
     "sinks": SinksConfig,
     "metrics": MetricsConfig,

@@ -44,6 +44,7 @@ from pipeline.messages import Frame, Verdict, VerdictState
 from pipeline.runner import RunnerConfig
 from pipeline.schedule import ScheduleConfig
 from pipeline.sinks import FrameSink, JsonLinesSink
+from pipeline.tracker import TrackerConfig
 from pipeline.verdict import VerdictConfig
 
 logger = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ def make_report(
     verdicts_out: Path | None = None,
     verdict: VerdictConfig = VerdictConfig(),
     schedule: ScheduleConfig = ScheduleConfig(),
+    tracker: TrackerConfig = TrackerConfig(),
     runner: RunnerConfig = RunnerConfig(),
 ) -> Report:
     """Run ``clip`` through the pipeline and write the chart to ``out`` (.png or .html) and its series as JSON.
@@ -211,6 +213,7 @@ def make_report(
             classifier,
             verdict=verdict,
             schedule=schedule,
+            tracker=tracker,
             runner=runner,
             sinks=sinks,
             frame_sinks=[thumbs],

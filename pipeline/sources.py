@@ -55,11 +55,11 @@ class SourceKind(str, Enum):
 class SourceSpec:
     stream_id: str  # unique name used in verdicts, Redis keys and metrics labels
     url: str  # file path or URL
-    # to connect and read the stream header
+    # time allowed to connect and read the stream header
     open_timeout: float = ranged(10.0, 0, MAX_SECONDS, open_lo=True, unit="seconds")
-    # without a packet before the stream counts as dead
+    # time without a packet before the stream counts as dead and is reopened
     read_timeout: float = ranged(10.0, 0, MAX_SECONDS, open_lo=True, unit="seconds")
-    rtsp_transport: str = "tcp"  # "tcp" or "udp"
+    rtsp_transport: str = "tcp"  # RTSP transport, "tcp" or "udp"
     loop: bool = False  # files: start again at the end (frame indices keep counting)
     pace: bool = False  # files: deliver at the file's frame rate, like a live feed
     reconnect: bool | None = None  # reopen after an error or a live feed's end; None: live yes, files no
