@@ -13,15 +13,16 @@ import tomllib
 
 from tests.conftest import ROOT
 
-PACKAGES = ("engines", "pipeline", "trainer", "benchmarks")
+PACKAGES = ("engines", "pipeline", "trainer", "benchmarks", "research")
+INSTALLED = ("engines", "pipeline", "trainer")  # pyproject's [tool.setuptools.packages.find] include
 # imported only behind an availability check, for hardware this machine lacks (declared as an extra or documented)
 OPTIONAL = {"tensorrt", "pycuda", "openvino", "nncf", "psycopg2", "facenet_pytorch"}
 
 
-def _imported_top_level() -> dict[str, str]:
-    """Top-level module -> a file that imports it, over the four packages."""
+def _imported_top_level(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Top-level module -> a file that imports it, over ``packages`` (folders of the repository)."""
     found: dict[str, str] = {}
-    for package in PACKAGES:
+    for package in packages:
         for path in (ROOT / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 names = []
@@ -51,3 +52,11 @@ def test_every_third_party_import_is_declared():
         if not dists & _declared():
             missing.append(f"{module} ({where}; distribution {sorted(dists) or 'not installed'})")
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_the_installed_packages_never_import_the_studies():
+    """research/ holds studies that did not ship: it is not installed, and the service and trainer do not need it."""
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert sorted(include) == sorted(f"{p}*" for p in INSTALLED)
+    where = _imported_top_level(INSTALLED).get("research")
+    assert where is None, f"{where} imports research/"

@@ -39,6 +39,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 PRECISE_BN_BATCHES = 32  # train batches whose statistics replace BatchNorm's running averages after each epoch
+RETIRED_FIELDS = {"stored_share": 0.0}  # fields of studies that did not ship (research/README.md) -> the value run
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,6 @@ class TrainConfig:
     capture: bool = False  # show every crop at a drawn native size and codec, blends made there (trainer.capture)
     schedule: str = "constant"  # learning rate: "constant" or "cosine" (to 0 at the last epoch, after 1 warm-up epoch)
     epoch_samples: int | None = None  # train items per epoch, a fresh random subset each epoch; None = all
-    stored_share: float = 0.0  # share of each epoch that is the store's own fakes, each beside a real of its source
     capture_look: float = 0.0  # with capture: share of crops whose whole picture is sharpened (half) or softened (half)
 
     def __post_init__(self) -> None:
@@ -78,12 +78,6 @@ class TrainConfig:
             raise FitError(f"input_size must be >= 8, got {self.input_size}")
         if self.epoch_samples is not None and self.epoch_samples < 1:
             raise FitError(f"epoch_samples must be >= 1 (or None for all), got {self.epoch_samples}")
-        if not 0.0 <= self.stored_share < 1.0:
-            raise FitError(f"stored_share must be in [0, 1), got {self.stored_share}")
-        if self.stored_share and not (self.capture and self.epoch_samples):
-            raise FitError(
-                "stored_share draws the store's fakes into each epoch's pairs: it needs capture and epoch_samples"
-            )
         if self.optimizer not in OPTIMIZERS:
             raise FitError(f"unknown optimizer {self.optimizer!r}; valid: {list(OPTIMIZERS)}")
         if not 0.0 < self.backbone_lr <= 1.0:
@@ -100,6 +94,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        """A config from its dict; a retired field (``RETIRED_FIELDS``, in older checkpoints and manifests) is
+        accepted at the value that is now the only behaviour, and refused at any other."""
+        raw = dict(raw)
+        for name, only in RETIRED_FIELDS.items():
+            if name in raw and raw.pop(name) != only:
+                raise FitError(f"{name} was a study that did not ship (research/README.md); valid: [{only!r}]")
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(raw) - set(valid))
         if unknown:
@@ -182,12 +182,6 @@ def augment_choices() -> list[str]:
     return list(augment.PRESETS)
 
 
-def stored_groups(videos: np.ndarray) -> np.ndarray:
-    """The source of each store row (its ``video`` name), for pairing a stored fake with real footage of its
-    source: the tool folder (``labelled/wild_swaps/<tool>``) for real tools' outputs and inputs, "" otherwise."""
-    return np.asarray(["/".join(v.split("/")[:3]) if v.startswith("labelled/wild_swaps/") else "" for v in videos])
-
-
 def make_loader(
     data: Path,
     split: str,
@@ -201,7 +195,6 @@ def make_loader(
     self_blend: bool = False,
     capture: bool = False,
     samples: int | None = None,
-    stored_share: float = 0.0,
     capture_look: float = 0.0,
 ) -> Any:
     """A DataLoader of (B, 3, S, S) float32 crops and (B,) float32 labels for one split of the store.
@@ -210,8 +203,7 @@ def make_loader(
     on "train", the same on every read on the other splits. ``capture`` shows every crop as a feed
     would (trainer.capture), fakes blended at the native size; shuffled, each real crop then comes
     in one batch with its fake (``PairSampler``). ``samples`` (with ``shuffle``) draws that many
-    items without replacement, a new subset for each ``seed``; ``stored_share`` of them (with capture) are the
-    store's own fakes drawn with replacement, each beside a real row of its source (``stored_groups``).
+    items without replacement, a new subset for each ``seed``.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -234,7 +226,6 @@ def make_loader(
 
         with FaceStore(data) as store:
             margin = float(store.attrs["crop_margin"])
-            videos = store.meta("video")[dataset.rows] if stored_share else None
         look = CaptureConfig(p_sharpen=capture_look / 2, p_soften=capture_look / 2) if capture else None
         dataset = SelfBlendDataset(
             dataset,
@@ -249,15 +240,7 @@ def make_loader(
     if shuffle and capture:
         from trainer.selfblend import PairSampler
 
-        stored = round(stored_share * samples / 2) if samples is not None else 0
-        groups = stored_groups(videos) if stored else None
-        sampler = PairSampler(
-            dataset,
-            pairs=None if samples is None else samples // 2 - stored,
-            generator=generator,
-            stored=stored,
-            groups=groups,
-        )
+        sampler = PairSampler(dataset, pairs=None if samples is None else samples // 2, generator=generator)
         shuffle = False
     elif shuffle and samples is not None and samples < len(dataset):
         from torch.utils.data import RandomSampler
@@ -565,7 +548,6 @@ def fit(
             capture=cfg.capture,
             samples=cfg.epoch_samples,
             capture_look=cfg.capture_look,
-            stored_share=cfg.stored_share,
         )
         desc = f"epoch {epoch}/{cfg.epochs}"
 

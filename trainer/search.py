@@ -34,15 +34,13 @@ from trainer.fit import FitError, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("paper_cnn", "efficientnet", "efficientnet_lite", "rescnn", "spectral")
+FAMILIES = ("paper_cnn", "efficientnet", "efficientnet_lite", "spectral")
 # = trainer.models.efficientnet.VARIANTS, repeated so that building the CLI parser never imports torch
 EFFICIENTNET_VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
 LITE_VARIANTS = ("lite0", "lite1", "lite2")  # = trainer.models.efficientnet_lite.PARAMS, ImageNet-pretrained
 PRUNERS = ("median", "hyperband", "none")
 CNN_FILTERS = (16, 32, 64, 128)
 CNN_DENSE = (0, 64, 128, 256)
-RES_STEM = (16, 24, 32)
-RES_WIDTH = (16, 24, 32)  # first stage's width; each later stage doubles it
 LATENCY_BATCH = 8
 DEFAULT_REDIS_PREFIX = "dfwatch:optuna"
 HEARTBEAT = 60  # seconds between trial heartbeats (RDB storages); a trial silent for twice this is failed
@@ -61,7 +59,6 @@ class SearchSpace:
     augments: tuple[str, ...] | None = None  # on-the-fly augmentation presets; None = every preset
     lr: tuple[float, float] = (1e-5, 1e-2)  # Adam learning rate range (log scale)
     input_sizes: tuple[int, ...] | None = None  # network input sides to choose from; None = the base config's
-    res_stages: tuple[int, int] = (3, 4)  # fewest and most residual stages of the rescnn family
 
     def __post_init__(self) -> None:
         bad = [f for f in self.families if f not in FAMILIES]
@@ -80,9 +77,6 @@ class SearchSpace:
         lo, hi = self.cnn_blocks
         if not 1 <= lo <= hi:
             raise SearchError(f"cnn_blocks must be (fewest, most) with 1 <= fewest <= most, got {self.cnn_blocks}")
-        lo, hi = self.res_stages
-        if not 1 <= lo <= hi:
-            raise SearchError(f"res_stages must be (fewest, most) with 1 <= fewest <= most, got {self.res_stages}")
         if self.input_sizes is not None and (not self.input_sizes or min(self.input_sizes) < 8):
             raise SearchError(f"input_sizes must be one or more sides >= 8, got {self.input_sizes}")
 
@@ -95,10 +89,8 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
     after every block), ``cnn_dense_units`` (only with 3+ blocks, to bound the dense layer),
     ``cnn_dropout_conv``, ``cnn_dropout_dense``, ``cnn_batch_norm`` (when the space allows both);
     efficientnet: ``efficientnet_variant``, ``efficientnet_dropout``; efficientnet_lite (ImageNet weights,
-    AdamW): ``lite_variant``, ``lite_frozen_stages`` (0-3), ``lite_dropout``, ``lite_backbone_lr``; rescnn:
-    ``res_stages``, ``res_stem``, ``res_width``, ``res_blocks``, ``res_srm``, ``res_dropout``, ``res_pool``; spectral:
-    ``spec_bands`` (2-4), ``spec_regions``, ``spec_chroma``, ``spec_statistics``, ``spec_hidden``,
-    ``spec_dropout``; all: ``lr``,
+    AdamW): ``lite_variant``, ``lite_frozen_stages`` (0-3), ``lite_dropout``, ``lite_backbone_lr``; spectral (octave
+    slopes of the inner face, as shipped): ``spec_bands`` (2-4), ``spec_hidden``, ``spec_dropout``; all: ``lr``,
     ``augment``, and ``input_size`` when the space lists sizes.
     """
     from trainer.fit import augment_choices
@@ -125,28 +117,11 @@ def suggest_config(trial: Any, *, space: SearchSpace = SearchSpace(), base: Trai
                 ),
             },
         )
-    elif family == "rescnn":
-        stages = trial.suggest_int("res_stages", *space.res_stages)
-        width = trial.suggest_categorical("res_width", list(RES_WIDTH))
-        model, args = (
-            "rescnn",
-            {
-                "stem": trial.suggest_categorical("res_stem", list(RES_STEM)),
-                "widths": [width * 2**i for i in range(stages)],
-                "blocks": [trial.suggest_int("res_blocks", 1, 2)] * stages,
-                "srm": bool(trial.suggest_categorical("res_srm", [False, True])),
-                "dropout": trial.suggest_float("res_dropout", 0.0, 0.5),
-                "pool": trial.suggest_categorical("res_pool", ["avg", "lse"]),
-            },
-        )
     elif family == "spectral":
         model, args = (
             "spectral",
             {
                 "bands": trial.suggest_int("spec_bands", 2, 4),  # 4 octaves need an input of 64 px or more
-                "regions": trial.suggest_categorical("spec_regions", ["inner", "both"]),
-                "chroma": bool(trial.suggest_categorical("spec_chroma", [False, True])),
-                "statistics": trial.suggest_categorical("spec_statistics", ["levels", "slopes"]),
                 "hidden": trial.suggest_categorical("spec_hidden", [0, 8, 16]),
                 "dropout": trial.suggest_float("spec_dropout", 0.0, 0.3),
             },

@@ -266,42 +266,17 @@ class PairSampler:
     every real row once), drawn without replacement from ``generator``. Rows with no fake of their own (the
     store's fakes; only when ``pairs`` is None) travel two by two, an odd one last, so with an even batch
     size each pair lands in one batch.
-
-    ``stored`` (with ``pairs``) adds that many units of a store fake (drawn with replacement) and a real
-    row of the same ``groups`` entry (its source: a real tool's output beside that tool's real input; any
-    real row where its group has none), so scarce labelled fakes are seen every epoch, each beside real
-    footage of its own source rather than only beside other fakes.
     """
 
-    def __init__(
-        self,
-        dataset: SelfBlendDataset,
-        *,
-        pairs: int | None = None,
-        generator: Any = None,
-        stored: int = 0,
-        groups: np.ndarray | None = None,
-    ) -> None:
+    def __init__(self, dataset: SelfBlendDataset, *, pairs: int | None = None, generator: Any = None) -> None:
         self.dataset, self.generator = dataset, generator
         n_real = len(dataset.real)
         self.pairs = n_real if pairs is None else min(int(pairs), n_real)
-        labels = dataset.base.labels
-        self.fakes = np.flatnonzero(labels != 0)  # the store's own fakes
-        self.alone = self.fakes if pairs is None else np.zeros(0, np.int64)
-        self.stored = int(stored) if pairs is not None else 0
-        if self.stored and not len(self.fakes):
-            raise ValueError("stored units asked for, but the store holds no fakes in this split")
-        groups = np.full(len(labels), "") if groups is None else np.asarray(groups)
-        if len(groups) != len(labels):
-            raise ValueError(f"groups has {len(groups)} entries for {len(labels)} rows")
-        self.fake_group = groups[self.fakes]
-        self.partners: dict[str, np.ndarray] = {}  # group -> its real rows (every real row where it has none)
-        for g in set(self.fake_group.tolist()) if self.stored else ():
-            rows = np.flatnonzero((groups == g) & (labels == 0))
-            self.partners[g] = rows if len(rows) else dataset.real
+        fakes = np.flatnonzero(dataset.base.labels != 0)  # the store's own fakes
+        self.alone = fakes if pairs is None else np.zeros(0, np.int64)
 
     def __len__(self) -> int:
-        return 2 * self.pairs + len(self.alone) + 2 * self.stored
+        return 2 * self.pairs + len(self.alone)
 
     def __iter__(self) -> Any:
         import torch
@@ -311,12 +286,6 @@ class PairSampler:
         units = [units[int(j)] for j in torch.randperm(len(units), generator=self.generator)[: self.pairs]]
         alone = [int(a) for a in self.alone[torch.randperm(len(self.alone), generator=self.generator).numpy()]]
         units += [alone[j : j + 2] for j in range(0, len(alone) - len(alone) % 2, 2)]
-        if self.stored:
-            picks = torch.randint(len(self.fakes), (self.stored,), generator=self.generator).tolist()
-            for j in picks:
-                rows = self.partners[self.fake_group[j]]
-                real = int(rows[int(torch.randint(len(rows), (1,), generator=self.generator))])
-                units.append([int(self.fakes[j]), real])
         for j in torch.randperm(len(units), generator=self.generator).tolist():
             yield from units[j]
         if len(alone) % 2:

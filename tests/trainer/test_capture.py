@@ -16,7 +16,7 @@ from tests.trainer._tiny import write_tiny_store
 from trainer.capture import Capture, CaptureConfig, apply_look, draw_capture, encode, simulate_capture
 from trainer.fit import make_loader
 from trainer.selfblend import SelfBlendDataset
-from trainer.store import FaceDataset, FaceStore
+from trainer.store import FaceDataset
 
 
 def _scene(size: int, seed: int = 0) -> np.ndarray:
@@ -225,98 +225,3 @@ def test_capture_without_self_blend_is_refused(tiny_store):
 
     with pytest.raises(FitError, match="capture .* needs self_blend"):
         make_loader(tiny_store, "train", input_size=48, batch_size=8, shuffle=True, capture=True)
-
-
-def _tool_store(path: Path) -> Path:
-    """Train rows: plain reals, and two real tools' outputs, each with a real input of its own source."""
-    from tests.trainer._tiny import tiny_crops
-    from trainer.store import FaceStoreWriter
-
-    rng = np.random.default_rng(0)
-    rows = [
-        ("real_videos/a.mp4", 0, "train"),
-        ("real_videos/b.mp4", 0, "train"),
-        ("real_videos/c.mp4", 0, "val"),
-        ("labelled/wild_swaps/deepfacelive/side_by_side/k.mp4:left", 0, "train"),
-        ("labelled/wild_swaps/deepfacelive/side_by_side/k.mp4:right", 1, "train"),
-        ("labelled/wild_swaps/lipsync_wav2lip/real/v.mp4", 0, "train"),
-        ("labelled/wild_swaps/lipsync_wav2lip/fake/r.mp4", 1, "train"),
-    ]
-    with FaceStoreWriter(
-        path,
-        crop_size=32,
-        crop_margin=0.25,
-        whole_frames=False,
-        source="tiny",
-        frames_per_video=2,
-        detector_sha256="",
-        split_protocol="identity",
-    ) as w:
-        for name, label, split in rows:
-            w.append(
-                tiny_crops(2, fake=bool(label), size=32, rng=rng),
-                label=label,
-                video=name,
-                identity=name,
-                identity_src="",
-                frame=np.arange(2),
-                box=np.tile([0, 0, 32, 32], (2, 1)),
-                det_score=0.9,
-                split=split,
-            )
-            w.finish_video(name, frames=2, faces=2)
-    return path
-
-
-def test_stored_fakes_come_each_epoch_beside_a_real_of_their_own_source(tmp_path):
-    from trainer.fit import stored_groups
-
-    store = _tool_store(tmp_path / "tools.h5")
-    loader = make_loader(
-        store,
-        "train",
-        input_size=32,
-        batch_size=4,
-        shuffle=True,
-        seed=1,
-        self_blend=True,
-        capture=True,
-        samples=20,
-        stored_share=0.4,
-    )
-    ds, order = loader.dataset, list(loader.sampler)
-    assert len(order) == len(loader.sampler) == 20
-    with FaceStore(store) as opened:
-        groups = stored_groups(opened.meta("video")[ds.base.rows])
-    n, units = len(ds.base), [order[j : j + 2] for j in range(0, len(order), 2)]
-    stored = [u for u in units if u[0] < n and ds.base.labels[u[0]] == 1]
-    assert len(stored) == 4  # round(0.4 * 20 / 2) units of (store fake, real); the other 6 are (real, its blend)
-    for fake, real in stored:
-        assert ds.base.labels[real] == 0 and groups[real] == groups[fake] != ""  # the real input of that tool
-    assert all(u[1] == n + list(ds.real).index(u[0]) for u in units if u not in stored)
-    seen = {int(f) for f, _ in stored}
-    for seed in range(2, 6):  # with replacement, both tools' fakes come up over a few epochs
-        again = make_loader(
-            store,
-            "train",
-            input_size=32,
-            batch_size=4,
-            shuffle=True,
-            seed=seed,
-            self_blend=True,
-            capture=True,
-            samples=20,
-            stored_share=0.4,
-        )
-        seen |= {int(i) for i in again.sampler if i < n and ds.base.labels[i] == 1}
-    assert {groups[i] for i in seen} == {"labelled/wild_swaps/deepfacelive", "labelled/wild_swaps/lipsync_wav2lip"}
-
-
-def test_stored_share_needs_capture_and_epoch_samples():
-    from trainer.fit import FitError, TrainConfig
-
-    with pytest.raises(FitError, match="needs capture and epoch_samples"):
-        TrainConfig(self_blend=True, capture=True, stored_share=0.3)
-    with pytest.raises(FitError, match=r"stored_share must be in \[0, 1\)"):
-        TrainConfig(self_blend=True, capture=True, epoch_samples=100, stored_share=1.0)
-    assert TrainConfig(self_blend=True, capture=True, epoch_samples=100, stored_share=0.3).stored_share == 0.3

@@ -85,6 +85,10 @@ def test_bad_input_fails_before_training(tiny_store, tmp_path):
         fit(spectral, data=tiny_store, out=None, progress=False)
     with pytest.raises(FitError, match=r"unknown training config fields \['epoch'\]; valid: \['model'"):
         TrainConfig.from_dict({"epoch": 3})
+    # the shipped pack's manifest and checkpoint name stored_share (a study, research/README.md) at 0.0
+    assert TrainConfig.from_dict({"stored_share": 0.0, "epochs": 3}) == TrainConfig(epochs=3)
+    with pytest.raises(FitError, match=r"stored_share was a study that did not ship .*; valid: \[0.0\]"):
+        TrainConfig.from_dict({"stored_share": 0.3})
     with pytest.raises(FitError, match=r"is not a dfwatch classifier checkpoint"):
         torch.save({"weights": 1}, tmp_path / "x.pt")
         load_checkpoint(tmp_path / "x.pt")
@@ -199,17 +203,14 @@ def test_epoch_samples_draws_a_new_subset_each_epoch(tiny_store):
 def test_precise_bn_replaces_trailing_running_stats_by_the_current_weights_batch_average(tiny_store):
     from trainer.fit import make_loader, precise_bn
 
-    model = TrainConfig(
-        model="rescnn", model_args={"stem": 8, "widths": [8, 16], "blocks": [1, 1]}, input_size=32
-    ).build_model()
-    bn = model.stem[1]
+    model = TrainConfig(model="spectral", input_size=32).build_model()
+    bn = model.head[0]
     bn.running_mean.fill_(5.0)  # stale statistics, as after weights moved under them
     loader = make_loader(tiny_store, "train", input_size=32, batch_size=8, shuffle=False)
     batches = [x for x, _ in loader][:2]
     assert precise_bn(model, loader, device="cpu", batches=2)
     with torch.no_grad():
-        stem = model.stem[0]
-        means = [stem(model.srm(x)).mean(dim=(0, 2, 3)) for x in batches]  # (C,) per batch, before the BN
+        means = [model.statistics(x).mean(dim=0) for x in batches]  # (F,) per batch, before the BN
     torch.testing.assert_close(bn.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
     assert bn.momentum == 0.1  # training's own momentum is back
     plain = TrainConfig(model="paper_cnn", model_args={"filters": [4]}, input_size=32).build_model()

@@ -50,7 +50,7 @@ def test_every_registered_model_answers_the_same_interface(name):
     assert count_parameters(name, input_size=64) == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", ["paper_cnn", "paper_cnn_deep", "efficientnet_b0", "rescnn", "spectral"])
+@pytest.mark.parametrize("name", ["paper_cnn", "paper_cnn_deep", "efficientnet_b0", "spectral"])
 def test_real_forward_of_each_family(name):
     torch.manual_seed(0)
     model = create_model(name, input_size=64).eval()
@@ -71,46 +71,8 @@ def test_efficientnet_family_is_torchvisions_untrained_with_one_logit():
     assert not torch.equal(other.net.features[0][0].weight, b0.net.features[0][0].weight)
 
 
-def test_rescnn_stages_halve_the_side_and_pool_globally():
-    model = create_model("rescnn", input_size=64, stem=8, widths=[8, 16, 32], blocks=[1, 2, 1], srm=False).eval()
-    feats = model.stages(model.stem(model.srm(torch.rand(2, 3, 64, 64))))
-    assert feats.shape == (2, 32, 4, 4)  # stem stride 2: 32, then three stages: 16, 8, 4
-    assert sum(isinstance(m, torch.nn.Linear) for m in model.modules()) == 1  # pooled head: one dense layer
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert convs[0].in_channels == 3 and create_model("rescnn", input_size=64).stem[0].in_channels == 6
-
-
-def test_rescnn_lse_head_pools_location_scores_between_their_mean_and_their_maximum():
-    from trainer.models.rescnn import LSE_SHARPNESS
-
-    model = create_model("rescnn", input_size=64, stem=8, widths=[8, 16], blocks=[1, 1], pool="lse").eval()
-    pool = model.head[-1]
-    z = torch.tensor([[0.0, 0.0, 0.0, 8.0]]).reshape(1, 1, 2, 2)  # one location with strong evidence
-    pooled = float(pool(z))
-    assert 2.0 < pooled < 8.0  # far above the mean (2), below the maximum (8)
-    expected = (np.log(np.exp(LSE_SHARPNESS * np.array([0, 0, 0, 8.0])).mean())) / LSE_SHARPNESS
-    assert pooled == pytest.approx(expected, rel=1e-5)
-    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 1)
-    with pytest.raises(ModelConfigError, match=r"pool 'max' is not one of \['avg', 'lse'\]"):
-        create_model("rescnn", pool="max")
-
-
-def test_rescnn_srm_front_end_is_fixed_high_pass_of_the_grey_image():
-    model = create_model("rescnn", input_size=32).eval()
-    assert not [n for n, p in model.named_parameters() if n.startswith("srm")]  # fixed: nothing to train
-    flat = torch.full((1, 3, 32, 32), 0.7)
-    out = model.srm(flat)  # (1, 6, 32, 32)
-    assert torch.equal(out[:, :3], flat)
-    assert out[:, 3:, 2:-2, 2:-2].abs().max() < 1e-6  # a flat image has no residual away from the border
-    ramp = torch.linspace(0, 1, 32).repeat(1, 3, 32, 1)  # linear in x: first and second differences
-    residual = model.srm(ramp)[:, 3:, 4:-4, 4:-4]
-    assert residual.abs().max() < 1e-5  # second-order kernels annihilate a linear ramp
-    noise = model.srm(torch.rand(1, 3, 32, 32))[:, 3:, 2:-2, 2:-2]
-    assert noise.abs().mean() > 0.05  # while noise passes
-
-
 def test_unknown_model_lists_the_valid_ones():
-    families = {"paper_cnn", "paper_cnn_deep", "rescnn", "spectral"} | {f"efficientnet_b{i}" for i in range(8)}
+    families = {"paper_cnn", "paper_cnn_deep", "spectral"} | {f"efficientnet_b{i}" for i in range(8)}
     assert families | {f"efficientnet_lite{i}" for i in range(3)} == set(list_models())
     with pytest.raises(ModelConfigError, match=r"unknown model 'resnet9'; valid: \['efficientnet_b0'.*'paper_cnn'"):
         create_model("resnet9")
@@ -126,13 +88,17 @@ def test_unknown_model_lists_the_valid_ones():
         ("paper_cnn", {"width": 3}, r"unexpected keyword argument 'width'; valid fields: \['input_size', 'filters'"),
         ("efficientnet_b0", {"variant": "b9"}, r"variant 'b9' is not one of \['b0', 'b1'"),
         ("efficientnet_b2", {"input_size": 16}, r"input_size must be >= 32"),
-        ("rescnn", {"widths": (8, 16), "blocks": (1,)}, r"need one entry per stage"),
-        ("rescnn", {"stem_stride": 3}, r"stem_stride 1 or 2"),
-        ("rescnn", {"input_size": 8}, r"input_size 8 is too small for 3 stages"),
-        ("spectral", {"input_size": 32}, r"4 bands need an input of at least 64 px, got 32"),
+        ("spectral", {"input_size": 32, "bands": 4}, r"4 bands need an input of at least 64 px, got 32"),
+        ("spectral", {"bands": 1}, r"slopes compare neighbouring bands and need 2 or more, got 1"),
         ("spectral", {"hidden": -1}, r"hidden must be >= 0"),
         ("spectral", {"margin": 2.0}, r"margin must be in \[0, 1\], got 2.0"),
-        ("spectral", {"regions": "ring"}, r"regions 'ring' is not one of \['inner', 'both'\]"),
+        (
+            "spectral",
+            {"regions": "both"},
+            r"regions='both' was a study that did not ship \(research/README.md\); valid: \['inner'\]",
+        ),
+        ("spectral", {"statistics": "levels"}, r"statistics='levels' was a study .*; valid: \['slopes'\]"),
+        ("spectral", {"chroma": True}, r"chroma=True was a study .*; valid: \[False\]"),
     ],
 )
 def test_bad_configs_name_the_value_and_the_valid_options(name, overrides, message):
@@ -146,11 +112,8 @@ def test_bad_configs_name_the_value_and_the_valid_options(name, overrides, messa
         ("paper_cnn", 48, {}),
         ("paper_cnn_deep", 64, {}),
         ("efficientnet_b0", 64, {}),
-        ("rescnn", 64, {}),
-        ("rescnn", 64, {"pool": "lse"}),
-        ("spectral", 64, {"bands": 3}),
+        ("spectral", 64, {}),
         ("spectral", 64, {"bands": 3, "hidden": 8}),
-        ("spectral", 64, {"bands": 3, "statistics": "slopes", "chroma": False}),
         ("efficientnet_lite0", 64, {"pretrained": False}),
     ],
 )
@@ -208,28 +171,26 @@ def test_spectral_front_end_sees_a_face_that_lost_its_finest_octave_where_it_los
 
     from trainer.models.spectral import INNER, _ellipse
 
-    model = create_model("spectral", input_size=128).eval()
+    model = create_model("spectral", input_size=128, bands=3).eval()
     assert [n for n, _ in model.named_parameters() if n.startswith("stats")] == []  # fixed: nothing to train
-    assert _stats(model, _face_crop()[None]).shape == (1, model.cfg.features) == (1, 20)
+    assert _stats(model, _face_crop()[None]).shape == (1, 6)  # per band: inner face's log mean |.| and log rms
     real = _face_crop()
-    pasted = real.copy()  # the inner face generated at half the side and pasted back: a swap's resolution mismatch
     low = cv2.resize(cv2.resize(real, (64, 64), interpolation=cv2.INTER_AREA), (128, 128))
     inner = _ellipse(128, 0.25, *INNER).numpy().astype(bool)
+    pasted = real.copy()  # the inner face generated at half the side and pasted back: a swap's resolution mismatch
     pasted[inner] = low[inner]
-    a, b = _stats(model, np.stack([real, pasted]))
-    # columns: chroma difference signed (2) and absolute (2), then per band (inner |.|, inner rms, ring |.|, ring rms)
-    assert b[4] < a[4] - 1.0 and b[5] < a[5] - 1.0  # finest octave of the inner face: far weaker
-    assert torch.allclose(b[6:8], a[6:8], atol=0.05)  # the ring kept it
-    assert abs(b[4 + 4] - a[4 + 4]) < abs(b[4] - a[4]) / 2  # the next octave changed much less
-    inner_only = create_model("spectral", input_size=128, regions="inner").eval()
-    c, d = _stats(inner_only, np.stack([real, pasted]))
-    assert c.shape == (12,) and torch.allclose(c[4:6], a[4:6]) and torch.allclose(c[6:8], a[8:10])  # no ring columns
+    around = low.copy()  # the same loss everywhere but the inner face
+    around[inner] = real[inner]
+    a, b, c = _stats(model, np.stack([real, pasted, around]))
+    assert b[0] < a[0] - 1.0 and b[1] < a[1] - 1.0  # finest octave of the inner face: far weaker
+    assert abs(b[2] - a[2]) < abs(b[0] - a[0]) / 2  # the next octave changed much less
+    assert torch.allclose(c[:2], a[:2], atol=0.1)  # a loss outside the inner face is not seen
 
 
 def test_spectral_slopes_ignore_the_faces_contrast_and_see_its_lost_finest_octave():
     from trainer.models.spectral import INNER, _ellipse
 
-    model = create_model("spectral", input_size=128, regions="inner", chroma=False, statistics="slopes").eval()
+    model = create_model("spectral", input_size=128, bands=4).eval()
     assert model.cfg.features == 6  # (mean |.|, rms) of the inner face, for 3 pairs of neighbouring octaves
     real = torch.from_numpy(_face_crop(seed=2)).permute(2, 0, 1).float()[None] / 255.0
     dim = 0.5 * real + 0.25  # half the contrast: every band's level falls by log 2, no ratio moves
@@ -244,26 +205,15 @@ def test_spectral_slopes_ignore_the_faces_contrast_and_see_its_lost_finest_octav
     assert torch.allclose(a, b, atol=0.02)  # ...the slopes did not
     assert c[0] < a[0] - 1.0 and c[1] < a[1] - 1.0  # finest octave against the next: far weaker
     assert torch.allclose(c[4:], a[4:], atol=0.2)  # coarser octaves kept their shape
-    with pytest.raises(ModelConfigError, match="slopes compare neighbouring bands and need 2 or more, got 1"):
-        create_model("spectral", statistics="slopes", bands=1)
 
 
-def test_spectral_ring_leaves_a_black_canvas_out_and_chroma_compares_inner_and_ring():
-    model = create_model("spectral", input_size=128).eval()
-    crop = _face_crop(seed=1)
-    canvas = crop.copy()
-    canvas[:, :12] = 0  # a cut-out face on black, as in some published face-crop sets
-    a, b = _stats(model, np.stack([crop, canvas]))
-    assert torch.allclose(a[6:8], b[6:8], atol=0.05)  # the ring's statistics do not see the black border
-    tinted = crop.astype(np.int16)
-    tinted[..., 0] += 25  # the whole crop redder: no difference between inner face and ring
-    c = _stats(model, np.clip(tinted, 0, 255).astype(np.uint8)[None])[0]
-    assert abs(c[0] - a[0]) < 0.01 and abs(c[1] - a[1]) < 0.01
-    from trainer.models.spectral import INNER, _ellipse
-
-    inner = _ellipse(128, 0.25, *INNER).numpy().astype(bool)
-    face = crop.astype(np.int16)
-    face[inner, 0] += 25  # only the inner face redder: a colour mismatch, (R - G) up by about 25 / 255
-    d = _stats(model, np.clip(face, 0, 255).astype(np.uint8)[None])[0]
-    assert 0.07 < d[0] - a[0] < 0.11 and abs(d[1] - a[1]) < 0.01
-    assert torch.allclose(d[2:4], d[0:2].abs())  # and its size, for a head that weighs a mismatch either way
+def test_spectral_default_is_the_shipped_head_and_loads_checkpoints_that_name_retired_options():
+    shipped = create_model("spectral", input_size=256, regions="inner", chroma=False, statistics="slopes").eval()
+    assert shipped.cfg == create_model("spectral").cfg  # the recipe's model args are the defaults now
+    assert (shipped.cfg.bands, shipped.cfg.features, count_parameters("spectral")) == (2, 2, 7)  # as the card says
+    old = {**shipped.state_dict(), "stats.ring": torch.ones(1, 1, 256, 256)}  # the ring's mask, in old checkpoints
+    fresh = create_model("spectral").eval()
+    fresh.load_state_dict(old)  # strict: nothing else is missing or unexpected
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), shipped(x))

@@ -99,70 +99,45 @@ def test_suggest_config_efficientnet_family():
         suggest_config(trial, space=SearchSpace(efficientnet_variants=("b0",)))
 
 
-def test_suggest_config_builds_the_residual_family_and_draws_the_input_size():
-    trial = optuna.trial.FixedTrial(
-        {
-            "family": "rescnn",
-            "res_stages": 4,
-            "res_width": 16,
-            "res_stem": 24,
-            "res_blocks": 2,
-            "res_srm": True,
-            "res_dropout": 0.3,
-            "res_pool": "lse",
-            "lr": 1e-3,
-            "augment": "paper",
-            "input_size": 192,
-        }
-    )
-    space = SearchSpace(input_sizes=(128, 192, 256))
-    cfg = suggest_config(trial, space=space, base=TrainConfig(epochs=3, input_size=64))
-    assert (cfg.model, cfg.input_size, cfg.epochs) == ("rescnn", 192, 3)
-    assert cfg.model_args == {
-        "stem": 24,
-        "widths": [16, 32, 64, 128],
-        "blocks": [2, 2, 2, 2],
-        "srm": True,
-        "dropout": 0.3,
-        "pool": "lse",
-    }
-    assert cfg.build_model().cfg.widths == (16, 32, 64, 128)
-    with pytest.raises(SearchError, match="input_sizes must be one or more sides >= 8"):
-        SearchSpace(input_sizes=(4,))
-
-
-def test_suggest_config_builds_the_band_statistics_family():
+def test_suggest_config_builds_the_band_statistics_family_and_draws_the_input_size():
     trial = optuna.trial.FixedTrial(
         {
             "family": "spectral",
             "spec_bands": 3,
-            "spec_regions": "inner",
-            "spec_chroma": False,
             "spec_hidden": 8,
-            "spec_statistics": "slopes",
             "spec_dropout": 0.1,
             "lr": 1e-2,
             "augment": "none",
+            "input_size": 192,
         }
     )
-    cfg = suggest_config(trial, base=TrainConfig(epochs=2, input_size=256))
-    assert cfg.model == "spectral"
-    assert cfg.model_args == {
-        "bands": 3,
-        "regions": "inner",
-        "chroma": False,
-        "statistics": "slopes",
-        "hidden": 8,
-        "dropout": 0.1,
-    }
+    space = SearchSpace(input_sizes=(128, 192, 256))
+    cfg = suggest_config(trial, space=space, base=TrainConfig(epochs=2, input_size=64))
+    assert (cfg.model, cfg.input_size, cfg.epochs) == ("spectral", 192, 2)
+    assert cfg.model_args == {"bands": 3, "hidden": 8, "dropout": 0.1}
     model = cfg.build_model()
     assert model.cfg.features == 4 and model.head[2].out_features == 8  # 2 octave pairs x (mean |.|, rms), inner face
+    with pytest.raises(SearchError, match="input_sizes must be one or more sides >= 8"):
+        SearchSpace(input_sizes=(4,))
+
+
+def test_the_shipped_classifier_is_in_the_band_statistics_space():
+    trial = optuna.trial.FixedTrial(
+        {"family": "spectral", "spec_bands": 2, "spec_hidden": 0, "spec_dropout": 0.1, "lr": 1e-2, "augment": "none"}
+    )
+    cfg = suggest_config(trial, base=TrainConfig(input_size=256))
+    shipped = TrainConfig(
+        model="spectral",
+        model_args={"bands": 2, "regions": "inner", "chroma": False, "statistics": "slopes"},  # the recipe's
+        input_size=256,
+    )
+    assert cfg.build_model().cfg == shipped.build_model().cfg
 
 
 def test_search_space_names_bad_choices():
     with pytest.raises(
         SearchError,
-        match=r"unknown families \['vit'\]; valid: \['paper_cnn', 'efficientnet', 'efficientnet_lite', 'rescnn'",
+        match=r"unknown families \['vit'\]; valid: \['paper_cnn', 'efficientnet', 'efficientnet_lite', 'spectral'\]",
     ):
         SearchSpace(families=("vit",))
     with pytest.raises(SearchError, match=r"unknown EfficientNet variants \['b8'\]; valid: \['b0'"):

@@ -18,6 +18,5 @@ COMMANDS = (
     "realfaces",
     "validate",
     "calibrate",
-    "cues",
     "placeholders",
 )

@@ -28,7 +28,6 @@ CONFIG_FIELDS = (
     "capture_look",
     "schedule",
     "epoch_samples",
-    "stored_share",
     "batch_size",
 )
 
@@ -231,14 +230,6 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="train items per epoch, a new random subset each (default: all, or the config's)",
-    )
-    p.add_argument(
-        "--stored-share",
-        type=float,
-        default=None,
-        metavar="F",
-        help="share of each epoch that is the store's own fakes (real tools' outputs from realfaces "
-        "--tools), each beside a real of its source; needs --capture and --epoch-samples",
     )
     p.add_argument("--epochs", type=int, default=20, help="epochs in total (default: 20)")
     p.add_argument(

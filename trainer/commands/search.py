@@ -60,7 +60,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         cnn_batch_norm={"search": (False, True), "on": (True,), "off": (False,)}[args.cnn_batch_norm],
         augments=args.augments,
         input_sizes=args.input_sizes,
-        res_stages=args.res_stages,
         lr=args.lr_range,
     )
     base = TrainConfig(
@@ -200,13 +199,6 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
         help="Adam learning rates to search, log scale (default: 1e-5,1e-2)",
     )
     p.add_argument(
-        "--res-stages",
-        type=_blocks,
-        default=(3, 4),
-        metavar="FEWEST-MOST",
-        help="residual stages of the rescnn family (default: 3-4)",
-    )
-    p.add_argument(
         "--cnn-batch-norm",
         choices=("search", "on", "off"),
         default="search",
@@ -238,8 +230,8 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
-        help="Optuna architecture search (paper's CNN, EfficientNet B0-B7, residual CNN), objective validation "
-        "loss or AUC on real manipulated faces (--select-media)",
+        help="Optuna architecture search (paper's CNN, EfficientNet B0-B7 and Lite0-2, the frequency head), "
+        "objective validation loss or AUC on real manipulated faces (--select-media)",
         description="Trials train with `fit`'s own training loop on the train split, scored on val. Writes "
         "OUT/best_config.json (feed it to `fit --config`), OUT/trials.csv and trials.md; the trials table "
         "goes to stdout. Several processes (machines) with one --storage URL and --study-name share the trials.",

@@ -1,4 +1,5 @@
-"""Training-free swap cues: what each one measures, and the command that measures them on held-out real fakes."""
+"""Training-free swap cues (research/cues.py): what each one measures, and the script that measures them on
+held-out real fakes."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from research.cues import CUES, Cue
 from tests.conftest import ROOT, SHARED_DATA
-from trainer.cues import CUES, Cue
 from trainer.errors import TrainerError
 
 
@@ -37,8 +38,16 @@ def test_both_cues_rise_for_a_face_without_its_finest_octave_and_only_the_slope_
         Cue("blur")
 
 
+def test_cues_script_runs_from_the_repository_root_and_names_a_bad_cue():
+    script = [sys.executable, "research/cues.py"]
+    proc = subprocess.run([*script, "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and "--sets" in proc.stdout, proc.stderr[-2000:]
+    proc = subprocess.run([*script, "--cues", "blur"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "unknown cue 'blur'; valid: ['inner_sharpness'" in proc.stderr
+
+
 def test_mouth_detail_rises_when_the_mouth_is_sharper_than_the_eyes_of_the_same_face():
-    from trainer.cues import EYES, MOUTH
+    from research.cues import EYES, MOUTH
 
     real = _texture(1, 256)
     soft = cv2.GaussianBlur(real, (0, 0), 1.2)
@@ -57,16 +66,14 @@ def test_mouth_detail_rises_when_the_mouth_is_sharper_than_the_eyes_of_the_same_
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "labelled").is_dir(), reason=f"real media missing: {SHARED_DATA}")
-def test_cues_command_measures_each_cue_on_the_served_crops(tmp_path):
+def test_cues_script_measures_each_cue_on_the_served_crops(tmp_path):
     from engines import Detector
     from trainer import realval
 
     out = tmp_path / "cues.json"
     cmd = [
         sys.executable,
-        "-m",
-        "trainer.cli",
-        "cues",
+        "research/cues.py",
         "--media",
         str(SHARED_DATA),
         "--sets",
