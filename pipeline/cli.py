@@ -13,7 +13,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from engines.urls import printable, redacting_handler
 from pipeline.config import FAST_DETECTOR, SECTIONS, ModelsConfig, WatchConfig, load_config
@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def number_flag(group: argparse._ArgumentGroup, flag: str, dest: str) -> None:
+def number_flag(group: Any, flag: str, dest: str) -> None:
     """A flag that overrides config field ``dest`` ("section.name"): type, range, default and help are the field's."""
     section, name = dest.split(".")
     config_flag(group, flag, SECTIONS[section], name, dest)

@@ -18,7 +18,7 @@ A study (research/README.md): the baseline a trained model has to beat. Each cue
   mouth: lip-sync, reenactment, some swaps). The reference is the same face, so the source's overall
   sharpness cancels. Measured: weak, but at 0.5 or above on every held-out set.
 
-A cue behaves like an ``engines.Classifier`` for ``trainer.holdout``: ``input_size``, ``crop_margin``,
+A cue behaves like an ``engines.Classifier`` for ``trainer.pack.holdout``: ``input_size``, ``crop_margin``,
 and a call on uint8 (N, S, S, 3) RGB crops returning (N,) scores.
 
 Run from the repository root: ``.venv/bin/python research/cues.py --help``.
@@ -80,7 +80,7 @@ class Cue:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="research/cues.py",
-        description="Training-free swap cues on every held-out set of real manipulated faces (trainer.realval), "
+        description="Training-free swap cues on every held-out set of real manipulated faces (trainer.pack.realval), "
         "faces cut as the service cuts them: the baseline a trained model has to beat.",
     )
     p.add_argument("--media", type=Path, default=Path("../shared/data"), help="the shared real-media folder")
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from engines import Detector
-    from trainer import holdout, realval
+    from trainer.pack import holdout, realval
 
     sets = args.sets.split(",") if args.sets else list(realval.SET_NAMES)
     names = args.cues.split(",")

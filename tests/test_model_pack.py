@@ -48,7 +48,7 @@ def _held_out_frames(per_clip: int) -> list[np.ndarray]:
     """Frames of the held-out clips neither model trained on (a clip moved to test by SAME_PERSON had given
     the detector training frames before it moved)."""
     from trainer import realmedia
-    from trainer.frames import sample_frames
+    from trainer.paper.frames import sample_frames
 
     frames = []
     for src in realmedia.real_videos(SHARED_DATA):
@@ -60,7 +60,7 @@ def _held_out_frames(per_clip: int) -> list[np.ndarray]:
 @needs_media
 def test_detector_finds_the_faces_of_held_out_clips():
     from engines import Detector
-    from trainer.detector_eval import match_recall
+    from trainer.detector.evaluate import match_recall
     from trainer.teacher import Teacher
 
     frames = _held_out_frames(2)
@@ -78,7 +78,7 @@ def test_classifier_separates_self_blended_from_pristine_faces_of_unseen_people(
 
     from engines import Classifier, Detector, crop_faces
     from trainer.metrics import roc_auc
-    from trainer.selfblend import self_blend
+    from trainer.pack.selfblend import self_blend
 
     frames = _held_out_frames(3)
     detector, classifier = Detector(DETECTOR, threads=2), Classifier(CLASSIFIER, threads=2)
@@ -101,7 +101,7 @@ def test_classifier_separates_self_blended_from_pristine_faces_of_unseen_people(
 @needs_media
 def test_classifier_ranks_real_face_swaps_it_never_trained_on(tmp_path):
     from engines import Classifier, Detector
-    from trainer import holdout
+    from trainer.pack import holdout
 
     detector, classifier = Detector(DETECTOR, threads=2), Classifier(CLASSIFIER, threads=2)
     sets = holdout.face_sets(classifier, detector, SHARED_DATA, cache=tmp_path, sets=tuple(MIN_REAL_FAKE_AUC))

@@ -4,13 +4,13 @@ Adam, binary cross-entropy on logits, the store's "train" split for training and
 validation; the learning rate is constant (the paper) or follows a cosine schedule after a
 one-epoch warm-up. After each epoch, BatchNorm's running statistics are recomputed under the
 epoch's final weights (``precise_bn``). The best epoch is the one with the lowest validation loss, or, when
-``fit`` gets a ``select`` callable (e.g. trainer.realval.RealFakeValidator: AUC on real
+``fit`` gets a ``select`` callable (e.g. trainer.pack.realval.RealFakeValidator: AUC on real
 manipulated faces), the one with the highest selection score.
 
 A checkpoint (``checkpoint.pt``) is written after every epoch; it carries the model (last and
 best epoch), optimiser, epoch, resolved config, the dataset fingerprint and the history, so
 ``fit(..., resume=True)`` continues where it stopped and refuses a checkpoint made on another
-dataset. The search (trainer/search.py) calls the same ``fit``.
+dataset. The search (trainer/paper/search.py) calls the same ``fit``.
 """
 
 from __future__ import annotations
@@ -53,12 +53,12 @@ class TrainConfig:
     weight_decay: float = 0.0  # weight decay (Adam: L2 in the gradient; AdamW: decoupled)
     optimizer: str = "adam"  # "adam" (the paper) or "adamw" (fine-tuning a pretrained backbone)
     backbone_lr: float = 1.0  # learning rate of a pretrained model's backbone, as a fraction of lr (head_prefixes)
-    augment: str = "none"  # on-the-fly augmentation preset of the train split (trainer.augment)
+    augment: str = "none"  # on-the-fly augmentation preset of the train split (trainer.paper.augment)
     epochs: int = 20  # epochs to train in total (a resumed run trains the rest)
     batch_size: int = 8  # crops per optimiser step
     seed: int = 0  # torch seed for the initial weights, shuffling and dropout
-    self_blend: bool = False  # add one self-blended fake per real crop, on the fly (trainer.selfblend)
-    capture: bool = False  # show every crop at a drawn native size and codec, blends made there (trainer.capture)
+    self_blend: bool = False  # add one self-blended fake per real crop, on the fly (trainer.pack.selfblend)
+    capture: bool = False  # show every crop at a drawn native size and codec, blends made there (trainer.pack.capture)
     schedule: str = "constant"  # learning rate: "constant" or "cosine" (to 0 at the last epoch, after 1 warm-up epoch)
     epoch_samples: int | None = None  # train items per epoch, a fresh random subset each epoch; None = all
     capture_look: float = 0.0  # with capture: share of crops whose whole picture is sharpened (half) or softened (half)
@@ -169,15 +169,15 @@ def use_runtime(device: str, threads: int | None) -> str:
 
 def make_augment(name: str, *, seed: int | None = None) -> Callable[[np.ndarray], np.ndarray] | None:
     """The on-the-fly augmentation callable (uint8 HWC RGB -> same) for a preset name; None for "none"."""
-    from trainer import augment
+    from trainer.paper import augment
 
     fn = augment.build_augment(name, seed=seed)  # ValueError naming the valid presets
     return None if name == "none" else fn
 
 
 def augment_choices() -> list[str]:
-    """Valid ``TrainConfig.augment`` values: "none" plus the presets of trainer.augment."""
-    from trainer import augment
+    """Valid ``TrainConfig.augment`` values: "none" plus the presets of trainer.paper.augment."""
+    from trainer.paper import augment
 
     return list(augment.PRESETS)
 
@@ -199,9 +199,9 @@ def make_loader(
 ) -> Any:
     """A DataLoader of (B, 3, S, S) float32 crops and (B,) float32 labels for one split of the store.
 
-    ``self_blend`` adds one self-blended fake per real crop (trainer.selfblend): drawn from ``seed``
+    ``self_blend`` adds one self-blended fake per real crop (trainer.pack.selfblend): drawn from ``seed``
     on "train", the same on every read on the other splits. ``capture`` shows every crop as a feed
-    would (trainer.capture), fakes blended at the native size; shuffled, each real crop then comes
+    would (trainer.pack.capture), fakes blended at the native size; shuffled, each real crop then comes
     in one batch with its fake (``PairSampler``). ``samples`` (with ``shuffle``) draws that many
     items without replacement, a new subset for each ``seed``.
     """
@@ -221,8 +221,8 @@ def make_loader(
     if len(dataset) == 0:
         raise FitError(f"{data}: the {split!r} split is empty; rebuild the store with rows in train, val and test")
     if self_blend:
-        from trainer.capture import CaptureConfig
-        from trainer.selfblend import SelfBlendDataset
+        from trainer.pack.capture import CaptureConfig
+        from trainer.pack.selfblend import SelfBlendDataset
 
         with FaceStore(data) as store:
             margin = float(store.attrs["crop_margin"])
@@ -238,7 +238,7 @@ def make_loader(
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if shuffle and capture:
-        from trainer.selfblend import PairSampler
+        from trainer.pack.selfblend import PairSampler
 
         sampler = PairSampler(dataset, pairs=None if samples is None else samples // 2, generator=generator)
         shuffle = False

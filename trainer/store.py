@@ -583,7 +583,7 @@ class FaceDataset(ImageItems):
     """torch Dataset over one split: (float32 (3, S, S) in [0, 1], float32 label) pairs.
 
     The HDF5 file is opened lazily in each DataLoader worker (h5py handles do not survive a
-    fork). ``augment`` is a callable on uint8 (S, S, 3) RGB (see ``trainer.augment``);
+    fork). ``augment`` is a callable on uint8 (S, S, 3) RGB (see ``trainer.paper.augment``);
     ``input_size`` resizes crops (INTER_AREA down, linear up). ``originals_only`` defaults to
     True except for "train", so validation and test never count offline augmented copies.
     """

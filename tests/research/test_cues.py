@@ -68,7 +68,7 @@ def test_mouth_detail_rises_when_the_mouth_is_sharper_than_the_eyes_of_the_same_
 @pytest.mark.skipif(not (SHARED_DATA / "labelled").is_dir(), reason=f"real media missing: {SHARED_DATA}")
 def test_cues_script_measures_each_cue_on_the_served_crops(tmp_path):
     from engines import Detector
-    from trainer import realval
+    from trainer.pack import realval
 
     out = tmp_path / "cues.json"
     cmd = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.augment import PRESETS, augment_batch, build_augment
+from trainer.paper.augment import PRESETS, augment_batch, build_augment
 from trainer.store import FaceDataset, FaceStore
 
 

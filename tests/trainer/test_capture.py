@@ -13,9 +13,9 @@ import torch
 
 from engines.crops import resize_square
 from tests.trainer._tiny import write_tiny_store
-from trainer.capture import Capture, CaptureConfig, apply_look, draw_capture, encode, simulate_capture
 from trainer.fit import make_loader
-from trainer.selfblend import SelfBlendDataset
+from trainer.pack.capture import Capture, CaptureConfig, apply_look, draw_capture, encode, simulate_capture
+from trainer.pack.selfblend import SelfBlendDataset
 from trainer.store import FaceDataset
 
 
@@ -84,7 +84,7 @@ def test_simulated_capture_blends_at_the_native_size_and_resizes_once():
 
 
 def test_a_cut_out_face_is_black_outside_its_box_and_margins():
-    from trainer.capture import black_outside
+    from trainer.pack.capture import black_outside
 
     img = np.full((150, 150, 3), 200, np.uint8)  # margin 0.25: the face box is the centred 100 px square
     out = black_outside(img, (0.0, 0.1, 0.2, 0.5), margin=0.25)
@@ -194,7 +194,7 @@ def test_capture_needs_the_base_to_leave_resizing_to_it(tiny_store):
 
 
 def test_a_fake_is_shown_as_its_real_twin_and_the_two_share_a_batch(tiny_store):
-    from trainer.selfblend import PairSampler
+    from trainer.pack.selfblend import PairSampler
 
     loader = make_loader(
         tiny_store, "train", input_size=64, batch_size=4, shuffle=True, seed=3, self_blend=True, capture=True

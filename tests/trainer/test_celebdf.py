@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_DATA
-from trainer.celebdf import TreeError, Video, count_by, parse_video_name, read_test_list, scan_tree, select_videos
+from trainer.paper.celebdf import TreeError, Video, count_by, parse_video_name, read_test_list, scan_tree, select_videos
 
 REAL_TEST_LIST = SHARED_DATA / "celebdf_meta" / "List_of_testing_videos.txt"
 
@@ -132,7 +132,7 @@ def test_default_selection_is_the_papers_100_plus_100():
 
 def test_a_small_tree_gives_all_it_has_and_says_so(mini_celebdf, caplog: pytest.LogCaptureFixture):
     videos = scan_tree(mini_celebdf.root)
-    with caplog.at_level(logging.WARNING, logger="trainer.celebdf"):
+    with caplog.at_level(logging.WARNING, logger="trainer.paper.celebdf"):
         chosen = select_videos(videos)
     assert len(chosen) == len(videos)
     assert "asked for 80 real videos outside the test list, the tree has 6: taking all of them" in caplog.text

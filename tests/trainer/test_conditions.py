@@ -1,4 +1,4 @@
-"""trainer.conditions: a real clip as a broadcast chain delivers it (compressed, rescaled, sharpened, denoised),
+"""trainer.pack.conditions: a real clip as a broadcast chain delivers it (compressed, rescaled, sharpened, denoised),
 written by PyAV and decoded back, for counting false alerts under those conditions."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import SHARED_DATA
 from tests.trainer._realtree import NEEDS_SHARED_DATA
-from trainer import conditions, holdout
+from trainer.pack import conditions, holdout
 
 pytestmark = NEEDS_SHARED_DATA
 CLIP = SHARED_DATA / "real_videos/liveportrait_examples/driving_d1.mp4"  # 16 frames, 512x512, a real face

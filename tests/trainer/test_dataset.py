@@ -13,8 +13,8 @@ import pytest
 from tests.trainer.conftest import MINI_STORE_ARGS
 from tests.trainer.minitree import MiniTree, render_clip, write_clip, write_zero_frame_clip
 from trainer.cli import main
-from trainer.dataset import DatasetConfig, build_dataset
-from trainer.dedupe import dhash, hamming, keep_distinct
+from trainer.paper.dataset import DatasetConfig, build_dataset
+from trainer.paper.dedupe import dhash, hamming, keep_distinct
 from trainer.store import FaceStore, FaceStoreWriter
 
 

@@ -70,8 +70,8 @@ def test_train_measure_export_then_reuse(tmp_path, monkeypatch):
     import torch
 
     from engines import Detector, load_manifest
-    from trainer import detector_train
     from trainer.cli import main
+    from trainer.detector import train as detector_train
 
     torch.set_num_threads(1)
     media = make_real_tree(tmp_path / "media")

@@ -17,8 +17,8 @@ import yaml
 
 from tests.conftest import SHARED_DATA
 from tests.trainer._realtree import CLIPS, NEEDS_SHARED_DATA, PHOTOS, WIDER_TRAIN, WIDER_VAL, make_real_tree
-from trainer.detector_data import PreparedData, prepare, yolo_line
-from trainer.frames import sample_frames
+from trainer.detector.data import PreparedData, prepare, yolo_line
+from trainer.paper.frames import sample_frames
 from trainer.realmedia import MediaError, clip_split
 
 pytestmark = NEEDS_SHARED_DATA

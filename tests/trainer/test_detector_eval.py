@@ -9,7 +9,7 @@ import pytest
 
 from engines.boxes import iou_matrix as _iou_matrix
 from trainer.commands.detector import choose_size
-from trainer.detector_eval import RecallResult, match_recall
+from trainer.detector.evaluate import RecallResult, match_recall
 
 
 def iou_matrix(a, b):

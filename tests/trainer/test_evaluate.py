@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tests.trainer._tiny import write_tiny_store
-from trainer.evaluate import EvaluateError, parse_run
 from trainer.fit import TrainConfig, fit, load_checkpoint, model_from_checkpoint
 from trainer.metrics import binary_metrics, pool_by_video
+from trainer.paper.evaluate import EvaluateError, parse_run
 from trainer.store import FaceStore
 
 CFG = TrainConfig(model="paper_cnn", model_args={"filters": [8, 16], "pool_every": True}, lr=3e-3, epochs=3)
@@ -31,7 +31,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _direct(checkpoint: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, P(fake) and videos of the test split, computed without trainer.evaluate."""
+    """Labels, P(fake) and videos of the test split, computed without trainer.paper.evaluate."""
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     with FaceStore(ckpt["dataset"]["path"]) as store:
@@ -132,7 +132,7 @@ def test_compare_protocols_puts_both_side_by_side_with_the_difference(runs, tmp_
 
 
 def test_bad_runs_are_named(runs, tmp_path):
-    from trainer.evaluate import RunSpec, evaluate_checkpoint, order_for_comparison, write_report
+    from trainer.paper.evaluate import RunSpec, evaluate_checkpoint, order_for_comparison, write_report
 
     with pytest.raises(EvaluateError, match=r"expected LABEL=CHECKPOINT or LABEL=CHECKPOINT,DATA.h5"):
         parse_run("just/a/path.pt")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.trainer.minitree import render_clip, write_clip, write_zero_frame_clip
-from trainer.frames import NoFramesError, VideoReadError, sample_frames
+from trainer.paper.frames import NoFramesError, VideoReadError, sample_frames
 
 
 def _decode_all(path: Path) -> list[np.ndarray]:

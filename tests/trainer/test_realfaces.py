@@ -26,7 +26,7 @@ from tests.trainer._realtree import (
     make_real_tree,
 )
 from trainer import realmedia
-from trainer.realfaces import SOURCE, RealFacesSummary, build_real_faces, wider_boxes
+from trainer.pack.realfaces import SOURCE, RealFacesSummary, build_real_faces, wider_boxes
 from trainer.store import FaceStore, split_code
 
 pytestmark = NEEDS_SHARED_DATA
@@ -206,7 +206,7 @@ def test_real_tools_outputs_join_train_with_their_real_inputs_and_unknown_tools_
         video, label, split = store.meta("video"), store.meta("label"), store.meta("split")
         identity, frame = store.meta("identity"), store.meta("frame")
     dfl = "labelled/wild_swaps/deepfacelive/side_by_side/Kim_Jarrey_1.mp4"
-    from trainer.frames import sample_frames
+    from trainer.paper.frames import sample_frames
 
     sampled = list(sample_frames(media / dfl, 3).index)
     for half in ("left", "right"):  # both halves of one decoded frame carry its frame number

@@ -11,8 +11,8 @@ import torch
 
 from tests.conftest import ROOT, SHARED_DATA
 from tests.trainer._realtree import NEEDS_SHARED_DATA
-from trainer import realval
 from trainer.errors import TrainerError
+from trainer.pack import realval
 
 pytestmark = NEEDS_SHARED_DATA
 DETECTOR = ROOT / "models" / "face_detector.onnx"
@@ -75,7 +75,7 @@ def detector():
 
 def test_celebdf_segments_are_cut_as_served_and_boxes_are_cached(detector, tmp_path):
     from engines import crop_faces
-    from trainer.frames import sample_frames
+    from trainer.paper.frames import sample_frames
 
     counting = _Counting(detector)
     kwargs = {"detector_sha": detector.manifest.sha256, "margin": 0.25, "cache": tmp_path, "frames_per_video": 2}

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import REDIS_URL, ROOT
 from tests.trainer._tiny import write_tiny_store
 from trainer.fit import TrainConfig
-from trainer.search import SearchError, SearchSpace, make_storage, run_search, suggest_config
+from trainer.paper.search import SearchError, SearchSpace, make_storage, run_search, suggest_config
 
 SMALL = SearchSpace(families=("paper_cnn",), cnn_blocks=(2, 2), augments=("none",))
 FAST = {"epochs": 1, "batch_size": 8}
@@ -368,7 +368,7 @@ def test_a_killed_workers_trial_is_failed_by_the_next_worker_not_left_running(ti
     db = tmp_path / "study.db"
     worker = (
         "from trainer.fit import TrainConfig\n"
-        "from trainer.search import SearchSpace, run_search\n"
+        "from trainer.paper.search import SearchSpace, run_search\n"
         f"run_search(data={str(tiny_store)!r}, out={str(tmp_path / 'w')!r}, storage={str(db)!r}, n_trials={{n}},\n"
         "           base=TrainConfig(epochs=500, batch_size=8),\n"
         "           space=SearchSpace(families=('paper_cnn',), cnn_blocks=(2, 2), augments=('none',)),\n"

@@ -14,7 +14,7 @@ import torch
 
 from tests.trainer._tiny import write_tiny_store
 from trainer.fit import CHECKPOINT_NAME, TrainConfig, fit, load_checkpoint, make_loader, model_from_checkpoint
-from trainer.selfblend import FIXED_SEED, SelfBlendDataset, blend_mask, self_blend
+from trainer.pack.selfblend import FIXED_SEED, SelfBlendDataset, blend_mask, self_blend
 from trainer.store import FaceDataset
 
 CFG = TrainConfig(model="paper_cnn", model_args={"filters": [8, 16], "pool_every": True}, lr=3e-3, epochs=1)
@@ -159,9 +159,9 @@ def test_configs_and_checkpoints_from_before_self_blend_still_load_and_resume(ti
 
 
 def test_fit_and_search_flags_reach_the_training_config(tiny_store, tmp_path, monkeypatch):
-    from trainer import search
     from trainer.cli import build_parser, main
     from trainer.commands.fit import resolve_config
+    from trainer.paper import search
 
     argv = ["fit", "--data", str(tiny_store), "--out", str(tmp_path / "run")]
     assert resolve_config(build_parser().parse_args(argv)).self_blend is False

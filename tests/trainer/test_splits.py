@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.celebdf import Video, parse_video_name, scan_tree
-from trainer.splits import TEST, TRAIN, VAL, people_overlap, plan_splits
+from trainer.paper.celebdf import Video, parse_video_name, scan_tree
+from trainer.paper.splits import TEST, TRAIN, VAL, people_overlap, plan_splits
 
 
 def _people(videos: list[Video], plan, code: int) -> set[str]:

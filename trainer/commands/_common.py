@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
+import time
+from argparse import Namespace
 from pathlib import Path
+from typing import Any
 
 
 def offline_ultralytics() -> None:
@@ -36,3 +41,25 @@ def machine() -> str:
     except ImportError:
         pass
     return f"{cpu}, {cores} cores{gpu}"
+
+
+def run_step(ns: Namespace, label: str) -> tuple[int, float]:
+    """Run one parsed command of a chain (``all``'s stages, ``pack``'s steps): (its exit code, seconds).
+
+    Ctrl-C is exit code 130; a failure says that the same command resumes the chain.
+    """
+    t0 = time.monotonic()
+    try:
+        code = ns.func(ns)
+    except KeyboardInterrupt:
+        code = 130
+    if code != 0:
+        print(f"{label} ended with exit code {code}; rerun the same command to resume", file=sys.stderr)
+    return code, time.monotonic() - t0
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """A chain's state file, replaced whole (a kill leaves the old one or the new one, never half of it)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=str) + "\n")
+    os.replace(tmp, path)

@@ -12,7 +12,6 @@ dataset options, another search space, another training config) it stops with an
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import json
 import logging
@@ -22,6 +21,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from trainer.commands._common import run_step, write_state
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,40 @@ examples:
 """
 
 
-def _stage_parser(stage: str) -> argparse.ArgumentParser:
+class _Recorder(argparse.ArgumentParser):
+    """A stage's parser that keeps every argument its module adds (its groups' too) with the call that added it:
+    what ``all`` mirrors and reads defaults from, without argparse's private attributes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.added: list[tuple[argparse.Action, dict[str, Any]]] = []
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.added.append((action, kwargs))
+        return action
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+
+        def recorded(*a: Any, **k: Any) -> argparse.Action:
+            action = add(*a, **k)
+            self.added.append((action, k))
+            return action
+
+        group.add_argument = recorded  # type: ignore[method-assign]
+        return group
+
+    @property
+    def options(self) -> list[argparse.Action]:
+        """Its optional arguments (not --help), as added."""
+        return [a for a, _ in self.added if a.option_strings and a.dest != "help"]
+
+
+def _stage_parser(stage: str) -> _Recorder:
     """The stage's own parser, as its module registers it."""
-    parser = argparse.ArgumentParser(add_help=False)
-    sub = parser.add_subparsers()
+    sub = argparse.ArgumentParser(add_help=False).add_subparsers(parser_class=_Recorder)
     importlib.import_module(f"trainer.commands.{stage}").register(sub)
     return sub.choices[stage]
 
@@ -75,29 +106,24 @@ def available_stages() -> list[str]:
     return out
 
 
-def _mirror(stage: str, group: argparse._ArgumentGroup) -> None:
+def _mirror(stage: str, group: Any) -> None:
     """Add every option of ``stage`` not managed here to ``group`` as --STAGE-OPTION (dest STAGE__dest)."""
-    for action in _stage_parser(stage)._actions:
-        if isinstance(action, argparse._HelpAction) or action.dest in MANAGED[stage] or not action.option_strings:
+    for action, kwargs in _stage_parser(stage).added:
+        if not action.option_strings or action.dest in MANAGED[stage] or action.dest == "help":
             continue
         long = next(s for s in action.option_strings if s.startswith("--"))
-        new = copy.copy(action)
-        new.option_strings = [f"--{stage}-{long[2:]}"]
-        new.dest = f"{stage}__{action.dest}"
-        new.default = argparse.SUPPRESS  # absent unless given: the stage's own default applies
-        new.required = False
-        if new.metavar is None and action.nargs != 0:
-            new.metavar = action.dest.upper()  # REAL, not DATASET__REAL
-        if isinstance(action, argparse.BooleanOptionalAction):
-            new.option_strings.append(f"--no-{stage}-{long[2:]}")
-        group._add_action(new)
+        kwargs = {**kwargs, "dest": f"{stage}__{action.dest}", "default": argparse.SUPPRESS}
+        kwargs.pop("required", None)  # absent unless given: the stage's own default applies
+        if action.metavar is None and action.nargs != 0:
+            kwargs["metavar"] = action.dest.upper()  # REAL, not DATASET__REAL
+        group.add_argument(f"--{stage}-{long[2:]}", **kwargs)  # BooleanOptionalAction adds --no-STAGE-OPTION
 
 
 def stage_namespace(stage: str, managed: list[str], args: argparse.Namespace) -> argparse.Namespace:
     """The stage's namespace: its defaults, the ``managed`` argv, then the --STAGE-* flags given to all."""
     ns = _stage_parser(stage).parse_args(managed)
     given = {k.split("__", 1)[1]: v for k, v in vars(args).items() if k.startswith(f"{stage}__")}
-    actions = {a.dest: a for a in _stage_parser(stage)._actions}
+    actions = {a.dest: a for a in _stage_parser(stage).options}
     for name in SHARED:
         value = getattr(args, name)
         if name in actions and name not in given and value is not None:
@@ -116,7 +142,7 @@ def _options(ns: argparse.Namespace) -> dict[str, Any]:
 def _with_added_defaults(stage: str, old: dict[str, Any]) -> dict[str, Any]:
     """A state record's options with the stage's options added since it was written at their defaults,
     so a new flag left at its default neither reruns a finished stage nor refuses its study."""
-    defaults = {a.dest: a.default for a in _stage_parser(stage)._actions if a.option_strings and a.dest not in old}
+    defaults = {a.dest: a.default for a in _stage_parser(stage).options if a.dest not in old}
     defaults = {k: v for k, v in defaults.items() if k != "help" and v is not argparse.SUPPRESS}
     return {**json.loads(json.dumps(_options(argparse.Namespace(**defaults)), default=str)), **old}
 
@@ -145,9 +171,7 @@ class _State:
             "seconds": round(seconds, 1),
             "options": options,
         }
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.done, indent=2, default=str) + "\n")
-        os.replace(tmp, self.path)
+        write_state(self.path, self.done)
 
 
 # search options that may change between runs of one study: how many trials, where, how fast
@@ -240,15 +264,10 @@ def cmd_all(args: argparse.Namespace) -> int:
             skipped.append(key)
             continue
         print(f"== dfwatch-train all: stage {key}", file=sys.stderr)
-        t0 = time.monotonic()
-        try:
-            code = ns.func(ns)
-        except KeyboardInterrupt:
-            code = 130
+        code, seconds = run_step(ns, f"all: stage {key}")
         if code != 0:
-            print(f"all: stage {key} ended with exit code {code}; rerun the same command to resume", file=sys.stderr)
             return code
-        state.finish(key, options, time.monotonic() - t0)
+        state.finish(key, options, seconds)
         ran.append(key)
     last = steps[-1][1] if steps else "nothing"
     print(

@@ -3,7 +3,7 @@
 Runs the service in process (pipeline.clips, as `dfwatch watch` serves the pack) on the ``real_videos``
 clips of the ``val`` split (real footage no training row came from, and not the ``test`` clips that
 `dfwatch-train validate` counts false alerts on), as they are and under five broadcast conditions
-(trainer.conditions; written once into ``--work``), and on the Celeb-DF hard segments' fakes
+(trainer.pack.conditions; written once into ``--work``), and on the Celeb-DF hard segments' fakes
 (validation-only material); then sets the thresholds from their stream scores as `dfwatch calibrate`
 does (pipeline.calibrate) and writes them into the classifier's manifest.
 """
@@ -19,7 +19,7 @@ from trainer.commands.validate import add_service_args
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from pipeline.calibrate import calibrate, write_calibration
-    from trainer import holdout
+    from trainer.pack import holdout
 
     real, fake = holdout.calibration_clips(args.media, None if args.no_broadcast else args.work)
     print(f"calibrate: {len(real)} real and {len(fake)} fake clips through the service", file=sys.stderr)

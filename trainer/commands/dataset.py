@@ -28,7 +28,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def cmd_dataset(args: argparse.Namespace) -> int:
     """Build (or resume) the store and print its summary; exit 130 when interrupted."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI at import otherwise
-    from trainer.dataset import DatasetConfig, build_dataset
+    from trainer.paper.dataset import DatasetConfig, build_dataset
 
     cfg = DatasetConfig(
         tree=args.celebdf,

@@ -1,9 +1,9 @@
 """dfwatch-train detector: train, measure and export the YOLOv8n face detector of the default model pack.
 
 Stages (each resumable; ``--out`` keeps them): the dataset (WIDER FACE train plus teacher-
-labelled real frames, trainer.detector_data), ultralytics training within a wall-clock budget
-(trainer.detector_train), then for each candidate serving size an ONNX export measured on WIDER
-FACE val and on held-out clips (trainer.detector_eval). The serving size is the smallest whose
+labelled real frames, trainer.detector.data), ultralytics training within a wall-clock budget
+(trainer.detector.train), then for each candidate serving size an ONNX export measured on WIDER
+FACE val and on held-out clips (trainer.detector.evaluate). The serving size is the smallest whose
 recall of faces >= 32 px, on WIDER val and on the clips, is within ``--recall-slack`` of the best
 size's; it is exported to ``--export`` with a manifest that records all of this.
 """
@@ -47,10 +47,10 @@ def cmd_detector(args: argparse.Namespace) -> int:
     offline_ultralytics()
     from engines import Detector
     from engines.export import export_detector
-    from trainer import detector_eval as ev
     from trainer import realmedia
-    from trainer.detector_data import labelled_sources, prepare
-    from trainer.detector_train import DetectorTrainConfig, train_detector
+    from trainer.detector import evaluate as ev
+    from trainer.detector.data import labelled_sources, prepare
+    from trainer.detector.train import DetectorTrainConfig, train_detector
     from trainer.teacher import Teacher
 
     if args.serving_size and args.serving_size not in args.sizes:

@@ -72,7 +72,7 @@ def cmd_engines(args: argparse.Namespace) -> int:
     if args.openvino or args.int8:
         cpu_plan = CpuPlan(openvino=args.openvino)
         if args.int8:
-            from trainer.int8 import acceptance, calibration_images
+            from trainer.pack.int8 import acceptance, calibration_images
 
             if not (args.media / "widerface").is_dir():
                 raise ValueError(

@@ -13,7 +13,14 @@ logger = logging.getLogger(__name__)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from trainer.evaluate import EvaluateError, RunSpec, evaluate_checkpoint, markdown_table, parse_run, write_report
+    from trainer.paper.evaluate import (
+        EvaluateError,
+        RunSpec,
+        evaluate_checkpoint,
+        markdown_table,
+        parse_run,
+        write_report,
+    )
 
     if bool(args.checkpoint) == bool(args.run):
         raise EvaluateError("give either --checkpoint (one run) or one or more --run LABEL=CHECKPOINT[,DATA]")
@@ -37,7 +44,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ]
     paths = write_report(results, args.out, compare_protocols=args.compare_protocols)
     if args.compare_protocols:
-        from trainer.evaluate import order_for_comparison
+        from trainer.paper.evaluate import order_for_comparison
 
         results = order_for_comparison(results)
     print(markdown_table(results, compare_protocols=args.compare_protocols), end="")

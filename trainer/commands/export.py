@@ -79,7 +79,7 @@ def _num(value: float | None) -> str:
 
 
 def _card(path: Path, training: dict[str, Any], *, params: int) -> str:
-    from trainer.evaluate import TABLE_ROWS
+    from trainer.paper.evaluate import TABLE_ROWS
 
     cfg, data = training["config"], training["dataset"]
     metrics = ""

@@ -78,7 +78,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 
 def add_select_options(p: argparse.ArgumentParser) -> None:
-    """Model selection on real manipulated faces (trainer.realval): shared by fit and search."""
+    """Model selection on real manipulated faces (trainer.pack.realval): shared by fit and search."""
     p.add_argument(
         "--select-media",
         type=Path,
@@ -107,7 +107,7 @@ def make_selector(args: argparse.Namespace, *, size: int, margin: float, device:
     on) the report-only sets each epoch; the search leaves them out."""
     if args.select_media is None:
         return None
-    from trainer.realval import SELECT, SET_NAMES, RealFakeValidator
+    from trainer.pack.realval import SELECT, SET_NAMES, RealFakeValidator
 
     return RealFakeValidator(
         args.select_media,
@@ -208,7 +208,7 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="show every crop as a feed would (native size, JPEG / H.264) with the blends made at the native size "
-        "(trainer.capture; needs --self-blend; default: off, or the config's)",
+        "(trainer.pack.capture; needs --self-blend; default: off, or the config's)",
     )
     p.add_argument(
         "--capture-look",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import shlex
 import sys
@@ -27,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from trainer.commands._common import run_step, write_state
 from trainer.errors import TrainerError
 
 logger = logging.getLogger(__name__)
@@ -113,20 +113,12 @@ def cmd_pack(args: argparse.Namespace) -> int:
             continue
         invalidated = True
         print(f"== pack {name}: step {i}/{len(plan)}: dfwatch-train {shlex.join(argv)}", file=sys.stderr)
-        ns = build_parser().parse_args(argv)
-        t0 = time.monotonic()
-        try:
-            code = ns.func(ns)
-        except KeyboardInterrupt:
-            code = 130
+        code, seconds = run_step(build_parser().parse_args(argv), f"pack: step {key}")
         if code != 0:
-            print(f"pack: step {key} ended with exit code {code}; rerun the same command to resume", file=sys.stderr)
             return code
-        seconds = round(time.monotonic() - t0, 1)
+        seconds = round(seconds, 1)
         state[key] = {"argv": argv, "seconds": seconds, "finished": datetime.now(UTC).isoformat(timespec="seconds")}
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        os.replace(tmp, state_path)
+        write_state(state_path, state)
         rows.append((key, "ran", seconds))
     print(f"pack {name}: {len(plan)} steps in {time.monotonic() - started:.0f} s; models in {models}", file=sys.stderr)
     for key, what, seconds in rows:

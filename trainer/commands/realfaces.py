@@ -11,7 +11,7 @@ logger = logging.getLogger(__name__)
 
 
 def cmd_realfaces(args: argparse.Namespace) -> int:
-    from trainer.realfaces import build_real_faces
+    from trainer.pack.realfaces import build_real_faces
 
     summary = build_real_faces(
         args.media,

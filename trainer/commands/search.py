@@ -51,7 +51,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from functools import cache
 
     from trainer.fit import TrainConfig, dataset_info, resolve_device
-    from trainer.search import SearchSpace, redact, run_search, trials_markdown
+    from trainer.paper.search import SearchSpace, redact, run_search, trials_markdown
 
     space = SearchSpace(
         families=args.families,
@@ -118,7 +118,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
     """Everything but --data and --out; shared with `dfwatch-train all`."""
-    from trainer.search import DEFAULT_REDIS_PREFIX, EFFICIENTNET_VARIANTS, FAMILIES, PRUNERS
+    from trainer.paper.search import DEFAULT_REDIS_PREFIX, EFFICIENTNET_VARIANTS, FAMILIES, PRUNERS
 
     p.add_argument("--n-trials", type=int, default=5, help="trials this process runs (default: 5)")
     p.add_argument(
@@ -145,7 +145,7 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--capture",
         action="store_true",
-        help="trials show crops as a feed would, blends at the native size (trainer.capture)",
+        help="trials show crops as a feed would, blends at the native size (trainer.pack.capture)",
     )
     p.add_argument("--schedule", choices=("constant", "cosine"), default="constant", help="learning rate schedule")
     p.add_argument(

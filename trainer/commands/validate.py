@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from engines import Classifier, Detector
-    from trainer import holdout
+    from trainer.pack import holdout
 
     classifier = Classifier(args.models / "deepfake_classifier.onnx", threads=args.threads)
     detector = Detector(args.models / "face_detector.onnx", threads=args.threads)

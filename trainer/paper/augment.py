@@ -12,7 +12,7 @@ Presets:
 - ``broadcast``: ``paper`` plus JPEG recompression and downscaling, as broadcast feeds
   are recompressed and rescaled before dfwatch sees them.
 - ``flip``: a horizontal flip, nothing else: for fine-tuning with capture simulation
-  (trainer.capture), which already draws the size and the codec; an upside-down face or a
+  (trainer.pack.capture), which already draws the size and the codec; an upside-down face or a
   redrawn histogram is no view a feed shows.
 """
 

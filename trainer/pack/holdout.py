@@ -1,6 +1,6 @@
 """Validate a model pack on what its training never saw (behind `dfwatch-train validate`).
 
-Two views of the labelled sets of ``../shared/data`` (trainer.realval):
+Two views of the labelled sets of ``../shared/data`` (trainer.pack.realval):
 
 - ``face_sets``: every held-out set as served crops (shipped detector, ``engines.crop_faces`` at the
   classifier's input size), scored by the ONNX artifact through ``engines.Classifier``: face-level
@@ -11,7 +11,7 @@ Two views of the labelled sets of ``../shared/data`` (trainer.realval):
   mean score, the share of real clips that ever alerted and the share of fakes caught. The
   held-out real clips (``real_videos`` of the ``test`` split) join them, to count false alerts,
   as they are (``real_clips``) and under five broadcast conditions (``real_broadcast``,
-  trainer.conditions: heavy compression, SD upscaled, sharpened, denoised, smaller).
+  trainer.pack.conditions: heavy compression, SD upscaled, sharpened, denoised, smaller).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from trainer import realmedia, realval
+from trainer import realmedia
 from trainer.errors import TrainerError
 from trainer.metrics import roc_auc
+from trainer.pack import realval
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def clips(name: str, media: Path, work: Path, *, split: str = "test") -> list[Cl
     if name == "real_clips":
         return [Clip(s.path, 0, s.rel) for s in realmedia.real_videos(media) if s.split == split]
     if name == "real_broadcast":
-        from trainer import conditions
+        from trainer.pack import conditions
 
         real = [s.path for s in realmedia.real_videos(media) if s.split == split]
         return [Clip(path, 0, what) for path, what in conditions.variants(real, work / "broadcast").items()]
@@ -118,7 +119,7 @@ def calibration_clips(media: Path, work: Path | None = None) -> tuple[list[Path]
     condition, written there) and the Celeb-DF hard segments' fakes."""
     real = [s.path for s in realmedia.real_videos(media) if s.split == "val"]
     if work is not None:
-        from trainer import conditions
+        from trainer.pack import conditions
 
         real += list(conditions.variants(real, work / "broadcast"))
     fake = [i.path for i in realval.items("celebdf_hard", media) if i.label == 1]
@@ -127,7 +128,7 @@ def calibration_clips(media: Path, work: Path | None = None) -> tuple[list[Path]
 
 def _write_half(src: Path, dst: Path, half: str) -> None:
     """The left or right half of every frame of ``src``, as an H.264 file at the same rate (near-lossless)."""
-    from trainer.conditions import rewrite
+    from trainer.pack.conditions import rewrite
 
     def cut(img: np.ndarray) -> np.ndarray:
         w = img.shape[1] // 2 // 2 * 2  # even sides for yuv420p

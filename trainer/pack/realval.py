@@ -132,7 +132,7 @@ def items(name: str, media: Path) -> list[_Item]:
 
 def read_frames(item: _Item, frames_per_video: int) -> tuple[list[np.ndarray], np.ndarray]:
     """The item's frames as RGB (only its half, for a side-by-side clip) and their frame numbers (0 for a photo)."""
-    from trainer.frames import sample_frames
+    from trainer.paper.frames import sample_frames
 
     if item.path.suffix.lower() in realmedia.IMAGE_SUFFIXES:
         img = realmedia.read_rgb(item.path)

@@ -6,7 +6,7 @@ Rows (crops through ``engines.crop_faces``, as serving cuts them):
   ``face_images/`` photos (train), the ``utkface/`` photos (one person each, split by file), and
   the large faces of WIDER FACE (its own train / val folders, human boxes);
 - optionally (``dfdc``) the labelled DFDC face crops (label 0 or 1; half of the DFDC videos held
-  out as test). The default pack leaves them out: they are validation material (trainer.realval);
+  out as test). The default pack leaves them out: they are validation material (trainer.pack.realval);
 - optionally (``tools``) outputs of real swap tools from ``labelled/wild_swaps`` as train rows, fakes
   with their real inputs where the set has them (``TOOLS``: DeepFaceLive side-by-side halves, the
   lip-sync videos, the few-shot GAN's fakes). A model trained on a tool must report that tool as
@@ -16,7 +16,7 @@ Boxes of clips and photos come from the shipped face detector (``boxes="detector
 crop, the paper's YOLOv8n face crops) or from the MTCNN teacher (``boxes="teacher"``); only
 faces at least ``min_face`` px high are kept (detector: the most confident ``max_faces`` of them
 per frame; teacher: the faces it is sure of). Fakes for training are made on the fly from the
-real rows by self-blending (trainer.selfblend, ``--self-blend``). A rerun resumes: sources
+real rows by self-blending (trainer.pack.selfblend, ``--self-blend``). A rerun resumes: sources
 already in the store are skipped.
 """
 
@@ -35,7 +35,7 @@ from engines.crops import crop_faces
 from engines.detections import Detections
 from trainer import realmedia
 from trainer.errors import TrainerError
-from trainer.realval import items, read_frames
+from trainer.pack.realval import items, read_frames
 from trainer.store import FaceStoreWriter
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def build_real_faces(
     """
     from tqdm import tqdm
 
-    from trainer.frames import sample_frames
+    from trainer.paper.frames import sample_frames
 
     if boxes not in BOXES:
         raise TrainerError(f"unknown box source {boxes!r}; valid: {list(BOXES)}")

@@ -104,7 +104,7 @@ def wider_map(weights: Path, data_yaml: Path, *, imgsz: int) -> dict[str, float]
 def wider_pairs(detector: Any, val_dir: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """(human boxes, detections) for every WIDER FACE val image."""
     from trainer.errors import TrainerError
-    from trainer.realfaces import wider_boxes
+    from trainer.pack.realfaces import wider_boxes
     from trainer.realmedia import read_rgb
 
     pairs = []
@@ -122,7 +122,7 @@ def clip_frames(media: Path, *, per_clip: int = 8, exclude: set[str] = frozenset
     """Frames of the held-out ``test`` clips of ``real_videos/``, but for the clips in ``exclude`` (the
     ones a training set was made from: a clip moved to test after its frames were labelled)."""
     from trainer import realmedia
-    from trainer.frames import sample_frames
+    from trainer.paper.frames import sample_frames
 
     out = []
     for src in realmedia.real_videos(media):

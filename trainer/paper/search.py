@@ -1,7 +1,7 @@
 """Architecture search with Optuna: ``suggest_config(trial)`` draws a TrainConfig (family, its
 hyper-parameters, input size, learning rate, augmentation) and the objective trains it with the
 normal ``trainer.fit.fit`` on the store's train split, minimising the validation loss, or, with
-a ``select`` callable (trainer.realval: AUC on real manipulated faces), maximising its score.
+a ``select`` callable (trainer.pack.realval: AUC on real manipulated faces), maximising its score.
 
 Pruning (median or Hyperband) sees the objective after every epoch. Every candidate's inference
 time is measured on this machine as served (ONNX Runtime, batch 8, ms per face); candidates
@@ -67,7 +67,7 @@ class SearchSpace:
         bad = [v for v in self.efficientnet_variants if v not in EFFICIENTNET_VARIANTS]
         if bad or not self.efficientnet_variants:
             raise SearchError(f"unknown EfficientNet variants {bad or '(none)'}; valid: {list(EFFICIENTNET_VARIANTS)}")
-        from trainer.augment import PRESETS
+        from trainer.paper.augment import PRESETS
 
         bad = [a for a in (self.augments or ()) if a not in PRESETS]
         if bad or self.augments == ():

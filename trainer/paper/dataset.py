@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from engines.images import resize
-from trainer.augment import augment_batch, build_augment
-from trainer.celebdf import Video, count_by, scan_tree, select_videos
-from trainer.dedupe import dhash, keep_distinct
-from trainer.frames import NoFramesError, SampledFrames, VideoReadError, sample_frames
-from trainer.splits import SplitPlan, plan_splits
+from trainer.paper.augment import augment_batch, build_augment
+from trainer.paper.celebdf import Video, count_by, scan_tree, select_videos
+from trainer.paper.dedupe import dhash, keep_distinct
+from trainer.paper.frames import NoFramesError, SampledFrames, VideoReadError, sample_frames
+from trainer.paper.splits import SplitPlan, plan_splits
 from trainer.store import SPLITS, FaceStore, FaceStoreWriter, split_code
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class DatasetConfig:
     split: str = "identity"  # "identity" (honest) or "paper" (random frame split)
     val_fraction: float = 0.2  # share of the non-test videos (identity) or frames (paper) in validation
     augment_copies: int = 1  # offline augmented copies per crop (the paper doubles: 1)
-    augment: str = "paper"  # augmentation preset of the copies (trainer.augment.PRESETS)
+    augment: str = "paper"  # augmentation preset of the copies (trainer.paper.augment.PRESETS)
     augment_splits: tuple[str, ...] = ("train",)  # splits that get copies
     detector: Path = Path("models/face_detector.onnx")  # engines detector artifact
     det_conf: float | None = None  # detector confidence threshold; None = the artifact's manifest value
@@ -63,7 +63,7 @@ class DatasetConfig:
     readers: int = 2  # threads that decode the next videos while the current one is detected
 
     def check(self) -> None:
-        from trainer.augment import PRESETS
+        from trainer.paper.augment import PRESETS
 
         problems = []
         if self.frames < 1:

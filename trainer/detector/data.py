@@ -75,7 +75,7 @@ def _link_split(src: Path, dst: Path) -> int:
 
 def _media_images(media: Path, frames_per_clip: int) -> list[tuple[str, np.ndarray]]:
     """(name, RGB image) of the frames and photos the teacher labels (train and val clips only)."""
-    from trainer.frames import sample_frames
+    from trainer.paper.frames import sample_frames
 
     out: list[tuple[str, np.ndarray]] = []
     for src in realmedia.real_videos(media):

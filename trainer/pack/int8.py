@@ -25,7 +25,7 @@ MIN_FACE = 32  # px: faces smaller than this do not count for recall (as in the 
 def calibration_images(media: Path, manifest: Manifest, *, limit: int = 256) -> Iterator[np.ndarray]:
     """uint8 RGB images to calibrate ``manifest``'s model: WIDER train images, or face crops from them."""
     from engines import Detections, crop_faces
-    from trainer.realfaces import wider_boxes
+    from trainer.pack.realfaces import wider_boxes
 
     train = media / "widerface" / "train"
     paths = sorted((train / "images").glob("*.jpg"))
@@ -56,7 +56,7 @@ def calibration_images(media: Path, manifest: Manifest, *, limit: int = 256) -> 
 def face_recall(detector_path: Path, media: Path) -> float:
     """Recall of faces >= MIN_FACE px on WIDER FACE val through ``detector_path`` (IoU 0.5)."""
     from engines import Detector
-    from trainer.detector_eval import match_recall, wider_pairs
+    from trainer.detector.evaluate import match_recall, wider_pairs
 
     return match_recall(wider_pairs(Detector(detector_path), media / "widerface" / "val"), min_height=MIN_FACE).recall
 

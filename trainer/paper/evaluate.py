@@ -241,7 +241,7 @@ def markdown_report(results: list[RunResult], *, compare_protocols: bool, plots:
 
 def write_report(results: list[RunResult], out: str | Path, *, compare_protocols: bool = False) -> dict[str, Path]:
     """Write report.json, report.md, roc.png and history_<label>.png into ``out``; returns the paths."""
-    from trainer.plots import plot_history, plot_roc
+    from trainer.paper.plots import plot_history, plot_roc
 
     if not results:
         raise EvaluateError("no runs to report")

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from trainer.capture import CaptureConfig, draw_capture, simulate_capture
+from trainer.pack.capture import CaptureConfig, draw_capture, simulate_capture
 from trainer.store import FaceDataset, ImageItems
 
 REF_SIDE = 256  # pixel sizes below (blur kernels, morphology) are for a 256 crop and scale with the side
@@ -186,7 +186,7 @@ class SelfBlendDataset(ImageItems):
     Items ``0 .. len(base) - 1`` are the base's own (real 0, store fakes 1); item ``len(base) + k``
     is a fake made from the k-th real row. Without ``capture`` the raw crop is blended, then the
     base's augmentation and resize run on it, as on any crop. With ``capture``
-    (trainer.capture) every item, real or fake, is shown at a drawn native size and codec and
+    (trainer.pack.capture) every item, real or fake, is shown at a drawn native size and codec and
     resized once to ``size``, the fakes blended at the native size; a fake is shown exactly as
     its real twin (same native size and codec), so the blend is all that tells them apart
     (``PairSampler`` puts the two in one batch). Then ``augment`` runs (the base must then

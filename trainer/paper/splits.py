@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trainer.celebdf import Video
+from trainer.paper.celebdf import Video
 from trainer.store import SPLIT_CODES
 
 logger = logging.getLogger(__name__)
