@@ -253,8 +253,11 @@ class SinkWorker(Generic[T]):
             if first:
                 self._down_since = time.monotonic()
         self.writer.retrying(exc, first=first)
-        wait = self._backoff.next_delay() if not self._closing.is_set() else self._backoff.initial
-        self._closing.wait(min(wait, max(0.0, self._deadline - time.monotonic())))
+        left = max(0.0, self._deadline - time.monotonic())
+        if self._closing.is_set():  # flushing before the deadline: retry at the shortest interval (the event is set)
+            time.sleep(min(self._backoff.initial, left))
+        else:  # close() cuts this wait short
+            self._closing.wait(min(self._backoff.next_delay(), left))
 
     def _break(self, rest: list[T | StreamRemoved], exc: BaseException) -> None:
         with self._lock:

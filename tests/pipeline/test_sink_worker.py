@@ -210,3 +210,28 @@ def test_health_follows_a_redis_that_goes_away_and_comes_back(
         assert [int(f["frame"]) for _, f in c.xrange("dfwatch:verdicts:cam")] == [2, 3, 4, 5]
     text = [r.getMessage() for r in caplog.records]
     assert sum("connection lost" in t for t in text) == 1 and sum("connection back" in t for t in text) == 1
+
+
+def test_closing_while_the_destination_is_down_retries_at_the_backoff_floor_not_in_a_spin():
+    """close() keeps retrying a refused write until its deadline, but at the shortest backoff, never in a busy loop
+    (the wait was on the very event that closing sets, so it returned at once and the retries spun)."""
+
+    class Refused(Writer[int]):
+        name = "refused"
+        retry_on = (ConnectionError,)
+
+        def __init__(self) -> None:
+            self.tries = 0
+
+        def write(self, items: list[int]) -> None:
+            self.tries += 1
+            raise ConnectionError("refused")
+
+    writer = Refused()
+    worker = SinkWorker(writer, size=10, policy=DropPolicy.DROP_OLDEST, backoff=(0.25, 5.0))
+    worker.put([1, 2, 3])
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    assert worker.close(timeout=1.0) == 3  # nothing could be written: all three lost, counted
+    assert time.monotonic() - t0 < 1.0 + GRACE + 0.5
+    assert writer.tries <= 8  # about one try per 0.25 s over the second it had; it spun thousands of times
