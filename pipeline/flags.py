@@ -57,22 +57,36 @@ def _default_text(f: dataclasses.Field) -> str:
         return "required"
     if value is None:
         return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, tuple | list):
         return ",".join(str(v) for v in value) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def config_flag(
-    group: Any, flag: str, cls: type, name: str, dest: str, *, metavar: str | None = None, choices: Any = None
+    group: Any,
+    flag: str,
+    cls: type,
+    name: str,
+    dest: str,
+    *,
+    metavar: str | None = None,
+    choices: Any = None,
+    note: str = "",
 ) -> None:
-    """Add ``flag`` for field ``name`` of ``cls``, stored in ``dest``: its type, range, default and comment."""
+    """Add ``flag`` for field ``name`` of ``cls``, stored in ``dest``: its type, range, default and comment.
+
+    ``note`` follows the default in the help ("(default adam, or the config's)")."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     hint = _scalar(typing.get_type_hints(cls)[name])
     if hint in (int, float):
         kind: Any = flag_type(cls, name)
         metavar = metavar or kind.metavar
     elif hint is bool:
-        group.add_argument(flag, action=argparse.BooleanOptionalAction, dest=dest, default=None, help=_help(cls, f))
+        group.add_argument(
+            flag, action=argparse.BooleanOptionalAction, dest=dest, default=None, help=_help(cls, f, note)
+        )
         return
     elif hint in (str, Path):
         kind, metavar = hint, metavar or ("PATH" if hint is Path else "TEXT")
@@ -82,13 +96,15 @@ def config_flag(
         raise TypeError(f"{cls.__name__}.{name}: no flag for a {hint}")
     if choices is not None:
         metavar = "{" + ",".join(choices) + "}"
-    group.add_argument(flag, type=kind, dest=dest, metavar=metavar, default=None, choices=choices, help=_help(cls, f))
+    group.add_argument(
+        flag, type=kind, dest=dest, metavar=metavar, default=None, choices=choices, help=_help(cls, f, note)
+    )
 
 
-def _help(cls: type, f: dataclasses.Field) -> str:
+def _help(cls: type, f: dataclasses.Field, note: str = "") -> str:
     declared = range_of(cls, f.name)
     text = field_help(cls).get(f.name, "")
-    extra = f"; in {declared}" if declared is not None else ""
+    extra = (note and f", {note}") + (f"; in {declared}" if declared is not None else "")
     return f"{text} (default {_default_text(f)}{extra})".replace("%", "%%").lstrip()
 
 

@@ -38,7 +38,10 @@ def test_the_help_shows_each_fields_own_default_and_comment():
                 continue
             assert flag in text, flag
             default = f.default if f.default is not dataclasses.MISSING else None
-            shown = "none" if default is None else (f"{default:g}" if isinstance(default, float) else str(default))
+            if default is None or isinstance(default, bool):
+                shown = {None: "none", True: "on", False: "off"}[default]
+            else:
+                shown = f"{default:g}" if isinstance(default, float) else str(default)
             *_, last = re.finditer(re.escape(flag) + r"[ ,]", text)  # its line in the help, not the usage
             after = text[last.start() :]
             comment = " ".join(field_help(cls)[f.name].split()[:3])

@@ -215,3 +215,27 @@ def test_precise_bn_replaces_trailing_running_stats_by_the_current_weights_batch
     assert bn.momentum == 0.1  # training's own momentum is back
     plain = TrainConfig(model="paper_cnn", model_args={"filters": [4]}, input_size=32).build_model()
     assert not precise_bn(plain, loader, device="cpu")  # nothing to do without BatchNorm
+
+
+def test_fit_flags_are_made_from_train_config_so_their_help_follows_its_defaults():
+    import dataclasses
+    import re
+    import subprocess
+    import sys
+
+    from pipeline.flags import field_help
+    from trainer.commands.fit import FLAG_FIELDS
+    from trainer.fit import TrainConfig
+
+    out = subprocess.run([sys.executable, "-m", "trainer.cli", "fit", "--help"], capture_output=True, text=True)
+    text = re.sub(r"\s+", " ", out.stdout)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in FLAG_FIELDS:
+        if name == "model_args":
+            continue
+        value = defaults[name]
+        shown = {None: "none", True: "on", False: "off"}[value] if value is None or isinstance(value, bool) else value
+        shown = f"{shown:g}" if isinstance(shown, float) else str(shown)
+        *_, last = re.finditer(re.escape("--" + name.replace("_", "-")) + r"( [A-Z{]|, --no-)", text)
+        after = text[last.start() : last.start() + 500]
+        assert " ".join(field_help(TrainConfig)[name].split()[:3]) in after and f"(default {shown}" in after, name

@@ -32,6 +32,10 @@ CONFIG_FIELDS = (
 )
 
 
+# Every TrainConfig field is a flag of fit (made from the field: type, default and the comment beside it as help).
+FLAG_FIELDS = (*CONFIG_FIELDS, "epochs", "seed")
+
+
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
     """--device, --threads, --workers: where and how fast, never what is computed."""
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (default: auto)")
@@ -74,7 +78,8 @@ def resolve_config(args: argparse.Namespace) -> Any:
     flags = [k for k in CONFIG_FIELDS if k not in ("model", "model_args")]
     overrides = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     model_args = {**cfg.model_args, **parse_model_args(args.model_arg)}
-    return replace(cfg, **overrides, model_args=model_args, epochs=args.epochs, seed=args.seed)
+    own = {k: getattr(args, k) if getattr(args, k) is not None else getattr(TrainConfig, k) for k in ("epochs", "seed")}
+    return replace(cfg, **overrides, model_args=model_args, **own)
 
 
 def add_select_options(p: argparse.ArgumentParser) -> None:
@@ -166,76 +171,22 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         help="training config JSON, e.g. the search's best_config.json: model, its args, input size, "
         "lr, augment, self-blend (flags below win)",
     )
-    p.add_argument("--model", default=None, help="registered architecture (default: paper_cnn, or the config's)")
-    p.add_argument(
-        "--model-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the architecture's config, e.g. filters=[16,32] (repeatable)",
-    )
-    p.add_argument("--input-size", type=int, default=None, help="network input side (default: the store's crop size)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-3, or the config's)")
-    p.add_argument("--weight-decay", type=float, default=None, help="weight decay (default: 0, or the config's)")
-    p.add_argument(
-        "--optimizer",
-        choices=("adam", "adamw"),
-        default=None,
-        help="adam (the paper) or adamw (fine-tuning); default: adam, or the config's",
-    )
-    p.add_argument(
-        "--backbone-lr",
-        type=float,
-        default=None,
-        metavar="F",
-        help="a pretrained backbone's learning rate as a fraction of --lr (its new head gets --lr); "
-        "default: 1, or the config's",
-    )
-    p.add_argument(
-        "--augment",
-        default=None,
-        help="on-the-fly augmentation preset of the train split (default: none, or the config's)",
-    )
-    p.add_argument(
-        "--self-blend",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="add one self-blended fake (SBI) per real crop of train and val, made on the fly "
-        "(default: off, or the config's)",
-    )
-    p.add_argument(
-        "--capture",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show every crop as a feed would (native size, JPEG / H.264) with the blends made at the native size "
-        "(trainer.pack.capture; needs --self-blend; default: off, or the config's)",
-    )
-    p.add_argument(
-        "--capture-look",
-        type=float,
-        default=None,
-        metavar="F",
-        help="with --capture: share of crops whose whole picture a broadcast chain sharpens (half) or "
-        "softens (half), real and fake alike, so sharpness is no label (default: 0)",
-    )
-    p.add_argument(
-        "--schedule",
-        choices=("constant", "cosine"),
-        default=None,
-        help="learning rate schedule (default: constant, or the config's)",
-    )
-    p.add_argument(
-        "--epoch-samples",
-        type=int,
-        default=None,
-        metavar="N",
-        help="train items per epoch, a new random subset each (default: all, or the config's)",
-    )
-    p.add_argument("--epochs", type=int, default=20, help="epochs in total (default: 20)")
-    p.add_argument(
-        "--batch-size", type=int, default=None, help="crops per step (default: the config's, else 8, the paper's)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and dropout (default: 0)")
+    from pipeline.flags import config_flag
+    from trainer.fit import TrainConfig
+
+    choices = {"optimizer": ("adam", "adamw"), "schedule": ("constant", "cosine")}
+    for name in FLAG_FIELDS:
+        if name == "model_args":
+            p.add_argument(
+                "--model-arg",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="override a field of the architecture's config, e.g. filters=[16,32] (repeatable)",
+            )
+            continue
+        note = "or the config's" if name in CONFIG_FIELDS else ""
+        config_flag(p, "--" + name.replace("_", "-"), TrainConfig, name, name, choices=choices.get(name), note=note)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
