@@ -67,3 +67,12 @@ def test_a_recipe_that_does_not_match_the_cli_fails_before_any_step_runs(tmp_pat
     recipe.write_text('[[step]]\ncommand = "all"\ncelebdf = "{celebdf}"\nwork = "{work}"\n')
     with pytest.raises(TrainerError, match=r"uses \{celebdf\}: give --set celebdf=VALUE"):
         load_recipe(recipe, work=tmp_path / "w", models=tmp_path / "m", given={})
+
+
+def test_several_recipes_make_one_pack_in_one_model_directory(tmp_path: Path):
+    first, second = tmp_path / "first.toml", tmp_path / "second.toml"
+    first.write_text('[[step]]\ncommand = "placeholders"\nout = "{models}"\nseed = 1\n')
+    second.write_text('[[step]]\ncommand = "engines"\nmodels = "{models}"\nno_tensorrt = true\nno_progress = true\n')
+    assert main(["pack", str(first), str(second), "--work", str(tmp_path / "w")]) == 0
+    assert (tmp_path / "w" / "models" / "face_detector.onnx").is_file()  # the second step saw the first's models
+    assert [json.loads((tmp_path / "w" / r / STATE_FILE).read_text()) != {} for r in ("first", "second")] == [True] * 2

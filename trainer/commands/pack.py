@@ -87,19 +87,34 @@ def load_recipe(path: Path, *, work: Path, models: Path, given: dict[str, str]) 
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from trainer.cli import build_parser
-
     bad = [item for item in args.set if "=" not in item]
     if bad:
         raise TrainerError(f"--set takes NAME=VALUE, got {bad}")
     given = dict(item.split("=", 1) for item in args.set)
-    work: Path = args.work or Path("runs") / f"pack-{args.recipe.stem}"
-    models: Path = args.models or work / "models"
-    name, plan = load_recipe(args.recipe, work=work, models=models, given=given)
+    if len(args.recipes) == 1:  # its own work directory, its models inside it unless --models says
+        works = [args.work or Path("runs") / f"pack-{args.recipes[0].stem}"]
+        models: Path = args.models or works[0] / "models"
+    else:  # one work directory each under --work, one model directory for all (a whole pack)
+        root = args.work or Path("runs") / "pack"
+        works = [root / r.stem for r in args.recipes]
+        models = args.models or root / "models"
+    plans = [load_recipe(r, work=w, models=models, given=given) for r, w in zip(args.recipes, works)]  # all first
     if args.dry_run:
-        for i, argv in enumerate(plan, 1):
-            print(f"{i}. dfwatch-train {shlex.join(argv)}")
+        for name, plan in plans:
+            for i, argv in enumerate(plan, 1):
+                print(f"{name} {i}. dfwatch-train {shlex.join(argv)}")
         return 0
+    for (name, plan), work in zip(plans, works):
+        code = _run(name, plan, work, models)
+        if code != 0:
+            return code
+    return 0
+
+
+def _run(name: str, plan: list[list[str]], work: Path, models: Path) -> int:
+    """One recipe's steps in order, those done before with the same argv skipped; its exit code."""
+    from trainer.cli import build_parser
+
     work.mkdir(parents=True, exist_ok=True)
     models.mkdir(parents=True, exist_ok=True)
     state_path = work / STATE_FILE
@@ -133,13 +148,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("recipe", type=Path, help="the recipe, e.g. recipes/deepfake_classifier.toml")
-    p.add_argument("--work", type=Path, default=None, help="work directory (default: runs/pack-<recipe>)")
+    p.add_argument(
+        "recipes",
+        type=Path,
+        nargs="+",
+        metavar="RECIPE",
+        help="recipes run in order, e.g. recipes/face_detector.toml recipes/deepfake_classifier.toml (the pack)",
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="work directory (default: runs/pack-<recipe>; with several recipes, runs/pack/<recipe> each)",
+    )
     p.add_argument(
         "--models",
         type=Path,
         default=None,
-        help="where the model files go (default: WORK/models; `models` replaces the pack)",
+        help="where the model files go, for every recipe (default: WORK/models; `models` replaces the pack)",
     )
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a {NAME} the recipe uses")
     p.add_argument("--dry-run", action="store_true", help="print the steps' command lines and stop")
