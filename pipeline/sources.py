@@ -69,9 +69,10 @@ class SourceSpec:
     backoff_max: float = ranged(30.0, 0, MAX_SECONDS, open_lo=True, unit="seconds")
     # no frame for this long: close and retry; None: read_timeout
     stall_seconds: float | None = ranged(None, 0, MAX_SECONDS, open_lo=True, unit="seconds")
-    # FFmpeg decoder threads of this stream; 0: FFmpeg's choice (cores + 1, frame and slice threads). With many
-    # streams their readers decode in parallel already, and 1 saves each decoder's frame-thread buffers
-    decoder_threads: int = ranged(0, 0, 64)
+    # FFmpeg decoder threads of this stream: 1 by default (the readers of many streams decode in parallel already,
+    # and one thread keeps no frame-thread buffers: 50 files held 1.30 GiB, not 1.46); 0: FFmpeg's choice (cores + 1,
+    # frame and slice threads), for a single feed too large for one core to decode in real time
+    decoder_threads: int = ranged(1, 0, 64)
 
     def __post_init__(self) -> None:
         where = f"stream {self.stream_id!r}"
@@ -361,7 +362,11 @@ def read_frames(
                     work += time.perf_counter() - t0
                 except (av.error.FFmpegError, OSError) as exc:  # OSError: a FIFO's TimeoutError too
                     why = budget.reason if budget.exceeded else _describe(exc, spec)
-                    reason = f"stream broke after {index - first_index} frames: {why}"
+                    decoded = index - first_index
+                    if spec.kind is SourceKind.FILE and declared and decoded < declared:  # a file cut short
+                        reason = f"truncated: decoded {decoded} of {declared} frames the file declares ({why})"
+                    else:
+                        reason = f"stream broke after {decoded} frames: {why}"
                     raise SourceError(spec, reason) from exc
                 for frame in frames:
                     budget.frame()

@@ -50,7 +50,7 @@ def test_the_help_shows_each_fields_own_default_and_comment():
     assert (
         "--latency-budget X from capture, within which a live frame's verdict is worth publishing (default 1;" in text
     )
-    assert "--decoder-threads N FFmpeg decoder threads of this stream" in text and "(default 0; in [0, 64])" in text
+    assert "--decoder-threads N FFmpeg decoder threads of this stream" in text and "(default 1; in [0, 64])" in text
 
 
 def test_tracker_is_a_section_of_the_file_and_of_the_flags():
