@@ -62,7 +62,7 @@ class OpenVINOBackend:
         if manifest.precision != "int8":  # on CPUs with bf16 units OpenVINO would run an fp32 model in bf16
             config["INFERENCE_PRECISION_HINT"] = "f32"
         try:
-            core = ov.Core()
+            core = _core(ov)
             self.compiled = core.compile_model(core.read_model(str(artifact), str(weights)), "CPU", config)
         except Exception as exc:  # OpenVINO raises its own untyped errors
             hint = rebuild_hint(artifact, "openvino")
@@ -75,3 +75,18 @@ class OpenVINOBackend:
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         result = self.request.infer({0: np.ascontiguousarray(batch)})
         return [np.array(result[o]) for o in self.outputs]  # copies: the request reuses its buffers
+
+
+_CORE: Any = None
+
+
+def _core(ov: Any) -> Any:
+    """One OpenVINO Core for the process: every model compiles on it, and it lives as long as the process.
+
+    A Core per model was destroyed with its model; after three in-process service runs that destroyed theirs, a
+    later, unrelated step of the same process (torch and h5py in a test) crashed with a segmentation fault.
+    """
+    global _CORE
+    if _CORE is None:
+        _CORE = ov.Core()
+    return _CORE

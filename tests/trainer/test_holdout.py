@@ -16,14 +16,10 @@ from trainer.pack import holdout, realval
 
 pytestmark = NEEDS_SHARED_DATA
 MODELS = ROOT / "models"
-# The service runs in this process here on ONNX Runtime fp32: with the served OpenVINO INT8 detector, three
-# in-process runs in one pytest process were followed by a segfault in a later, unrelated test (an h5py/torch
-# dataset test), which a fresh process never showed. tests/pipeline/test_clips.py runs the served detector.
-FP32_DETECTOR = MODELS / "face_detector.onnx"
 
 
 def test_pipeline_videos_runs_the_service_on_whole_files(demo_clip):
-    run = holdout.pipeline_videos(MODELS, [demo_clip.path], detector=FP32_DETECTOR)
+    run = holdout.pipeline_videos(MODELS, [demo_clip.path])
     summary, raw = run.summary, run.face_scores
     video = summary[str(demo_clip.path)]
     series = run.frame_scores[str(demo_clip.path)]
@@ -110,7 +106,7 @@ def test_face_sets_score_the_served_crops(tmp_path):
 
 
 def test_video_sets_count_alerts_and_catches_per_clip():
-    result = holdout.video_sets(MODELS, SHARED_DATA, sets=("celebdf_hard",), detector=FP32_DETECTOR)
+    result = holdout.video_sets(MODELS, SHARED_DATA, sets=("celebdf_hard",))
     m = result["celebdf_hard"]
     assert (m["clips"], m["fake_clips"]) == (14, 7)
     rows = m["rows"]
@@ -149,9 +145,8 @@ def test_calibrate_command_runs_the_service_in_process(tmp_path, demo_clip, monk
     monkeypatch.setattr(subprocess, "run", no_child)
     monkeypatch.setattr(subprocess, "Popen", no_child)
     argv = ["calibrate", "--models", str(models), "--media", str(tmp_path), "--work", str(tmp_path / "work")]
-    assert main([*argv, "--margin", "0.02", "--threads", "2", "--detector", str(models / "face_detector.onnx")]) == 0
-    series = holdout.pipeline_videos(models, [demo_clip.path], detector=models / "face_detector.onnx")
-    series = series.frame_scores[str(demo_clip.path)]
+    assert main([*argv, "--margin", "0.02", "--threads", "2"]) == 0
+    series = holdout.pipeline_videos(models, [demo_clip.path]).frame_scores[str(demo_clip.path)]
     expected = calibrate([series], [series], margin=0.02)
     manifest = Classifier(models / "deepfake_classifier.onnx").manifest
     assert {k: manifest.thresholds[k] for k in expected.thresholds()} == expected.thresholds()
