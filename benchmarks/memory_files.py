@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import machine_facts  # noqa: E402
+from benchmarks.streams import dfwatch_command  # noqa: E402
 
 LIMIT_BYTES = 1.5e9  # issue 25: 50 files under 1.5 GB resident
 
@@ -67,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     files = clips(args.media, args.files)
     expected = {f"f{i:02d}": frame_count(path) for i, path in enumerate(files)}
     extra = shlex.split(args.dfwatch_args)
-    cmd = [sys.executable, "-m", "pipeline.cli", "watch", "--models", str(ROOT / "models"), "--metrics-port", "0"]
-    cmd += [*extra, *(f"f{i:02d}={path}" for i, path in enumerate(files))]
+    cmd = dfwatch_command([f"f{i:02d}={path}" for i, path in enumerate(files)], ROOT / "models", 0, args.dfwatch_args)
     print(f"memory_files: {len(files)} files, {sum(expected.values())} frames", flush=True)
     samples: list[tuple[float, float]] = []
     start = time.monotonic()

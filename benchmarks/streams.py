@@ -342,6 +342,12 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
     return {k: None if v is None else round(v, 1) for k, v in percentiles(values).items()}
 
 
+def dfwatch_command(sources: list[str], models: Path, metrics_port: int, extra: str = "") -> list[str]:
+    """`dfwatch watch SOURCES --models MODELS --metrics-port PORT EXTRA` as this interpreter runs it."""
+    cmd = [sys.executable, "-m", "pipeline.cli", "watch", *sources, "--models", str(models)]
+    return [*cmd, "--metrics-port", str(metrics_port), *shlex.split(extra)]
+
+
 def run_dfwatch(
     urls: dict[str, str],
     setup: Setup,
@@ -354,18 +360,7 @@ def run_dfwatch(
     from tests._rtsp import free_port
 
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "watch",
-        *(f"{name}={url}" for name, url in urls.items()),
-        "--models",
-        str(setup.models),
-        "--metrics-port",
-        str(port),
-        *shlex.split(args.dfwatch_args),
-    ]
+    cmd = dfwatch_command([f"{name}={url}" for name, url in urls.items()], setup.models, port, args.dfwatch_args)
     probe = MetricsProbe(port)
     probe.start()
     try:
@@ -769,18 +764,7 @@ def measure_files(args: argparse.Namespace, setup: Setup, env: dict[str, str], t
     for system in args.systems:
         results = tmp / f"files-{system}.txt"
         if system == "dfwatch":
-            cmd = [
-                sys.executable,
-                "-m",
-                "pipeline.cli",
-                "watch",
-                *(str(c) for c in sorted(folder.iterdir())),
-                "--models",
-                str(setup.models),
-                "--metrics-port",
-                "0",
-                *shlex.split(args.dfwatch_args),
-            ]
+            cmd = dfwatch_command([str(c) for c in sorted(folder.iterdir())], setup.models, 0, args.dfwatch_args)
         else:
             cmd = [
                 sys.executable,
