@@ -3,6 +3,7 @@ through the real `dfwatch watch` with the committed model pack: clip AUC, alerts
 
 from __future__ import annotations
 
+import functools
 import json
 
 import av
@@ -69,30 +70,16 @@ def test_face_sets_score_the_served_crops(tmp_path):
     classifier, detector = Classifier(MODELS / "deepfake_classifier.onnx"), Detector(MODELS / "face_detector.onnx")
     result = holdout.face_sets(classifier, detector, SHARED_DATA, cache=tmp_path, sets=("dfdc_test",))
     m = result["dfdc_test"]
-    face_set = realval.load_set(
-        "dfdc_test",
-        SHARED_DATA,
-        detector,
-        detector_sha=detector.manifest.sha256,
-        size=classifier.input_size,
-        margin=classifier.crop_margin,
-        cache=tmp_path,
-        min_face=classifier.min_face,
+    served = {"size": classifier.input_size, "margin": classifier.crop_margin, "cache": tmp_path}
+    load = functools.partial(
+        realval.load_set, "dfdc_test", SHARED_DATA, detector, detector_sha=detector.manifest.sha256, **served
     )
+    face_set = load(min_face=classifier.min_face)
     expected = realval.measure(face_set, classifier(face_set.images).astype(np.float64))
     assert m["face_auc"] == pytest.approx(expected["face_auc"]) and m["faces"] == len(face_set)
     assert m["role"] == "report" and m["missed_faces"] == face_set.missed and m["small_faces"] == face_set.small
     assert face_set.heights.min() >= classifier.min_face  # the pack's min_face: no face it would not score
-    unfiltered = realval.load_set(
-        "dfdc_test",
-        SHARED_DATA,
-        detector,
-        detector_sha=detector.manifest.sha256,
-        size=classifier.input_size,
-        margin=classifier.crop_margin,
-        cache=tmp_path,
-        min_face=128,
-    )
+    unfiltered = load(min_face=128)
     assert unfiltered.small > 0 and len(unfiltered) + unfiltered.small == len(face_set) + face_set.small
     assert m["face_auc_size_matched"] == pytest.approx(expected["face_auc_size_matched"])
     alerts = {"real_alerted": 0, "real_clips": 0, "fake_caught": 0, "fake_clips": 0}
