@@ -70,7 +70,7 @@ class SourceSpec:
     # no frame for this long: close and retry; None: read_timeout
     stall_seconds: float | None = ranged(None, 0, MAX_SECONDS, open_lo=True, unit="seconds")
     # FFmpeg decoder threads of this stream: 1 by default (the readers of many streams decode in parallel already,
-    # and one thread keeps no frame-thread buffers: 50 files held 1.30 GiB, not 1.46); 0: FFmpeg's choice (cores + 1,
+    # and one thread keeps no frame-thread buffers: 50 files held 1.24 GiB, not 1.49); 0: FFmpeg's choice (cores + 1,
     # frame and slice threads), for a single feed too large for one core to decode in real time
     decoder_threads: int = ranged(1, 0, 64)
 
