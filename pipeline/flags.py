@@ -4,6 +4,10 @@ Each field of a config section (``[runner] queue_size``) is also the flag ``--ru
 (dest ``"runner.queue_size"``, which ``cli.apply_flags`` lays over the TOML file), and the short flags
 (``--det-conf``) are made by the same ``config_flag``: the help text is the comment written beside the field
 and the default is the field's own, so neither can drift from the code.
+
+A command whose options are one dataclass (each ``dfwatch-train`` command, each benchmark) gets all of them from
+``add_config_flags`` (``--field-name``, dest the field's name) and builds the dataclass with ``config_from_args``:
+a TOML file of its fields (``--config``) first, then every flag that was given.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import dataclasses
 import functools
 import inspect
 import re
+import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.ranges import flag_type, range_of
 
 _FIELD = re.compile(r"^    (\w+): [^#]*?(?:#\s*(.*))?$")  # a field of the class body, with its trailing comment
@@ -46,6 +52,18 @@ def _scalar(hint: Any) -> Any:
         options = [o for o in typing.get_args(hint) if o is not type(None)]
         return options[0] if len(options) == 1 else None
     return hint
+
+
+def _items(item: type) -> Any:
+    """An argparse ``type`` for a ``tuple[item, ...]`` field: comma-separated values."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(item(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, got {text!r}") from None
+
+    return parse
 
 
 def _default_text(f: dataclasses.Field) -> str:
@@ -92,6 +110,9 @@ def config_flag(
         kind, metavar = hint, metavar or ("PATH" if hint is Path else "TEXT")
     elif isinstance(hint, type) and issubclass(hint, str):  # a str Enum
         kind, metavar = hint, metavar or "{" + ",".join(m.value for m in hint) + "}"
+    elif typing.get_origin(hint) is tuple and typing.get_args(hint)[0] in (str, int, float, Path):
+        item = typing.get_args(hint)[0]
+        kind, metavar = _items(item), metavar or ("A,B,..." if item in (str, Path) else "N,N,...")
     else:
         raise TypeError(f"{cls.__name__}.{name}: no flag for a {hint}")
     if choices is not None:
@@ -116,3 +137,63 @@ def add_section_flags(parser: argparse.ArgumentParser, sections: dict[str, type]
             hint = _scalar(typing.get_type_hints(cls)[f.name])
             if f.init and (hint in (int, float, bool, str, Path) or (isinstance(hint, type) and issubclass(hint, str))):
                 config_flag(group, f"--{section}.{f.name}", cls, f.name, f"{section}.{f.name}")
+
+
+def add_config_flags(
+    parser: Any,
+    cls: type,
+    *,
+    flags: dict[str, str] | None = None,
+    choices: dict[str, Any] | None = None,
+    skip: tuple[str, ...] = (),
+) -> None:
+    """A flag for every field of dataclass ``cls``: ``--field-name`` (or ``flags[field]``), dest the field's name.
+
+    Type, range, default and help come from the field (``config_flag``); ``config_from_args`` builds ``cls``."""
+    for f in dataclasses.fields(cls):
+        if f.init and f.name not in skip:
+            config_flag(parser, _flag(f.name, flags), cls, f.name, f.name, choices=(choices or {}).get(f.name))
+    if flags:  # config_from_args names a missing field by its flag
+        parser.set_defaults(_flag_names={**(parser.get_default("_flag_names") or {}), **flags})
+
+
+def _flag(name: str, flags: dict[str, str] | None) -> str:
+    return (flags or {}).get(name, "--" + name.replace("_", "-"))
+
+
+def add_config_file(parser: Any, what: str) -> None:
+    """``--config FILE.toml``: the fields of ``what`` as a flat TOML table (flags given on the line win)."""
+    parser.add_argument(
+        "--config", type=Path, default=None, metavar="TOML", help=f"{what} as a TOML table of its fields; flags win"
+    )
+
+
+def config_from_args(cls: type, args: argparse.Namespace, *, file: Path | None = None, **fixed: Any) -> Any:
+    """``cls`` from ``file`` (a TOML table of its fields), then every flag of ``add_config_flags`` that was given,
+    then ``fixed``; an unknown key, a wrong type or a missing required field is a ``ConfigError`` naming it."""
+    from pipeline.config import build  # the TOML reader of the service's config: same checks and messages
+
+    table: dict[str, Any] = {}
+    if file is not None:
+        try:
+            table = tomllib.loads(Path(file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config {file}: {exc}") from exc
+    where = f"config {file}" if file is not None else cls.__name__
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name, None)
+        if f.init and value is not None:
+            table[f.name] = list(value) if isinstance(value, tuple) else value
+    table.update({k: list(v) if isinstance(v, tuple) else v for k, v in fixed.items()})
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init
+        and f.name not in table
+        and dataclasses.MISSING is f.default
+        and dataclasses.MISSING is f.default_factory
+    ]
+    if missing:
+        named = ", ".join(_flag(n, getattr(args, "_flag_names", None)) for n in missing)
+        raise ConfigError(f"{where}: {named} required (on the command line, or as a key of the --config file)")
+    return build(cls, table, where)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from pipeline.cli import build_parser, resolve_config
 from pipeline.config import SECTIONS, parse_config
 from pipeline.errors import ConfigError
-from pipeline.flags import field_help
+from pipeline.flags import add_config_file, add_config_flags, config_from_args, field_help
 from pipeline.sources import SourceSpec
 
 
@@ -81,3 +83,51 @@ def test_the_tracker_flag_reaches_the_tracker(demo_clip, tmp_path):
 
     assert tracks() == 1
     assert tracks("--tracker.iou_match", "1") > 5
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """A command's options, as the trainer commands and benchmarks declare theirs."""
+
+    out: Path  # where the result goes
+    size: int = 224  # input side in pixels
+    rate: float = 0.5  # learning rate
+    sets: tuple[str, ...] = ("a", "b")  # sets to score
+    fast: bool = False  # skip the slow part
+
+
+def _options_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, _Options, flags={"out": "--to"})
+    add_config_file(parser, "the options")
+    return parser
+
+
+def test_a_dataclass_becomes_flags_with_its_types_defaults_and_comments():
+    parser = _options_parser()
+    text = re.sub(r"\s+", " ", parser.format_help())
+    assert "--to PATH where the result goes (default required)" in text
+    assert "--size N input side in pixels (default 224)" in text
+    assert "--sets A,B,... sets to score (default a,b)" in text
+    args = parser.parse_args(["--to", "x", "--sets", "c, d", "--fast", "--rate", "1e-3"])
+    assert config_from_args(_Options, args) == _Options(out=Path("x"), sets=("c", "d"), fast=True, rate=1e-3)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--to", "x", "--size", "big"])
+
+
+def test_a_toml_file_gives_the_fields_and_flags_win(tmp_path):
+    cfg = tmp_path / "o.toml"
+    cfg.write_text('out = "from_file"\nsize = 128\nsets = ["z"]\n')
+    args = _options_parser().parse_args(["--config", str(cfg), "--size", "96"])
+    assert config_from_args(_Options, args, file=args.config) == _Options(out=Path("from_file"), size=96, sets=("z",))
+
+
+def test_a_wrong_key_type_or_missing_field_is_named(tmp_path):
+    parser = _options_parser()
+    with pytest.raises(ConfigError, match=r"--to required"):
+        config_from_args(_Options, parser.parse_args([]))
+    for text, message in (("sise = 1\n", "unknown field 'sise'"), ('size = "big"\n', "size: expected int")):
+        cfg = tmp_path / "bad.toml"
+        cfg.write_text('out = "o"\n' + text)
+        with pytest.raises(ConfigError, match=message):
+            config_from_args(_Options, parser.parse_args([]), file=cfg)
