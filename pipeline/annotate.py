@@ -64,7 +64,8 @@ RETRY_SECONDS = 30.0  # after a write error (disk full), a stream's video starts
 
 @dataclass(frozen=True)
 class AnnotateConfig:
-    dir: Path | None = None  # one annotated MP4 per stream in this directory; None = no annotated video
+    # one annotated H.264 MP4 per stream (boxes, track ids, fake scores, verdict) in this directory; None = none
+    dir: Path | None = None
     # disk per stream: <stream>.mp4 rotates to <stream>.1.mp4 at half of this
     max_mb: float = ranged(200.0, 0, 1_000_000, open_lo=True, unit="MB")
     crf: int = ranged(23, 0, 51)  # x264 quality: lower is sharper and bigger

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from engines.urls import printable, redacting_handler
-from pipeline.config import FAST_DETECTOR, SECTIONS, ModelsConfig, WatchConfig, load_config
+from pipeline.annotate import AnnotateConfig
+from pipeline.config import FAST_DETECTOR, SECTIONS, ModelsConfig, SinksConfig, WatchConfig, load_config
 from pipeline.errors import ConfigError
-from pipeline.flags import add_section_flags, config_flag
+from pipeline.flags import add_config_flags, add_section_flags, config_flag, config_from_args
 from pipeline.lograte import StreamLogLimit
 from pipeline.policy import Origin
-from pipeline.ranges import bounded
+from pipeline.ranges import bounded, ranged
 from pipeline.shard import Shard
 from pipeline.sources import RTSP_TRANSPORTS, SourceKind, SourceSpec
+from pipeline.status import StatusOptions
 
 if TYPE_CHECKING:
     from engines import Classifier, Detector
@@ -67,17 +69,20 @@ def add_schedule_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dfwatch", description=__doc__)
+    debug = argparse.ArgumentParser(add_help=False)  # also after the command (the top-level one stays False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and tracebacks")
     parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    w = sub.add_parser("watch", help="watch files or live streams; with no SOURCE, a generated demo clip")
+    w = sub.add_parser(
+        "watch", parents=[debug], help="watch files or live streams; with no SOURCE, a generated demo clip"
+    )
     w.add_argument(
         "sources",
         nargs="*",
         metavar="SOURCE",
         help="video file, rtsp://, rtsps://, http(s):// or HLS URL; NAME=URL names the stream",
     )
-    w.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and tracebacks")
     w.add_argument(
         "--config", type=Path, help="TOML file with streams, models, runner, schedule, verdict, sinks, metrics"
     )
@@ -88,15 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_schedule_args(w)
     g = w.add_argument_group("sources (override every stream)")
     config_flag(g, "--rtsp-transport", SourceSpec, "rtsp_transport", "rtsp_transport", choices=RTSP_TRANSPORTS)
-    for name in ("open_timeout", "read_timeout", "decoder_threads"):
+    for name in ("open_timeout", "read_timeout", "decoder_threads", "reconnect", "loop", "pace"):
         config_flag(g, "--" + name.replace("_", "-"), SourceSpec, name, name)
-    g.add_argument(
-        "--no-reconnect",
-        action="store_false",
-        dest="reconnect",
-        default=None,
-        help="live streams: fail on the first error instead of reconnecting with backoff",
-    )
     g.add_argument(
         "--allow-dir",
         type=Path,
@@ -107,8 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides [sources] allow_dirs; default: files only from the command line and config)",
     )
     number_flag(g, "--max-streams", "sources.max_streams")
-    g.add_argument("--loop", action="store_true", default=None, help="files: start again at the end")
-    g.add_argument("--pace", action="store_true", default=None, help="files: deliver at their frame rate, like live")
     g.add_argument(
         "--demo-seconds",
         type=bounded(0, 3600, open_lo=True, unit="seconds"),
@@ -116,12 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with no SOURCE: seconds of real, then of manipulated face in the demo clip (default 4)",
     )
     g = w.add_argument_group("outputs (override [sinks] and [metrics])")
-    g.add_argument(
-        "--redis",
-        metavar="URL",
-        dest="sinks.redis",
-        help="also publish to Redis, e.g. redis://127.0.0.1:6379/0 (password: DFWATCH_REDIS_PASSWORD)",
-    )
+    config_flag(g, "--redis", SinksConfig, "redis", "sinks.redis", metavar="URL")
     g.add_argument(
         "--control",
         action="store_true",
@@ -129,13 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config_flag(g, "--metrics-host", SECTIONS["metrics"], "host", "metrics.host")
     number_flag(g, "--metrics-port", "metrics.port")
-    g.add_argument(
-        "--annotate",
-        type=Path,
-        metavar="DIR",
-        dest="annotate.dir",
-        help="also write per stream an annotated H.264 MP4 (boxes, track ids, fake scores, verdict) into DIR",
-    )
+    config_flag(g, "--annotate", AnnotateConfig, "dir", "annotate.dir", metavar="DIR")
     number_flag(g, "--annotate-max-mb", "annotate.max_mb")
     g = w.add_argument_group("cluster (overrides the top-level shard key)")
     g.add_argument(
@@ -148,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_section_flags(w, SECTIONS, title="the config file's section: every field is a flag")
     w.set_defaults(func=cmd_watch)
 
-    d = sub.add_parser("demo", help="write the demo clip (real face, then a manipulated one) to a file")
+    d = sub.add_parser(
+        "demo", parents=[debug], help="write the demo clip (real face, then a manipulated one) to a file"
+    )
     d.add_argument("out", type=Path, help="output .mp4")
-    d.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
     d.add_argument(
         "--seconds",
         type=bounded(0, 3600, open_lo=True, unit="seconds"),
@@ -159,46 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("status", help="a live table of every stream published to Redis, worst first")
-    s.add_argument("--redis", metavar="URL", required=True, help="Redis URL, e.g. redis://127.0.0.1:6379/0")
-    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
-    s.add_argument("--once", action="store_true", help="print the table once and exit (for scripts)")
-    s.add_argument(
-        "--interval",
-        type=bounded(0.05, 3600, unit="seconds"),
-        default=1.0,
-        metavar="S",
-        help="seconds between refreshes (default 1)",
-    )
-    s.add_argument(
-        "--stale",
-        type=bounded(0, 86400, open_lo=True, unit="seconds"),
-        default=10.0,
-        metavar="S",
-        help="a stream with no verdict for this many seconds shows as down (default 10, the read timeout)",
-    )
-    s.add_argument("--match", metavar="GLOB", help="only stream ids matching this shell pattern, e.g. 'lobby-*'")
+    s = sub.add_parser("status", parents=[debug], help="a live table of every stream published to Redis, worst first")
+    add_config_flags(s, StatusOptions, metavars={"redis": "URL", "match": "GLOB", "interval": "S", "stale": "S"})
     s.set_defaults(func=cmd_status)
 
-    h = sub.add_parser("health", help="exit 0 while a running dfwatch watch's stage loop turns (a liveness probe)")
-    h.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
-    h.add_argument("--url", default="http://127.0.0.1:9108/metrics", help="its metrics (default: %(default)s)")
-    h.add_argument(
-        "--max-age",
-        type=bounded(0, 86400, open_lo=True, unit="seconds"),
-        default=60.0,
-        metavar="S",
-        help="unhealthy when the stage loop last turned more than S seconds ago (default 60)",
+    h = sub.add_parser(
+        "health", parents=[debug], help="exit 0 while a running dfwatch watch's stage loop turns (a liveness probe)"
     )
+    add_config_flags(h, HealthOptions, metavars={"url": "URL", "max_age": "S"})
     h.set_defaults(func=cmd_health)
 
     r = sub.add_parser(
         "report",
+        parents=[debug],
         help="run a clip through the pipeline and chart its faces' fake scores and verdict",
         epilog="exit codes: 0 report written; 3 no face found in the clip (nothing drawn); 1 error; 2 usage",
     )
     r.add_argument("clip", type=Path, help="video file")
-    r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
     r.add_argument("--out", type=Path, help="report.png or report.html (default: CLIP's name + .report.png)")
     r.add_argument("--verdicts", type=Path, metavar="FILE", help="also write the verdict JSON lines to FILE")
     r.add_argument("--config", type=Path, help="TOML file; its [models], [runner], [schedule] and [verdict] apply")
@@ -209,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "calibrate",
+        parents=[debug],
         help="set the verdict thresholds in the classifier's manifest from recorded verdict lines",
         description="Replays verdict JSON lines that `dfwatch watch` printed (every stream of a --real file is real "
         "footage, of a --fake file a manipulated one) with candidate thresholds: FAKE is entered only above what "
@@ -224,7 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--margin", type=bounded(0, 1), default=0.05, help="added above the reals' highest quiet threshold")
     c.add_argument("--dry-run", action="store_true", help="print the thresholds, leave the manifest alone")
-    c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="debug logging and full tracebacks")
     c.set_defaults(func=cmd_calibrate)
     return parser
 
@@ -483,8 +446,18 @@ def _stdout_sink():
     return StdoutSink(fd)
 
 
+@dataclasses.dataclass(frozen=True)
+class HealthOptions:
+    """What `dfwatch health` asks of a running `dfwatch watch`."""
+
+    url: str = "http://127.0.0.1:9108/metrics"  # its metrics endpoint
+    # unhealthy when its stage loop last turned more than this many seconds ago
+    max_age: float = ranged(60.0, 0, 86400, open_lo=True, unit="seconds")
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     """Liveness: the metrics endpoint answers AND its stage loop turned within --max-age seconds."""
+    args = config_from_args(HealthOptions, args)
     try:
         with urllib.request.urlopen(args.url, timeout=5) as response:  # noqa: S310 - an operator-given URL
             text = response.read().decode(errors="replace")
@@ -508,10 +481,9 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from pipeline.status import watch_status
 
+    o = config_from_args(StatusOptions, args)
     password = os.environ.get("DFWATCH_REDIS_PASSWORD")
-    return watch_status(
-        args.redis, once=args.once, interval=args.interval, stale=args.stale, match=args.match, password=password
-    )
+    return watch_status(o.redis, once=o.once, interval=o.interval, stale=o.stale, match=o.match, password=password)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

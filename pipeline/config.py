@@ -55,7 +55,8 @@ class ModelsConfig:
 
 @dataclass(frozen=True)
 class SinksConfig:
-    redis: str | None = None  # redis://, rediss:// or unix:// URL; None = stdout only
+    # also publish to Redis: redis://, rediss:// or unix:// URL (password: DFWATCH_REDIS_PASSWORD); None = stdout only
+    redis: str | None = None
     redis_maxlen: int = ranged(10_000, 1, 100_000_000)  # approximate cap of each per-stream Redis Stream
     redis_ttl: float = ranged(7 * 86400, 0, 10 * 365 * 86400, unit="seconds")  # key expiry after last write; 0 = never
 

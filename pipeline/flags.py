@@ -145,6 +145,7 @@ def add_config_flags(
     *,
     flags: dict[str, str] | None = None,
     choices: dict[str, Any] | None = None,
+    metavars: dict[str, str] | None = None,
     skip: tuple[str, ...] = (),
 ) -> None:
     """A flag for every field of dataclass ``cls``: ``--field-name`` (or ``flags[field]``), dest the field's name.
@@ -152,7 +153,8 @@ def add_config_flags(
     Type, range, default and help come from the field (``config_flag``); ``config_from_args`` builds ``cls``."""
     for f in dataclasses.fields(cls):
         if f.init and f.name not in skip:
-            config_flag(parser, _flag(f.name, flags), cls, f.name, f.name, choices=(choices or {}).get(f.name))
+            flag, choice, metavar = _flag(f.name, flags), (choices or {}).get(f.name), (metavars or {}).get(f.name)
+            config_flag(parser, flag, cls, f.name, f.name, choices=choice, metavar=metavar)
     if flags:  # config_from_args names a missing field by its flag
         parser.set_defaults(_flag_names={**(parser.get_default("_flag_names") or {}), **flags})
 

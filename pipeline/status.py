@@ -24,6 +24,7 @@ import redis
 
 from engines.urls import printable, redact
 from pipeline.errors import SinkError
+from pipeline.ranges import ranged
 from pipeline.redis_conn import RedisTarget
 from pipeline.sinks import STATE_KEY, STREAMS_KEY
 
@@ -193,6 +194,18 @@ def connect(url: str, *, password: str | None = None, timeout: float = 5.0) -> r
     Replies are bytes: ids and fields that are not UTF-8 are decoded by ``_text`` and shown escaped.
     """
     return RedisTarget(url, password=password).connect(timeout=timeout)
+
+
+@dataclass(frozen=True)
+class StatusOptions:
+    """What `dfwatch status` shows (its flags are made from these fields)."""
+
+    redis: str  # Redis URL, e.g. redis://127.0.0.1:6379/0 (password: DFWATCH_REDIS_PASSWORD)
+    once: bool = False  # print the table once and exit (for scripts)
+    interval: float = ranged(1.0, 0.05, 3600, unit="seconds")  # seconds between refreshes
+    # a stream with no verdict for this many seconds shows as down (the read timeout)
+    stale: float = ranged(10.0, 0, 86400, open_lo=True, unit="seconds")
+    match: str | None = None  # only stream ids matching this shell pattern, e.g. 'lobby-*'
 
 
 def watch_status(

@@ -14,6 +14,8 @@ Presets:
 - ``flip``: a horizontal flip, nothing else: for fine-tuning with capture simulation
   (trainer.pack.capture), which already draws the size and the codec; an upside-down face or a
   redrawn histogram is no view a feed shows.
+- ``jpeg``: a horizontal flip and JPEG at quality 40-100 (half the crops), what SBI trains with
+  besides the blend: for fine-tuning on self-blends without capture simulation.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-PRESETS = ("none", "paper", "broadcast", "flip")
+PRESETS = ("none", "paper", "broadcast", "flip", "jpeg")
 
 Augment = Callable[[np.ndarray], np.ndarray]
 
@@ -52,6 +54,10 @@ def _broadcast(A: Any) -> list[Any]:
 
 def _flip(A: Any) -> list[Any]:
     return [A.HorizontalFlip(p=0.5)]
+
+
+def _jpeg(A: Any) -> list[Any]:  # what SBI trains with besides the blend: flips and JPEG at quality 40-100
+    return [A.HorizontalFlip(p=0.5), A.ImageCompression(compression_type="jpeg", quality_range=(40, 100), p=0.5)]
 
 
 class _Albumentations:
@@ -98,7 +104,7 @@ def build_augment(preset: str = "paper", *, seed: int | None = None) -> Augment:
         return _identity
     import albumentations as A
 
-    transforms = {"paper": _paper, "broadcast": _broadcast, "flip": _flip}[preset](A)
+    transforms = {"paper": _paper, "broadcast": _broadcast, "flip": _flip, "jpeg": _jpeg}[preset](A)
     return _Albumentations(preset, transforms, seed)
 
 
