@@ -30,10 +30,51 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NoReturn
 
+# only the flag maker: config_from_args would import pipeline.config (PyAV, Redis) into the baseline's measured memory
+from pipeline.flags import add_config_flags
+from pipeline.ranges import ranged
+
 RTSP_OPTIONS = "rtsp_transport;tcp"  # the transport dfwatch uses by default; FFmpeg's default tries UDP first
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """``checkpoint``'s options."""
+
+    onnx: Path  # the face_detector.onnx that dfwatch runs
+    out: Path  # the .pt to write
+    imgsz: int = ranged(640, 32, 4096)  # input side
+    seed: int = 0  # torch seed, as `dfwatch-train placeholders --seed`
+
+
+@dataclass(frozen=True)
+class Predict:
+    """``predict``'s options."""
+
+    model: Path  # a .pt, or an ONNX artifact (ultralytics runs it with ONNX Runtime)
+    source: Path  # .streams file, one URL a line; or a folder of clips
+    out: Path  # one line '<stream> <unix time>' per Result
+    imgsz: int = ranged(640, 32, 4096)  # input side
+    conf: float = ranged(0.001, 0, 1)  # detector threshold
+    max_det: int = ranged(1, 1, 1000)  # boxes kept per image
+
+
+@dataclass(frozen=True)
+class Latency:
+    """``latency``'s options."""
+
+    model: Path  # a .pt, or an ONNX artifact (ultralytics runs it with ONNX Runtime)
+    source: Path  # a video file
+    out: Path  # JSON: per Result its arrival time, boxes, speed
+    imgsz: int = ranged(640, 32, 4096)  # input side
+    batch: int = ranged(1, 1, 1024)  # frames per predict batch
+    conf: float = ranged(0.001, 0, 1)  # detector threshold
+    max_det: int = ranged(1, 1, 1000)  # boxes kept per image
+    device: str = "cpu"  # cpu or cuda:0
 
 
 def _offline() -> None:
@@ -79,26 +120,26 @@ def _square(model: Path) -> dict[str, bool]:
     return {"rect": False} if str(model).endswith(".onnx") else {}
 
 
-def cmd_checkpoint(args: argparse.Namespace) -> int:
+def cmd_checkpoint(opts: Checkpoint) -> int:
     import numpy as np
     import onnxruntime as ort
     import torch
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
 
-    torch.manual_seed(args.seed)  # what `dfwatch-train placeholders --seed 0` does before building the detector
+    torch.manual_seed(opts.seed)  # what `dfwatch-train placeholders --seed 0` does before building the detector
     model = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
     model.names = {0: "face"}
-    train_args = {"task": "detect", "imgsz": args.imgsz, "model": "yolov8n.yaml", "single_cls": True}
-    torch.save({"model": model, "train_args": train_args, "epoch": -1, "date": None, "version": None}, args.out)
+    train_args = {"task": "detect", "imgsz": opts.imgsz, "model": "yolov8n.yaml", "single_cls": True}
+    torch.save({"model": model, "train_args": train_args, "epoch": -1, "date": None, "version": None}, opts.out)
 
-    loaded = YOLO(str(args.out))  # the way a user loads it; fails here if the checkpoint is not what YOLO wants
+    loaded = YOLO(str(opts.out))  # the way a user loads it; fails here if the checkpoint is not what YOLO wants
     net = loaded.model.eval()
-    x = np.random.default_rng(1).random((1, 3, args.imgsz, args.imgsz), dtype=np.float32)  # (1, 3, S, S)
+    x = np.random.default_rng(1).random((1, 3, opts.imgsz, opts.imgsz), dtype=np.float32)  # (1, 3, S, S)
     with torch.no_grad():
         y = net(torch.from_numpy(x))
     y = (y[0] if isinstance(y, list | tuple) else y).numpy()  # (1, 4 + 1, anchors) boxes in pixels, score
-    sess = ort.InferenceSession(str(args.onnx), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(opts.onnx), providers=["CPUExecutionProvider"])
     o = sess.run(None, {sess.get_inputs()[0].name: x})[0]  # same shape
     if o.shape != y.shape:
         print(f"shape mismatch: onnx {o.shape}, ultralytics {y.shape}", file=sys.stderr)
@@ -107,7 +148,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     print(
         json.dumps(
             {
-                "checkpoint": str(args.out),
+                "checkpoint": str(opts.out),
                 "task": loaded.task,
                 "names": loaded.names,
                 "max_abs_diff_vs_onnx": diff,
@@ -118,24 +159,24 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     return 0 if diff < 1e-2 else 1
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    if args.source.is_file():  # a .streams list of live feeds; a folder of files keeps its real frame counts
+def cmd_predict(opts: Predict) -> int:
+    if opts.source.is_file():  # a .streams list of live feeds; a folder of files keeps its real frame counts
         _live_capture()
     import torch
     from ultralytics import YOLO
 
-    model = YOLO(str(args.model), task="detect")  # a .pt, or the ONNX artifact dfwatch serves
+    model = YOLO(str(opts.model), task="detect")  # a .pt, or the ONNX artifact dfwatch serves
     first = True
-    with open(args.out, "w", buffering=1) as out:  # line-buffered: the parent watches the file grow
+    with open(opts.out, "w", buffering=1) as out:  # line-buffered: the parent watches the file grow
         for result in model.predict(
-            source=str(args.source),
+            source=str(opts.source),
             stream=True,
-            imgsz=args.imgsz,
-            conf=args.conf,
-            max_det=args.max_det,
+            imgsz=opts.imgsz,
+            conf=opts.conf,
+            max_det=opts.max_det,
             device="cpu",
             verbose=False,
-            **_square(args.model),
+            **_square(opts.model),
         ):
             # result.path is the cleaned source URL, e.g. rtsp___127.0.0.1_8554_cam3: the mount name is last
             out.write(f"{result.path.rsplit('_', 1)[-1]} {time.time():.6f}\n")
@@ -145,23 +186,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _exit_now()  # every stream ended (a folder of files); live feeds are stopped with SIGTERM
 
 
-def cmd_latency(args: argparse.Namespace) -> int:
+def cmd_latency(opts: Latency) -> int:
     import torch
     from ultralytics import YOLO
 
-    model = YOLO(str(args.model), task="detect")
+    model = YOLO(str(opts.model), task="detect")
     rows = []
     start = time.perf_counter()
     for result in model.predict(
-        source=str(args.source),
+        source=str(opts.source),
         stream=True,
-        imgsz=args.imgsz,
-        conf=args.conf,
-        max_det=args.max_det,
-        batch=args.batch,
-        device=args.device,
+        imgsz=opts.imgsz,
+        conf=opts.conf,
+        max_det=opts.max_det,
+        batch=opts.batch,
+        device=opts.device,
         verbose=False,
-        **_square(args.model),
+        **_square(opts.model),
     ):
         s = result.speed  # ms per image of this Result's batch
         rows.append(
@@ -176,44 +217,35 @@ def cmd_latency(args: argparse.Namespace) -> int:
     doc = {
         "start": start,
         "torch_threads": torch.get_num_threads(),
-        "batch": args.batch,
-        "imgsz": args.imgsz,
+        "batch": opts.batch,
+        "imgsz": opts.imgsz,
         "results": rows,
     }
-    Path(args.out).write_text(json.dumps(doc))
+    Path(opts.out).write_text(json.dumps(doc))
     _exit_now()
+
+
+COMMANDS = {  # name: (options, what runs, help)
+    "checkpoint": (Checkpoint, cmd_checkpoint, "save the placeholder detector as an ultralytics .pt, checked vs ONNX"),
+    "predict": (Predict, cmd_predict, "YOLO(pt).predict(source=streams_file, stream=True) until SIGTERM"),
+    "latency": (Latency, cmd_latency, "YOLO(pt).predict(source=video_file, stream=True, batch=B): per-Result times"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("checkpoint", help="save the placeholder detector as an ultralytics .pt, checked vs ONNX")
-    c.add_argument("--onnx", type=Path, required=True, help="the face_detector.onnx that dfwatch runs")
-    c.add_argument("--out", type=Path, required=True, help="the .pt to write")
-    c.add_argument("--imgsz", type=int, default=640)
-    c.add_argument("--seed", type=int, default=0)
-    c.set_defaults(func=cmd_checkpoint)
-    p = sub.add_parser("predict", help="YOLO(pt).predict(source=streams_file, stream=True) until SIGTERM")
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--source", type=Path, required=True, help=".streams file, one URL a line")
-    p.add_argument("--out", type=Path, required=True, help="one line '<stream> <unix time>' per Result")
-    p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--conf", type=float, default=0.001)
-    p.add_argument("--max-det", type=int, default=1)
-    p.set_defaults(func=cmd_predict)
-    q = sub.add_parser("latency", help="YOLO(pt).predict(source=video_file, stream=True, batch=B): per-Result times")
-    q.add_argument("--model", type=Path, required=True)
-    q.add_argument("--source", type=Path, required=True, help="a video file")
-    q.add_argument("--out", type=Path, required=True, help="JSON: per Result its arrival time, boxes, speed")
-    q.add_argument("--imgsz", type=int, default=640)
-    q.add_argument("--batch", type=int, default=1)
-    q.add_argument("--conf", type=float, default=0.001)
-    q.add_argument("--max-det", type=int, default=1)
-    q.add_argument("--device", default="cpu", help="cpu or cuda:0")
-    q.set_defaults(func=cmd_latency)
+    for name, (cls, _, what) in COMMANDS.items():
+        add_config_flags(sub.add_parser(name, help=what), cls)
     args = parser.parse_args(argv)
+    cls, run, _ = COMMANDS[args.command]
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name) is not None}
+    try:
+        opts = cls(**given)
+    except TypeError as exc:  # a required flag left out
+        parser.error(f"{args.command}: {exc}")
     _offline()
-    return args.func(args)
+    return run(opts)
 
 
 if __name__ == "__main__":

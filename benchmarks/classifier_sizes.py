@@ -14,15 +14,41 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._machine import LoadWindow, machine_facts, machine_slug  # noqa: E402
+from pipeline.errors import ConfigError  # noqa: E402
+from pipeline.flags import add_config_flags, config_from_args  # noqa: E402
+from pipeline.ranges import check_ranges, ranged  # noqa: E402
 
 SIZES = (128, 160, 256)
 BATCHES = (1, 8)
+
+
+@dataclass(frozen=True)
+class ClassifierSizesBench:
+    """The run's options: flags only (``--config`` names the search's config, not a TOML table of these)."""
+
+    search_config: Path  # a search's best_config.json
+    threads: int = ranged(2, 1, 1024)  # ONNX Runtime threads
+    runs: int = ranged(30, 1, 100_000)  # timed runs per cell (the median is kept)
+    out_dir: Path = Path(__file__).parent / "results"  # where the results go
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+def parse_args(argv: list[str] | None) -> ClassifierSizesBench:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_flags(p, ClassifierSizesBench, flags={"search_config": "--config"})
+    try:
+        return config_from_args(ClassifierSizesBench, p.parse_args(argv))
+    except ConfigError as exc:
+        p.error(str(exc))
 
 
 def time_onnx(path: Path, size: int, batch: int, *, threads: int, runs: int) -> float:
@@ -48,14 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     from engines.export import export_onnx
     from trainer.fit import TrainConfig
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", type=Path, required=True, help="a search's best_config.json")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=30)
-    p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
-    args = p.parse_args(argv)
+    opts = parse_args(argv)
     torch.set_num_threads(1)
-    searched = TrainConfig.load(args.config)
+    searched = TrainConfig.load(opts.search_config)
     models = {"searched": (searched.model, searched.model_args), "paper": ("paper_cnn", {})}
     rows = []
     with tempfile.TemporaryDirectory() as tmp, LoadWindow() as load:
@@ -72,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 params = sum(t.numel() for t in net.parameters())
                 for batch in BATCHES:
-                    ms = time_onnx(path, size, batch, threads=args.threads, runs=args.runs)
+                    ms = time_onnx(path, size, batch, threads=opts.threads, runs=opts.runs)
                     rows.append(
                         {
                             "model": name,
@@ -88,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_facts(),
         "others_cpu_pct": load.others_cpu_pct,
         "seconds": load.seconds,
-        "config": str(args.config),
+        "config": str(opts.search_config),
         "rows": rows,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"classifier-sizes-{machine_slug()}"
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = opts.out_dir / f"classifier-sizes-{machine_slug()}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     lines = ["| model | input | parameters | ms per face, batch 1 | ms per face, batch 8 |", "|---|--:|--:|--:|--:|"]
     for name in models:

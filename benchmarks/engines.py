@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout, installed or not
 
 from benchmarks._machine import LoadWindow, machine_facts, wait_until_quiet  # noqa: E402
+from pipeline.errors import ConfigError  # noqa: E402
+from pipeline.flags import add_config_file, add_config_flags, config_from_args  # noqa: E402
+from pipeline.ranges import check_ranges, ranged  # noqa: E402
 
 BENCH = ROOT / "benchmarks"
 CLIP = ROOT.parent / "shared" / "data" / "real_videos" / "liveportrait_examples" / "driving_d1.mp4"
@@ -56,7 +60,49 @@ PREBUILT = {
     "openvino-fp32": "{stem}.fp32.xml",
     "openvino-int8": "{stem}.int8.xml",
 }
+DEFAULT_BACKENDS = {
+    "cpu": ("onnxruntime", "torch-eager"),
+    "cuda": ("onnxruntime", "torch-eager", "torch-compiled-fp16", "tensorrt-fp16"),
+}
+DEFAULT_BATCHES = {"cpu": (1, 2, 4, 8, 16), "cuda": (1, 2, 4, 8, 16, 32, 64)}
 PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "tensorrt", "triton", "numpy", "psutil")
+
+
+@dataclass(frozen=True)
+class EnginesBench:
+    """What one run times and where it writes (the flags; ``--config`` a TOML table of the same fields)."""
+
+    device: str = "cpu"  # where the backends run: cpu or cuda
+    # backends to time, of onnxruntime, onnxruntime-cpu, torch-eager, torch-compiled-fp16, torch-compiled-bf16,
+    # tensorrt-fp16, onnxruntime-int8, openvino-fp32, openvino-int8 (none: onnxruntime,torch-eager on CPU; and
+    # torch-compiled-fp16,tensorrt-fp16 on CUDA)
+    backends: tuple[str, ...] = ()
+    batches: tuple[int, ...] = ()  # batch sizes (none: 1,2,4,8,16 on CPU; 1,2,4,8,16,32,64 on CUDA)
+    kinds: tuple[str, ...] = tuple(KINDS)  # networks to time, of detector, classifier
+    models: Path | None = None  # model directory with NAME.onnx + NAME.pt2 (none: fresh placeholders)
+    seconds: float = ranged(3.0, 0, 3600)  # time per cell, at least
+    min_runs: int = ranged(5, 1, 100_000)  # runs per cell, at least
+    max_runs: int = ranged(200, 1, 100_000)  # runs per cell, at most
+    warmup: int = ranged(2, 0, 1000)  # untimed runs of each backend before a cell
+    max_load: float = ranged(1.0, 0, 1024)  # wait for a 1-min load average below this
+    quiet_wait: float = ranged(120.0, 0, 86_400)  # seconds to wait for that, at most
+    busy_limit: float = ranged(25.0, 0, 10_000)  # redo a cell when others took more % of a core
+    retries: int = ranged(2, 0, 100)  # redos of a busy cell, at most
+    retry_budget: float = ranged(600.0, 0, 86_400)  # seconds of waiting for redos, in all
+    out_dir: Path = BENCH / "results"  # where the results go
+    tag: str = ""  # suffix of the results file names
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.device not in DEFAULT_BATCHES:
+            raise ConfigError(f"device: unknown {self.device!r}; valid: {list(DEFAULT_BATCHES)}")
+        object.__setattr__(self, "backends", self.backends or DEFAULT_BACKENDS[self.device])
+        object.__setattr__(self, "batches", self.batches or DEFAULT_BATCHES[self.device])
+        bad = [k for k in self.kinds if k not in KINDS] + [b for b in self.backends if b not in BACKENDS]
+        if bad or not self.kinds:
+            raise ConfigError(f"unknown {bad or 'none'}; kinds {list(KINDS)}, backends {list(BACKENDS)}")
+        if min(self.batches) < 1:
+            raise ConfigError(f"batches must be >= 1, got {self.batches}")
 
 
 def log(msg: str) -> None:
@@ -102,7 +148,7 @@ def make_batch(kind: str, size: int, batch: int, frames: np.ndarray | None) -> n
     return normalise(crops)  # (batch, 3, size, size)
 
 
-def open_backends(models: Path, kind: str, names: list[str], device: str) -> dict[str, object]:
+def open_backends(models: Path, kind: str, names: tuple[str, ...], device: str) -> dict[str, object]:
     """Open (building where needed) each named backend for ``kind``; a backend that cannot run here is left out."""
     from engines.backends import open_backend
     from engines.manifest import load_manifest
@@ -186,33 +232,33 @@ def summarise(samples: list[float], batch: int) -> dict:
 
 
 def measure_cell(
-    args: argparse.Namespace, runs: dict[str, Callable[[], object]], budget: dict
+    opts: EnginesBench, runs: dict[str, Callable[[], object]], budget: dict
 ) -> tuple[dict[str, list[float]], float, int]:
     """Time one cell; redo it (after waiting for a quiet moment) while other processes took more than
     ``--busy-limit`` % of a core, up to ``--retries`` times and ``--retry-budget`` seconds of waiting in all.
     Returns the least disturbed attempt: (samples, others' CPU %, attempts)."""
     best: tuple[dict[str, list[float]], float] | None = None
     attempt = 0
-    for attempt in range(1, args.retries + 2):
+    for attempt in range(1, opts.retries + 2):
         with LoadWindow() as window:
             samples = time_cell(
-                runs, warmup=args.warmup, min_runs=args.min_runs, max_runs=args.max_runs, seconds=args.seconds
+                runs, warmup=opts.warmup, min_runs=opts.min_runs, max_runs=opts.max_runs, seconds=opts.seconds
             )
         others = window.others_cpu_pct
         if best is None or others < best[1]:
             best = (samples, others)
-        if others <= args.busy_limit or attempt > args.retries or budget["retry_wait_left_s"] <= 0:
+        if others <= opts.busy_limit or attempt > opts.retries or budget["retry_wait_left_s"] <= 0:
             break
         log(f"other processes took {others:.0f} % of a core during the cell: waiting, then redoing it")
         waited = wait_until_quiet(
-            max_load=args.max_load, max_wait_s=min(120.0, budget["retry_wait_left_s"]), every_s=10.0, log=log
+            max_load=opts.max_load, max_wait_s=min(120.0, budget["retry_wait_left_s"]), every_s=10.0, log=log
         )
         budget["retry_wait_left_s"] -= waited["waited_s"] + 1
     return best[0], best[1], attempt
 
 
 def measure(
-    args: argparse.Namespace, models: Path, frames: np.ndarray | None, save: Callable[[list[dict]], object]
+    opts: EnginesBench, models: Path, frames: np.ndarray | None, save: Callable[[list[dict]], object]
 ) -> list[dict]:
     """Every cell's rows; ``save`` gets the rows so far after each cell (a run cut short keeps them)."""
     from tqdm import tqdm
@@ -220,18 +266,18 @@ def measure(
     from engines.manifest import load_manifest
 
     rows = []
-    budget = {"retry_wait_left_s": args.retry_budget}
-    bar = tqdm(total=len(args.kinds) * len(args.batches), desc="engines", unit="cell", file=sys.stderr, disable=None)
-    for kind in args.kinds:
+    budget = {"retry_wait_left_s": opts.retry_budget}
+    bar = tqdm(total=len(opts.kinds) * len(opts.batches), desc="engines", unit="cell", file=sys.stderr, disable=None)
+    for kind in opts.kinds:
         size = load_manifest(models / f"{KINDS[kind]}.onnx").input_size
-        backends = open_backends(models, kind, args.backends, args.device)
+        backends = open_backends(models, kind, opts.backends, opts.device)
         if not backends:  # else time_cell has nothing to time and fails with a bare StopIteration
-            raise RuntimeError(f"no backend of {args.backends} runs the {kind} here (the lines above say why)")
-        for batch in args.batches:
+            raise RuntimeError(f"no backend of {opts.backends} runs the {kind} here (the lines above say why)")
+        for batch in opts.batches:
             bar.set_postfix_str(f"{kind} batch {batch}")
             x = make_batch(kind, size, batch, frames)
             runs = {name: (lambda b=b, x=x: b.run(x)) for name, b in backends.items()}
-            samples, others, attempts = measure_cell(args, runs, budget)
+            samples, others, attempts = measure_cell(opts, runs, budget)
             for name, times in samples.items():
                 row = {
                     "kind": kind,
@@ -241,7 +287,7 @@ def measure(
                     "batch": batch,
                     **summarise(times, batch),
                     "others_cpu_pct": others,
-                    "busy": others > args.busy_limit,
+                    "busy": others > opts.busy_limit,
                     "attempts": attempts,
                 }
                 rows.append(row)
@@ -325,40 +371,19 @@ def describe_models(models: Path, *, given: Path | None) -> str:
     return f"the trained pack in `{given}` and the variants built from it"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> EnginesBench:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--backends", help=f"comma list of {list(BACKENDS)} (default: per device)")
-    p.add_argument("--batches", help="comma list (default: 1,2,4,8,16 on CPU; 1,2,4,8,16,32,64 on CUDA)")
-    p.add_argument("--kinds", default="detector,classifier", help="comma list of detector, classifier")
-    p.add_argument(
-        "--models", type=Path, help="model directory with NAME.onnx + NAME.pt2 (default: fresh placeholders)"
-    )
-    p.add_argument("--seconds", type=float, default=3.0, help="time per cell, at least (default 3)")
-    p.add_argument("--min-runs", type=int, default=5)
-    p.add_argument("--max-runs", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--max-load", type=float, default=1.0, help="wait for a 1-min load average below this")
-    p.add_argument("--quiet-wait", type=float, default=120.0, help="seconds to wait for that, at most")
-    p.add_argument("--busy-limit", type=float, default=25.0, help="redo a cell when others took more %% of a core")
-    p.add_argument("--retries", type=int, default=2, help="redos of a busy cell, at most")
-    p.add_argument("--retry-budget", type=float, default=600.0, help="seconds of waiting for redos, in all")
-    p.add_argument("--out-dir", type=Path, default=BENCH / "results")
-    p.add_argument("--tag", default="", help="suffix of the results file names")
+    add_config_flags(p, EnginesBench, choices={"device": tuple(DEFAULT_BATCHES)})
+    add_config_file(p, "the run's settings")
     args = p.parse_args(argv)
-    gpu = args.device == "cuda"
-    default_backends = "onnxruntime,torch-eager,torch-compiled-fp16,tensorrt-fp16" if gpu else "onnxruntime,torch-eager"
-    args.backends = (args.backends or default_backends).split(",")
-    args.batches = [int(b) for b in (args.batches or ("1,2,4,8,16,32,64" if gpu else "1,2,4,8,16")).split(",")]
-    args.kinds = args.kinds.split(",")
-    bad = [k for k in args.kinds if k not in KINDS] + [b for b in args.backends if b not in BACKENDS]
-    if bad:
-        p.error(f"unknown {bad}; kinds {list(KINDS)}, backends {list(BACKENDS)}")
-    return args
+    try:
+        return config_from_args(EnginesBench, args, file=args.config)
+    except ConfigError as exc:
+        p.error(str(exc))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    opts = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "dfwatch-ultralytics"))
@@ -366,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dfwatch-engines-") as tmp:
-        models = args.models
+        models = opts.models
         if models is None:
             from trainer.cli import main as train
 
@@ -378,13 +403,13 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             models = Path(shutil.copytree(models, Path(tmp) / "models"))
-        models_desc = describe_models(models, given=args.models)
+        models_desc = describe_models(models, given=opts.models)
         frames = real_frames(8)
         inputs = f"{len(frames)} frames of {CLIP.name}" if frames is not None else "uniform random (no real clip here)"
-        quiet = wait_until_quiet(max_load=args.max_load, max_wait_s=args.quiet_wait, log=log)
+        quiet = wait_until_quiet(max_load=opts.max_load, max_wait_s=opts.quiet_wait, log=log)
         facts = machine_facts(PACKAGES)
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        stem = args.out_dir / f"engines-{facts['slug']}{'-' + args.tag if args.tag else ''}"
+        opts.out_dir.mkdir(parents=True, exist_ok=True)
+        stem = opts.out_dir / f"engines-{facts['slug']}{'-' + opts.tag if opts.tag else ''}"
 
         def save(rows: list[dict], *, complete: bool = False) -> str:
             doc = {
@@ -398,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                 "torch_threads": torch.get_num_threads(),
                 "inputs": inputs,
                 "models": models_desc,
-                "settings": {k: v for k, v in vars(args).items() if k not in ("out_dir", "models")},
+                "settings": {k: v for k, v in asdict(opts).items() if k not in ("out_dir", "models")},
                 "rows": rows,
             }
             Path(f"{stem}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
@@ -406,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(f"{stem}.md").write_text(report)
             return report
 
-        rows = measure(args, models, frames, save)
+        rows = measure(opts, models, frames, save)
         print(save(rows, complete=True))
     log(f"wrote {stem}.json and .md in {time.perf_counter() - started:.0f} s")
     return 0

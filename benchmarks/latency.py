@@ -30,134 +30,119 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: import dfwatch from the checkout, not benchmarks/engines.py
+
+from pipeline.errors import ConfigError  # noqa: E402
+from pipeline.flags import add_config_file, add_config_flags, config_from_args  # noqa: E402
+from pipeline.ranges import check_ranges, ranged  # noqa: E402
+from pipeline.runner import RunnerConfig  # noqa: E402
+
 BASELINE_SCRIPT = ROOT / "benchmarks" / "_ultralytics_baseline.py"
 TARGET_MS = 6.4  # the paper's per-frame time
 BUSY_OTHERS_PCT = 25.0  # a config during which other processes took more CPU than this (% of a core) is redone
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp16", "fp32")
 
 logger = logging.getLogger("latency")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from pipeline.runner import RunnerConfig
+@dataclass(frozen=True)
+class LatencyBench:
+    """What one run times and where it writes (the flags; ``--config`` a TOML table of the same fields)."""
 
-    def ints(text: str) -> list[int]:
-        try:
-            values = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-        if not values or min(values) < 1:
-            raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-        return values
+    sizes: tuple[int, ...] = (320, 416, 640)  # detector input sides
+    batches: tuple[int, ...] = (1, RunnerConfig().max_batch)  # batch sizes: 1 and the pipeline's max_batch
+    backends: tuple[str, ...] = BACKENDS  # backends to time, of onnxruntime, torch, tensorrt (skipped where missing)
+    device: str | None = None  # ONNX Runtime and torch device (none: the artifact's own); ultralytics' too
+    trt_precision: str = "fp16"  # TensorRT plans' precision
+    detector_artifact: tuple[Path, ...] = ()  # also time these detector artifacts (any backend; at their own size)
+    frames: int = ranged(120, 2, 100_000)  # frames per configuration; the first batch warms up
+    models: Path | None = None  # a model pack (e.g. models: the shipped one) instead of exported placeholders
+    weights: str = "yolov8n.yaml"  # yolov8n.yaml (untrained) or a face .pt
+    classifier: str = "paper_cnn"  # registered classifier architecture (untrained)
+    classifier_size: int = ranged(256, 16, 4096)  # its input side (a pack: the pack's)
+    faces: int = ranged(1, 1, 1000)  # faces kept per frame (the detector's max_det)
+    det_conf: float = ranged(0.001, 0, 1)  # detector threshold, fixed
+    threads: int | None = ranged(None, 1, 1024)  # ONNX Runtime and torch threads (none: all cores)
+    redis: str = "redis://127.0.0.1:6379/0"  # Redis for the publish stage; 'none' skips it
+    baseline: bool = True  # time ultralytics' predict too
+    retries: int = ranged(1, 0, 100)  # reruns of a configuration other processes disturbed
+    # seconds the reruns may take in all (keeps `make bench` under 10 minutes)
+    retry_budget: float = ranged(60.0, 0, 86_400)
+    max_load: float = ranged(1.0, 0, 1024)  # wait for a 1-minute load average below this
+    # seconds to wait for that before measuring (0: go ahead, and record the load)
+    quiet_wait: float = ranged(0.0, 0, 86_400)
+    seed: int = 0  # torch seed of the untrained weights
+    out_dir: Path = ROOT / "benchmarks" / "results"  # where the results go
+    machine: str | None = None  # results file name part (none: the machine's slug)
 
-    def backends(text: str) -> list[str]:
-        names = [v.strip() for v in text.split(",") if v.strip()]
-        bad = [n for n in names if n not in BACKENDS]
-        if bad or not names:
-            raise argparse.ArgumentTypeError(f"unknown backend(s) {bad or text!r}; valid: {', '.join(BACKENDS)}")
-        return names
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        bad = [b for b in self.backends if b not in BACKENDS]
+        if bad or not self.backends:
+            raise ConfigError(f"backends: unknown {bad or 'none'}; valid: {', '.join(BACKENDS)}")
+        if self.device not in (None, *DEVICES):
+            raise ConfigError(f"device: unknown {self.device!r}; valid: {', '.join(DEVICES)}")
+        if self.trt_precision not in PRECISIONS:
+            raise ConfigError(f"trt_precision: unknown {self.trt_precision!r}; valid: {', '.join(PRECISIONS)}")
+        if not self.sizes or not self.batches or min(self.sizes + self.batches) < 1:
+            raise ConfigError(f"sizes and batches must be positive integers, got {self.sizes} {self.batches}")
+        if self.frames < 2 * max(self.batches):
+            raise ConfigError(f"frames {self.frames} is too few: two batches of {max(self.batches)} are needed")
 
+
+def parse_args(argv: list[str] | None) -> LatencyBench:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=ints, default=[320, 416, 640], help="detector input sides (default 320,416,640)")
-    batch = RunnerConfig().max_batch
-    p.add_argument(
-        "--batches",
-        type=ints,
-        default=[1, batch],
-        help=f"batch sizes (default 1 and the pipeline's max_batch, {batch})",
-    )
-    p.add_argument(
-        "--backends",
-        type=backends,
-        default=list(BACKENDS),
-        help="onnxruntime,torch,tensorrt (default: each one available here)",
-    )
-    p.add_argument(
-        "--device",
-        choices=("cpu", "cuda"),
-        default=None,
-        help="ONNX Runtime and torch device (default: the artifact's own); ultralytics' too",
-    )
-    p.add_argument("--trt-precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT plans' precision")
-    p.add_argument(
-        "--detector-artifact",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="also time this detector artifact (any backend; at its manifest's input size)",
-    )
-    p.add_argument("--frames", type=int, default=120, help="frames per configuration; the first batch warms up")
-    p.add_argument(
-        "--models",
-        type=Path,
-        default=None,
-        help="a model pack (e.g. models: the shipped one) instead of exported placeholders",
-    )
-    p.add_argument("--weights", default="yolov8n.yaml", help="yolov8n.yaml (untrained, default) or a face .pt")
-    p.add_argument("--classifier", default="paper_cnn", help="registered classifier architecture (untrained)")
-    p.add_argument("--classifier-size", type=int, default=256)
-    p.add_argument("--faces", type=int, default=1, help="faces kept per frame (the detector's max_det)")
-    p.add_argument("--det-conf", type=float, default=0.001, help="detector threshold, fixed (default 0.001)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime and torch threads (default: all cores)")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis for the publish stage; 'none' skips it")
-    p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip ultralytics' predict")
-    p.add_argument("--retries", type=int, default=1, help="reruns of a configuration other processes disturbed")
-    p.add_argument(
-        "--retry-budget",
-        type=float,
-        default=60.0,
-        help="seconds the reruns may take in all (keeps `make bench` under 10 minutes; default 60)",
-    )
-    p.add_argument("--max-load", type=float, default=1.0, help="wait for a 1-minute load average below this")
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=0.0,
-        help="seconds to wait for that before measuring (default 0: go ahead, and record the load)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="torch seed of the untrained weights")
-    p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
-    p.add_argument("--machine", default=None, help="results file name part (default: the machine's slug)")
+    add_config_flags(p, LatencyBench, choices={"device": DEVICES, "trt_precision": PRECISIONS})
+    add_config_file(p, "the run's settings")
     args = p.parse_args(argv)
-    if args.frames < 2 * max(args.batches):
-        p.error(f"--frames {args.frames} is too few: at least two batches of {max(args.batches)} are needed")
-    return args
+    try:
+        return config_from_args(LatencyBench, args, file=args.config)
+    except ConfigError as exc:
+        p.error(str(exc))
 
 
 # -- models -----------------------------------------------------------------------------------------------------
 
 
-def pack_models(args: argparse.Namespace) -> tuple[dict, dict, dict]:
+def at_pack_sizes(opts: LatencyBench) -> LatencyBench:
+    """``opts`` at the sizes of the --models pack: its detector and classifier run at their own input sizes."""
+    from engines import load_manifest
+
+    size = load_manifest(opts.models / "face_detector.onnx").input_size
+    cls_size = load_manifest(opts.models / "deepfake_classifier.onnx").input_size
+    if opts.sizes != (size,):
+        logger.info("--models: the detector runs at its own size %d (--sizes %s left aside)", size, opts.sizes)
+    return replace(opts, sizes=(size,), classifier_size=cls_size)
+
+
+def pack_models(opts: LatencyBench) -> tuple[dict, dict, dict]:
     """The model pack of --models (the shipped one by default): its ONNX artifacts and torch references, at the
-    detector's own size; FLOPs from the references. Same return as build_models."""
+    detector's own size (``at_pack_sizes``); FLOPs from the references. Same return as build_models."""
     import torch
 
     from benchmarks._floor import model_flops
-    from engines import load_manifest
 
-    det, cls = args.models / "face_detector.onnx", args.models / "deepfake_classifier.onnx"
-    size, cls_size = load_manifest(det).input_size, load_manifest(cls).input_size
-    if args.sizes != [size]:
-        logger.info("--models: the detector runs at its own size %d (--sizes %s left aside)", size, args.sizes)
-        args.sizes = [size]
+    det, cls = opts.models / "face_detector.onnx", opts.models / "deepfake_classifier.onnx"
+    (size,), cls_size = opts.sizes, opts.classifier_size
     artifacts: dict = {"onnxruntime": {"detectors": {size: det}, "classifier": cls}}
-    if "torch" in args.backends:
+    if "torch" in opts.backends:
         artifacts["torch"] = {"detectors": {size: det.with_suffix(".pt2")}, "classifier": cls.with_suffix(".pt2")}
     flops = {
         f"detector_{size}": model_flops(torch.export.load(str(det.with_suffix(".pt2"))).module(), size),
         f"classifier_{cls_size}": model_flops(torch.export.load(str(cls.with_suffix(".pt2"))).module(), cls_size),
     }
-    args.classifier_size = cls_size
-    return artifacts, flops, {} if "tensorrt" not in args.backends else {"tensorrt": "not built for --models"}
+    return artifacts, flops, {} if "tensorrt" not in opts.backends else {"tensorrt": "not built for --models"}
 
 
-def build_models(args: argparse.Namespace, tmp: Path) -> tuple[dict, dict, dict]:
+def build_models(opts: LatencyBench, tmp: Path) -> tuple[dict, dict, dict]:
     """Artifacts per backend and size, on the same weights; FLOPs of the networks; backends skipped and why.
 
     engines.export writes the ONNX artifact and, beside it, the torch reference ``.pt2`` (a torch.export
@@ -170,39 +155,39 @@ def build_models(args: argparse.Namespace, tmp: Path) -> tuple[dict, dict, dict]
     from engines.export import export_classifier, export_detector, load_yolo_detector
     from trainer.models import create_model
 
-    placeholder = not str(args.weights).endswith(".pt")
-    with_torch = "torch" in args.backends
+    placeholder = not str(opts.weights).endswith(".pt")
+    with_torch = "torch" in opts.backends
     onnx: dict = {"detectors": {}}
-    for size in args.sizes:
-        torch.manual_seed(args.seed)  # the same untrained weights at every size (and in the modules below)
+    for size in opts.sizes:
+        torch.manual_seed(opts.seed)  # the same untrained weights at every size (and in the modules below)
         path = tmp / f"face_detector-{size}.onnx"
         _, diff = export_detector(
-            args.weights, path, input_size=size, placeholder=placeholder, torch_reference=with_torch
+            opts.weights, path, input_size=size, placeholder=placeholder, torch_reference=with_torch
         )
         onnx["detectors"][size] = path
         logger.info("exported %s (max |onnx - torch| = %.2g px)", path.name, diff)
-    torch.manual_seed(args.seed)
-    cls_module = create_model(args.classifier, input_size=args.classifier_size).eval()
+    torch.manual_seed(opts.seed)
+    cls_module = create_model(opts.classifier, input_size=opts.classifier_size).eval()
     onnx["classifier"] = tmp / "deepfake_classifier.onnx"
     export_classifier(
         cls_module,
         onnx["classifier"],
-        name=args.classifier,
-        input_size=args.classifier_size,
+        name=opts.classifier,
+        input_size=opts.classifier_size,
         crop_margin=0.25,
         placeholder=True,
         torch_reference=with_torch,
     )
     artifacts: dict = {}
     skipped: dict[str, str] = {}
-    if "onnxruntime" in args.backends:
+    if "onnxruntime" in opts.backends:
         artifacts["onnxruntime"] = onnx
     if with_torch:
         artifacts["torch"] = {
             "detectors": {s: p.with_suffix(".pt2") for s, p in onnx["detectors"].items()},
             "classifier": onnx["classifier"].with_suffix(".pt2"),
         }
-    if "tensorrt" in args.backends:
+    if "tensorrt" in opts.backends:
         from engines.rebuild import tensorrt_available
 
         why = tensorrt_available()
@@ -213,24 +198,24 @@ def build_models(args: argparse.Namespace, tmp: Path) -> tuple[dict, dict, dict]
             from engines.build_tensorrt import build_engine
 
             def plan(onnx_path: Path) -> Path:
-                return build_engine(onnx_path, precision=args.trt_precision)[0]
+                return build_engine(onnx_path, precision=opts.trt_precision)[0]
 
             artifacts["tensorrt"] = {
                 "detectors": {s: plan(p) for s, p in onnx["detectors"].items()},
                 "classifier": plan(onnx["classifier"]),
             }
-    torch.manual_seed(args.seed)
-    det_module = load_yolo_detector(args.weights)
-    flops = {f"detector_{s}": model_flops(det_module, s) for s in args.sizes}
-    flops[f"classifier_{args.classifier_size}"] = model_flops(cls_module, args.classifier_size)
+    torch.manual_seed(opts.seed)
+    det_module = load_yolo_detector(opts.weights)
+    flops = {f"detector_{s}": model_flops(det_module, s) for s in opts.sizes}
+    flops[f"classifier_{opts.classifier_size}"] = model_flops(cls_module, opts.classifier_size)
     return artifacts, flops, skipped
 
 
-def baseline_checkpoint(args: argparse.Namespace, tmp: Path, onnx_640: Path, env: dict) -> tuple[Path, dict | None]:
+def baseline_checkpoint(opts: LatencyBench, tmp: Path, onnx_640: Path, env: dict) -> tuple[Path, dict | None]:
     """The detector as an ultralytics .pt: --weights itself, or the seeded yolov8n.yaml checked against the ONNX."""
-    if str(args.weights).endswith(".pt"):
-        return Path(args.weights), None
-    size = max(args.sizes)
+    if str(opts.weights).endswith(".pt"):
+        return Path(opts.weights), None
+    size = max(opts.sizes)
     out = tmp / "yolov8n-face-placeholder.pt"
     cmd = [
         sys.executable,
@@ -243,7 +228,7 @@ def baseline_checkpoint(args: argparse.Namespace, tmp: Path, onnx_640: Path, env
         "--imgsz",
         str(size),
         "--seed",
-        str(args.seed),
+        str(opts.seed),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     if proc.returncode != 0:
@@ -251,9 +236,7 @@ def baseline_checkpoint(args: argparse.Namespace, tmp: Path, onnx_640: Path, env
     return out, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_baseline(
-    pt: Path, clip: Path, *, size: int, batch: int, args: argparse.Namespace, env: dict, tmp: Path
-) -> dict:
+def run_baseline(pt: Path, clip: Path, *, size: int, batch: int, opts: LatencyBench, env: dict, tmp: Path) -> dict:
     """ultralytics' predict over the clip in a subprocess; per-frame times like timed_pass's."""
     from pipeline.summary import percentiles
 
@@ -271,11 +254,11 @@ def run_baseline(
         "--batch",
         str(batch),
         "--conf",
-        str(args.det_conf),
+        str(opts.det_conf),
         "--max-det",
-        str(args.faces),
+        str(opts.faces),
         "--device",
-        "cuda:0" if args.device == "cuda" else "cpu",
+        "cuda:0" if opts.device == "cuda" else "cpu",
         "--out",
         str(out),
     ]
@@ -283,7 +266,7 @@ def run_baseline(
     if proc.returncode != 0:
         raise RuntimeError(f"ultralytics predict failed: {shlex.join(cmd)}\n{proc.stderr[-3000:]}")
     doc = json.loads(out.read_text())
-    rows = doc["results"][: (args.frames // batch) * batch]
+    rows = doc["results"][: (opts.frames // batch) * batch]
     ends = [rows[i]["t"] for i in range(batch - 1, len(rows), batch)]  # the last Result of each batch
     batch_ms = [(b - a) * 1000 for a, b in zip(ends, ends[1:])]  # the first batch warms up, as in timed_pass
 
@@ -307,23 +290,23 @@ def run_baseline(
 # -- the run ----------------------------------------------------------------------------------------------------
 
 
-def configurations(args: argparse.Namespace, artifacts: dict) -> list[tuple[str, int, tuple]]:
+def configurations(opts: LatencyBench, artifacts: dict) -> list[tuple[str, int, tuple]]:
     """(backend name, detector size, (Detector, Classifier)) for every backend and size, and --detector-artifact."""
     from engines import Classifier, Detector
 
     def detector(path: Path) -> Detector:
-        return Detector(path, threads=args.threads, device=args.device, conf=args.det_conf, max_det=args.faces)
+        return Detector(path, threads=opts.threads, device=opts.device, conf=opts.det_conf, max_det=opts.faces)
 
     out = []
     for paths in artifacts.values():
-        classifier = Classifier(paths["classifier"], threads=args.threads, device=args.device)
-        for size in args.sizes:
+        classifier = Classifier(paths["classifier"], threads=opts.threads, device=opts.device)
+        for size in opts.sizes:
             det = detector(paths["detectors"][size])
             out.append((det.backend_name, size, (det, classifier)))
-    if args.detector_artifact:
+    if opts.detector_artifact:
         first = next(iter(artifacts.values()))
-        classifier = Classifier(first["classifier"], threads=args.threads, device=args.device)
-        for path in args.detector_artifact:
+        classifier = Classifier(first["classifier"], threads=opts.threads, device=opts.device)
+        for path in opts.detector_artifact:
             det = detector(path)
             out.append((f"{det.backend_name} ({path.name})", det.input_size, (det, classifier)))
     return out
@@ -354,9 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
     command = shlex.join([".venv/bin/python", "benchmarks/latency.py", *(sys.argv[1:] if argv is None else argv)])
-    if str(ROOT) not in sys.path:  # run as a script: import dfwatch and the benchmarks from the checkout
-        sys.path.insert(0, str(ROOT))
-    args = parse_args(argv)
+    opts = parse_args(argv)
+    if opts.models:
+        opts = at_pack_sizes(opts)
     from tqdm import tqdm
 
     from benchmarks._floor import measured_peak
@@ -364,16 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks._latency_report import markdown_report, plot
     from benchmarks._machine import LoadWindow, machine_facts, wait_until_quiet
 
-    threads = args.threads or psutil.cpu_count(logical=True)
+    threads = opts.threads or psutil.cpu_count(logical=True)
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    if args.quiet_wait > 0:
-        quiet = wait_until_quiet(max_load=args.max_load, max_wait_s=args.quiet_wait, log=logger.info)
+    if opts.quiet_wait > 0:
+        quiet = wait_until_quiet(max_load=opts.max_load, max_wait_s=opts.quiet_wait, log=logger.info)
     else:
         quiet = {"quiet": None, "waited_s": 0.0, "loadavg": [round(x, 2) for x in os.getloadavg()]}
     machine = machine_facts()
     started = time.monotonic()
-    retry_left = args.retry_budget
-    redis = None if args.redis == "none" else SyncRedis(args.redis)
+    retry_left = opts.retry_budget
+    redis = None if opts.redis == "none" else SyncRedis(opts.redis)
     try:
         with tempfile.TemporaryDirectory(prefix="dfwatch-bench-latency-") as tmp_name:
             tmp = Path(tmp_name)
@@ -381,37 +364,37 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["YOLO_CONFIG_DIR"] = env["YOLO_CONFIG_DIR"]  # export imports ultralytics in this process
             from pipeline.demo import make_demo_clip
 
-            seconds = args.frames / 25 / 2 + 0.2  # a little more than --frames frames at 25 fps
+            seconds = opts.frames / 25 / 2 + 0.2  # a little more than --frames frames at 25 fps
             clip = make_demo_clip(tmp / "clip.mp4", fps=25, real_seconds=seconds, fake_seconds=seconds)
             logger.info("clip %s: %d frames, %dx%d", clip.path.name, clip.n_frames, *clip.size)
-            artifacts, flops, skipped = pack_models(args) if args.models else build_models(args, tmp)
+            artifacts, flops, skipped = pack_models(opts) if opts.models else build_models(opts, tmp)
             import torch
 
             torch.set_num_threads(threads)
             peak = measured_peak(threads=threads)
             logger.info("measured peak: %s GFLOP/s (%s, %d threads)", peak["gflops"], peak["what"], peak["threads"])
-            configs = configurations(args, artifacts)
+            configs = configurations(opts, artifacts)
             same = check_same_network(configs, clip.path)
-            onnx_640 = tmp / f"face_detector-{max(args.sizes)}.onnx"
-            if args.models:  # ultralytics runs the pack's own ONNX detector (its ONNX Runtime backend)
-                pt, pt_check = args.models / "face_detector.onnx", None
+            onnx_640 = tmp / f"face_detector-{max(opts.sizes)}.onnx"
+            if opts.models:  # ultralytics runs the pack's own ONNX detector (its ONNX Runtime backend)
+                pt, pt_check = opts.models / "face_detector.onnx", None
             else:
-                pt, pt_check = baseline_checkpoint(args, tmp, onnx_640, env) if args.baseline else (None, None)
-            jobs = [(b, s, e, batch) for b, s, e in configs for batch in args.batches]
-            if args.baseline:
-                jobs += [("ultralytics", s, None, batch) for s in args.sizes for batch in args.batches]
+                pt, pt_check = baseline_checkpoint(opts, tmp, onnx_640, env) if opts.baseline else (None, None)
+            jobs = [(b, s, e, batch) for b, s, e in configs for batch in opts.batches]
+            if opts.baseline:
+                jobs += [("ultralytics", s, None, batch) for s in opts.sizes for batch in opts.batches]
             rows = []
             peak = max(peak, measured_peak(threads=threads), key=lambda p: p["gflops"])  # the quieter of two
             for backend, size, eng, batch in tqdm(jobs, desc="latency", unit="config", file=sys.stderr, disable=None):
-                for attempt in range(args.retries + 1):
+                for attempt in range(opts.retries + 1):
                     with LoadWindow() as window:
                         if eng is None:
-                            result = run_baseline(pt, clip.path, size=size, batch=batch, args=args, env=env, tmp=tmp)
+                            result = run_baseline(pt, clip.path, size=size, batch=batch, opts=opts, env=env, tmp=tmp)
                         else:
                             eng[0].infer(_warm_input(size, batch))
-                            result = timed_pass(clip.path, *eng, redis, batch=batch, frames=args.frames)
+                            result = timed_pass(clip.path, *eng, redis, batch=batch, frames=opts.frames)
                     disturbed = window.others_cpu_pct > BUSY_OTHERS_PCT
-                    if not disturbed or attempt == args.retries or retry_left < window.seconds:
+                    if not disturbed or attempt == opts.retries or retry_left < window.seconds:
                         break
                     retry_left -= window.seconds
                     logger.info(
@@ -450,24 +433,24 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {
             "clip": f"pipeline.demo.make_demo_clip: {clip.n_frames} frames, {clip.size[0]}x{clip.size[1]}, 25 fps, "
             "H.264, one real face",
-            "frames_per_config": args.frames,
-            "weights": str(args.models) if args.models else str(args.weights),
-            "placeholder": not args.models and not str(args.weights).endswith(".pt"),
+            "frames_per_config": opts.frames,
+            "weights": str(opts.models) if opts.models else str(opts.weights),
+            "placeholder": not opts.models and not str(opts.weights).endswith(".pt"),
             "classifier": (
-                f"the pack's, at {args.classifier_size}"
-                if args.models
-                else f"{args.classifier} at {args.classifier_size} (untrained)"
+                f"the pack's, at {opts.classifier_size}"
+                if opts.models
+                else f"{opts.classifier} at {opts.classifier_size} (untrained)"
             ),
-            "faces_per_frame": f"detector threshold fixed at {args.det_conf}, at most {args.faces} kept: the classify "
+            "faces_per_frame": f"detector threshold fixed at {opts.det_conf}, at most {opts.faces} kept: the classify "
             "stage sees that many faces a frame whatever the detector scores",
             "threads": threads,
-            "redis": None if args.redis == "none" else args.redis,
+            "redis": None if opts.redis == "none" else opts.redis,
             "batching": "a batch of B consecutive frames spread round-robin over B streams (one tracker and "
             "verdict each); the classifier scores the whole batch's faces in one call",
             "per_frame": "batch time / B (the first batch warms up and is not counted)",
             "same_network_max_abs_diff_px": same,
             "backends_skipped": skipped,
-            "device": args.device or "the artifact's own (ONNX Runtime: CUDA if its provider is there; torch: cpu)",
+            "device": opts.device or "the artifact's own (ONNX Runtime: CUDA if its provider is there; torch: cpu)",
             "baseline_checkpoint_check": pt_check,
         },
         "flops": flops,
@@ -475,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         "floor_ms": {k: round(v / (peak["gflops"] * 1e9) * 1000, 3) for k, v in flops.items()},
         "rows": rows,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"latency-{args.machine or machine['slug']}"
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = opts.out_dir / f"latency-{opts.machine or machine['slug']}"
     Path(f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
     Path(f"{stem}.md").write_text(markdown_report(doc))
     plot(doc, Path(f"{stem}.png"))

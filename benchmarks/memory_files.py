@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,8 +27,37 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import machine_facts  # noqa: E402
 from benchmarks.streams import dfwatch_command  # noqa: E402
+from pipeline.errors import ConfigError  # noqa: E402
+from pipeline.flags import add_config_file, add_config_flags, config_from_args  # noqa: E402
+from pipeline.ranges import check_ranges, ranged  # noqa: E402
 
 LIMIT_BYTES = 1.5e9  # issue 25: 50 files under 1.5 GB resident
+
+
+@dataclass(frozen=True)
+class MemoryBench:
+    """What one run watches and where it writes (the flags; ``--config`` a TOML table of the same fields)."""
+
+    files: int = ranged(50, 1, 10_000)  # files watched at once
+    media: Path = ROOT.parent / "shared" / "data"  # where the clips are
+    dfwatch_args: str = ""  # extra `dfwatch watch` flags, one string
+    machine: str | None = None  # name in the result file names (none: the machine's, e.g. xeon-2c-24g)
+    tag: str | None = None  # suffix of the result file names (e.g. decoder-threads-1)
+    out_dir: Path = ROOT / "benchmarks" / "results"  # where the results go
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+def parse_args(argv: list[str] | None) -> MemoryBench:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(p, MemoryBench)
+    add_config_file(p, "the run's settings")
+    args = p.parse_args(argv)
+    try:
+        return config_from_args(MemoryBench, args, file=args.config)
+    except ConfigError as exc:
+        p.error(str(exc))
 
 
 def clips(media: Path, n: int, min_bytes: int = 300_000) -> list[Path]:
@@ -56,19 +86,12 @@ def rss_mib(pid: int) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--files", type=int, default=50, help="files watched at once (default 50)")
-    p.add_argument("--media", type=Path, default=ROOT.parent / "shared" / "data", help="where the clips are")
-    p.add_argument("--dfwatch-args", default="", help="extra `dfwatch watch` flags, one string")
-    p.add_argument("--machine", help="name in the result file names (default: e.g. xeon-2c-24g)")
-    p.add_argument("--tag", help="suffix of the result file names (e.g. decoder-threads-1)")
-    p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
-    args = p.parse_args(argv)
+    opts = parse_args(argv)
     facts = machine_facts()
-    files = clips(args.media, args.files)
+    files = clips(opts.media, opts.files)
     expected = {f"f{i:02d}": frame_count(path) for i, path in enumerate(files)}
-    extra = shlex.split(args.dfwatch_args)
-    cmd = dfwatch_command([f"f{i:02d}={path}" for i, path in enumerate(files)], ROOT / "models", 0, args.dfwatch_args)
+    extra = shlex.split(opts.dfwatch_args)
+    cmd = dfwatch_command([f"f{i:02d}={path}" for i, path in enumerate(files)], ROOT / "models", 0, opts.dfwatch_args)
     print(f"memory_files: {len(files)} files, {sum(expected.values())} frames", flush=True)
     samples: list[tuple[float, float]] = []
     start = time.monotonic()
@@ -110,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         "out_of_order": unordered,
         "samples": samples,
     }
-    slug = args.machine or facts["slug"]
-    out = args.out_dir / f"memory-{slug}-{len(files)}files{'-' + args.tag if args.tag else ''}"
+    slug = opts.machine or facts["slug"]
+    out = opts.out_dir / f"memory-{slug}-{len(files)}files{'-' + opts.tag if opts.tag else ''}"
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(doc))
     print(

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,8 +27,35 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import machine_facts  # noqa: E402
 from benchmarks.streams import DEFAULT_CLIP, transcode  # noqa: E402
+from pipeline.errors import ConfigError  # noqa: E402
+from pipeline.flags import add_config_flags, config_from_args  # noqa: E402
+from pipeline.ranges import check_ranges, ranged  # noqa: E402
 
 _SITE = re.compile(r"\s*\((?:" + re.escape(str(ROOT)) + r"/|/.*?site-packages/)")
+
+
+@dataclass(frozen=True)
+class ProfileStreams:
+    """The run's options (flags only: a profile is a quick look, not a setting to keep)."""
+
+    streams: int = ranged(8, 1, 256)  # live feeds
+    height: int = ranged(720, 16, 4320)  # feed height in lines
+    seconds: int = ranged(25, 1, 3600)  # seconds sampled
+    clip: Path = DEFAULT_CLIP  # real face clip to serve
+    machine: str | None = None  # name in the result file names (none: the machine's, e.g. epyc-2c-24g)
+    out_dir: Path = ROOT / "benchmarks" / "results"  # where the results go
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+def parse_args(argv: list[str] | None) -> ProfileStreams:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(p, ProfileStreams)
+    try:
+        return config_from_args(ProfileStreams, p.parse_args(argv))
+    except ConfigError as exc:
+        p.error(str(exc))
 
 
 def summarise(raw: str, thread: str = "MainThread", top: int = 25) -> tuple[int, list[tuple[str, int]]]:
@@ -46,25 +74,18 @@ def summarise(raw: str, thread: str = "MainThread", top: int = 25) -> tuple[int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--streams", type=int, default=8, help="live feeds (default 8)")
-    p.add_argument("--height", type=int, default=720, help="feed height in lines (default 720)")
-    p.add_argument("--seconds", type=int, default=25, help="seconds sampled (default 25)")
-    p.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help="real face clip to serve")
-    p.add_argument("--machine", help="name in the result file names (default: e.g. epyc-2c-24g)")
-    p.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
-    args = p.parse_args(argv)
+    opts = parse_args(argv)
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         raise SystemExit("profile_streams: py-spy is not installed: .venv/bin/pip install py-spy")
     from tests._rtsp import rtsp_server_process
 
-    machine = args.machine or machine_facts()["slug"]
-    stem = args.out_dir / f"profile-{machine}-{args.streams}x{args.height}p"
+    machine = opts.machine or machine_facts()["slug"]
+    stem = opts.out_dir / f"profile-{machine}-{opts.streams}x{opts.height}p"
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "feed.mp4"
-        transcode(args.clip, clip, height=args.height, fps=25)
-        mounts = {f"cam{i}": clip for i in range(args.streams)}
+        transcode(opts.clip, clip, height=opts.height, fps=25)
+        mounts = {f"cam{i}": clip for i in range(opts.streams)}
         with rtsp_server_process(mounts, loop=True, timeout=30) as server:
             watch = [
                 sys.executable,
@@ -81,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 "-r",
                 "50",
                 "-d",
-                str(args.seconds),
+                str(opts.seconds),
                 "--idle",
                 "--threads",
                 "-f",
@@ -94,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     total, rows = summarise(Path(f"{stem}.txt").read_text())
     lines = [
-        f"# Where the stage loop's time goes: {args.streams} live {args.height}p feeds on `{machine}`",
+        f"# Where the stage loop's time goes: {opts.streams} live {opts.height}p feeds on `{machine}`",
         "",
-        f"Command: `.venv/bin/python benchmarks/profile_streams.py --streams {args.streams} --height {args.height} "
-        f"--seconds {args.seconds}` (py-spy, 50 samples/s, idle included). {total} samples of the stage loop "
+        f"Command: `.venv/bin/python benchmarks/profile_streams.py --streams {opts.streams} --height {opts.height} "
+        f"--seconds {opts.seconds}` (py-spy, 50 samples/s, idle included). {total} samples of the stage loop "
         "(MainThread); share = samples with the function on the stack.",
         "",
         "| share | samples | function |",

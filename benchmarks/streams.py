@@ -41,6 +41,10 @@ from pathlib import Path
 
 import psutil
 
+from pipeline.errors import ConfigError
+from pipeline.flags import add_config_file, add_config_flags, config_from_args
+from pipeline.ranges import check_ranges, ranged
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 BASELINE_SCRIPT = BENCH / "_ultralytics_baseline.py"
@@ -58,6 +62,39 @@ FILE_CLIPS = ROOT.parent / "shared" / "data" / "real_videos" / "hdtf_sadtalker" 
 _METRIC = re.compile(
     r'^dfwatch_(detect_every|classify_every|frames_shed_total)(?:\{stream="([^"]*)"\})? ([0-9.eE+-]+)$', re.MULTILINE
 )
+
+
+@dataclass(frozen=True)
+class StreamsBench:
+    """What one run measures and where it writes (the flags; ``--config`` a TOML table of the same fields)."""
+
+    streams: tuple[int, ...] = (1, 2, 4, 8, 16)  # numbers of feeds
+    resolutions: tuple[int, ...] = (720, 480)  # feed heights in lines
+    clip: Path = DEFAULT_CLIP  # real face clip to serve
+    models: Path = ROOT / "models"  # model pack
+    files: int = ranged(6, 0, 10_000)  # clips in the file-throughput row (0 skips it)
+    seconds: float = ranged(20.0, 1, 86_400)  # seconds per run after every stream's first result
+    warmup: float = ranged(3.0, 0, 3600)  # first seconds of a run left out
+    fps: int = ranged(25, 1, 240)  # frame rate of the feeds
+    pix_fmt: str = "yuv420p"  # feeds' pixel format: yuv420p, yuv444p, yuv422p10le
+    dfwatch_args: str = ""  # more dfwatch watch flags, e.g. '--detector models/face_detector.onnx'
+    systems: tuple[str, ...] = SYSTEMS  # systems to run, of dfwatch, ultralytics
+    machine: str | None = None  # name in the result file names (none: the machine's, e.g. xeon-2c-24g)
+    out_dir: Path = BENCH / "results"  # where the results go
+    retries: int = ranged(1, 0, 100)  # redo a run disturbed by other processes
+    max_load: float = ranged(1.0, 0, 1024)  # wait for a 1-min load average below this
+    quiet_wait: float = ranged(600.0, 0, 86_400)  # longest wait for it, seconds (0: do not wait)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        object.__setattr__(self, "streams", tuple(sorted(set(self.streams))))
+        bad = [s for s in self.systems if s not in SYSTEMS]
+        if bad or not self.systems:
+            raise ConfigError(f"systems: unknown {bad}; choose from {', '.join(SYSTEMS)}")
+        if not self.streams or min(self.streams) < 1 or not self.resolutions or min(self.resolutions) < 1:
+            raise ConfigError(f"streams and resolutions: counts must be >= 1, got {self.streams} {self.resolutions}")
+        if self.seconds <= self.warmup + 1:
+            raise ConfigError(f"seconds ({self.seconds}) must exceed warmup ({self.warmup}) by more than 1")
 
 
 def log(msg: str) -> None:
@@ -99,27 +136,27 @@ def transcode(source: Path, out: Path, *, height: int, fps: int, pix_fmt: str = 
     return n
 
 
-def prepare(tmp: Path, args: argparse.Namespace) -> Setup:
+def prepare(tmp: Path, opts: StreamsBench) -> Setup:
     """The feed clips (the real clip transcoded per resolution) and the shipped pack's facts."""
     from engines import load_manifest
 
-    if not args.clip.is_file():
-        raise SystemExit(f"streams: no clip {args.clip} (--clip: a real face clip, e.g. from ../shared/data)")
+    if not opts.clip.is_file():
+        raise SystemExit(f"streams: no clip {opts.clip} (--clip: a real face clip, e.g. from ../shared/data)")
     clips, frames = {}, 0
-    for height in args.resolutions:
+    for height in opts.resolutions:
         clips[height] = tmp / f"feed-{height}p.mp4"
-        frames = transcode(args.clip, clips[height], height=height, fps=args.fps, pix_fmt=args.pix_fmt)
+        frames = transcode(opts.clip, clips[height], height=height, fps=opts.fps, pix_fmt=opts.pix_fmt)
         log(
-            f"feed clip {clips[height].name}: {frames} frames of {args.clip.name}, {height} lines, {args.fps} fps, "
-            f"{args.pix_fmt}"
+            f"feed clip {clips[height].name}: {frames} frames of {opts.clip.name}, {height} lines, {opts.fps} fps, "
+            f"{opts.pix_fmt}"
         )
-    detector = load_manifest(args.models / "face_detector.onnx")
-    classifier = load_manifest(args.models / "deepfake_classifier.onnx")
+    detector = load_manifest(opts.models / "face_detector.onnx")
+    classifier = load_manifest(opts.models / "deepfake_classifier.onnx")
     log(
-        f"models {args.models}: detector {detector.name} at {detector.input_size}, classifier {classifier.name} at "
+        f"models {opts.models}: detector {detector.name} at {detector.input_size}, classifier {classifier.name} at "
         f"{classifier.input_size}{' (PLACEHOLDERS)' if detector.placeholder or classifier.placeholder else ''}"
     )
-    return Setup(clips, frames, args.clip, args.models, detector.input_size, float(detector.thresholds["confidence"]))
+    return Setup(clips, frames, opts.clip, opts.models, detector.input_size, float(detector.thresholds["confidence"]))
 
 
 class MetricsProbe(threading.Thread):
@@ -351,7 +388,7 @@ def dfwatch_command(sources: list[str], models: Path, metrics_port: int, extra: 
 def run_dfwatch(
     urls: dict[str, str],
     setup: Setup,
-    args: argparse.Namespace,
+    opts: StreamsBench,
     *,
     env: dict[str, str],
     run_dir: Path,
@@ -360,7 +397,7 @@ def run_dfwatch(
     from tests._rtsp import free_port
 
     port = free_port()
-    cmd = dfwatch_command([f"{name}={url}" for name, url in urls.items()], setup.models, port, args.dfwatch_args)
+    cmd = dfwatch_command([f"{name}={url}" for name, url in urls.items()], setup.models, port, opts.dfwatch_args)
     probe = MetricsProbe(port)
     probe.start()
     try:
@@ -371,8 +408,8 @@ def run_dfwatch(
             names=list(urls),
             server=server,
             stream_of=lambda line: json.loads(line).get("stream"),
-            seconds=args.seconds,
-            warmup=args.warmup,
+            seconds=opts.seconds,
+            warmup=opts.warmup,
         )
     finally:
         probe.stop()
@@ -437,7 +474,7 @@ def _dfwatch_stream(rows: list[tuple], window: Window) -> dict:
 def run_ultralytics(
     urls: dict[str, str],
     setup: Setup,
-    args: argparse.Namespace,
+    opts: StreamsBench,
     *,
     env: dict[str, str],
     run_dir: Path,
@@ -471,8 +508,8 @@ def run_ultralytics(
         server=server,
         results=results,
         stream_of=lambda line: line.split()[0],
-        seconds=args.seconds,
-        warmup=args.warmup,
+        seconds=opts.seconds,
+        warmup=opts.warmup,
     )
     times: dict[str, list[float]] = {name: [] for name in urls}
     for line in lines:
@@ -483,7 +520,7 @@ def run_ultralytics(
     for name, ts in times.items():
         fps = len(ts) / window.seconds
         # LoadStreams keeps only each feed's newest frame: every frame it did not run is a drop
-        drop = max(0.0, 1 - fps / args.fps)
+        drop = max(0.0, 1 - fps / opts.fps)
         streams[name] = {
             "published": len(ts),
             "fps": round(fps, 2),
@@ -648,86 +685,60 @@ def _served(result: dict) -> str:
     return f"{extra} (dfwatch's detector: {served})" if served else extra
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> StreamsBench:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--streams", default="1,2,4,8,16", help="numbers of feeds, comma-separated (default 1,2,4,8,16)")
-    p.add_argument("--resolutions", default="720,480", help="feed heights in lines, comma-separated (default 720,480)")
-    p.add_argument("--clip", type=Path, default=DEFAULT_CLIP, help=f"real face clip to serve (default {DEFAULT_CLIP})")
-    p.add_argument("--models", type=Path, default=ROOT / "models", help="model pack (default: the shipped models/)")
-    p.add_argument("--files", type=int, default=6, help="clips in the file-throughput row (default 6; 0 skips it)")
-    p.add_argument("--seconds", type=float, default=20.0, help="seconds per run after every stream's first result")
-    p.add_argument("--warmup", type=float, default=3.0, help="first seconds of a run left out (default 3)")
-    p.add_argument("--fps", type=int, default=25, help="frame rate of the feeds (default 25)")
-    p.add_argument("--pix-fmt", default="yuv420p", help="feeds' pixel format: yuv420p (default), yuv444p, yuv422p10le")
-    p.add_argument(
-        "--dfwatch-args", default="", help="more dfwatch watch flags, e.g. '--detector models/face_detector.onnx'"
-    )
-    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
-    p.add_argument("--machine", help="name in the result file names (default: e.g. xeon-2c-24g)")
-    p.add_argument("--out-dir", type=Path, default=BENCH / "results", help="default benchmarks/results")
-    p.add_argument("--retries", type=int, default=1, help="redo a run disturbed by other processes (default 1)")
-    p.add_argument("--max-load", type=float, default=1.0, help="wait for a 1-min load average below this")
-    p.add_argument("--quiet-wait", type=float, default=600.0, help="longest wait for it, seconds (0: do not wait)")
+    add_config_flags(p, StreamsBench)
+    add_config_file(p, "the run's settings")
     args = p.parse_args(argv)
     try:
-        args.streams = sorted({int(x) for x in args.streams.split(",") if x.strip()})
-        args.resolutions = [int(x) for x in args.resolutions.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"--streams and --resolutions take comma-separated numbers like 1,2,4,8; got {args.streams!r}")
-    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    bad = [s for s in args.systems if s not in SYSTEMS]
-    if bad or not args.systems:
-        p.error(f"--systems: unknown {bad}; choose from {', '.join(SYSTEMS)}")
-    if not args.streams or min(args.streams) < 1:
-        p.error("--streams: counts must be >= 1")
-    if args.seconds <= args.warmup + 1:
-        p.error(f"--seconds ({args.seconds}) must exceed --warmup ({args.warmup}) by more than 1")
-    return args
+        return config_from_args(StreamsBench, args, file=args.config)
+    except ConfigError as exc:
+        p.error(str(exc))
 
 
 def _run_quietly(
     system: str,
     urls: dict[str, str],
     setup: Setup,
-    args: argparse.Namespace,
+    opts: StreamsBench,
     env: dict[str, str],
     run_dir: Path,
     server_pid: int,
 ) -> dict:
     """One run; again (up to --retries times) while other processes took more than BUSY_OTHERS_PCT of a core."""
     disturbed = []
-    for attempt in range(args.retries + 1):
+    for attempt in range(opts.retries + 1):
         attempt_dir = run_dir / str(attempt)
         attempt_dir.mkdir(parents=True)
-        run = RUNNERS[system](urls, setup, args, env=env, run_dir=attempt_dir, server=psutil.Process(server_pid))
+        run = RUNNERS[system](urls, setup, opts, env=env, run_dir=attempt_dir, server=psutil.Process(server_pid))
         others = run["window"]["others_cpu_pct"]
         if others <= BUSY_OTHERS_PCT:
             break
         log(
             f"other processes used {others:.0f}% CPU during the run"
-            + (": running it again" if attempt < args.retries else ": keeping it, marked busy")
+            + (": running it again" if attempt < opts.retries else ": keeping it, marked busy")
         )
         disturbed.append(run)
         time.sleep(5.0)
     return run | {"disturbed_attempts": [d for d in disturbed if d is not run]}
 
 
-def measure(args: argparse.Namespace, setup: Setup, env: dict[str, str], tmp: Path) -> tuple[list[dict], list[dict]]:
+def measure(opts: StreamsBench, setup: Setup, env: dict[str, str], tmp: Path) -> tuple[list[dict], list[dict]]:
     """Steps 2-5 for every N: serve N feeds, run each system on them in turn; (table rows, full runs)."""
     from tests._rtsp import rtsp_server_process
 
     rows, runs = [], []
     for height, clip in setup.clips.items():
-        for n in args.streams:
+        for n in opts.streams:
             mounts = {f"cam{i}": clip for i in range(n)}
             with rtsp_server_process(mounts, loop=True, timeout=30) as server:  # always stopped, even on errors
                 urls = {name: f"{server.url}/{name}" for name in mounts}
-                for system in args.systems:
+                for system in opts.systems:
                     run_dir = tmp / f"{height}p-n{n}-{system}"
                     what = f"{height}p N={n} {system}"
-                    log(f"{what}: {args.seconds:.0f} s on {n} live feed(s) at {args.fps} fps ...")
+                    log(f"{what}: {opts.seconds:.0f} s on {n} live feed(s) at {opts.fps} fps ...")
                     try:
-                        run = _run_quietly(system, urls, setup, args, env, run_dir, server.proc.pid)
+                        run = _run_quietly(system, urls, setup, opts, env, run_dir, server.proc.pid)
                     except (RuntimeError, OSError, subprocess.SubprocessError, psutil.Error) as exc:
                         log(f"{what}: FAILED: {exc}")
                         rows.append({"lines": height, "n": n, "system": system, "error": str(exc).splitlines()[0]})
@@ -747,12 +758,12 @@ def measure(args: argparse.Namespace, setup: Setup, env: dict[str, str], tmp: Pa
     return rows, runs
 
 
-def measure_files(args: argparse.Namespace, setup: Setup, env: dict[str, str], tmp: Path) -> list[dict]:
+def measure_files(opts: StreamsBench, setup: Setup, env: dict[str, str], tmp: Path) -> list[dict]:
     """Frames per second over a folder of ``--files`` real clips: dfwatch watch (files: nothing dropped) and
     ultralytics' predict(source=folder, stream=True). From the first result to the last, so loading is left out."""
     from benchmarks._machine import LoadWindow  # main() put the checkout on sys.path
 
-    clips = sorted(FILE_CLIPS.glob("*.mp4"))[: args.files]
+    clips = sorted(FILE_CLIPS.glob("*.mp4"))[: opts.files]
     if not clips:
         log(f"file throughput skipped: no clips in {FILE_CLIPS}")
         return []
@@ -761,10 +772,10 @@ def measure_files(args: argparse.Namespace, setup: Setup, env: dict[str, str], t
     for clip in clips:
         (folder / clip.name).symlink_to(clip)  # read in place, never copied
     out = []
-    for system in args.systems:
+    for system in opts.systems:
         results = tmp / f"files-{system}.txt"
         if system == "dfwatch":
-            cmd = dfwatch_command([str(c) for c in sorted(folder.iterdir())], setup.models, 0, args.dfwatch_args)
+            cmd = dfwatch_command([str(c) for c in sorted(folder.iterdir())], setup.models, 0, opts.dfwatch_args)
         else:
             cmd = [
                 sys.executable,
@@ -816,30 +827,30 @@ def measure_files(args: argparse.Namespace, setup: Setup, env: dict[str, str], t
     return out
 
 
-def result_document(args: argparse.Namespace, setup: Setup, rows: list[dict], runs: list[dict], **facts) -> dict:
+def result_document(opts: StreamsBench, setup: Setup, rows: list[dict], runs: list[dict], **facts) -> dict:
     """Everything the JSON results file holds: ``facts`` are command, machine, quiet, elapsed_s."""
     return {
         "benchmark": "streams",
         "command": facts["command"],
         "cwd": str(ROOT),
         "machine": facts["machine"],
-        "quiet": facts["quiet"] | {"max_load": args.max_load},
+        "quiet": facts["quiet"] | {"max_load": opts.max_load},
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "elapsed_s": facts["elapsed_s"],
         "settings": {
-            "streams": args.streams,
-            "seconds": args.seconds,
-            "warmup": args.warmup,
-            "fps": args.fps,
-            "pix_fmt": args.pix_fmt,
-            "dfwatch_args": args.dfwatch_args,
-            "resolutions": args.resolutions,
+            "streams": opts.streams,
+            "seconds": opts.seconds,
+            "warmup": opts.warmup,
+            "fps": opts.fps,
+            "pix_fmt": opts.pix_fmt,
+            "dfwatch_args": opts.dfwatch_args,
+            "resolutions": opts.resolutions,
             "models": str(setup.models),
             "detector_size": setup.detector_size,
             "detector_conf": setup.conf,
-            "systems": args.systems,
+            "systems": opts.systems,
             "clip": f"{setup.source} transcoded at run time to each resolution: {setup.clip_frames} frames, "
-            f"{args.fps} fps, H.264 {args.pix_fmt}, a keyframe a second, looped",
+            f"{opts.fps} fps, H.264 {opts.pix_fmt}, a keyframe a second, looped",
             "real_time": {
                 "p95_capture_to_publish_ms_below": REAL_TIME_P95_MS,
                 "drop_rate_below": REAL_TIME_DROP,
@@ -863,8 +874,8 @@ def result_document(args: argparse.Namespace, setup: Setup, rows: list[dict], ru
         "rows": rows,
         "largest_real_time_n": {
             f"{h}p {s}": largest_real_time([r for r in rows if r.get("lines") == h], s)
-            for h in args.resolutions
-            for s in args.systems
+            for h in opts.resolutions
+            for s in opts.systems
         },
         "files": facts.get("files", []),
         "runs": runs,
@@ -881,11 +892,11 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    if str(ROOT) not in sys.path:  # run as a script: import dfwatch and the test RTSP server from the checkout
+        sys.path.insert(0, str(ROOT))  # (before benchmarks/engines.py, which would shadow the engines package)
+    opts = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     command = shlex.join([_rel(sys.executable), _rel(sys.argv[0]), *(sys.argv[1:] if argv is None else argv)])
-    if str(ROOT) not in sys.path:  # run as a script: import dfwatch and the test RTSP server from the checkout
-        sys.path.insert(0, str(ROOT))
     from benchmarks._machine import machine_facts, wait_until_quiet
     from tests._rtsp import gst_rtsp_available
 
@@ -893,8 +904,8 @@ def main(argv: list[str] | None = None) -> int:
     if why_not:
         log(f"cannot serve RTSP feeds: {why_not}")
         return 1
-    if args.quiet_wait > 0:
-        quiet = wait_until_quiet(max_load=args.max_load, max_wait_s=args.quiet_wait, log=log)
+    if opts.quiet_wait > 0:
+        quiet = wait_until_quiet(max_load=opts.max_load, max_wait_s=opts.quiet_wait, log=log)
     else:
         quiet = {"quiet": None, "waited_s": 0.0, "loadavg": [round(x, 2) for x in os.getloadavg()]}
     machine = machine_facts()
@@ -902,16 +913,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dfwatch-bench-streams-") as tmp_name:
         tmp = Path(tmp_name)
         env = os.environ | {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(tmp / "ultralytics")}
-        setup = prepare(tmp, args)
-        rows, runs = measure(args, setup, env, tmp)
-        files = measure_files(args, setup, env, tmp) if args.files else []
+        setup = prepare(tmp, opts)
+        rows, runs = measure(opts, setup, env, tmp)
+        files = measure_files(opts, setup, env, tmp) if opts.files else []
     elapsed = round(time.monotonic() - started, 1)
     result = result_document(
-        args, setup, rows, runs, command=command, machine=machine, quiet=quiet, elapsed_s=elapsed, files=files
+        opts, setup, rows, runs, command=command, machine=machine, quiet=quiet, elapsed_s=elapsed, files=files
     )
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"streams-{args.machine or machine['slug']}"
-    json_path, md_path = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"streams-{opts.machine or machine['slug']}"
+    json_path, md_path = opts.out_dir / f"{stem}.json", opts.out_dir / f"{stem}.md"
     json_path.write_text(json.dumps(result, indent=1) + "\n")
     md_path.write_text(markdown_report(result))
     print(markdown_table(rows))

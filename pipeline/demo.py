@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,6 +18,10 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.flags import add_config_flags, config_from_args, field_help
+from pipeline.ranges import check_ranges, ranged
 
 logger = logging.getLogger(__name__)
 
@@ -165,27 +170,46 @@ def make_demo_clip(
     return DemoClip(path=path, fps=fps, n_frames=n_frames, fake_start=fake_start, face_boxes=boxes, size=(w, h))
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    """``python -m pipeline.demo``'s options: the clip ``make_demo_clip`` writes."""
+
+    out: Path  # output .mp4 path
+    fps: int = ranged(25, 1, 240)  # frames per second
+    real_seconds: float = ranged(4.0, 0, 3600)  # seconds of the real face, first
+    fake_seconds: float = ranged(4.0, 0, 3600)  # seconds of the swapped face, then
+    size: str = "640x480"  # WIDTHxHEIGHT, both even
+    seed: int = 0  # the camera's path and the noise
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if not re.fullmatch(r"\d+x\d+", self.size.lower()):
+            raise ConfigError(f"size must look like 640x480, got {self.size!r}")
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of ``size``."""
+        w, h = self.size.lower().split("x")
+        return int(w), int(h)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="output .mp4 path")
-    parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--real-seconds", type=float, default=4.0)
-    parser.add_argument("--fake-seconds", type=float, default=4.0)
-    parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT, both even")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser.add_argument("out", type=Path, help=field_help(DemoOptions)["out"])
+    add_config_flags(parser, DemoOptions, skip=("out",))
     try:
-        w, h = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        parser.error(f"--size must look like 640x480, got {args.size!r}")
+        opts = config_from_args(DemoOptions, parser.parse_args(argv))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    w, h = opts.frame_size
     clip = make_demo_clip(
-        args.out,
-        fps=args.fps,
-        real_seconds=args.real_seconds,
-        fake_seconds=args.fake_seconds,
+        opts.out,
+        fps=opts.fps,
+        real_seconds=opts.real_seconds,
+        fake_seconds=opts.fake_seconds,
         size=(w, h),
-        seed=args.seed,
+        seed=opts.seed,
     )
     print(
         f"{clip.path}: {clip.n_frames} frames {w}x{h} @ {clip.fps} fps, fake from frame {clip.fake_start}, "

@@ -73,7 +73,7 @@ def _default_text(f: dataclasses.Field) -> str:
         value = f.default_factory()
     else:
         return "required"
-    if value is None:
+    if value is None or value == "":
         return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -197,5 +197,6 @@ def config_from_args(cls: type, args: argparse.Namespace, *, file: Path | None =
     ]
     if missing:
         named = ", ".join(_flag(n, getattr(args, "_flag_names", None)) for n in missing)
-        raise ConfigError(f"{where}: {named} required (on the command line, or as a key of the --config file)")
+        where_else = " or in the config file" if file is not None else ""
+        raise ConfigError(f"{where}: {named} required (give it on the command line{where_else})")
     return build(cls, table, where)

@@ -29,10 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import ConfigError
+from pipeline.flags import add_config_flags, config_from_args
+from pipeline.ranges import check_ranges, ranged
 from trainer.errors import TrainerError
 
 CUES = ("inner_sharpness", "octave_slope", "mouth_detail")
@@ -77,42 +81,56 @@ class Cue:
         return -cue.numpy()
 
 
+@dataclass(frozen=True)
+class CueStudy:
+    """The options of one measurement (flags only)."""
+
+    media: Path = Path("../shared/data")  # the shared real-media folder
+    detector: Path = Path("models/face_detector.onnx")  # face detector artifact
+    cues: tuple[str, ...] = CUES  # cues to measure
+    sets: tuple[str, ...] = ()  # held-out sets (none: all)
+    size: int = ranged(256, 16, 4096)  # crop side the cues are measured at (faces cut once)
+    margin: float = ranged(0.25, 0, 2)  # crop margin, as the pack cuts faces
+    cache: Path = Path("runs/realval-cache")  # where detector boxes are cached
+    threads: int | None = ranged(None, 1, 1024)  # ONNX Runtime threads of the detector (none: its default)
+    out: Path = Path("runs/cues.json")  # JSON report
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="research/cues.py",
         description="Training-free swap cues on every held-out set of real manipulated faces (trainer.pack.realval), "
         "faces cut as the service cuts them: the baseline a trained model has to beat.",
     )
-    p.add_argument("--media", type=Path, default=Path("../shared/data"), help="the shared real-media folder")
-    p.add_argument("--detector", type=Path, default=Path("models/face_detector.onnx"), help="face detector artifact")
-    p.add_argument("--cues", default=",".join(CUES), help=f"comma list of cues (default: {','.join(CUES)})")
-    p.add_argument("--sets", default="", help="comma list of held-out sets (default: all)")
-    p.add_argument("--size", type=int, default=256, help="crop side the cues are measured at (faces cut once)")
-    p.add_argument("--margin", type=float, default=0.25, help="crop margin, as the pack cuts faces")
-    p.add_argument("--cache", type=Path, default=Path("runs/realval-cache"), help="where detector boxes are cached")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads of the detector")
-    p.add_argument("--out", type=Path, default=Path("runs/cues.json"), help="JSON report")
+    add_config_flags(p, CueStudy)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        opts = config_from_args(CueStudy, parser.parse_args(argv))
+    except ConfigError as exc:
+        parser.error(str(exc))
     from engines import Detector
     from trainer.pack import holdout, realval
 
-    sets = args.sets.split(",") if args.sets else list(realval.SET_NAMES)
-    names = args.cues.split(",")
+    sets = list(opts.sets or realval.SET_NAMES)
+    names = opts.cues
     try:
-        cues = {n: Cue(n, input_size=args.size, crop_margin=args.margin) for n in names}
+        cues = {n: Cue(n, input_size=opts.size, crop_margin=opts.margin) for n in names}
     except TrainerError as exc:
         print(f"cues: {exc}", file=sys.stderr)
         return 2
-    detector = Detector(args.detector, threads=args.threads)
+    detector = Detector(opts.detector, threads=opts.threads)
     report: dict = {
-        "input_size": args.size,
-        "crop_margin": args.margin,
+        "input_size": opts.size,
+        "crop_margin": opts.margin,
         "detector_sha256": detector.manifest.sha256,
-        **holdout.score_sets(cues, detector, args.media, cache=args.cache, sets=sets),
+        **holdout.score_sets(cues, detector, opts.media, cache=opts.cache, sets=sets),
     }
 
     def cell(m: dict) -> str:
@@ -123,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     for s in sets:
         print(f"{s:16s} " + " ".join(f"{cell(report[n][s]):>25s}" for n in names), file=sys.stderr)
     print("(face AUC / face AUC between faces of about the same size / clip AUC; higher score = fake)", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
-    print(f"cues: wrote {args.out}", file=sys.stderr)
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    opts.out.write_text(json.dumps(report, indent=1))
+    print(f"cues: wrote {opts.out}", file=sys.stderr)
     return 0
 
 
