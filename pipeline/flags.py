@@ -116,7 +116,7 @@ def config_flag(
     else:
         raise TypeError(f"{cls.__name__}.{name}: no flag for a {hint}")
     if choices is not None:
-        metavar = "{" + ",".join(choices) + "}"
+        metavar = "{" + ",".join(map(str, choices)) + "}"
     group.add_argument(
         flag, type=kind, dest=dest, metavar=metavar, default=None, choices=choices, help=_help(cls, f, note)
     )
@@ -157,6 +157,7 @@ def add_config_flags(
             config_flag(parser, flag, cls, f.name, f.name, choices=choice, metavar=metavar)
     if flags:  # config_from_args names a missing field by its flag
         parser.set_defaults(_flag_names={**(parser.get_default("_flag_names") or {}), **flags})
+    parser.set_defaults(_options=(*(parser.get_default("_options") or ()), cls))  # for check_options
 
 
 def _flag(name: str, flags: dict[str, str] | None) -> str:
@@ -168,6 +169,14 @@ def add_config_file(parser: Any, what: str) -> None:
     parser.add_argument(
         "--config", type=Path, default=None, metavar="TOML", help=f"{what} as a TOML table of its fields; flags win"
     )
+    parser.set_defaults(_config_is_toml=True)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Build every options dataclass whose flags ``args`` holds (and its ``--config`` file where that is TOML), as
+    the command will: a missing required field, a value out of range or a bad file fails now, not when it runs."""
+    for cls in getattr(args, "_options", ()):
+        config_from_args(cls, args, file=args.config if getattr(args, "_config_is_toml", False) else None)
 
 
 def config_from_args(cls: type, args: argparse.Namespace, *, file: Path | None = None, **fixed: Any) -> Any:

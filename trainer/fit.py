@@ -38,6 +38,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adam", "adamw")
+WEIGHTS = ("best", "last")  # a checkpoint's weights: of the epoch chosen as best, or of the last one
 PRECISE_BN_BATCHES = 32  # train batches whose statistics replace BatchNorm's running averages after each epoch
 RETIRED_FIELDS = {"stored_share": 0.0}  # fields of studies that did not ship (research/README.md) -> the value run
 
@@ -420,8 +421,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_from_checkpoint(ckpt: dict[str, Any], *, weights: str = "best") -> Any:
     """The network of a checkpoint in eval mode, with the ``weights`` of the "best" or "last" epoch."""
-    if weights not in ("best", "last"):
-        raise FitError(f"unknown weights {weights!r}; valid: ['best', 'last']")
+    if weights not in WEIGHTS:
+        raise FitError(f"unknown weights {weights!r}; valid: {list(WEIGHTS)}")
     model = TrainConfig.from_dict(ckpt["config"]).build_model()
     model.load_state_dict(ckpt["best"]["model"] if weights == "best" else ckpt["model"])
     return model.eval()

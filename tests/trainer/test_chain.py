@@ -83,8 +83,9 @@ def test_all_runs_the_chain_on_the_mini_tree_and_resumes(mini_celebdf, tmp_path,
 
 
 def test_compare_protocols_plans_two_stores_one_search_two_fits_and_one_table(tmp_path):
+    from pipeline.flags import config_from_args
     from trainer.cli import build_parser
-    from trainer.commands.all import STAGES, plan, stage_namespace
+    from trainer.commands.all import STAGES, AllOptions, plan, stage_namespace
 
     args = build_parser().parse_args(
         [
@@ -106,7 +107,8 @@ def test_compare_protocols_plans_two_stores_one_search_two_fits_and_one_table(tm
             "7",
         ]
     )
-    steps = plan(args, list(STAGES))
+    options = config_from_args(AllOptions, args)
+    steps = plan(options, list(STAGES))
     assert [key for key, _, _ in steps] == [
         "dataset:identity",
         "dataset:paper",
@@ -130,26 +132,26 @@ def test_compare_protocols_plans_two_stores_one_search_two_fits_and_one_table(tm
         str(tmp_path / "eval"),
     ]
     assert argv["export"][1] == str(tmp_path / "identity" / "fit" / "checkpoint.pt")
-    fit = stage_namespace("fit", argv["fit:paper"], args)
+    fit = stage_namespace("fit", argv["fit:paper"], args, options)
     assert (fit.epochs, fit.threads, fit.device, fit.resume, fit.batch_size) == (7, 2, "auto", True, None)  # config's
-    search = stage_namespace("search", argv["search"], args)
-    assert (search.threads, search.n_trials, search.epochs) == (1, 5, 10)  # its own flag wins; defaults stay
-    engines = stage_namespace("engines", ["--models", str(tmp_path)], args)
+    search = stage_namespace("search", argv["search"], args, options)
+    assert (search.threads, search.n_trials, search.epochs) == (1, None, None)  # its own flag wins; others its own
+    assert search.total_trials == 5  # search's n_trials: a rerun of the stage runs the missing trials, not 5 more
+    engines = stage_namespace("engines", ["--models", str(tmp_path)], args, options)
     assert engines.device is None  # "auto" is not an engines device: engines keeps its own default
 
 
 def test_all_refuses_a_changed_search_space_on_the_old_study(tmp_path, capsys):
     """The old study's finished trials would count against the new space and its best come back."""
+    from pipeline.flags import config_from_args
     from trainer.cli import build_parser, main
-    from trainer.commands.all import STAGES, _options, plan, stage_namespace
+    from trainer.commands.all import STAGES, AllOptions, _options, plan, stage_namespace
 
     base = ["all", "--celebdf", str(tmp_path / "tree"), "--work", str(tmp_path), "--until", "search"]
     args = build_parser().parse_args([*base, "--search-families", "paper_cnn"])
-    state = {}
-    for key, stage, managed in plan(args, list(STAGES)):
-        ns = stage_namespace(stage, managed, args)
-        if stage == "search":
-            ns.total_trials = ns.n_trials
+    options, state = config_from_args(AllOptions, args), {}
+    for key, stage, managed in plan(options, list(STAGES)):
+        ns = stage_namespace(stage, managed, args, options)
         state[key] = {"finished": "", "seconds": 0, "options": json.loads(json.dumps(_options(ns), default=str))}
     (tmp_path / "all_state.json").write_text(json.dumps(state))
     assert main([*base, "--search-families", "efficientnet"]) == 1

@@ -161,7 +161,7 @@ def test_unreadable_zero_frame_and_truncated_videos(mini_celebdf: MiniTree, tmp_
 
 def _mini_cfg(tree: Path, out: Path, **kw) -> DatasetConfig:
     return DatasetConfig(
-        **{"tree": tree, "out": out, "all_videos": True, "whole_frames": True, "frames": 6, "crop_size": 64} | kw
+        **{"celebdf": tree, "out": out, "all_videos": True, "whole_frames": True, "frames": 6, "crop_size": 64} | kw
     )
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.cli import main
-from trainer.commands.pack import STATE_FILE, load_recipe
+from trainer.cli import build_parser, main
+from trainer.commands.pack import STATE_FILE, load_recipe, step_argv
 from trainer.errors import TrainerError
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.toml"))
@@ -64,6 +64,11 @@ def test_a_recipe_that_does_not_match_the_cli_fails_before_any_step_runs(tmp_pat
     assert main(["pack", str(recipe), "--work", str(tmp_path / "w")]) == 1
     assert not (tmp_path / "w").exists()  # nothing ran, nothing was made
 
+    # a step whose options cannot be built (a required flag left out) fails as early
+    recipe.write_text('[[step]]\ncommand = "placeholders"\n\n[[step]]\ncommand = "export"\nthreshold = 0.5\n')
+    with pytest.raises(TrainerError, match=r"step 2 \(export\): .*--checkpoint required"):
+        load_recipe(recipe, work=tmp_path / "w", models=tmp_path / "m", given={})
+
     recipe.write_text('[[step]]\ncommand = "all"\ncelebdf = "{celebdf}"\nwork = "{work}"\n')
     with pytest.raises(TrainerError, match=r"uses \{celebdf\}: give --set celebdf=VALUE"):
         load_recipe(recipe, work=tmp_path / "w", models=tmp_path / "m", given={})
@@ -76,3 +81,11 @@ def test_several_recipes_make_one_pack_in_one_model_directory(tmp_path: Path):
     assert main(["pack", str(first), str(second), "--work", str(tmp_path / "w")]) == 0
     assert (tmp_path / "w" / "models" / "face_detector.onnx").is_file()  # the second step saw the first's models
     assert [json.loads((tmp_path / "w" / r / STATE_FILE).read_text()) != {} for r in ("first", "second")] == [True] * 2
+
+
+def test_true_is_the_flag_and_false_its_no_form():
+    step = {"command": "calibrate", "broadcast": False, "dry_run": True, "margin": 0.02, "media": "{media}"}
+    argv = step_argv(step, {"media": "/data"})
+    assert argv == ["calibrate", "--no-broadcast", "--dry-run", "--margin", "0.02", "--media", "/data"]
+    args = build_parser().parse_args(argv)
+    assert args.broadcast is False and args.dry_run is True  # calibrate's broadcast variants default to on

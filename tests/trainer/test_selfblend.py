@@ -191,19 +191,19 @@ def test_fit_and_search_flags_reach_the_training_config(tiny_store, tmp_path, mo
 
 
 def test_all_forwards_self_blend_and_keeps_stages_recorded_before_the_flag(tmp_path, capsys):
+    from pipeline.flags import config_from_args
     from trainer.cli import build_parser, main
-    from trainer.commands.all import STAGES, _options, plan, stage_namespace
+    from trainer.commands.all import STAGES, AllOptions, _options, plan, stage_namespace
 
     base = ["all", "--celebdf", str(tmp_path / "tree"), "--work", str(tmp_path), "--until", "search"]
     args = build_parser().parse_args([*base, "--search-self-blend", "--fit-self-blend"])
-    assert stage_namespace("search", ["--data", "d", "--out", "o"], args).self_blend is True
-    assert stage_namespace("fit", ["--data", "d", "--out", "o"], args).self_blend is True
+    chain = config_from_args(AllOptions, args)
+    assert stage_namespace("search", ["--data", "d", "--out", "o"], args, chain).self_blend is True
+    assert stage_namespace("fit", ["--data", "d", "--out", "o"], args, chain).self_blend is True
     plain = build_parser().parse_args(base)
     state = {}
-    for key, stage, managed in plan(plain, list(STAGES)):
-        ns = stage_namespace(stage, managed, plain)
-        if stage == "search":
-            ns.total_trials = ns.n_trials
+    for key, stage, managed in plan(chain, list(STAGES)):
+        ns = stage_namespace(stage, managed, plain, chain)
         options = json.loads(json.dumps(_options(ns), default=str))
         options.pop("self_blend", None)  # written by a dfwatch without the flag
         state[key] = {"finished": "", "seconds": 0, "options": options}

@@ -1,7 +1,8 @@
 """dfwatch-train all: dataset -> search -> fit -> evaluate -> export -> engines in one work directory.
 
-Every flag of every stage is a flag of ``all`` with the stage's name in front
-(``--search-n-trials 5``, ``--fit-epochs 20``); the paths between stages are set here. Each
+Every flag of every stage but its --config file is a flag of ``all`` with the stage's name in front
+(``--search-n-trials 5``, ``--fit-epochs 20``); the paths between stages are set here. All's own ``--config``
+is a TOML file of its own options (AllOptions); a recipe (`dfwatch-train pack`) holds the stage flags too. Each
 stage that finishes is recorded in WORK/all_state.json with its options: a rerun skips it, so an
 interrupted run resumes stage by stage (and inside a stage, the stage's own resume: finished
 videos, finished trials, the fit checkpoint). A stage whose options changed runs again, and so
@@ -18,10 +19,14 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
+from pipeline.flags import add_config_file, add_config_flags, config_from_args
+from pipeline.ranges import check_ranges, ranged
 from trainer.commands._common import run_step, write_state
 
 logger = logging.getLogger(__name__)
@@ -37,6 +42,8 @@ MANAGED = {
     "engines": {"models"},
 }
 SHARED = ("threads", "device")  # `all --threads N` fills every stage's --threads unless the stage flag is given
+# A stage's --config file is no flag of `all`: the state compares options, and a file's contents change unseen.
+UNMIRRORED = {"help", "config"}
 STATE_FILE = "all_state.json"
 
 EPILOG = """\
@@ -52,6 +59,25 @@ examples:
   dfwatch-train all --celebdf /data/Celeb-DF-v2 --work runs/case1 --dataset-whole-frames --dataset-augment-copies 0
   dfwatch-train all --celebdf /data/Celeb-DF-v2 --work runs/w --search-storage redis://host:6379/0 --until search
 """
+
+
+@dataclass(frozen=True)
+class AllOptions:
+    """`dfwatch-train all`'s own options; each stage's are its --STAGE-* flags (a recipe holds both: `pack`)."""
+
+    celebdf: Path  # Celeb-DF v2 root
+    work: Path  # work directory of every stage's output
+    models: Path | None = None  # model directory the classifier is exported to and engines rebuild; None = WORK/models
+    # build identity and paper stores, fit the search's best config on both, evaluate side by side
+    compare_protocols: bool = False
+    until: str = "engines"  # last stage to run
+    threads: int | None = ranged(None, 1, 1024)  # every stage's --threads, unless its own flag is given
+    device: str | None = None  # every stage's --device, unless its own flag is given
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.until not in STAGES:
+            raise ConfigError(f"until must be one of {list(STAGES)}, got {self.until!r}")
 
 
 class _Recorder(argparse.ArgumentParser):
@@ -109,7 +135,7 @@ def available_stages() -> list[str]:
 def _mirror(stage: str, group: Any) -> None:
     """Add every option of ``stage`` not managed here to ``group`` as --STAGE-OPTION (dest STAGE__dest)."""
     for action, kwargs in _stage_parser(stage).added:
-        if not action.option_strings or action.dest in MANAGED[stage] or action.dest == "help":
+        if not action.option_strings or action.dest in MANAGED[stage] or action.dest in UNMIRRORED:
             continue
         long = next(s for s in action.option_strings if s.startswith("--"))
         kwargs = {**kwargs, "dest": f"{stage}__{action.dest}", "default": argparse.SUPPRESS}
@@ -119,24 +145,32 @@ def _mirror(stage: str, group: Any) -> None:
         group.add_argument(f"--{stage}-{long[2:]}", **kwargs)  # BooleanOptionalAction adds --no-STAGE-OPTION
 
 
-def stage_namespace(stage: str, managed: list[str], args: argparse.Namespace) -> argparse.Namespace:
-    """The stage's namespace: its defaults, the ``managed`` argv, then the --STAGE-* flags given to all."""
+def stage_namespace(stage: str, managed: list[str], args: argparse.Namespace, chain: AllOptions) -> argparse.Namespace:
+    """The stage's namespace as all runs it: its defaults, the ``managed`` argv, then the --STAGE-* flags given to
+    all (``args``) and the ``SHARED`` options of ``chain`` where the stage's own flag is not given."""
     ns = _stage_parser(stage).parse_args(managed)
     given = {k.split("__", 1)[1]: v for k, v in vars(args).items() if k.startswith(f"{stage}__")}
     actions = {a.dest: a for a in _stage_parser(stage).options}
     for name in SHARED:
-        value = getattr(args, name)
+        value = getattr(chain, name)
         if name in actions and name not in given and value is not None:
             choices = actions[name].choices
             if choices is None or value in choices:  # e.g. engines has no --device auto: its own default stays
                 given[name] = actions[name].type(value) if actions[name].type else value
     for name, value in given.items():
         setattr(ns, name, value)
+    if stage == "search" and ns.total_trials is None:  # a rerun runs the missing trials, not n more
+        from trainer.commands.search import SearchOptions
+
+        ns.total_trials = SearchOptions.n_trials if ns.n_trials is None else ns.n_trials
     return ns
 
 
 def _options(ns: argparse.Namespace) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(ns).items()) if k != "func"}
+    """A stage's options as its state records them (not its function, nor argparse's ``_private`` defaults)."""
+    return {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(ns).items()) if k[0] != "_" and k != "func"
+    }
 
 
 def _with_added_defaults(stage: str, old: dict[str, Any]) -> dict[str, Any]:
@@ -197,23 +231,23 @@ def _check_search_reuse(entry: dict[str, Any] | None, options: dict[str, Any], w
         )
 
 
-def plan(args: argparse.Namespace, stages: list[str]) -> list[tuple[str, str, list[str]]]:
+def plan(chain: AllOptions, stages: list[str]) -> list[tuple[str, str, list[str]]]:
     """(key, stage, managed argv) in order; key names the stage's run (``fit:paper``) in the state file."""
-    work: Path = args.work
-    models: Path = args.models or work / "models"
-    protocols = ["identity", "paper"] if args.compare_protocols else [None]
+    work = chain.work
+    models = chain.models or work / "models"
+    protocols = ["identity", "paper"] if chain.compare_protocols else [None]
     root = {p: (work / p if p else work) for p in protocols}
     first = protocols[0]
     best = work / "search" / "best_config.json"
     steps: list[tuple[str, str, list[str]]] = []
     for p in protocols:
-        argv = ["--celebdf", str(args.celebdf), "--out", str(root[p] / "faces.h5")]
+        argv = ["--celebdf", str(chain.celebdf), "--out", str(root[p] / "faces.h5")]
         steps.append((f"dataset:{p}" if p else "dataset", "dataset", argv + (["--split", p] if p else [])))
     steps.append(("search", "search", ["--data", str(root[first] / "faces.h5"), "--out", str(work / "search")]))
     for p in protocols:
         argv = ["--data", str(root[p] / "faces.h5"), "--out", str(root[p] / "fit"), "--config", str(best), "--resume"]
         steps.append((f"fit:{p}" if p else "fit", "fit", argv))
-    if args.compare_protocols:
+    if chain.compare_protocols:
         runs = [x for p in protocols for x in ("--run", f"{p}={root[p] / 'fit' / 'checkpoint.pt'}")]
         steps.append(("evaluate", "evaluate", [*runs, "--compare-protocols", "--out", str(work / "eval")]))
     else:
@@ -234,31 +268,30 @@ def plan(args: argparse.Namespace, stages: list[str]) -> list[tuple[str, str, li
         )
     )
     steps.append(("engines", "engines", ["--models", str(models)]))
-    until = STAGES.index(args.until)
+    until = STAGES.index(chain.until)
     return [s for s in steps if s[1] in stages and STAGES.index(s[1]) <= until]
 
 
 def cmd_all(args: argparse.Namespace) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI at import otherwise
-    if args.compare_protocols and hasattr(args, "dataset__split"):
+    o = config_from_args(AllOptions, args, file=args.config)
+    if o.compare_protocols and hasattr(args, "dataset__split"):
         raise ValueError("--compare-protocols builds both splits; leave out --dataset-split")
     stages = available_stages()
-    if "engines" not in stages and args.until == "engines":
+    if "engines" not in stages and o.until == "engines":
         logger.warning("no `engines` command in this dfwatch: the chain stops after export")
-    args.work.mkdir(parents=True, exist_ok=True)
-    state = _State(args.work)
-    steps = plan(args, stages)
+    o.work.mkdir(parents=True, exist_ok=True)
+    state = _State(o.work)
+    steps = plan(o, stages)
     started = time.monotonic()
     ran, skipped = [], []
     for key, stage, managed in steps:
-        ns = stage_namespace(stage, managed, args)
-        if stage == "search" and ns.total_trials is None:
-            ns.total_trials = ns.n_trials  # a rerun runs the missing trials, not n more
+        ns = stage_namespace(stage, managed, args, o)
         options = _options(ns)
         if key in state.done:
             state.done[key]["options"] = _with_added_defaults(stage, state.done[key]["options"])
         if stage == "search":
-            _check_search_reuse(state.done.get(key), options, args.work)
+            _check_search_reuse(state.done.get(key), options, o.work)
         if state.skip(key, options):
             logger.info("stage %s: done before with the same options, skipping", key)
             skipped.append(key)
@@ -272,8 +305,8 @@ def cmd_all(args: argparse.Namespace) -> int:
     last = steps[-1][1] if steps else "nothing"
     print(
         f"all: {len(ran)} stage(s) run ({', '.join(ran) or 'none'}), {len(skipped)} skipped as done "
-        f"({', '.join(skipped) or 'none'}) in {time.monotonic() - started:.0f} s; work dir {args.work}"
-        + (f"\nreport: {args.work / 'eval' / 'report.md'}" if STAGES.index(last) >= STAGES.index("evaluate") else "")
+        f"({', '.join(skipped) or 'none'}) in {time.monotonic() - started:.0f} s; work dir {o.work}"
+        + (f"\nreport: {o.work / 'eval' / 'report.md'}" if STAGES.index(last) >= STAGES.index("evaluate") else "")
         + ("" if last == "engines" else f"\nstopped after {last}"),
         file=sys.stderr,
     )
@@ -288,22 +321,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--celebdf", type=Path, required=True, metavar="TREE", help="Celeb-DF v2 root")
-    p.add_argument("--work", type=Path, required=True, help="work directory of every stage's output")
-    p.add_argument(
-        "--models",
-        type=Path,
-        default=None,
-        help="model directory the classifier is exported to and engines rebuild (default: WORK/models)",
-    )
-    p.add_argument(
-        "--compare-protocols",
-        action="store_true",
-        help="build identity and paper stores, fit the search's best config on both, evaluate side by side",
-    )
-    p.add_argument("--until", choices=STAGES, default="engines", help="last stage to run (default: engines)")
-    p.add_argument("--threads", type=int, default=None, help="every stage's --threads, unless its own flag is given")
-    p.add_argument("--device", default=None, help="every stage's --device, unless its own flag is given")
+    add_config_flags(p, AllOptions, choices={"until": STAGES})
+    add_config_file(p, "all's own options (not the --STAGE-* flags)")
     for stage in available_stages():
         title = f"{stage} stage (`dfwatch-train {stage} --help`)"
         _mirror(stage, p.add_argument_group(title, f"managed by all: {', '.join(sorted(MANAGED[stage]))}"))

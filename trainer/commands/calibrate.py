@@ -12,26 +12,50 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.commands.validate import add_service_args
+from pipeline.flags import add_config_file, add_config_flags, config_from_args
+from pipeline.ranges import check_ranges, ranged
+
+
+@dataclass(frozen=True)
+class CalibrateOptions:
+    """`dfwatch-train calibrate`: the pack, the media and the margin. ``threads`` and ``detector`` are the [models]
+    fields of `dfwatch watch` the service runs may set (pipeline.config.ModelsConfig checks them)."""
+
+    models: Path = Path("models")  # model directory (classifier and detector)
+    media: Path = Path("../shared/data")  # the shared real-media folder
+    # where the broadcast variants of the real clips are written (kept for the next run)
+    work: Path = Path("runs/calibrate")
+    margin: float = ranged(0.05, 0, 1)  # added above the reals' highest quiet threshold
+    dry_run: bool = False  # print the thresholds, leave the manifest alone
+    broadcast: bool = True  # the val real clips also under the broadcast conditions, not only as they are
+    threads: int | None = ranged(None, 1, 1024)  # ONNX Runtime threads; None = all cores
+    # detector artifact the service serves; None = as `dfwatch watch`: the OpenVINO INT8 detector in MODELS where it
+    # opens, else MODELS/face_detector.onnx
+    detector: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from pipeline.calibrate import calibrate, write_calibration
     from trainer.pack import holdout
 
-    real, fake = holdout.calibration_clips(args.media, None if args.no_broadcast else args.work)
+    o = config_from_args(CalibrateOptions, args, file=args.config)
+    real, fake = holdout.calibration_clips(o.media, o.work if o.broadcast else None)
     print(f"calibrate: {len(real)} real and {len(fake)} fake clips through the service", file=sys.stderr)
-    run = holdout.pipeline_videos(args.models, [*real, *fake], detector=args.detector, threads=args.threads)
+    run = holdout.pipeline_videos(o.models, [*real, *fake], detector=o.detector, threads=o.threads)
     result = calibrate(
-        [run.frame_scores[str(p)] for p in real], [run.frame_scores[str(p)] for p in fake], margin=args.margin
+        [run.frame_scores[str(p)] for p in real], [run.frame_scores[str(p)] for p in fake], margin=o.margin
     )
     for line in result.describe():
         print(line, file=sys.stderr)
-    if not args.dry_run:
-        classifier = args.models / "deepfake_classifier.onnx"
-        provenance = {"real": [str(p) for p in real], "fake": [str(p) for p in fake], "margin": args.margin}
+    if not o.dry_run:
+        classifier = o.models / "deepfake_classifier.onnx"
+        provenance = {"real": [str(p) for p in real], "fake": [str(p) for p in fake], "margin": o.margin}
         write_calibration(classifier, result, provenance=provenance)
         print(f"calibrate: wrote verdict_enter, verdict_leave, verdict_frames into {classifier}.json", file=sys.stderr)
     return 0
@@ -43,20 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="set the pack's verdict thresholds from held-out real clips (val split) and validation fakes",
         description=__doc__,
     )
-    p.add_argument("--models", type=Path, default=Path("models"), help="model directory (classifier and detector)")
-    p.add_argument("--media", type=Path, default=Path("../shared/data"), help="the shared real-media folder")
-    p.add_argument(
-        "--work",
-        type=Path,
-        default=Path("runs/calibrate"),
-        help="where the broadcast variants of the real clips are written (kept for the next run)",
-    )
-    p.add_argument("--margin", type=float, default=0.05, help="added above the reals' highest quiet threshold")
-    p.add_argument("--dry-run", action="store_true", help="print the thresholds, leave the manifest alone")
-    p.add_argument(
-        "--no-broadcast",
-        action="store_true",
-        help="the val real clips only as they are, not also under the broadcast conditions",
-    )
-    add_service_args(p)
+    add_config_flags(p, CalibrateOptions)
+    add_config_file(p, "the calibrate options")
     p.set_defaults(func=cmd_calibrate)

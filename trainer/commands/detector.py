@@ -11,18 +11,56 @@ size's; it is exported to ``--export`` with a manifest that records all of this.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import math
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.flags import add_config_file, add_config_flags, config_from_args, field_help
+from pipeline.ranges import ranged
 from trainer.commands._common import machine, offline_ultralytics
+from trainer.detector.train import DetectorTrainConfig
 from trainer.errors import TrainerError
 
 logger = logging.getLogger(__name__)
 
 SIZES = (320, 416, 640)
+
+
+@dataclass(frozen=True)
+class DetectorOptions(DetectorTrainConfig):
+    """`dfwatch-train detector`: the training config (DetectorTrainConfig's fields) and what is done around it;
+    ``--config`` is one TOML table of both."""
+
+    media: Path = Path("../shared/data")  # the shared real-media folder
+    out: Path = Path("runs/detector")  # work folder (dataset, weights, report)
+    export: Path | None = None  # write the serving ONNX here (e.g. models/face_detector.onnx)
+    frames_per_clip: int = ranged(6, 1, math.inf)  # frames of each training clip for the teacher
+    eval_frames: int = ranged(8, 1, math.inf)  # frames of each held-out clip to measure recall on
+    sizes: tuple[int, ...] = SIZES  # serving sizes to measure
+    serving_size: int | None = None  # force the serving size (one of the sizes)
+    recall_slack: float = ranged(0.02, 0, 1)  # recall a smaller size may lose
+    threads: int | None = ranged(None, 1, 1024)  # ONNX Runtime threads for the measurements
+    resume: bool = False  # continue an interrupted training run
+    retrain: bool = False  # train again even if the work folder holds trained weights
+    torch_reference: bool = True  # the .pt2 torch reference beside the export
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        bad = [s for s in self.sizes if s not in SIZES]
+        if bad or not self.sizes:
+            raise TrainerError(f"--sizes {list(self.sizes)}: each must be one of {list(SIZES)}")
+        if self.serving_size is not None and self.serving_size not in self.sizes:
+            raise TrainerError(
+                f"--serving-size {self.serving_size} is not among --sizes {list(self.sizes)}: add it to --sizes"
+            )
+
+    def train_config(self) -> DetectorTrainConfig:
+        return DetectorTrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DetectorTrainConfig)})
 
 
 def choose_size(rows: dict[int, dict], *, slack: float) -> int:
@@ -44,21 +82,20 @@ def choose_size(rows: dict[int, dict], *, slack: float) -> int:
 
 
 def cmd_detector(args: argparse.Namespace) -> int:
+    o = config_from_args(DetectorOptions, args, file=args.config)
     offline_ultralytics()
     from engines import Detector
     from engines.export import export_detector
     from trainer import realmedia
     from trainer.detector import evaluate as ev
     from trainer.detector.data import labelled_sources, prepare
-    from trainer.detector.train import DetectorTrainConfig, train_detector
+    from trainer.detector.train import train_detector
     from trainer.teacher import Teacher
 
-    if args.serving_size and args.serving_size not in args.sizes:
-        raise TrainerError(f"--serving-size {args.serving_size} is not among --sizes {args.sizes}: add it to --sizes")
-    out: Path = args.out
+    out = o.out
     out.mkdir(parents=True, exist_ok=True)
     teacher = Teacher()  # labels the training frames (first run) and the held-out clips' reference boxes
-    data = prepare(args.media, out / "data", frames_per_clip=args.frames_per_clip, teacher=teacher)
+    data = prepare(o.media, out / "data", frames_per_clip=o.frames_per_clip, teacher=teacher)
     logger.info(
         "dataset: %d WIDER train images + %d teacher-labelled images (%d faces); dropped %d doubtful",
         data.wider_train,
@@ -67,35 +104,27 @@ def cmd_detector(args: argparse.Namespace) -> int:
         data.dropped_doubtful,
     )
     summary_path = out / "train_summary.json"
-    if summary_path.is_file() and not args.retrain:
+    if summary_path.is_file() and not o.retrain:
         trained = json.loads(summary_path.read_text())
         logger.info("reusing the trained weights of %s (--retrain trains again)", summary_path)
     else:
-        cfg = DetectorTrainConfig(
-            imgsz=args.imgsz,
-            hours=args.hours or None,
-            epochs=args.epochs,
-            batch=args.batch,
-            workers=args.workers,
-            seed=args.seed,
-        )
-        trained = train_detector(cfg, data_yaml=data.yaml, out=out, resume=args.resume)
+        trained = train_detector(o.train_config(), data_yaml=data.yaml, out=out, resume=o.resume)
         summary_path.write_text(json.dumps(trained, indent=1))
     weights = Path(trained["weights"])
 
     record = json.loads((out / "data" / "pseudo_labels.json").read_text())
-    trained_on = labelled_sources(record, [s.rel for s in realmedia.real_videos(args.media)])
-    frames = ev.clip_frames(args.media, per_clip=args.eval_frames, exclude=trained_on)
+    trained_on = labelled_sources(record, [s.rel for s in realmedia.real_videos(o.media)])
+    frames = ev.clip_frames(o.media, per_clip=o.eval_frames, exclude=trained_on)
     refs = [teacher.sure_faces(teacher(img)).xyxy for _, img in frames]
     rows: dict[int, dict] = {}
     thresholds: dict[int, float] = {}  # the manifest confidence each size was measured at
-    for size in args.sizes:
+    for size in o.sizes:
         onnx = out / "eval" / f"face_detector_{size}.onnx"
         onnx.parent.mkdir(exist_ok=True)
         export_detector(weights, onnx, input_size=size, placeholder=False, torch_reference=False)
-        det = Detector(onnx, threads=args.threads)
+        det = Detector(onnx, threads=o.threads)
         thresholds[size] = float(det.conf)
-        wider = ev.match_recall(ev.wider_pairs(det, args.media / "widerface" / "val"), min_height=32)
+        wider = ev.match_recall(ev.wider_pairs(det, o.media / "widerface" / "val"), min_height=32)
         clips = ev.match_recall([(r, det([img]).xyxy) for r, (_, img) in zip(refs, frames)], min_height=32)
         rows[size] = {
             **ev.wider_map(weights, data.yaml, imgsz=size),
@@ -104,7 +133,7 @@ def cmd_detector(args: argparse.Namespace) -> int:
             "ms_per_720p_frame": ev.latency_ms(det),
         }
         logger.info("size %d: %s", size, json.dumps(rows[size]))
-    size = args.serving_size or choose_size(rows, slack=args.recall_slack)
+    size = o.serving_size or choose_size(rows, slack=o.recall_slack)
     report = {
         "command": "dfwatch-train " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("dfwatch-train") else None,
         "machine": machine(),
@@ -122,8 +151,8 @@ def cmd_detector(args: argparse.Namespace) -> int:
         "threshold": thresholds[size],
     }
     (out / "detector_report.json").write_text(json.dumps(report, indent=1))
-    if args.export:
-        args.export.parent.mkdir(parents=True, exist_ok=True)
+    if o.export:
+        o.export.parent.mkdir(parents=True, exist_ok=True)
         training = {
             "data": "WIDER FACE train subset + MTCNN-labelled real frames (../shared/data)",
             "seconds": trained["seconds"],
@@ -134,13 +163,13 @@ def cmd_detector(args: argparse.Namespace) -> int:
         }
         export_detector(
             weights,
-            args.export,
+            o.export,
             input_size=size,
             placeholder=False,
             training=training,
-            torch_reference=args.torch_reference,
+            torch_reference=o.torch_reference,
         )
-        logger.info("exported %s at %d", args.export, size)
+        logger.info("exported %s at %d", o.export, size)
     _print_table(rows, size)
     return 0
 
@@ -161,34 +190,16 @@ def _print_table(rows: dict[int, dict], chosen: int) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detector", help="train, measure and export the YOLOv8n face detector (ultralytics, offline)")
-    p.add_argument("--media", type=Path, default=Path("../shared/data"), help="the shared real-media folder")
-    p.add_argument("--out", type=Path, default=Path("runs/detector"), help="work folder (dataset, weights, report)")
-    p.add_argument(
-        "--export", type=Path, default=None, help="write the serving ONNX here (e.g. models/face_detector.onnx)"
+    train_fields = tuple(f.name for f in dataclasses.fields(DetectorTrainConfig))
+    add_config_flags(p, DetectorOptions, skip=(*train_fields, "sizes"))
+    add_config_flags(p, DetectorTrainConfig)
+    p.add_argument(  # a list of sizes, as before: --sizes 320 416
+        "--sizes",
+        type=int,
+        nargs="+",
+        choices=SIZES,
+        default=None,
+        help=f"{field_help(DetectorOptions)['sizes']} (default {' '.join(map(str, DetectorOptions.sizes))})",
     )
-    p.add_argument("--imgsz", type=int, default=416, help="training input side")
-    p.add_argument(
-        "--hours",
-        type=float,
-        default=1.0,
-        help="training wall-clock budget (sets the epochs); 0 = no budget: run all --epochs",
-    )
-    p.add_argument("--epochs", type=int, default=300, help="most epochs (the budget usually ends first)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2, help="dataloader processes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--frames-per-clip", type=int, default=6, help="frames of each training clip for the teacher")
-    p.add_argument("--eval-frames", type=int, default=8, help="frames of each held-out clip to measure recall on")
-    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=SIZES, help="serving sizes to measure")
-    p.add_argument("--serving-size", type=int, default=None, choices=SIZES, help="force the serving size")
-    p.add_argument("--recall-slack", type=float, default=0.02, help="recall a smaller size may lose (default 0.02)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for the measurements")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted training run")
-    p.add_argument("--retrain", action="store_true", help="train again even if --out holds trained weights")
-    p.add_argument(
-        "--no-torch-reference",
-        dest="torch_reference",
-        action="store_false",
-        help="skip the .pt2 torch reference beside the export",
-    )
+    add_config_file(p, "the detector options and training config")
     p.set_defaults(func=cmd_detector)

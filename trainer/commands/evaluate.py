@@ -4,12 +4,41 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.flags import add_config_file, add_config_flags, config_from_args, field_help
+from pipeline.ranges import check_ranges, ranged
 from trainer.commands.fit import add_runtime_options, runtime_options
+from trainer.metrics import REDUCTIONS
+from trainer.store import SPLITS
 
 logger = logging.getLogger(__name__)
+
+WEIGHTS = ("best", "last")
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """`dfwatch-train evaluate`: which runs, scored how, written where. ``--config`` is a TOML table of these fields;
+    --device, --threads and --workers are fit's (trainer.commands.fit)."""
+
+    out: Path  # directory for the report and plots
+    checkpoint: Path | None = None  # checkpoint.pt from `dfwatch-train fit`
+    data: Path | None = None  # face store; none = the one the checkpoint trained on
+    label: str = "model"  # the run's column name with --checkpoint
+    run: tuple[str, ...] = ()  # a run to put in the table, LABEL=CHECKPOINT[,DATA] (repeatable)
+    compare_protocols: bool = False  # two runs, identity and paper protocol, side by side with their difference
+    split: str = "test"  # split to score
+    weights: str = "best"  # the epoch with the lowest validation loss, or the last
+    video_score: str = "mean"  # a video's score from its frames' scores
+    threshold: float = ranged(0.5, 0, 1)  # P(fake) at or above which a face is fake
+    batch_size: int = ranged(64, 1, math.inf)  # crops per forward pass
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -22,60 +51,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_report,
     )
 
-    if bool(args.checkpoint) == bool(args.run):
+    o = config_from_args(EvaluateOptions, args, file=args.config)
+    if bool(o.checkpoint) == bool(o.run):
         raise EvaluateError("give either --checkpoint (one run) or one or more --run LABEL=CHECKPOINT[,DATA]")
-    if args.checkpoint is not None:
-        specs = [RunSpec(label=args.label, checkpoint=args.checkpoint, data=args.data)]
+    if o.checkpoint is not None:
+        specs = [RunSpec(label=o.label, checkpoint=o.checkpoint, data=o.data)]
     else:
-        if args.data is not None:
+        if o.data is not None:
             raise EvaluateError("--data goes with --checkpoint; with --run write LABEL=CHECKPOINT,DATA")
-        specs = [parse_run(text) for text in args.run]
+        specs = [parse_run(text) for text in o.run]
     results = [
         evaluate_checkpoint(
             spec,
-            split=args.split,
-            weights=args.weights,
-            reduce=args.video_score,
-            threshold=args.threshold,
-            batch_size=args.batch_size,
+            split=o.split,
+            weights=o.weights,
+            reduce=o.video_score,
+            threshold=o.threshold,
+            batch_size=o.batch_size,
             **runtime_options(args),
         )
         for spec in specs
     ]
-    paths = write_report(results, args.out, compare_protocols=args.compare_protocols)
-    if args.compare_protocols:
+    paths = write_report(results, o.out, compare_protocols=o.compare_protocols)
+    if o.compare_protocols:
         from trainer.paper.evaluate import order_for_comparison
 
         results = order_for_comparison(results)
-    print(markdown_table(results, compare_protocols=args.compare_protocols), end="")
+    print(markdown_table(results, compare_protocols=o.compare_protocols), end="")
     print(
-        f"evaluate: {len(results)} run(s) on the {args.split} split; wrote {paths['markdown']}, {paths['json']}, "
+        f"evaluate: {len(results)} run(s) on the {o.split} split; wrote {paths['markdown']}, {paths['json']}, "
         + ", ".join(str(p) for k, p in paths.items() if p.suffix == ".png"),
         file=sys.stderr,
     )
     return 0
-
-
-def add_evaluate_options(p: argparse.ArgumentParser) -> None:
-    """Everything but what names the runs and --out; shared with `dfwatch-train all`."""
-    from trainer.metrics import REDUCTIONS
-
-    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score (default: test)")
-    p.add_argument(
-        "--weights",
-        default="best",
-        choices=("best", "last"),
-        help="the epoch with the lowest validation loss, or the last (default: best)",
-    )
-    p.add_argument(
-        "--video-score",
-        default="mean",
-        choices=REDUCTIONS,
-        help="a video's score from its frames' scores (default: mean)",
-    )
-    p.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which a face is fake")
-    p.add_argument("--batch-size", type=int, default=64, help="crops per forward pass (default: 64)")
-    add_runtime_options(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,21 +96,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "difference: the leakage of the paper's protocol. Writes OUT/report.md, report.json, roc.png and "
         "history_<label>.png; the table goes to stdout.",
     )
-    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint.pt from `dfwatch-train fit`")
-    p.add_argument("--data", type=Path, default=None, help="face store (default: the one the checkpoint trained on)")
-    p.add_argument("--label", default="model", help="the run's column name with --checkpoint (default: model)")
-    p.add_argument(
+    choices = {"split": SPLITS, "weights": WEIGHTS, "video_score": REDUCTIONS}
+    add_config_flags(p, EvaluateOptions, choices=choices, skip=("run",))
+    p.add_argument(  # repeated, not comma-separated: a run holds a comma
         "--run",
         action="append",
-        default=[],
+        default=None,
         metavar="LABEL=CHECKPOINT[,DATA]",
-        help="a run to put in the table (repeatable)",
+        help=field_help(EvaluateOptions)["run"],
     )
-    p.add_argument(
-        "--compare-protocols",
-        action="store_true",
-        help="two runs, identity and paper protocol, side by side with their difference",
-    )
-    p.add_argument("--out", type=Path, required=True, help="directory for the report and plots")
-    add_evaluate_options(p)
+    add_config_file(p, "the evaluate options")
+    add_runtime_options(p)
     p.set_defaults(func=cmd_evaluate)

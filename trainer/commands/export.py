@@ -7,10 +7,15 @@ import json
 import logging
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
+from pipeline.flags import add_config_file, add_config_flags, config_from_args
+from pipeline.ranges import check_ranges, ranged
 from trainer.commands._common import machine
+from trainer.fit import WEIGHTS
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +30,24 @@ Deepfake face classifier trained by dfwatch-train: P(fake) for a {size}x{size} R
 - validation at that epoch: loss {val_loss:.4f}, accuracy {val_acc:.4f}
 - built by: `{command}`
 {metrics}"""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """`dfwatch-train export`: which weights of which checkpoint go where, with which manifest fields."""
+
+    checkpoint: Path  # checkpoint.pt from `dfwatch-train fit`
+    out: Path = Path("models/deepfake_classifier.onnx")  # ONNX file to write
+    report: Path | None = None  # report.json of `dfwatch-train evaluate` whose metrics go into the manifest and card
+    weights: str = "best"  # epoch to export
+    threshold: float = ranged(0.5, 0, 1)  # P(fake) threshold written to the manifest
+    # the service scores only faces at least this many pixels high (manifest preprocess.min_face); 0 = all
+    min_face: int = ranged(0, 0, 10_000, unit="px")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.weights not in WEIGHTS:
+            raise ConfigError(f"weights must be one of {list(WEIGHTS)}, got {self.weights!r}")
 
 
 def provenance(
@@ -116,24 +139,16 @@ def _card(path: Path, training: dict[str, Any], *, params: int) -> str:
     )
 
 
-def export_checkpoint(
-    checkpoint: Path,
-    out: Path,
-    *,
-    weights: str = "best",
-    threshold: float = 0.5,
-    report: Path | None = None,
-    command: str = "",
-    min_face: int = 0,
-) -> tuple[Any, float]:
-    """Export ``checkpoint`` to ``out`` (.onnx) through engines.export.export_classifier, verified
-    against torch; writes the manifest (with training provenance) and a model card (.md)."""
+def export_checkpoint(options: ExportOptions, *, command: str = "") -> tuple[Any, float]:
+    """Export ``options.checkpoint`` to ``options.out`` (.onnx) through engines.export.export_classifier, verified
+    against torch; writes the manifest (with training provenance and ``command``) and a model card (.md)."""
     from engines.export import export_classifier
     from trainer.fit import load_checkpoint, model_from_checkpoint
 
+    checkpoint, out = options.checkpoint, options.out
     ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt, weights=weights)
-    training = provenance(ckpt, checkpoint=checkpoint, weights=weights, report=report, command=command)
+    model = model_from_checkpoint(ckpt, weights=options.weights)
+    training = provenance(ckpt, checkpoint=checkpoint, weights=options.weights, report=options.report, command=command)
     if ckpt["dataset"]["whole_frames"]:
         logger.warning("%s was trained on whole frames; the service feeds it face crops", checkpoint)
     manifest, diff = export_classifier(
@@ -142,61 +157,34 @@ def export_checkpoint(
         name=ckpt["config"]["model"],
         input_size=int(ckpt["config"]["input_size"]),
         crop_margin=float(ckpt["dataset"]["crop_margin"]),
-        threshold=threshold,
+        threshold=options.threshold,
         placeholder=False,
         training=training,
-        min_face=min_face,
+        min_face=options.min_face,
     )
     params = sum(p.numel() for p in model.parameters())
     out.with_suffix(".md").write_text(_card(out, training, params=params))
     return manifest, diff
 
 
+def command_line(o: ExportOptions) -> str:
+    """The command that exports ``o`` again, flags only (a --config file's fields included): the manifest's."""
+    argv = ["dfwatch-train", "export", "--checkpoint", str(o.checkpoint), "--out", str(o.out)]
+    argv += ["--weights", o.weights, "--threshold", str(o.threshold)]
+    argv += (["--min-face", str(o.min_face)] if o.min_face else []) + (["--report", str(o.report)] if o.report else [])
+    return shlex.join(argv)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    command = shlex.join(
-        [
-            "dfwatch-train",
-            "export",
-            "--checkpoint",
-            str(args.checkpoint),
-            "--out",
-            str(args.out),
-            "--weights",
-            args.weights,
-            "--threshold",
-            str(args.threshold),
-        ]
-        + (["--min-face", str(args.min_face)] if args.min_face else [])
-        + (["--report", str(args.report)] if args.report else [])
-    )
-    manifest, diff = export_checkpoint(
-        args.checkpoint,
-        args.out,
-        weights=args.weights,
-        threshold=args.threshold,
-        report=args.report,
-        command=command,
-        min_face=args.min_face,
-    )
+    o = config_from_args(ExportOptions, args, file=args.config)
+    manifest, diff = export_checkpoint(o, command=command_line(o))
     print(
-        f"export: {args.out} ({args.out.stat().st_size >> 10} KiB, {manifest.name}, input {manifest.input_size}, "
-        f"max |onnx - torch| = {diff:.2g}), manifest {args.out.name}.json, card {args.out.with_suffix('.md').name}\n"
+        f"export: {o.out} ({o.out.stat().st_size >> 10} KiB, {manifest.name}, input {manifest.input_size}, "
+        f"max |onnx - torch| = {diff:.2g}), manifest {o.out.name}.json, card {o.out.with_suffix('.md').name}\n"
         "next: dfwatch-train engines  (rebuild the TensorRT / torch engines from this ONNX file)",
         file=sys.stderr,
     )
     return 0
-
-
-def add_export_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", default="best", choices=("best", "last"), help="epoch to export (default: best)")
-    p.add_argument("--threshold", type=float, default=0.5, help="P(fake) threshold written to the manifest")
-    p.add_argument(
-        "--min-face",
-        type=int,
-        default=0,
-        metavar="PX",
-        help="the service scores only faces at least PX high (manifest preprocess.min_face; default 0: all)",
-    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -207,18 +195,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The manifest's `training` field records the checkpoint, dataset fingerprint, config, validation "
         "numbers, the evaluation metrics (--report) and this command. Afterwards run `dfwatch-train engines`.",
     )
-    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt from `dfwatch-train fit`")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path("models/deepfake_classifier.onnx"),
-        help="ONNX file to write (default: models/deepfake_classifier.onnx)",
-    )
-    p.add_argument(
-        "--report",
-        type=Path,
-        default=None,
-        help="report.json of `dfwatch-train evaluate` whose metrics go into the manifest and card",
-    )
-    add_export_options(p)
+    add_config_flags(p, ExportOptions, choices={"weights": WEIGHTS})
+    add_config_file(p, "the export options")
     p.set_defaults(func=cmd_export)

@@ -7,8 +7,13 @@ import json
 import logging
 import os
 import sys
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from pipeline.flags import add_config_flags, config_flag, config_from_args
+from pipeline.ranges import check_ranges, ranged
+from trainer.fit import DEVICES, OPTIMIZERS, SCHEDULES, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +41,26 @@ CONFIG_FIELDS = (
 FLAG_FIELDS = (*CONFIG_FIELDS, "epochs", "seed")
 
 
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where and how fast a run computes, never what (trainer.fit.use_runtime): fit's, search's and evaluate's."""
+
+    device: str = "auto"  # torch device
+    threads: int | None = ranged(None, 1, 1024)  # torch CPU threads; None = torch's choice
+    workers: int = ranged(0, 0, 256)  # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
-    """--device, --threads, --workers: where and how fast, never what is computed."""
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (default: auto)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+    """--device, --threads, --workers: the fields of ``RuntimeOptions``."""
+    add_config_flags(p, RuntimeOptions, choices={"device": DEVICES})
 
 
 def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``add_runtime_options`` flags as the keyword arguments of fit, run_search and evaluate_checkpoint."""
-    return {"device": args.device, "threads": args.threads, "workers": args.workers}
+    return asdict(config_from_args(RuntimeOptions, args))
 
 
 def parse_model_args(items: list[str]) -> dict[str, Any]:
@@ -64,10 +79,6 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """TrainConfig from --config (what to train) and the flags (which win where given)."""
-    from dataclasses import replace
-
-    from trainer.fit import TrainConfig
-
     cfg = TrainConfig()
     if args.config is not None:
         loaded = TrainConfig.load(args.config)
@@ -82,44 +93,37 @@ def resolve_config(args: argparse.Namespace) -> Any:
     return replace(cfg, **overrides, model_args=model_args, **own)
 
 
+@dataclass(frozen=True)
+class SelectOptions:
+    """Model selection on real manipulated faces (trainer.pack.realval): fit's and search's."""
+
+    # the shared data folder (../shared/data): pick the best epoch (and trial) by AUC on its real manipulated faces
+    # (Celeb-DF hard segments, DFDC), never trained on; other labelled sets are measured alongside. None = pick by
+    # validation loss
+    select_media: Path | None = None
+    select_detector: Path = Path("models/face_detector.onnx")  # face detector that cuts the held-out faces
+    select_cache: Path = Path("runs/realval-cache")  # where the detector's boxes of the held-out sets are cached
+
+
 def add_select_options(p: argparse.ArgumentParser) -> None:
-    """Model selection on real manipulated faces (trainer.pack.realval): shared by fit and search."""
-    p.add_argument(
-        "--select-media",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="the shared data folder (../shared/data): pick the best epoch (and trial) by AUC on its "
-        "real manipulated faces (Celeb-DF hard segments, DFDC), never trained on; other labelled "
-        "sets are measured alongside. Default: pick by validation loss",
-    )
-    p.add_argument(
-        "--select-detector",
-        type=Path,
-        default=Path("models/face_detector.onnx"),
-        help="face detector that cuts the held-out faces (default: the shipped one)",
-    )
-    p.add_argument(
-        "--select-cache",
-        type=Path,
-        default=Path("runs/realval-cache"),
-        help="where the detector's boxes of the held-out sets are cached",
-    )
+    """--select-media, --select-detector, --select-cache: the fields of ``SelectOptions``."""
+    add_config_flags(p, SelectOptions)
 
 
 def make_selector(args: argparse.Namespace, *, size: int, margin: float, device: str, measure_all: bool = True) -> Any:
     """The ``fit(select=...)`` callable for --select-media, or None. ``measure_all``: also measure (never select
     on) the report-only sets each epoch; the search leaves them out."""
-    if args.select_media is None:
+    o = config_from_args(SelectOptions, args)
+    if o.select_media is None:
         return None
     from trainer.pack.realval import SELECT, SET_NAMES, RealFakeValidator
 
     return RealFakeValidator(
-        args.select_media,
-        args.select_detector,
+        o.select_media,
+        o.select_detector,
         size=size,
         margin=margin,
-        cache=args.select_cache,
+        cache=o.select_cache,
         device=device,
         sets=SET_NAMES if measure_all else SELECT,
     )
@@ -127,24 +131,17 @@ def make_selector(args: argparse.Namespace, *, size: int, margin: float, device:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI at import otherwise
-    from dataclasses import replace
-
     from trainer.fit import dataset_info, fit, resolve_device
 
     cfg = resolve_config(args)
+    runtime = runtime_options(args)
     info = dataset_info(args.data)
     if cfg.input_size is None:
         cfg = replace(cfg, input_size=info["crop_size"])
-    select = make_selector(args, size=cfg.input_size, margin=info["crop_margin"], device=resolve_device(args.device))
+    device = resolve_device(runtime["device"])
+    select = make_selector(args, size=cfg.input_size, margin=info["crop_margin"], device=device)
     try:
-        result = fit(
-            cfg,
-            data=args.data,
-            out=args.out,
-            resume=args.resume,
-            **runtime_options(args),
-            select=select,
-        )
+        result = fit(cfg, data=args.data, out=args.out, resume=args.resume, **runtime, select=select)
     except KeyboardInterrupt:
         print(f"fit: interrupted; finished epochs are in {args.out}: rerun with --resume", file=sys.stderr)
         return 130
@@ -171,10 +168,7 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         help="training config JSON, e.g. the search's best_config.json: model, its args, input size, "
         "lr, augment, self-blend (flags below win)",
     )
-    from pipeline.flags import config_flag
-    from trainer.fit import TrainConfig
-
-    choices = {"optimizer": ("adam", "adamw"), "schedule": ("constant", "cosine")}
+    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
     for name in FLAG_FIELDS:
         if name == "model_args":
             p.add_argument(

@@ -1,15 +1,16 @@
 """dfwatch-train pack RECIPE: rebuild a shipped model from its recipe, every step in order, resumable.
 
-A recipe (``recipes/*.toml``) pins how one file of ``models/`` was made: the ``dfwatch-train`` commands
-of its chain, in order, with their flags. Each ``[[step]]`` names its ``command``; every other key is that
-command's flag (``model_arg = ["bands=2"]`` is ``--model-arg bands=2``, ``true`` a bare flag, ``false``
-left out). ``{work}`` and ``{models}`` in a value are the work and model directories of this run; other
-``{name}``s come from ``--set name=value`` (or the recipe's ``[defaults]``).
+A recipe (``recipes/*.toml``) pins how one file of ``models/`` was made: the ``dfwatch-train`` commands of its
+chain, in order, with their flags. Each ``[[step]]`` names its ``command``; every other key is that command's flag
+(``model_arg = ["bands=2"]`` is ``--model-arg bands=2``, ``true`` a bare flag, ``false`` its ``--no-`` form).
+``{work}`` and ``{models}`` in a value are the work and model directories of this run; other ``{name}``s come from
+``--set name=value`` (or the recipe's ``[defaults]``).
 
-Every step is parsed by its command's own parser before the first one runs, so a recipe that no longer
-matches the CLI fails at once. Each step that finishes is recorded in WORK/pack_state.json with its argv:
-a rerun skips it, so an interrupted rebuild resumes step by step (and inside a step, the command's own
-resume); a step whose argv changed runs again, and so does every step after it.
+Every step is parsed by its command's own parser, and its options built, before the first one runs, so a recipe that
+no longer matches the CLI (an unknown flag, a missing required one, a value out of range) fails at once. Each step
+that finishes is recorded in WORK/pack_state.json with its argv: a rerun skips it, so an interrupted rebuild resumes
+step by step (and inside a step, the command's own resume); a step whose argv changed runs again, and so does every
+step after it.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import shlex
 import sys
 import time
 import tomllib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
+from pipeline.flags import add_config_flags, check_options, config_from_args
 from trainer.commands._common import run_step, write_state
 from trainer.errors import TrainerError
 
@@ -35,17 +39,28 @@ STATE_FILE = "pack_state.json"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
+@dataclass(frozen=True)
+class PackOptions:
+    """`dfwatch-train pack`'s own options; what is built, and how, is the recipes' (they are its config files)."""
+
+    # work directory; None = runs/pack-<recipe>, with several recipes runs/pack/<recipe> each
+    work: Path | None = None
+    # where the model files go, for every recipe; None = WORK/models (`models` replaces the pack)
+    models: Path | None = None
+    dry_run: bool = False  # print the steps' command lines and stop
+
+
 def step_argv(step: dict[str, Any], values: dict[str, str]) -> list[str]:
     """The command line of one recipe step, placeholders filled."""
     if "command" not in step:
         raise TrainerError(f"a recipe step needs a command: {step}")
     argv = [step["command"]]
     for key, value in step.items():
-        if key == "command" or value is False:
+        if key == "command":
             continue
         flag = "--" + key.replace("_", "-")
-        if value is True:
-            argv.append(flag)
+        if isinstance(value, bool):  # an on/off field's flag, or its --no- form (a field that defaults to on)
+            argv.append(flag if value else "--no-" + flag[2:])
             continue
         for item in value if isinstance(value, list) else [value]:
             argv += [flag, _fill(str(item), values)]
@@ -80,9 +95,11 @@ def load_recipe(path: Path, *, work: Path, models: Path, given: dict[str, str]) 
         if argv[0] == "pack":
             raise TrainerError(f"recipe {path}, step {i}: a recipe cannot run another recipe")
         try:
-            parser.parse_args(argv)
+            check_options(parser.parse_args(argv))
         except SystemExit as exc:  # argparse printed what is wrong
             raise TrainerError(f"recipe {path}, step {i} ({shlex.join(argv)}) does not parse") from exc
+        except ConfigError as exc:
+            raise TrainerError(f"recipe {path}, step {i} ({argv[0]}): {exc}") from exc
     return str(recipe.get("name", path.stem)), plan
 
 
@@ -91,15 +108,16 @@ def cmd_pack(args: argparse.Namespace) -> int:
     if bad:
         raise TrainerError(f"--set takes NAME=VALUE, got {bad}")
     given = dict(item.split("=", 1) for item in args.set)
+    o = config_from_args(PackOptions, args)
     if len(args.recipes) == 1:  # its own work directory, its models inside it unless --models says
-        works = [args.work or Path("runs") / f"pack-{args.recipes[0].stem}"]
-        models: Path = args.models or works[0] / "models"
+        works = [o.work or Path("runs") / f"pack-{args.recipes[0].stem}"]
+        models: Path = o.models or works[0] / "models"
     else:  # one work directory each under --work, one model directory for all (a whole pack)
-        root = args.work or Path("runs") / "pack"
+        root = o.work or Path("runs") / "pack"
         works = [root / r.stem for r in args.recipes]
-        models = args.models or root / "models"
+        models = o.models or root / "models"
     plans = [load_recipe(r, work=w, models=models, given=given) for r, w in zip(args.recipes, works)]  # all first
-    if args.dry_run:
+    if o.dry_run:
         for name, plan in plans:
             for i, argv in enumerate(plan, 1):
                 print(f"{name} {i}. dfwatch-train {shlex.join(argv)}")
@@ -155,18 +173,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="RECIPE",
         help="recipes run in order, e.g. recipes/face_detector.toml recipes/deepfake_classifier.toml (the pack)",
     )
-    p.add_argument(
-        "--work",
-        type=Path,
-        default=None,
-        help="work directory (default: runs/pack-<recipe>; with several recipes, runs/pack/<recipe> each)",
-    )
-    p.add_argument(
-        "--models",
-        type=Path,
-        default=None,
-        help="where the model files go, for every recipe (default: WORK/models; `models` replaces the pack)",
-    )
+    add_config_flags(p, PackOptions)
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a {NAME} the recipe uses")
-    p.add_argument("--dry-run", action="store_true", help="print the steps' command lines and stop")
     p.set_defaults(func=cmd_pack)

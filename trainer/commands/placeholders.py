@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import ConfigError
+from pipeline.flags import add_config_file, add_config_flags, config_from_args
+from pipeline.ranges import check_ranges, ranged
 from trainer.commands._common import offline_ultralytics
 
 logger = logging.getLogger(__name__)
@@ -23,28 +27,49 @@ and its interfaces work before the trained default model pack lands.
 """
 
 
+DETECTOR_SIZES = (320, 416, 640)  # the detector input sides a placeholder is exported at
+
+
+@dataclass(frozen=True)
+class PlaceholderOptions:
+    """`dfwatch-train placeholders`: where the untrained networks go and their shapes."""
+
+    out: Path = Path("models")  # model directory
+    detector_size: int = ranged(640, 320, 640, unit="px")  # detector input side: 320, 416 or 640
+    classifier: str = "paper_cnn"  # registered classifier architecture
+    classifier_size: int = ranged(256, 8, 4096, unit="px")  # classifier input side
+    crop_margin: float = ranged(0.25, 0, 2)  # crop margin, fraction of the box side
+    seed: int = 0  # torch seed for the untrained weights
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.detector_size not in DETECTOR_SIZES:
+            raise ConfigError(f"detector_size must be one of {list(DETECTOR_SIZES)}, got {self.detector_size}")
+
+
 def cmd_placeholders(args: argparse.Namespace) -> int:
     """Export untrained detector and classifier networks, with manifests and model cards."""
+    o = config_from_args(PlaceholderOptions, args, file=args.config)
     offline_ultralytics()
     import torch
 
     from engines.export import export_classifier, export_detector
     from trainer.models import create_model
 
-    out: Path = args.out
+    out = o.out
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(o.seed)
     det_path = out / "face_detector.onnx"
-    det, det_diff = export_detector("yolov8n.yaml", det_path, input_size=args.detector_size, placeholder=True)
+    det, det_diff = export_detector("yolov8n.yaml", det_path, input_size=o.detector_size, placeholder=True)
     logger.info("wrote %s (placeholder, max |onnx - torch| = %.2g px)", det_path, det_diff)
     cls_path = out / "deepfake_classifier.onnx"
-    model = create_model(args.classifier, input_size=args.classifier_size).eval()
+    model = create_model(o.classifier, input_size=o.classifier_size).eval()
     cls, cls_diff = export_classifier(
         model,
         cls_path,
-        name=args.classifier,
-        input_size=args.classifier_size,
-        crop_margin=args.crop_margin,
+        name=o.classifier,
+        input_size=o.classifier_size,
+        crop_margin=o.crop_margin,
         placeholder=True,
     )
     logger.info("wrote %s (placeholder, max |onnx - torch| = %.2g)", cls_path, cls_diff)
@@ -55,7 +80,7 @@ def cmd_placeholders(args: argparse.Namespace) -> int:
             name=manifest.name,
             size=manifest.input_size,
             out=out,
-            seed=args.seed,
+            seed=o.seed,
         )
         path.with_suffix(".md").write_text(card)
     print(
@@ -68,10 +93,6 @@ def cmd_placeholders(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("placeholders", help="export untrained networks so the service runs end to end")
-    p.add_argument("--out", type=Path, default=Path("models"), help="model directory (default: models)")
-    p.add_argument("--detector-size", type=int, default=640, choices=(320, 416, 640), help="detector input side")
-    p.add_argument("--classifier", default="paper_cnn", help="registered classifier architecture")
-    p.add_argument("--classifier-size", type=int, default=256, help="classifier input side")
-    p.add_argument("--crop-margin", type=float, default=0.25, help="crop margin, fraction of the box side")
-    p.add_argument("--seed", type=int, default=0, help="torch seed for the untrained weights")
+    add_config_flags(p, PlaceholderOptions, choices={"detector_size": DETECTOR_SIZES})
+    add_config_file(p, "the placeholders options")
     p.set_defaults(func=cmd_placeholders)

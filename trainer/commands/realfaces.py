@@ -5,32 +5,61 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.flags import add_config_file, add_config_flags, config_from_args
+from pipeline.ranges import check_ranges, ranged
+
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RealFacesOptions:
+    """`dfwatch-train realfaces`: what goes into the store (trainer.pack.realfaces.build_real_faces checks the
+    box source and the tool names)."""
+
+    media: Path = Path("../shared/data")  # the shared real-media folder
+    out: Path = Path("runs/real_faces.h5")  # HDF5 store to write or resume
+    crop_size: int = ranged(256, 8, 4096, unit="px")  # stored crop side (train at this or smaller)
+    crop_margin: float = ranged(0.25, 0, 2)  # crop margin, fraction of the box side
+    frames_per_clip: int = ranged(24, 1, 100_000)  # frames sampled from each clip
+    min_face: int = ranged(64, 0, 10_000, unit="px")  # smallest face height kept
+    boxes: str = "detector"  # face boxes from the shipped detector (the serving crop) or the MTCNN teacher
+    detector: Path = Path("models/face_detector.onnx")  # face detector artifact for --boxes detector
+    utkface: int | None = ranged(None, 0, 100_000)  # UTKFace photos to include; None = all, 0 = none
+    dfdc: bool = False  # also store the labelled DFDC crops (the default pack keeps them for validation)
+    # wild_swaps tools to train on (deepfacelive, lipsync, fewshot_gan); name them in the model card as seen; the
+    # other tools stay held out
+    tools: tuple[str, ...] = ()
+    tool_frames: int = ranged(96, 1, 100_000)  # frames sampled from each --tools clip
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def cmd_realfaces(args: argparse.Namespace) -> int:
     from trainer.pack.realfaces import build_real_faces
 
+    o = config_from_args(RealFacesOptions, args, file=args.config)
     summary = build_real_faces(
-        args.media,
-        args.out,
-        crop_size=args.crop_size,
-        margin=args.crop_margin,
-        frames_per_clip=args.frames_per_clip,
-        min_face=args.min_face,
-        boxes=args.boxes,
-        detector=args.detector,
-        utkface=args.utkface,
-        dfdc=args.dfdc,
-        tools=[t for t in args.tools.split(",") if t],
-        tool_frames=args.tool_frames,
+        o.media,
+        o.out,
+        crop_size=o.crop_size,
+        margin=o.crop_margin,
+        frames_per_clip=o.frames_per_clip,
+        min_face=o.min_face,
+        boxes=o.boxes,
+        detector=o.detector,
+        utkface=o.utkface,
+        dfdc=o.dfdc,
+        tools=o.tools,
+        tool_frames=o.tool_frames,
     )
     for line in summary.skipped:
         logger.info("skipped %s", line)
     rows = ", ".join(f"{k} {v}" for k, v in sorted(summary.rows.items())) or "nothing new"
-    print(f"realfaces: {args.out}: added {rows}; {len(summary.skipped)} sources without a usable face", file=sys.stderr)
+    print(f"realfaces: {o.out}: added {rows}; {len(summary.skipped)} sources without a usable face", file=sys.stderr)
     return 0
 
 
@@ -38,38 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "realfaces", help="face-crop store of the real media (detector boxes; fakes come from --self-blend)"
     )
-    p.add_argument("--media", type=Path, default=Path("../shared/data"), help="the shared real-media folder")
-    p.add_argument("--out", type=Path, default=Path("runs/real_faces.h5"), help="HDF5 store to write or resume")
-    p.add_argument("--crop-size", type=int, default=256, help="stored crop side (train at this or smaller)")
-    p.add_argument("--crop-margin", type=float, default=0.25, help="crop margin, fraction of the box side")
-    p.add_argument("--frames-per-clip", type=int, default=24, help="frames sampled from each clip")
-    p.add_argument("--min-face", type=int, default=64, help="smallest face height kept, px")
-    p.add_argument(
-        "--boxes",
-        choices=["detector", "teacher"],
-        default="detector",
-        help="face boxes from the shipped detector (the serving crop) or the MTCNN teacher",
-    )
-    p.add_argument(
-        "--detector",
-        type=Path,
-        default=Path("models/face_detector.onnx"),
-        help="face detector artifact for --boxes detector",
-    )
-    p.add_argument(
-        "--utkface", type=int, default=None, metavar="N", help="UTKFace photos to include (default: all; 0: none)"
-    )
-    p.add_argument(
-        "--dfdc",
-        action="store_true",
-        help="also store the labelled DFDC crops (the default pack keeps them for validation)",
-    )
-    p.add_argument(
-        "--tools",
-        default="",
-        metavar="LIST",
-        help="comma list of wild_swaps tools to train on (deepfacelive, lipsync, fewshot_gan); "
-        "name them in the model card as seen; the other tools stay held out",
-    )
-    p.add_argument("--tool-frames", type=int, default=96, help="frames sampled from each --tools clip (default: 96)")
+    add_config_flags(p, RealFacesOptions, choices={"boxes": ("detector", "teacher")})
+    add_config_file(p, "the realfaces options")
     p.set_defaults(func=cmd_realfaces)

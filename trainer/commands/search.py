@@ -5,19 +5,96 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.flags import add_config_file, add_config_flags, config_from_args, field_help
+from pipeline.ranges import check_ranges, ranged
 from trainer.commands.fit import add_runtime_options, add_select_options, make_selector, runtime_options
+from trainer.errors import SearchError
+from trainer.fit import SCHEDULES, TrainConfig, dataset_info, resolve_device
+from trainer.paper.search import DEFAULT_REDIS_PREFIX, EFFICIENTNET_VARIANTS, FAMILIES, PRUNERS, SearchSpace
 
 logger = logging.getLogger(__name__)
 
 STORAGE_ENV = "DFWATCH_SEARCH_STORAGE"
+BATCH_NORM = {"search": (False, True), "on": (True,), "off": (False,)}  # --cnn-batch-norm -> the space's choices
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
+@dataclass(frozen=True)
+class SearchOptions:
+    """`dfwatch-train search`: the study, its space and each trial's training. ``--config`` is a TOML table of these
+    fields; the --select-* and --device, --threads, --workers flags are fit's (trainer.commands.fit)."""
+
+    data: Path  # face store (HDF5) from `dfwatch-train dataset`
+    out: Path  # directory for best_config.json and the trials table
+    n_trials: int = ranged(5, 0, math.inf)  # trials this process runs
+    # stop once the study has this many finished trials over all workers and reruns
+    total_trials: int | None = ranged(None, 0, math.inf)
+    epochs: int = ranged(10, 1, math.inf)  # epochs per trial
+    batch_size: int = ranged(8, 1, math.inf)  # crops per step
+    input_size: int | None = ranged(None, 8, math.inf)  # network input side; none = the store's crop size
+    input_sizes: tuple[int, ...] | None = None  # input sides to search, e.g. 128,192,256; none = input_size only
+    # every trial adds one self-blended fake (SBI) per real crop of train and val, made on the fly
+    self_blend: bool = False
+    capture: bool = False  # trials show crops as a feed would, blends at the native size (trainer.pack.capture)
+    schedule: str = "constant"  # learning rate schedule
+    # train items per epoch and trial, a new random subset each epoch; none = all
+    epoch_samples: int | None = ranged(None, 1, math.inf)
+    pruner: str = "median"  # prune trials per epoch
+    # second objective: measured inference latency (ONNX Runtime, batch 8, ms per face) on this machine; reports the
+    # Pareto front (no pruning: Optuna prunes single-objective studies only)
+    latency: bool = False
+    # prune candidates slower than this (ms per face, ONNX Runtime, batch 8) before they train; with latency also
+    # pick the best Pareto trial within it
+    max_latency_ms: float | None = ranged(None, 0, math.inf, open_lo=True)
+    max_params: int | None = ranged(None, 1, math.inf)  # prune candidates with more parameters than this
+    families: tuple[str, ...] = FAMILIES  # architecture families
+    efficientnet_variants: tuple[str, ...] = EFFICIENTNET_VARIANTS  # EfficientNet variants to search
+    cnn_blocks: tuple[int, int] = (2, 4)  # conv blocks of the paper's CNN family, FEWEST-MOST
+    lr_range: tuple[float, float] = (1e-5, 1e-2)  # Adam learning rates to search, LOW,HIGH, log scale
+    # BatchNorm in the paper's CNN family: searched (search), always (on), never (off, the paper's own)
+    cnn_batch_norm: str = "search"
+    augments: tuple[str, ...] | None = None  # on-the-fly augmentation presets to choose from; none = all, with none
+    # Optuna storage: SQLite file (none: OUT/study.db), sqlite:///, postgresql://, redis:// (journal storage; several
+    # workers share one study); or set DFWATCH_SEARCH_STORAGE
+    storage: str | None = None
+    study_name: str = "dfwatch"  # study name; workers of one study share it
+    redis_prefix: str = DEFAULT_REDIS_PREFIX  # key prefix of a Redis-backed study
+    seed: int = 0  # training seed of every trial
+    sampler_seed: int | None = None  # TPE sampler seed; none = random (give each worker its own)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+    def space(self) -> SearchSpace:
+        if self.cnn_batch_norm not in BATCH_NORM:
+            raise SearchError(f"unknown cnn_batch_norm {self.cnn_batch_norm!r}; valid: {list(BATCH_NORM)}")
+        return SearchSpace(
+            families=self.families,
+            efficientnet_variants=self.efficientnet_variants,
+            cnn_blocks=self.cnn_blocks,
+            cnn_batch_norm=BATCH_NORM[self.cnn_batch_norm],
+            augments=self.augments,
+            input_sizes=self.input_sizes,
+            lr=self.lr_range,
+        )
+
+    def base(self) -> TrainConfig:
+        """Each trial's training config before the searched fields are drawn."""
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            input_size=self.input_size,
+            seed=self.seed,
+            self_blend=self.self_blend,
+            capture=self.capture,
+            schedule=self.schedule,
+            epoch_samples=self.epoch_samples,
+        )
 
 
 def _blocks(text: str) -> tuple[int, int]:
@@ -28,72 +105,36 @@ def _blocks(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected FEWEST-MOST, e.g. 2-4, got {text!r}") from None
 
 
-def _range(text: str) -> tuple[float, float]:
-    lo, _, hi = text.partition(",")
-    try:
-        low, high = float(lo), float(hi)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, e.g. 3e-4,3e-3, got {text!r}") from None
-    if not 0 < low <= high:
-        raise argparse.ArgumentTypeError(f"need 0 < LOW <= HIGH, got {text!r}")
-    return low, high
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in _csv(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sides like 128,192,256, got {text!r}") from None
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations asks PyPI at import otherwise
     from functools import cache
 
-    from trainer.fit import TrainConfig, dataset_info, resolve_device
-    from trainer.paper.search import SearchSpace, redact, run_search, trials_markdown
+    from trainer.paper.search import redact, run_search, trials_markdown
 
-    space = SearchSpace(
-        families=args.families,
-        efficientnet_variants=args.efficientnet_variants,
-        cnn_blocks=args.cnn_blocks,
-        cnn_batch_norm={"search": (False, True), "on": (True,), "off": (False,)}[args.cnn_batch_norm],
-        augments=args.augments,
-        input_sizes=args.input_sizes,
-        lr=args.lr_range,
-    )
-    base = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        input_size=args.input_size,
-        seed=args.seed,
-        self_blend=args.self_blend,
-        capture=args.capture,
-        schedule=args.schedule,
-        epoch_samples=args.epoch_samples,
-    )
+    o = config_from_args(SearchOptions, args, file=args.config)
+    space, base, runtime = o.space(), o.base(), runtime_options(args)
     select = None
     if args.select_media is not None:
-        margin, device = dataset_info(args.data)["crop_margin"], resolve_device(args.device)
+        margin, device = dataset_info(o.data)["crop_margin"], resolve_device(runtime["device"])
         select = cache(lambda size: make_selector(args, size=size, margin=margin, device=device, measure_all=False))
-    storage = args.storage or os.environ.get(STORAGE_ENV) or None
+    storage = o.storage or os.environ.get(STORAGE_ENV) or None
     try:
         result = run_search(
-            data=args.data,
-            out=args.out,
+            data=o.data,
+            out=o.out,
             storage=storage,
-            study_name=args.study_name,
-            n_trials=args.n_trials,
-            total_trials=args.total_trials,
+            study_name=o.study_name,
+            n_trials=o.n_trials,
+            total_trials=o.total_trials,
             base=base,
             space=space,
-            pruner=args.pruner,
-            latency=args.latency,
-            max_latency_ms=args.max_latency_ms,
-            max_params=args.max_params,
-            seed=args.sampler_seed,
-            **runtime_options(args),
-            redis_prefix=args.redis_prefix,
+            pruner=o.pruner,
+            latency=o.latency,
+            max_latency_ms=o.max_latency_ms,
+            max_params=o.max_params,
+            seed=o.sampler_seed,
+            **runtime,
+            redis_prefix=o.redis_prefix,
             select=select,
         )
     except KeyboardInterrupt:
@@ -105,126 +146,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     latency = f", {best['latency_ms']:.2f} ms per face" if best.get("latency_ms") is not None else ""
     score = f"select {best['select']:.4f}, " if best.get("select") is not None else ""
     print(
-        f"search: study {result.study_name!r} ({redact(str(storage or Path(args.out) / 'study.db'))}): "
+        f"search: study {result.study_name!r} ({redact(str(storage or o.out / 'study.db'))}): "
         f"{len(states)} trials ({states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
         f"{states.count('FAIL')} failed); best trial {best['trial']}: {best['config']['model']}, {score}val loss "
         f"{best['val_loss']:.4f}{latency}\nwrote {result.paths['best_config']}, {result.paths['trials_csv']}"
         + (f", {result.paths['pareto']} (Pareto front: {len(result.pareto)} trials)" if result.pareto else "")
-        + f"\nnext: dfwatch-train fit --data {args.data} --config {result.paths['best_config']} --out RUN_DIR",
+        + f"\nnext: dfwatch-train fit --data {o.data} --config {result.paths['best_config']} --out RUN_DIR",
         file=sys.stderr,
     )
     return 0
-
-
-def add_search_options(p: argparse.ArgumentParser) -> None:
-    """Everything but --data and --out; shared with `dfwatch-train all`."""
-    from trainer.paper.search import DEFAULT_REDIS_PREFIX, EFFICIENTNET_VARIANTS, FAMILIES, PRUNERS
-
-    p.add_argument("--n-trials", type=int, default=5, help="trials this process runs (default: 5)")
-    p.add_argument(
-        "--total-trials",
-        type=int,
-        default=None,
-        help="stop once the study has this many finished trials over all workers and reruns",
-    )
-    p.add_argument("--epochs", type=int, default=10, help="epochs per trial (default: 10)")
-    p.add_argument("--batch-size", type=int, default=8, help="crops per step (default: 8)")
-    p.add_argument("--input-size", type=int, default=None, help="network input side (default: the store's crop size)")
-    p.add_argument(
-        "--input-sizes",
-        type=_sizes,
-        default=None,
-        metavar="S1,S2",
-        help="input sides to search, e.g. 128,192,256 (default: --input-size only)",
-    )
-    p.add_argument(
-        "--self-blend",
-        action="store_true",
-        help="every trial adds one self-blended fake (SBI) per real crop of train and val, made on the fly",
-    )
-    p.add_argument(
-        "--capture",
-        action="store_true",
-        help="trials show crops as a feed would, blends at the native size (trainer.pack.capture)",
-    )
-    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant", help="learning rate schedule")
-    p.add_argument(
-        "--epoch-samples",
-        type=int,
-        default=None,
-        metavar="N",
-        help="train items per epoch and trial, a new random subset each epoch (default: all)",
-    )
-    p.add_argument("--pruner", default="median", choices=PRUNERS, help="prune trials per epoch (default: median)")
-    p.add_argument(
-        "--latency",
-        action="store_true",
-        help="second objective: measured inference latency (ONNX Runtime, batch 8, ms per face) on this machine; "
-        "reports the Pareto front (no pruning: Optuna prunes single-objective studies only)",
-    )
-    p.add_argument(
-        "--max-latency-ms",
-        type=float,
-        default=None,
-        help="prune candidates slower than this (ms per face, ONNX Runtime, batch 8) before they train; with "
-        "--latency also pick the best Pareto trial within it",
-    )
-    p.add_argument("--max-params", type=int, default=None, help="prune candidates with more parameters than this")
-    p.add_argument(
-        "--families",
-        type=_csv,
-        default=FAMILIES,
-        metavar="A,B",
-        help=f"architecture families (default: {','.join(FAMILIES)})",
-    )
-    p.add_argument(
-        "--efficientnet-variants",
-        type=_csv,
-        default=EFFICIENTNET_VARIANTS,
-        metavar="b0,b1,...",
-        help="EfficientNet variants to search (default: b0-b7)",
-    )
-    p.add_argument(
-        "--cnn-blocks",
-        type=_blocks,
-        default=(2, 4),
-        metavar="FEWEST-MOST",
-        help="conv blocks of the paper's CNN family (default: 2-4)",
-    )
-    p.add_argument(
-        "--lr-range",
-        type=_range,
-        default=(1e-5, 1e-2),
-        metavar="LOW,HIGH",
-        help="Adam learning rates to search, log scale (default: 1e-5,1e-2)",
-    )
-    p.add_argument(
-        "--cnn-batch-norm",
-        choices=("search", "on", "off"),
-        default="search",
-        help="BatchNorm in the paper's CNN family: searched (default), always, never (the paper's own)",
-    )
-    p.add_argument(
-        "--augments",
-        type=_csv,
-        default=None,
-        metavar="A,B",
-        help="on-the-fly augmentation presets to choose from (default: all, with none)",
-    )
-    p.add_argument(
-        "--storage",
-        default=None,
-        help=f"Optuna storage: SQLite file (default: OUT/study.db), sqlite:///, postgresql://, "
-        f"redis:// (journal storage; several workers share one study); or set {STORAGE_ENV}",
-    )
-    p.add_argument("--study-name", default="dfwatch", help="study name; workers of one study share it")
-    p.add_argument("--redis-prefix", default=DEFAULT_REDIS_PREFIX, help="key prefix of a Redis-backed study")
-    p.add_argument("--seed", type=int, default=0, help="training seed of every trial (default: 0)")
-    p.add_argument(
-        "--sampler-seed", type=int, default=None, help="TPE sampler seed (default: random; give each worker its own)"
-    )
-    add_select_options(p)
-    add_runtime_options(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -236,7 +166,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/best_config.json (feed it to `fit --config`), OUT/trials.csv and trials.md; the trials table "
         "goes to stdout. Several processes (machines) with one --storage URL and --study-name share the trials.",
     )
-    p.add_argument("--data", type=Path, required=True, help="face store (HDF5) from `dfwatch-train dataset`")
-    p.add_argument("--out", type=Path, required=True, help="directory for best_config.json and the trials table")
-    add_search_options(p)
+    choices = {"schedule": SCHEDULES, "pruner": PRUNERS, "cnn_batch_norm": tuple(BATCH_NORM)}
+    add_config_flags(p, SearchOptions, choices=choices, skip=("cnn_blocks",))
+    p.add_argument(  # FEWEST-MOST, as before
+        "--cnn-blocks",
+        type=_blocks,
+        default=None,
+        metavar="FEWEST-MOST",
+        help=f"{field_help(SearchOptions)['cnn_blocks']} (default 2-4)",
+    )
+    add_config_file(p, "the search options")
+    add_select_options(p)
+    add_runtime_options(p)
     p.set_defaults(func=cmd_search)

@@ -10,11 +10,13 @@ to, with the learning-rate schedule fitted to that budget.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.ranges import check_ranges, ranged
 from trainer.errors import TrainerError
 
 logger = logging.getLogger(__name__)
@@ -29,16 +31,22 @@ class DetectorTrainConfig:
     """How the detector is trained; recorded in the run's summary and the model card."""
 
     model: str = "yolov8n.yaml"  # ultralytics model definition (untrained) or a .pt to continue from
-    imgsz: int = 416  # training input side
-    epochs: int = 300  # upper bound; ``hours`` usually ends the run first
-    hours: float | None = 1.0  # wall-clock budget; None = run all ``epochs``
-    batch: int = 16
-    workers: int = 2  # dataloader processes
+    imgsz: int = ranged(416, 32, 4096)  # training input side
+    epochs: int = ranged(300, 1, math.inf)  # most epochs (the budget usually ends first)
+    # training wall-clock budget (sets the epochs); 0 = no budget: run all epochs (recorded as None)
+    hours: float | None = ranged(1.0, 0, math.inf, unit="hours")
+    batch: int = 16  # images per training batch (ultralytics: -1 = as many as fit)
+    workers: int = ranged(2, 0, 256)  # dataloader processes
     cache: bool = True  # decoded images kept in RAM
-    close_mosaic: int = 5  # last epochs without mosaic augmentation
-    patience: int = 100  # early stop after this many epochs without a better val fitness
-    seed: int = 0
-    device: str = "cpu"
+    close_mosaic: int = ranged(5, 0, math.inf)  # last epochs without mosaic augmentation
+    patience: int = ranged(100, 0, math.inf)  # early stop after this many epochs without a better val fitness
+    seed: int = 0  # ultralytics training seed
+    device: str = "cpu"  # ultralytics training device: cpu, 0 (the first GPU), ...
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.hours == 0:
+            object.__setattr__(self, "hours", None)  # one form of "no budget" in the summary and the card
 
 
 def train_detector(cfg: DetectorTrainConfig, *, data_yaml: Path, out: Path, resume: bool = False) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import math
 import sys
 from collections import Counter, deque
 from collections.abc import Callable
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from engines.images import resize
-from trainer.paper.augment import augment_batch, build_augment
+from pipeline.ranges import out_of_range, range_of, ranged
+from trainer.paper.augment import PRESETS, augment_batch, build_augment
 from trainer.paper.celebdf import Video, count_by, scan_tree, select_videos
 from trainer.paper.dedupe import dhash, keep_distinct
 from trainer.paper.frames import NoFramesError, SampledFrames, VideoReadError, sample_frames
@@ -38,51 +40,44 @@ logger = logging.getLogger(__name__)
 class DatasetConfig:
     """Everything that decides the content of a store (all of it is recorded in the file)."""
 
-    tree: Path  # root of the Celeb-DF v2 copy
-    out: Path  # the HDF5 file to write (or resume)
+    celebdf: Path  # Celeb-DF v2 root: Celeb-real/, Celeb-synthesis/, YouTube-real/, List_of_testing_videos.txt
+    out: Path  # HDF5 file to write; an existing one is resumed
     all_videos: bool = False  # every video instead of the paper's subset
-    n_real: int = 100  # real videos of the subset (Celeb-real + YouTube-real)
-    n_fake: int = 100  # fake videos of the subset (Celeb-synthesis)
-    test_fraction: float = 0.2  # share of the subset's videos (per label) from the official test list;
-    # paper protocol: share of frames drawn into test
-    frames: int = 10  # frames sampled evenly per video
-    whole_frames: bool = False  # the paper's case 1: no detection, whole frame resized to crop_size
-    split: str = "identity"  # "identity" (honest) or "paper" (random frame split)
+    n_real: int = 100  # real videos in the subset (Celeb-real + YouTube-real); the default is the paper's
+    n_fake: int = 100  # fake videos in the subset (Celeb-synthesis); the default is the paper's
+    # identity split: share of the subset's videos (per label) taken from the official test list;
+    # paper split: share of frames drawn into test
+    test_fraction: float = 0.2
+    frames: int = ranged(10, 1, math.inf)  # frames sampled evenly per video
+    whole_frames: bool = False  # no detection: whole frames resized to the crop size (the paper's case 1)
+    # identity: official test list = test, train/val disjoint by person; paper: random 80/20 frame split, as the
+    # paper (frames of one video on every side)
+    split: str = "identity"
     val_fraction: float = 0.2  # share of the non-test videos (identity) or frames (paper) in validation
-    augment_copies: int = 1  # offline augmented copies per crop (the paper doubles: 1)
-    augment: str = "paper"  # augmentation preset of the copies (trainer.paper.augment.PRESETS)
-    augment_splits: tuple[str, ...] = ("train",)  # splits that get copies
-    detector: Path = Path("models/face_detector.onnx")  # engines detector artifact
-    det_conf: float | None = None  # detector confidence threshold; None = the artifact's manifest value
-    faces_per_frame: int = 1  # most confident faces kept per frame
-    crop_size: int = 256  # stored crop side in pixels
-    crop_margin: float = 0.25  # margin around the face box, fraction of its longer side
-    dedupe_hamming: int = 2  # crops within this many dHash bits of a kept crop of the video are dropped; < 0 keeps all
+    # augmented copies stored per crop (1: the paper doubles the training faces; 0: none)
+    augment_copies: int = ranged(1, 0, 255)
+    # augmentation of the copies: paper (flips, brightness/contrast, rotate/scale, noise, CLAHE) or broadcast
+    # (paper + JPEG recompression + downscale)
+    augment: str = "paper"
+    augment_splits: tuple[str, ...] = ("train",)  # splits that get copies; a copy stays in its original's split
+    detector: Path = Path("models/face_detector.onnx")  # face detector artifact
+    det_conf: float | None = None  # detector confidence threshold, in (0, 1); none = the artifact manifest's
+    faces_per_frame: int = ranged(1, 1, math.inf)  # most confident faces kept per frame
+    crop_size: int = ranged(256, 16, math.inf)  # stored crop side in pixels
+    crop_margin: float = ranged(0.25, 0, math.inf)  # margin around the face box, fraction of its longer side
+    # drop a crop within this many bits (of 64, dHash) of a kept crop of its video; -1 keeps all
+    dedupe_hamming: int = 2
     seed: int = 0  # video subset, identity partition, frame draw, augmentation
-    threads: int | None = None  # ONNX Runtime intra-op threads for the detector
-    readers: int = 2  # threads that decode the next videos while the current one is detected
+    threads: int | None = None  # detector threads (ONNX Runtime intra-op); none = ONNX Runtime's
+    readers: int = ranged(2, 1, math.inf)  # threads decoding the next videos ahead
 
-    def check(self) -> None:
-        from trainer.paper.augment import PRESETS
-
-        problems = []
-        if self.frames < 1:
-            problems.append(f"frames must be >= 1, got {self.frames}")
-        if self.crop_size < 16:
-            problems.append(f"crop_size must be >= 16, got {self.crop_size}")
-        if self.crop_margin < 0:
-            problems.append(f"crop_margin must be >= 0, got {self.crop_margin}")
-        if self.augment_copies < 0 or self.augment_copies > 255:
-            problems.append(f"augment_copies must be in 0..255, got {self.augment_copies}")
+    def __post_init__(self) -> None:
+        problems = [f"{n} must be in {range_of(DatasetConfig, n)}, got {getattr(self, n)}" for n in out_of_range(self)]
         if self.augment not in PRESETS:
             problems.append(f"unknown augmentation {self.augment!r}; valid: {list(PRESETS)}")
         bad = [s for s in self.augment_splits if s not in SPLITS]
         if bad:
             problems.append(f"unknown augment splits {bad}; valid: {list(SPLITS)}")
-        if self.readers < 1:
-            problems.append(f"readers must be >= 1, got {self.readers}")
-        if self.faces_per_frame < 1:
-            problems.append(f"faces_per_frame must be >= 1, got {self.faces_per_frame}")
         if self.det_conf is not None and not 0 < self.det_conf < 1:
             problems.append(f"det_conf must be in (0, 1), got {self.det_conf}")
         if problems:
@@ -208,7 +203,7 @@ class _Builder:
         if video.path in self.plan.excluded:
             return None
         try:
-            return sample_frames(Path(self.cfg.tree) / video.path, self.cfg.frames)
+            return sample_frames(Path(self.cfg.celebdf) / video.path, self.cfg.frames)
         except VideoReadError as exc:
             return exc
 
@@ -289,9 +284,8 @@ def build_dataset(
     """
     from tqdm import tqdm
 
-    cfg.check()
     videos = select_videos(
-        scan_tree(cfg.tree),
+        scan_tree(cfg.celebdf),
         n_real=cfg.n_real,
         n_fake=cfg.n_fake,
         all_videos=cfg.all_videos,
@@ -309,7 +303,7 @@ def build_dataset(
         crop_size=cfg.crop_size,
         crop_margin=cfg.crop_margin,
         whole_frames=cfg.whole_frames,
-        source=str(Path(cfg.tree).resolve()),
+        source=str(Path(cfg.celebdf).resolve()),
         frames_per_video=cfg.frames,
         detector_sha256="" if cfg.whole_frames else (detector_sha256 or ""),
         split_protocol=cfg.split,

@@ -74,9 +74,10 @@ class SearchSpace:
             raise SearchError(f"unknown augmentations {bad or '(none)'}; valid: {list(PRESETS)}")
         if not self.cnn_batch_norm or set(self.cnn_batch_norm) - {False, True}:
             raise SearchError(f"cnn_batch_norm must hold False and/or True, got {self.cnn_batch_norm}")
-        lo, hi = self.cnn_blocks
-        if not 1 <= lo <= hi:
+        if len(self.cnn_blocks) != 2 or not 1 <= self.cnn_blocks[0] <= self.cnn_blocks[1]:
             raise SearchError(f"cnn_blocks must be (fewest, most) with 1 <= fewest <= most, got {self.cnn_blocks}")
+        if len(self.lr) != 2 or not 0 < self.lr[0] <= self.lr[1]:
+            raise SearchError(f"lr must be (low, high) with 0 < low <= high, got {self.lr}")
         if self.input_sizes is not None and (not self.input_sizes or min(self.input_sizes) < 8):
             raise SearchError(f"input_sizes must be one or more sides >= 8, got {self.input_sizes}")
 
