@@ -9,7 +9,6 @@ on this CPU, batch 1 and 8, median of ``--runs``. The searched architecture come
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -21,8 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._machine import LoadWindow, machine_facts, machine_slug  # noqa: E402
-from pipeline.errors import ConfigError  # noqa: E402
-from pipeline.flags import add_config_flags, config_from_args  # noqa: E402
+from pipeline.flags import parse_options
 from pipeline.ranges import check_ranges, ranged  # noqa: E402
 
 SIZES = (128, 160, 256)
@@ -43,12 +41,13 @@ class ClassifierSizesBench:
 
 
 def parse_args(argv: list[str] | None) -> ClassifierSizesBench:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_config_flags(p, ClassifierSizesBench, flags={"search_config": "--config"})
-    try:
-        return config_from_args(ClassifierSizesBench, p.parse_args(argv))
-    except ConfigError as exc:
-        p.error(str(exc))
+    return parse_options(
+        ClassifierSizesBench,
+        argv,
+        description=__doc__.splitlines()[0],
+        config_file=False,
+        flags={"search_config": "--config"},
+    )
 
 
 def time_onnx(path: Path, size: int, batch: int, *, threads: int, runs: int) -> float:

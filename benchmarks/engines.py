@@ -18,7 +18,6 @@ and .md (the tables), and prints the tables.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout, installed or n
 
 from benchmarks._machine import LoadWindow, machine_facts, wait_until_quiet  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
-from pipeline.flags import add_config_file, add_config_flags, config_from_args  # noqa: E402
+from pipeline.flags import parse_options  # noqa: E402
 from pipeline.ranges import check_ranges, ranged  # noqa: E402
 
 BENCH = ROOT / "benchmarks"
@@ -372,14 +371,9 @@ def describe_models(models: Path, *, given: Path | None) -> str:
 
 
 def parse_args(argv: list[str] | None) -> EnginesBench:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_flags(p, EnginesBench, choices={"device": tuple(DEFAULT_BATCHES)})
-    add_config_file(p, "the run's settings")
-    args = p.parse_args(argv)
-    try:
-        return config_from_args(EnginesBench, args, file=args.config)
-    except ConfigError as exc:
-        p.error(str(exc))
+    return parse_options(
+        EnginesBench, argv, description=__doc__.split("\n")[0], choices={"device": tuple(DEFAULT_BATCHES)}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

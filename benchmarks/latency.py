@@ -21,7 +21,6 @@ real face on screen (the JSON records the count per frame). Writes benchmarks/re
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: import dfwatch from the checkout, not benchmarks/engines.py
 
 from pipeline.errors import ConfigError  # noqa: E402
-from pipeline.flags import add_config_file, add_config_flags, config_from_args  # noqa: E402
+from pipeline.flags import parse_options  # noqa: E402
 from pipeline.ranges import check_ranges, ranged  # noqa: E402
 from pipeline.runner import RunnerConfig  # noqa: E402
 
@@ -99,14 +98,9 @@ class LatencyBench:
 
 
 def parse_args(argv: list[str] | None) -> LatencyBench:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, LatencyBench, choices={"device": DEVICES, "trt_precision": PRECISIONS})
-    add_config_file(p, "the run's settings")
-    args = p.parse_args(argv)
-    try:
-        return config_from_args(LatencyBench, args, file=args.config)
-    except ConfigError as exc:
-        p.error(str(exc))
+    return parse_options(
+        LatencyBench, argv, description=__doc__, choices={"device": DEVICES, "trt_precision": PRECISIONS}
+    )
 
 
 # -- models -----------------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ a busy machine changes how long it takes, not what the queues may hold (they are
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import subprocess
@@ -27,8 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import machine_facts  # noqa: E402
 from benchmarks.streams import dfwatch_command  # noqa: E402
-from pipeline.errors import ConfigError  # noqa: E402
-from pipeline.flags import add_config_file, add_config_flags, config_from_args  # noqa: E402
+from pipeline.flags import parse_options  # noqa: E402
 from pipeline.ranges import check_ranges, ranged  # noqa: E402
 
 LIMIT_BYTES = 1.5e9  # issue 25: 50 files under 1.5 GB resident
@@ -50,14 +48,7 @@ class MemoryBench:
 
 
 def parse_args(argv: list[str] | None) -> MemoryBench:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, MemoryBench)
-    add_config_file(p, "the run's settings")
-    args = p.parse_args(argv)
-    try:
-        return config_from_args(MemoryBench, args, file=args.config)
-    except ConfigError as exc:
-        p.error(str(exc))
+    return parse_options(MemoryBench, argv, description=__doc__)
 
 
 def clips(media: Path, n: int, min_bytes: int = 300_000) -> list[Path]:

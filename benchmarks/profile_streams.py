@@ -12,7 +12,6 @@ function's share of the samples in which it is on the stack. Writes benchmarks/r
 
 from __future__ import annotations
 
-import argparse
 import collections
 import re
 import shutil
@@ -27,8 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import machine_facts  # noqa: E402
 from benchmarks.streams import DEFAULT_CLIP, transcode  # noqa: E402
-from pipeline.errors import ConfigError  # noqa: E402
-from pipeline.flags import add_config_flags, config_from_args  # noqa: E402
+from pipeline.flags import parse_options  # noqa: E402
 from pipeline.ranges import check_ranges, ranged  # noqa: E402
 
 _SITE = re.compile(r"\s*\((?:" + re.escape(str(ROOT)) + r"/|/.*?site-packages/)")
@@ -50,12 +48,7 @@ class ProfileStreams:
 
 
 def parse_args(argv: list[str] | None) -> ProfileStreams:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, ProfileStreams)
-    try:
-        return config_from_args(ProfileStreams, p.parse_args(argv))
-    except ConfigError as exc:
-        p.error(str(exc))
+    return parse_options(ProfileStreams, argv, description=__doc__, config_file=False)
 
 
 def summarise(raw: str, thread: str = "MainThread", top: int = 25) -> tuple[int, list[tuple[str, int]]]:

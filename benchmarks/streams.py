@@ -24,7 +24,6 @@ Writes benchmarks/results/streams-<machine>.json and .md and prints the tables.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -42,7 +41,7 @@ from pathlib import Path
 import psutil
 
 from pipeline.errors import ConfigError
-from pipeline.flags import add_config_file, add_config_flags, config_from_args
+from pipeline.flags import parse_options
 from pipeline.ranges import check_ranges, ranged
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -686,14 +685,7 @@ def _served(result: dict) -> str:
 
 
 def parse_args(argv: list[str] | None) -> StreamsBench:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, StreamsBench)
-    add_config_file(p, "the run's settings")
-    args = p.parse_args(argv)
-    try:
-        return config_from_args(StreamsBench, args, file=args.config)
-    except ConfigError as exc:
-        p.error(str(exc))
+    return parse_options(StreamsBench, argv, description=__doc__)
 
 
 def _run_quietly(

@@ -209,3 +209,19 @@ def config_from_args(cls: type, args: argparse.Namespace, *, file: Path | None =
         where_else = " or in the config file" if file is not None else ""
         raise ConfigError(f"{where}: {named} required (give it on the command line{where_else})")
     return build(cls, table, where)
+
+
+def parse_options(
+    cls: type, argv: list[str] | None, *, description: str | None, config_file: bool = True, **flag_options: Any
+) -> Any:
+    """A script's options: a parser of ``cls``'s flags (``flag_options`` as ``add_config_flags`` takes them) and,
+    with ``config_file``, ``--config``; parsed, built, and refused as a usage error (exit 2) where they are bad."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser, cls, **flag_options)
+    if config_file:
+        add_config_file(parser, "the run's settings")
+    args = parser.parse_args(argv)
+    try:
+        return config_from_args(cls, args, file=args.config if config_file else None)
+    except ConfigError as exc:
+        parser.error(str(exc))
