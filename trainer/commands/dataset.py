@@ -45,8 +45,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from trainer.paper.dataset import DatasetConfig
-    from trainer.paper.splits import PROTOCOLS
+    from trainer.paper.config import PROTOCOLS, DatasetConfig
 
     p = sub.add_parser(
         "dataset",

@@ -20,10 +20,10 @@ import numpy as np
 
 from trainer.errors import EvaluateError
 from trainer.metrics import REDUCTIONS, BinaryMetrics, binary_metrics, pool_by_video, roc_curve
+from trainer.paper.config import PROTOCOLS
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("identity", "paper")
 TABLE_ROWS = (
     ("accuracy", "Accuracy"),
     ("precision", "Precision"),

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trainer.paper.celebdf import Video
+from trainer.paper.config import PROTOCOLS
 from trainer.store import SPLIT_CODES
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("identity", "paper")
 TRAIN, VAL, TEST = (SPLIT_CODES[s] for s in ("train", "val", "test"))
 _TRIES = 256  # random orders of people tried; the cheapest prefix of any is kept
 
