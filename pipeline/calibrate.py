@@ -139,13 +139,24 @@ def read_series(lines: Iterable[str], *, where: str = "verdicts") -> dict[str, l
     return series
 
 
-def write_calibration(classifier: Path, calibration: Calibration, *, provenance: dict[str, Any]) -> None:
-    """Put the calibrated thresholds into ``classifier``'s manifest (the artifact and its sha256 stay as they are)."""
+def write_calibration(classifier: Path, calibration: Calibration, *, provenance: dict[str, Any]) -> list[Path]:
+    """Put the calibrated thresholds into the manifest of ``classifier`` and of every other build of the same network
+    beside it (its torch reference, engines: the manifests that name the same source ONNX), so whichever build
+    serves it alerts alike; the artifacts and their sha256 stay as they are. Returns the artifacts written."""
     from engines.manifest import load_manifest, write_manifest
 
-    manifest = load_manifest(classifier, kind="classifier")
-    training = dict(manifest.training or {})
-    training["calibration"] = {**provenance, **asdict(calibration)}
-    write_manifest(
-        classifier, replace(manifest, thresholds={**manifest.thresholds, **calibration.thresholds()}, training=training)
-    )
+    source = load_manifest(classifier, kind="classifier").source_onnx_sha256
+    builds = [classifier] + [
+        p
+        for p in sorted(classifier.parent.glob(f"{classifier.name.split('.')[0]}.*"))
+        if p != classifier
+        and p.with_name(p.name + ".json").is_file()
+        and load_manifest(p, verify=False).source_onnx_sha256 == source
+    ]
+    for artifact in builds:
+        manifest = load_manifest(artifact, kind="classifier")
+        training = dict(manifest.training or {})
+        training["calibration"] = {**provenance, **asdict(calibration)}
+        thresholds = {**manifest.thresholds, **calibration.thresholds()}
+        write_manifest(artifact, replace(manifest, thresholds=thresholds, training=training))
+    return builds

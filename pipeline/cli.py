@@ -457,22 +457,22 @@ class HealthOptions:
 
 def cmd_health(args: argparse.Namespace) -> int:
     """Liveness: the metrics endpoint answers AND its stage loop turned within --max-age seconds."""
-    args = config_from_args(HealthOptions, args)
+    o = config_from_args(HealthOptions, args)
     try:
-        with urllib.request.urlopen(args.url, timeout=5) as response:  # noqa: S310 - an operator-given URL
+        with urllib.request.urlopen(o.url, timeout=5) as response:  # noqa: S310 - an operator-given URL
             text = response.read().decode(errors="replace")
     except OSError as exc:
-        print(f"unhealthy: {args.url} does not answer ({exc})", file=sys.stderr)
+        print(f"unhealthy: {o.url} does not answer ({exc})", file=sys.stderr)
         return EXIT_FAILED
     beat = next(
         (line.split()[-1] for line in text.splitlines() if line.startswith("dfwatch_loop_heartbeat_seconds ")), None
     )
     if beat is None:
-        print(f"unhealthy: {args.url} has no dfwatch_loop_heartbeat_seconds (not dfwatch watch?)", file=sys.stderr)
+        print(f"unhealthy: {o.url} has no dfwatch_loop_heartbeat_seconds (not dfwatch watch?)", file=sys.stderr)
         return EXIT_FAILED
     age = time.time() - float(beat)
-    if not age <= args.max_age:
-        print(f"unhealthy: the stage loop last turned {age:.0f} s ago (limit {args.max_age:g} s)", file=sys.stderr)
+    if not age <= o.max_age:
+        print(f"unhealthy: the stage loop last turned {age:.0f} s ago (limit {o.max_age:g} s)", file=sys.stderr)
         return EXIT_FAILED
     print(f"healthy: the stage loop turned {age:.1f} s ago")
     return EXIT_OK
@@ -547,11 +547,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     )
     if not args.dry_run:
         provenance = {"real": [str(p) for p in args.real], "fake": [str(p) for p in args.fake], "margin": args.margin}
-        write_calibration(args.classifier, result, provenance=provenance)
-        print(
-            f"calibrate: wrote verdict_enter, verdict_leave, verdict_frames into {args.classifier}.json",
-            file=sys.stderr,
-        )
+        for artifact in write_calibration(args.classifier, result, provenance=provenance):
+            print(
+                f"calibrate: wrote verdict_enter, verdict_leave, verdict_frames into {artifact}.json", file=sys.stderr
+            )
     return EXIT_OK
 
 

@@ -60,7 +60,7 @@ def test_read_series_refuses_lines_that_are_not_verdicts():
 
 def test_calibrate_command_writes_the_manifest_and_watch_uses_it(model_dir, tmp_path, demo_clip, capsys):
     from engines import Classifier
-    from engines.manifest import sha256_file
+    from engines.manifest import load_manifest, sha256_file
 
     models = tmp_path / "models"
     shutil.copytree(model_dir, models)
@@ -78,6 +78,8 @@ def test_calibrate_command_writes_the_manifest_and_watch_uses_it(model_dir, tmp_
     t = manifest.thresholds
     assert t["verdict_frames"] == 5 and t["verdict_enter"] == pytest.approx(0.25, abs=1e-3)  # 3 frames of 0.45 < 5
     assert manifest.training["calibration"]["real"] == [str(real)]
+    # the torch reference of the same network, beside it, serves the same thresholds
+    assert load_manifest(classifier.with_suffix(".pt2"), kind="classifier").thresholds == t
     capsys.readouterr()
     assert main(["watch", str(demo_clip.path), "--models", str(models), "--metrics-port", "0"]) == 0
     assert (

@@ -40,16 +40,6 @@ class CalibrateOptions:
         check_ranges(self)
 
 
-def classifier_artifacts(models: Path) -> list[Path]:
-    """Every build of the classifier in ``models`` with a manifest (the ONNX file, its torch reference, engines): the
-    thresholds belong to the network, whichever build serves it."""
-    return sorted(
-        p
-        for p in models.glob("deepfake_classifier.*")
-        if p.suffix not in (".json", ".md", ".bin") and p.with_name(p.name + ".json").is_file()
-    )
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from pipeline.calibrate import calibrate, write_calibration
     from trainer.pack import holdout
@@ -65,8 +55,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if not o.dry_run:
         provenance = {"real": [str(p) for p in real], "fake": [str(p) for p in fake], "margin": o.margin}
-        for artifact in classifier_artifacts(o.models):
-            write_calibration(artifact, result, provenance=provenance)
+        for artifact in write_calibration(o.models / "deepfake_classifier.onnx", result, provenance=provenance):
             print(
                 f"calibrate: wrote verdict_enter, verdict_leave, verdict_frames into {artifact}.json", file=sys.stderr
             )
