@@ -32,8 +32,13 @@ _COMMENT = re.compile(r"^    #\s?(.*)$")  # a comment line of the class body (th
 
 @functools.cache
 def field_help(cls: type) -> dict[str, str]:
-    """The comment beside each field of dataclass ``cls`` (trailing, else the comment lines just above it)."""
-    out, above = {}, []
+    """The comment beside each field of dataclass ``cls`` (trailing, else the comment lines just above it), those of
+    the fields it inherits from dataclass bases included."""
+    out: dict[str, str] = {}
+    for base in reversed(cls.__mro__[1:]):
+        if dataclasses.is_dataclass(base):
+            out |= field_help(base)
+    above: list[str] = []
     for line in inspect.getsource(cls).splitlines():
         comment, field = _COMMENT.match(line), _FIELD.match(line)
         if comment:

@@ -17,24 +17,18 @@ from pathlib import Path
 
 from pipeline.flags import add_config_file, add_config_flags, config_from_args
 from pipeline.ranges import check_ranges, ranged
+from trainer.commands.validate import ServiceOptions
 
 
 @dataclass(frozen=True)
-class CalibrateOptions:
-    """`dfwatch-train calibrate`: the pack, the media and the margin. ``threads`` and ``detector`` are the [models]
-    fields of `dfwatch watch` the service runs may set (pipeline.config.ModelsConfig checks them)."""
+class CalibrateOptions(ServiceOptions):
+    """`dfwatch-train calibrate`: the pack, the media and the margin."""
 
-    models: Path = Path("models")  # model directory (classifier and detector)
-    media: Path = Path("../shared/data")  # the shared real-media folder
     # where the broadcast variants of the real clips are written (kept for the next run)
     work: Path = Path("runs/calibrate")
     margin: float = ranged(0.05, 0, 1)  # added above the reals' highest quiet threshold
     dry_run: bool = False  # print the thresholds, leave the manifest alone
     broadcast: bool = True  # the val real clips also under the broadcast conditions, not only as they are
-    threads: int | None = ranged(None, 1, 1024)  # ONNX Runtime threads; None = all cores
-    # detector artifact the service serves; None = as `dfwatch watch`: the OpenVINO INT8 detector in MODELS where it
-    # opens, else MODELS/face_detector.onnx
-    detector: Path | None = None
 
     def __post_init__(self) -> None:
         check_ranges(self)

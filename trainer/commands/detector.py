@@ -190,9 +190,7 @@ def _print_table(rows: dict[int, dict], chosen: int) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detector", help="train, measure and export the YOLOv8n face detector (ultralytics, offline)")
-    train_fields = tuple(f.name for f in dataclasses.fields(DetectorTrainConfig))
-    add_config_flags(p, DetectorOptions, skip=(*train_fields, "sizes"))
-    add_config_flags(p, DetectorTrainConfig)
+    add_config_flags(p, DetectorOptions, skip=("sizes",))  # its DetectorTrainConfig fields too
     p.add_argument(  # a list of sizes, as before: --sizes 320 416
         "--sizes",
         type=int,

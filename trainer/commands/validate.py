@@ -24,22 +24,28 @@ REAL_SPLITS = ("test", "val")  # the held-out real_videos splits (val calibrates
 
 
 @dataclass(frozen=True)
-class ValidateOptions:
-    """`dfwatch-train validate`: the pack, the media and where the report goes. ``threads`` and ``detector`` are
-    the [models] fields of `dfwatch watch` the service runs may set (pipeline.config.ModelsConfig checks them)."""
+class ServiceOptions:
+    """The pack and the media that validate and calibrate run through the service in process. ``threads`` and
+    ``detector`` are the [models] fields of `dfwatch watch` the service runs may set (ModelsConfig checks them)."""
 
     models: Path = Path("models")  # model directory (classifier and detector)
     media: Path = Path("../shared/data")  # the shared real-media folder
+    threads: int | None = ranged(None, 1, 1024)  # ONNX Runtime threads; None = all cores
+    # detector artifact the service serves; None = as `dfwatch watch`: the OpenVINO INT8 detector in MODELS where it
+    # opens, else MODELS/face_detector.onnx
+    detector: Path | None = None
+
+
+@dataclass(frozen=True)
+class ValidateOptions(ServiceOptions):
+    """`dfwatch-train validate`: the pack, the media and where the report goes."""
+
     out: Path = Path("runs/validate.json")  # JSON report (and .md beside it)
     cache: Path = Path("runs/realval-cache")  # cache of the detector's boxes
     # where clips made from the media (DeepFaceLive halves, broadcast variants) are kept
     work: Path = Path("runs/validate-work")
     real_split: str = "test"  # which held-out real_videos clips count false alerts
     skip_videos: bool = False  # face sets only (no full-service runs)
-    threads: int | None = ranged(None, 1, 1024)  # ONNX Runtime threads; None = all cores
-    # detector artifact the service serves; None = as `dfwatch watch`: the OpenVINO INT8 detector in MODELS where it
-    # opens, else MODELS/face_detector.onnx
-    detector: Path | None = None
 
     def __post_init__(self) -> None:
         check_ranges(self)
