@@ -63,6 +63,7 @@ class TrainConfig:
     schedule: str = "constant"  # learning rate: "constant" or "cosine" (to 0 at the last epoch, after 1 warm-up epoch)
     epoch_samples: int | None = None  # train items per epoch, a fresh random subset each epoch; None = all
     capture_look: float = 0.0  # with capture: share of crops whose whole picture is sharpened (half) or softened (half)
+    blend_sharpen: float = 0.5  # with self_blend: share of blends whose source is sharpened (the rest are blurred)
 
     def __post_init__(self) -> None:
         try:  # plain JSON values (tuples -> lists), so a config compares equal after a round trip
@@ -85,6 +86,8 @@ class TrainConfig:
             raise FitError(f"backbone_lr is a fraction of lr in (0, 1], got {self.backbone_lr}")
         if not 0.0 <= self.capture_look <= 1.0 or (self.capture_look and not self.capture):
             raise FitError(f"capture_look is a share in [0, 1] and needs capture, got {self.capture_look}")
+        if not 0.0 <= self.blend_sharpen <= 1.0:
+            raise FitError(f"blend_sharpen is a share in [0, 1], got {self.blend_sharpen}")
         if self.schedule not in SCHEDULES:
             raise FitError(f"unknown schedule {self.schedule!r}; valid: {list(SCHEDULES)}")
         if self.capture and not self.self_blend:
@@ -197,6 +200,7 @@ def make_loader(
     capture: bool = False,
     samples: int | None = None,
     capture_look: float = 0.0,
+    blend_sharpen: float = 0.5,
 ) -> Any:
     """A DataLoader of (B, 3, S, S) float32 crops and (B,) float32 labels for one split of the store.
 
@@ -204,7 +208,8 @@ def make_loader(
     on "train", the same on every read on the other splits. ``capture`` shows every crop as a feed
     would (trainer.pack.capture), fakes blended at the native size; shuffled, each real crop then comes
     in one batch with its fake (``PairSampler``). ``samples`` (with ``shuffle``) draws that many
-    items without replacement, a new subset for each ``seed``.
+    items without replacement, a new subset for each ``seed``. ``blend_sharpen`` is the share of
+    self-blends whose source is sharpened rather than blurred.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -235,6 +240,7 @@ def make_loader(
             capture=look,
             size=input_size if capture else None,
             augment=fn if capture else None,
+            sharpen=blend_sharpen,
         )
     generator = torch.Generator().manual_seed(seed)
     sampler = None
@@ -513,6 +519,7 @@ def fit(
         self_blend=cfg.self_blend,
         capture=cfg.capture,
         capture_look=cfg.capture_look,
+        blend_sharpen=cfg.blend_sharpen,
     )
     n_params = sum(p.numel() for p in model.parameters())
     logger.info(
@@ -549,6 +556,7 @@ def fit(
             capture=cfg.capture,
             samples=cfg.epoch_samples,
             capture_look=cfg.capture_look,
+            blend_sharpen=cfg.blend_sharpen,
         )
         desc = f"epoch {epoch}/{cfg.epochs}"
 
@@ -572,6 +580,7 @@ def fit(
             capture=cfg.capture,
             samples=PRECISE_BN_BATCHES * max(cfg.batch_size, 32),
             capture_look=cfg.capture_look,
+            blend_sharpen=cfg.blend_sharpen,
         )
         precise_bn(model, stats, device=dev)
         val_loss, val_acc = evaluate_epoch(model, val, device=dev, progress=progress)

@@ -14,7 +14,7 @@ import torch
 
 from tests.trainer._tiny import write_tiny_store
 from trainer.fit import CHECKPOINT_NAME, TrainConfig, fit, load_checkpoint, make_loader, model_from_checkpoint
-from trainer.pack.selfblend import FIXED_SEED, SelfBlendDataset, blend_mask, self_blend
+from trainer.pack.selfblend import FIXED_SEED, SelfBlendDataset, blend_mask, self_blend, source_transform
 from trainer.store import FaceDataset
 
 CFG = TrainConfig(model="paper_cnn", model_args={"filters": [8, 16], "pool_every": True}, lr=3e-3, epochs=1)
@@ -77,6 +77,22 @@ def test_same_rng_state_same_fake_other_seeds_other_fakes():
     assert all(not np.array_equal(a, o) for o in others)
     rng = np.random.default_rng(7)  # a generator's next draw is another fake
     assert not np.array_equal(self_blend(img, rng, margin=0.25), self_blend(img, rng, margin=0.25))
+
+
+def test_sharpen_share_picks_sharpened_or_blurred_sources_and_nothing_else():
+    img = _face(96, 3)
+
+    def detail(x: np.ndarray) -> float:  # high-frequency energy
+        return float(cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var())
+
+    for seed in range(12):
+        sharp = source_transform(img, np.random.default_rng(seed), margin=0.25, sharpen=1.0)
+        soft = source_transform(img, np.random.default_rng(seed), margin=0.25, sharpen=0.0)
+        assert detail(sharp) > detail(soft)  # the same draws but the sharpen-or-blur branch
+    a = self_blend(img, np.random.default_rng(5), margin=0.25)
+    np.testing.assert_array_equal(a, self_blend(img, np.random.default_rng(5), margin=0.25, sharpen=0.5))
+    with pytest.raises(ValueError, match=r"sharpen is a chance in \[0, 1\], got 1.5"):
+        self_blend(img, np.random.default_rng(0), margin=0.25, sharpen=1.5)
 
 
 def test_bad_input_is_refused_with_the_expected_shape():

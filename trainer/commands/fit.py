@@ -31,6 +31,7 @@ CONFIG_FIELDS = (
     "self_blend",
     "capture",
     "capture_look",
+    "blend_sharpen",
     "schedule",
     "epoch_samples",
     "batch_size",

@@ -42,6 +42,7 @@ _BOX_W = 0.8  # assumed face-box width / height
 _ELASTIC_GRID = 4  # low-res displacement field, cells per side
 _ELASTIC_AMP = (0.02, 0.06)  # displacement amplitude, fraction of the face-box side
 _DOWN = (0.3, 1.0)  # source resolution: down to this fraction of the side and back up
+P_SHARPEN = 0.5  # share of sources sharpened; the rest are blurred
 _P_SMOOTH = 0.3  # probability of an edge-preserving smoothing of the source (a generated face's clean skin)
 MASK_SHAPES = ("face", "lower", "hull")  # inner face ellipse; mouth and jaw (lip-sync, reenactment); a random hull
 _MASK_P = (0.55, 0.2, 0.25)
@@ -60,9 +61,12 @@ def _check(img: np.ndarray) -> None:
         raise ValueError(f"self_blend expects one square uint8 (S, S, 3) RGB crop with S >= 8, got {got}")
 
 
-def source_transform(img: np.ndarray, rng: np.random.Generator, *, margin: float) -> np.ndarray:
+def source_transform(
+    img: np.ndarray, rng: np.random.Generator, *, margin: float, sharpen: float = P_SHARPEN
+) -> np.ndarray:
     """The blend's source: ``img`` (S, S, 3) uint8 with colour, sharpness, resolution and a small
-    shift/scale changed; a new (S, S, 3) uint8 array."""
+    shift/scale changed; a new (S, S, 3) uint8 array. ``sharpen`` is the chance of a sharpened source
+    (else blurred); the draws do not depend on it, so only that choice changes with it."""
     s = img.shape[0]
     face = s / (1 + 2 * margin)
     levels = np.arange(256, dtype=np.float32)[:, None]  # (256, 1)
@@ -80,7 +84,7 @@ def source_transform(img: np.ndarray, rng: np.random.Generator, *, margin: float
     x = cv2.LUT(x, _lut((levels - mean) * (1 + contrast) + mean + 255.0 * brightness))
 
     # sharpen or blur
-    if rng.random() < 0.5:
+    if rng.random() < sharpen:
         alpha = rng.uniform(0.1, 0.4)
         kernel = np.full((3, 3), -alpha, np.float32)
         kernel[1, 1] = 1 + 8 * alpha  # identity + alpha * Laplacian-style high pass
@@ -164,16 +168,19 @@ def blend_mask(size: int, rng: np.random.Generator, *, margin: float) -> np.ndar
     return np.clip(soft * ratio, 0.0, 1.0)[:, :, None]  # (S, S, 1)
 
 
-def self_blend(img: np.ndarray, rng: np.random.Generator, *, margin: float) -> np.ndarray:
+def self_blend(img: np.ndarray, rng: np.random.Generator, *, margin: float, sharpen: float = P_SHARPEN) -> np.ndarray:
     """A self-blended fake of the square face crop ``img`` (S, S, 3) uint8 RGB: same shape and dtype.
 
-    ``margin`` is the store's ``crop_margin`` (it places the face box in the crop). Every random
-    choice comes from ``rng``; ``img`` is not changed.
+    ``margin`` is the store's ``crop_margin`` (it places the face box in the crop); ``sharpen`` the
+    chance that the blended-in source is sharpened rather than blurred. Every random choice comes
+    from ``rng``; ``img`` is not changed.
     """
     _check(img)
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0 (the store's crop_margin), got {margin}")
-    source = source_transform(img, rng, margin=margin)
+    if not 0.0 <= sharpen <= 1.0:
+        raise ValueError(f"sharpen is a chance in [0, 1], got {sharpen}")
+    source = source_transform(img, rng, margin=margin, sharpen=sharpen)
     mask = blend_mask(img.shape[0], rng, margin=margin)  # (S, S, 1)
     out = img.astype(np.float32)
     out += mask * (source.astype(np.float32) - out)  # mask * source + (1 - mask) * img
@@ -190,7 +197,8 @@ class SelfBlendDataset(ImageItems):
     resized once to ``size``, the fakes blended at the native size; a fake is shown exactly as
     its real twin (same native size and codec), so the blend is all that tells them apart
     (``PairSampler`` puts the two in one batch). Then ``augment`` runs (the base must then
-    neither augment nor resize). ``labels`` lists every item's label in index order.
+    neither augment nor resize). ``sharpen`` is ``self_blend``'s. ``labels`` lists every item's
+    label in index order.
 
     ``fixed`` (default: every split but "train") makes item k the same on every read (seeded by
     ``FIXED_SEED`` and k), so validation loss compares across epochs; otherwise item ``i`` is
@@ -208,6 +216,7 @@ class SelfBlendDataset(ImageItems):
         capture: CaptureConfig | None = None,
         size: int | None = None,
         augment: Callable[[np.ndarray], np.ndarray] | None = None,
+        sharpen: float = P_SHARPEN,
     ) -> None:
         if not margin >= 0:
             raise ValueError(f"margin must be >= 0 (the store's crop_margin), got {margin}")
@@ -220,7 +229,7 @@ class SelfBlendDataset(ImageItems):
         self.margin = float(margin)
         self.seed = int(seed)
         self.fixed = base.split != "train" if fixed is None else fixed
-        self.capture, self.size, self.augment = capture, size, augment
+        self.capture, self.size, self.augment, self.sharpen = capture, size, augment, float(sharpen)
         self.real = np.flatnonzero(base.labels == 0)  # (n_real,) positions in base
         self.labels = np.concatenate([base.labels, np.ones(len(self.real), np.float32)])  # (n + n_real,)
 
@@ -233,7 +242,7 @@ class SelfBlendDataset(ImageItems):
         return np.random.default_rng(key)
 
     def _swap(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self_blend(img, rng, margin=self.margin)
+        return self_blend(img, rng, margin=self.margin, sharpen=self.sharpen)
 
     def image(self, i: int) -> np.ndarray:
         """Item i as uint8 (S', S', 3) RGB after blending (fakes), capture, augmentation and resizing."""
@@ -244,7 +253,7 @@ class SelfBlendDataset(ImageItems):
         if self.capture is None:
             if i < n:
                 return self.base.image(i)
-            fake = self_blend(self.base.raw_crop(int(self.real[i - n])), self._rng(i), margin=self.margin)
+            fake = self._swap(self.base.raw_crop(int(self.real[i - n])), self._rng(i))
             return self.base.finish(fake)
         row = i if i < n else int(self.real[i - n])
         raw = self.base.raw_crop(row)
